@@ -1,0 +1,30 @@
+# Every target bootstraps .venv itself, so a fresh clone needs nothing else.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_data
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py --workdir $(DEMO_DIR)
+
+bench: $(STAMP)
+	$(PY) scripts/benchmark.py --mode preprocess
+
+lint: $(STAMP)
+	$(PY) -m compileall -q nnunet_ray jobs scripts tests
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

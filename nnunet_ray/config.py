@@ -1,0 +1,193 @@
+"""Typed, frozen configs for every command: the one object that flows from the CLI to the Ray workers.
+
+Each field's ``metadata["help"]`` is its CLI help; the CLI builds its flags from these dataclasses
+(kebab-case: ``learning_rate`` -> ``--learning-rate``). ``validate()`` raises ``ConfigError`` naming the
+flag to fix. At the Ray boundary a config travels as ``asdict(cfg)`` and is rebuilt with ``from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A user-facing option is invalid; the message names the flag to fix."""
+
+
+def opt(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field with CLI help text (and optional ``choices`` / ``short`` metadata)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def flag_name(name: str) -> str:
+    """``learning_rate`` -> ``--learning-rate``: how a field is spelled on the command line."""
+    return "--" + name.replace("_", "-")
+
+
+def from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Rebuild a config from ``asdict`` output, ignoring unknown keys (older/newer checkpoints)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in names}
+    return cls(**kwargs)
+
+
+def _check(condition: bool, name: str, problem: str) -> None:
+    if not condition:
+        raise ConfigError(f"{flag_name(name)}: {problem}")
+
+
+def _check_choices(cfg: Any) -> None:
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{flag_name(f.name)}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """`nnunet-ray synth`: write a deterministic synthetic MSD-format task."""
+
+    out: str = opt("", "folder to create the task in (its name becomes the dataset name)")
+    cases: int = opt(10, "number of training cases")
+    test: int = opt(2, "number of test cases (imagesTs, no labels)")
+    modalities: int = opt(1, "image channels; >1 writes 4D NIfTI like MSD BraTS")
+    ct: bool = opt(False, "CT-like intensities (Hounsfield units, modality 'CT')")
+    size: int = opt(64, "approximate edge length of a volume in voxels")
+    seed: int = opt(0, "random seed; the same seed writes the same files")
+
+    def validate(self) -> "SynthConfig":
+        _check(bool(self.out), "out", "is required")
+        _check(self.cases >= 2, "cases", "must be at least 2")
+        _check(self.test >= 0, "test", "must be >= 0")
+        _check(self.modalities >= 1, "modalities", "must be >= 1")
+        _check(self.size >= 16, "size", "must be >= 16")
+        return self
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """`nnunet-ray plan`: fingerprint a raw dataset and write plans.json."""
+
+    data: str = opt("", "raw dataset folder holding dataset.json")
+    results: str = opt("", "preprocessed root; plans go to RESULTS/<dataset>/<dim>d/ (default: print only)")
+    dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
+    min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck")
+    max_depth: int = opt(6, "maximum number of downsamplings")
+    memory_budget_mvox: float = opt(
+        0.0, "patch-size budget in megavoxels for automatic planning (0 = the default per dim)")
+    address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+    print_plans: bool = opt(False, "write the plans JSON to stdout", cli="--print")
+
+    def validate(self) -> "PlanConfig":
+        _check(bool(self.data), "data", "is required")
+        _check_choices(self)
+        _check(self.min_fmap >= 1, "min_fmap", "must be >= 1")
+        _check(1 <= self.max_depth <= 8, "max_depth", "must be in 1..8")
+        _check(self.memory_budget_mvox >= 0, "memory_budget_mvox", "must be >= 0")
+        return self
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """`nnunet-ray preprocess`: plan (if needed) and write preprocessed arrays with Ray Data."""
+
+    data: str = opt("", "raw dataset folder holding dataset.json")
+    results: str = opt("", "preprocessed root; arrays go to RESULTS/<dataset>/<dim>d/")
+    dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
+    exec_mode: str = opt("training", "which cases: training (with labels), val (labels kept, no padding), "
+                         "test (imagesTs)", choices=("training", "val", "test"))
+    num_workers: int = opt(0, "parallel case workers (0 = one per available CPU)")
+    min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
+    max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
+    address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+
+    def validate(self) -> "PreprocessConfig":
+        _check(bool(self.data), "data", "is required")
+        _check(bool(self.results), "results", "is required")
+        _check_choices(self)
+        _check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`nnunet-ray train`: one fold, one dim, on Ray Train workers. Defaults are the reference's."""
+
+    data: str = opt("", "preprocessed folder (RESULTS/<dataset>/<dim>d) holding plans.json and splits.json")
+    results: str = opt("", "results root (local path or s3:// / gs:// URI); Ray's storage_path")
+    fold: int = opt(0, "cross-validation fold used for validation")
+    dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
+    experiment: str = opt("", "run name; default <dataset>_<dim>d_fold<F> (the same name resumes)")
+    # --- workers and devices
+    gpus: int = opt(0, "GPU workers (one GPU each); 0 trains on CPU workers")
+    workers: int = opt(1, "CPU workers when --gpus is 0")
+    cpus_per_worker: int = opt(1, "CPUs reserved per worker (DALI threads use them)")
+    num_workers: int = opt(2, "DALI CPU threads per pipeline")
+    amp: bool = opt(False, "mixed precision: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU")
+    amp_dtype: str = opt("float16", "autocast dtype on CUDA", choices=("float16", "bfloat16"))
+    benchmark: bool = opt(False, "benchmark mode: time --train-batches steps after --warmup, write perf.json")
+    # --- optimisation
+    optimizer: str = opt("radam", "optimizer", choices=("radam", "adam", "sgd"))
+    learning_rate: float = opt(1e-3, "initial learning rate")
+    weight_decay: float = opt(1e-4, "weight decay (Adam/RAdam)")
+    momentum: float = opt(0.99, "SGD momentum")
+    scheduler: str = opt("none", "LR schedule", choices=("none", "multistep", "cosine", "plateau"))
+    steps: tuple[int, ...] = opt((), "multistep milestones (epochs)")
+    factor: float = opt(0.3, "multistep / plateau decay factor")
+    lr_patience: int = opt(70, "plateau scheduler patience (epochs)")
+    warmup: int = opt(5, "linear LR warm-up epochs; in benchmark mode, untimed warm-up steps")
+    gradient_clip_val: float = opt(0.0, "gradient-norm clipping (0 = off)")
+    min_epochs: int = opt(30, "never stop before this many epochs")
+    max_epochs: int = opt(10000, "stop after this many epochs")
+    patience: int = opt(100, "early stopping: epochs without a better validation mean Dice")
+    skip_first_n_eval: int = opt(0, "skip validation for the first N epochs")
+    train_batches: int = opt(0, "limit training batches per epoch (0 = one pass over the fold's cases)")
+    test_batches: int = opt(0, "limit validation cases per epoch (0 = all)")
+    # --- data
+    batch_size: int = opt(2, "per-worker batch size (2D: slices)")
+    val_batch_size: int = opt(4, "sliding-window batch size")
+    nvol: int = opt(1, "2D: volumes per batch")
+    oversampling: float = opt(0.33, "probability that a crop is centred on foreground")
+    overlap: float = opt(0.5, "sliding-window overlap for validation")
+    blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
+    tta: bool = opt(False, "flip test-time augmentation during validation")
+    # --- model
+    norm: str = opt("instance", "normalization layer", choices=("instance", "batch", "group"))
+    residual: bool = opt(False, "residual encoder blocks")
+    deep_supervision: bool = opt(False, "auxiliary heads at the two next coarser levels")
+    focal: bool = opt(False, "focal loss instead of cross-entropy in Dice + CE")
+    negative_slope: float = opt(0.01, "LeakyReLU negative slope (also Kaiming init's a)")
+    sync_batchnorm: bool = opt(False, "synchronise BatchNorm statistics across workers")
+    seed: int = opt(1, "random seed (model init, DALI readers and augmentations)")
+    # --- checkpoints, logging, failures
+    resume_training: bool = opt(False, "continue the run of the same name from its last checkpoint")
+    max_failures: int = opt(3, "worker-group restarts allowed; each resumes from the last checkpoint")
+    image_every: int = opt(10, "TensorBoard: log a validation slice overlay every K epochs (0 = never)")
+    address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+
+    def validate(self) -> "TrainConfig":
+        _check(bool(self.data), "data", "is required")
+        _check(bool(self.results), "results", "is required")
+        _check_choices(self)
+        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "test_batches", "max_failures"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0")
+        for name in ("workers", "cpus_per_worker", "num_workers", "batch_size", "val_batch_size", "nvol",
+                     "patience", "max_epochs"):
+            _check(getattr(self, name) >= 1, name, "must be >= 1")
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _check(0 <= self.oversampling <= 1, "oversampling", "must be in [0, 1]")
+        _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
+        _check(self.min_epochs <= self.max_epochs, "min_epochs", "must be <= --max-epochs")
+        _check(self.batch_size % self.nvol == 0, "nvol", "must divide --batch-size")
+        _check(self.scheduler != "multistep" or bool(self.steps), "steps", "is required with --scheduler multistep")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Number of Ray Train workers (DDP ranks)."""
+        return self.gpus if self.gpus > 0 else self.workers
