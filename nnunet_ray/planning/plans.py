@@ -1,0 +1,274 @@
+"""``plans.json``: everything the preprocessor, loader and model need, decided once per dataset and dim.
+
+MSD tasks 01-10 (folder ``TaskNN_*``) take the reference's patch size, spacing and CT statistics
+(``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
+spacing with the coarse axis tightened, patch from the median resampled shape within a voxel budget,
+rounded to the network's total stride. ``hash`` identifies the content so reruns can skip done work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnunet_ray.config import ConfigError
+from nnunet_ray.data.types import DatasetError, DatasetInfo
+from nnunet_ray.planning.presets import msd_preset, preset_geometry
+from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
+
+ANISOTROPY_RATIO = 3.0  # max/min spacing at which the coarse axis is treated separately (reference value)
+DEFAULT_BUDGET = {3: 128**3, 2: 512**2}  # patch voxels when memory_budget_mvox is 0
+MIN_PATCH = 8  # smallest automatic patch edge in voxels
+PLANS_KEYS = ("dataset", "dim", "modalities", "in_channels", "n_classes", "labels", "spacing", "patch_size",
+              "kernels", "strides", "filters", "normalization", "anisotropic_axis", "preset", "hash")
+
+
+class PlansNotFoundError(FileNotFoundError, ValueError):
+    """A preprocessed folder has no plans.json (catchable as FileNotFoundError or ValueError)."""
+
+
+def anisotropic_axis(spacing: Sequence[float]) -> int | None:
+    """The coarse axis when ``max(spacing) / min(spacing) >= 3``, else None.
+
+    Args:
+        spacing: ``(z, y, x)`` mm.
+
+    Returns:
+        the index of the largest spacing, or None for (near-)isotropic spacing.
+    """
+    values = np.asarray(spacing, dtype=np.float64)
+    if values.max() / values.min() >= ANISOTROPY_RATIO:
+        return int(np.argmax(values))
+    return None
+
+
+def target_spacing(spacings: Sequence[Sequence[float]]) -> list[float]:
+    """Target spacing for automatic planning: the per-axis median, with the coarse axis tightened.
+
+    When the median is anisotropic the coarse axis (argmax; the reference's argmin picked the finest
+    axis by mistake) takes the 10th percentile of that axis's spacings, never finer than the other axes.
+
+    Args:
+        spacings: ``(N, 3)`` per-case ``(z, y, x)`` spacings in mm.
+
+    Returns:
+        ``[z, y, x]`` in mm.
+    """
+    values = np.asarray(spacings, dtype=np.float64)
+    target = np.median(values, axis=0)
+    axis = anisotropic_axis(target)
+    if axis is not None:
+        others = max(float(target[i]) for i in range(len(target)) if i != axis)
+        target[axis] = max(float(np.percentile(values[:, axis], 10)), others)
+    return [float(s) for s in target]
+
+
+def _shrink_to_budget(patch: list[int], spacing: Sequence[float], budget: int, **topology: int) -> list[int]:
+    """Cut the patch's longest-in-mm axis, one stride multiple at a time, until it fits the budget."""
+    patch = list(patch)
+    while math.prod(patch) > budget:
+        candidates = [i for i, p in enumerate(patch) if p > MIN_PATCH]
+        if not candidates:
+            break
+        axis = max(candidates, key=lambda i: patch[i] * spacing[i])
+        step = total_stride(get_topology(patch, spacing, **topology)[1])[axis]
+        smaller = patch[axis] // step * step
+        patch[axis] = max(MIN_PATCH, smaller if smaller < patch[axis] else smaller - step)
+    return patch
+
+
+def _round_to_strides(patch: list[int], spacing: Sequence[float], **topology: int) -> list[int]:
+    """Round each edge down to a multiple of the total stride, until the topology stops changing."""
+    for _ in range(16):  # each pass can only remove strides, so this settles within a few passes
+        step = total_stride(get_topology(patch, spacing, **topology)[1])
+        rounded = [max(s, p // s * s) for p, s in zip(patch, step)]
+        if rounded == patch:
+            return patch
+        patch = rounded
+    raise AssertionError(f"patch rounding did not settle: {patch}")
+
+
+def auto_patch_size(
+    median_shape: Sequence[float],
+    spacing: Sequence[float],
+    *,
+    budget: int,
+    min_fmap: int = 4,
+    max_depth: int = 6,
+) -> list[int]:
+    """Patch size from the median resampled shape, within a voxel budget, divisible by the total stride.
+
+    Args:
+        median_shape: median case shape at the target spacing, ``dim`` entries (voxels).
+        spacing: target spacing of the same axes (mm).
+        budget: the most voxels a patch may hold.
+        min_fmap: as in ``get_topology``.
+        max_depth: as in ``get_topology``.
+
+    Returns:
+        ``dim`` ints, each >= 8 (unless the budget forced fewer axes) and a multiple of the topology's
+        total stride on that axis, with product <= ``budget`` when reachable with edges of 8.
+    """
+    patch = [max(MIN_PATCH, int(round(s))) for s in median_shape]
+    patch = _shrink_to_budget(patch, spacing, budget, min_fmap=min_fmap, max_depth=max_depth)
+    return _round_to_strides(patch, spacing, min_fmap=min_fmap, max_depth=max_depth)
+
+
+def _auto_geometry(fingerprint: dict, dim: int, budget: int, **topology: int) -> tuple[list[int], list[float]]:
+    spacing = target_spacing(fingerprint["spacings"])
+    cropped = np.asarray(fingerprint["cropped_shapes"], dtype=np.float64)
+    spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)
+    median_shape = np.median(cropped * spacings / np.asarray(spacing), axis=0)  # (3,) voxels at target
+    patch = auto_patch_size(median_shape[3 - dim:], spacing[3 - dim:], budget=budget, **topology)
+    return patch, spacing
+
+
+def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: Any) -> dict[str, Any]:
+    if not dataset.is_ct:
+        return {"scheme": "mri", "ct_min": None, "ct_max": None, "ct_mean": None, "ct_std": None}
+    if ct_preset is not None:
+        return {"scheme": "ct", "ct_min": ct_preset.ct_min, "ct_max": ct_preset.ct_max,
+                "ct_mean": ct_preset.ct_mean, "ct_std": ct_preset.ct_std}
+    stats = fingerprint["intensity"][0]
+    if not stats["n_samples"]:
+        raise DatasetError(f"{dataset.name}: no labelled foreground voxels in any case; CT statistics need some")
+    return {"scheme": "ct", "ct_min": stats["percentile_00_5"], "ct_max": stats["percentile_99_5"],
+            "ct_mean": stats["mean"], "ct_std": stats["std"]}
+
+
+def make_plans(
+    dataset: DatasetInfo,
+    fingerprint: dict,
+    *,
+    dim: int,
+    min_fmap: int = 4,
+    max_depth: int = 6,
+    memory_budget_mvox: float = 0.0,
+) -> dict[str, Any]:
+    """Plans for one dataset and dimensionality.
+
+    Args:
+        dataset: the raw dataset (channels, labels, task number).
+        fingerprint: ``merge_fingerprints`` output for the same dataset.
+        dim: 2 or 3.
+        min_fmap: smallest feature-map edge that may still be downsampled is ``2 * min_fmap``.
+        max_depth: the most downsampling steps.
+        memory_budget_mvox: patch budget in megavoxels for automatic planning; 0 = 128^3 (3D) / 512^2 (2D).
+
+    Returns:
+        the plans dict with keys ``PLANS_KEYS`` (see the shared contract); ``spacing`` always has 3
+        entries, ``patch_size``/kernels/strides have ``dim``; ``anisotropic_axis`` describes the data's
+        median spacing (which axis is the slow one), independent of the target.
+
+    Raises:
+        ConfigError: bad ``dim`` / ``min_fmap`` / ``max_depth`` / ``memory_budget_mvox``.
+        DatasetError: a CT dataset without foreground samples and without preset statistics.
+        ValueError: the fingerprint belongs to another dataset.
+    """
+    _check_options(dim, min_fmap, max_depth, memory_budget_mvox)
+    if fingerprint.get("dataset", dataset.name) != dataset.name:
+        raise ValueError(f"fingerprint is for {fingerprint['dataset']!r}, not {dataset.name!r}")
+    topology = {"min_fmap": min_fmap, "max_depth": max_depth}
+    preset = msd_preset(dataset.task_number)
+    if preset is not None:
+        patch, spacing, topology_spacing = preset_geometry(preset, dim)
+    else:
+        budget = int(memory_budget_mvox * 1e6) if memory_budget_mvox > 0 else DEFAULT_BUDGET[dim]
+        patch, spacing = _auto_geometry(fingerprint, dim, budget, **topology)
+        topology_spacing = spacing[3 - dim:]
+    kernels, strides = get_topology(patch, topology_spacing, **topology)
+    plans: dict[str, Any] = {
+        "dataset": dataset.name,
+        "dim": dim,
+        "modalities": list(dataset.modalities),
+        "in_channels": len(dataset.modalities),
+        "n_classes": dataset.n_classes,
+        "labels": {str(k): v for k, v in sorted(dataset.labels.items())},
+        "spacing": [float(s) for s in spacing],
+        "patch_size": [int(p) for p in patch],
+        "kernels": kernels,
+        "strides": strides,
+        "filters": get_filters(len(strides), dim),
+        "normalization": _normalization(dataset, fingerprint, preset.ct if preset else None),
+        "anisotropic_axis": anisotropic_axis(fingerprint["median_spacing"]),
+        "preset": "msd" if preset is not None else "auto",
+    }
+    plans["hash"] = plans_hash(plans)
+    return plans
+
+
+def _check_options(dim: int, min_fmap: int, max_depth: int, memory_budget_mvox: float) -> None:
+    if dim not in (2, 3):
+        raise ConfigError(f"--dim: must be 2 or 3, got {dim}")
+    if min_fmap < 1:
+        raise ConfigError(f"--min-fmap: must be >= 1, got {min_fmap}")
+    if max_depth < 1:
+        raise ConfigError(f"--max-depth: must be >= 1, got {max_depth}")
+    if memory_budget_mvox < 0:
+        raise ConfigError(f"--memory-budget-mvox: must be >= 0, got {memory_budget_mvox}")
+
+
+def plans_hash(plans: dict) -> str:
+    """First 16 hex digits of the SHA-256 of the plans without their ``hash`` key (key order ignored)."""
+    content = {k: v for k, v in plans.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then ``os.replace``.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        obj: anything ``json.dumps`` accepts.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_plans(folder: str | Path) -> dict[str, Any]:
+    """Read ``folder/plans.json``.
+
+    A hand-edited file is accepted: ``hash`` is recomputed from the content so it always identifies
+    what the plans say.
+
+    Args:
+        folder: a preprocessed folder ``<root>/<dataset>/<2d|3d>/`` or a checkpoint folder.
+
+    Returns:
+        the plans dict.
+
+    Raises:
+        PlansNotFoundError: no plans.json in ``folder`` (a ValueError and a FileNotFoundError).
+        ValueError: the file is not valid JSON or lacks a required key.
+    """
+    path = Path(folder) / "plans.json"
+    if not path.is_file():
+        raise PlansNotFoundError(f"no plans.json in {folder}: run `nnunet-ray plan` (or preprocess) first")
+    try:
+        plans = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(plans, dict):
+        raise ValueError(f"{path}: not a plans file (a JSON object is expected)")
+    missing = [k for k in PLANS_KEYS if k != "hash" and k not in plans]
+    if missing:
+        raise ValueError(f"{path}: not a plans file (missing {', '.join(missing)})")
+    plans["hash"] = plans_hash(plans)
+    return plans

@@ -1,0 +1,106 @@
+"""The reference's hard-coded plans for the Medical Segmentation Decathlon tasks 01-10.
+
+Values are those of NVIDIA nnU-Net ``data_preprocessing/configs.py`` (v21.10): patch size and target
+spacing per dimensionality, in ``(z, y, x)`` / ``(y, x)`` order, and CT clip/normalisation statistics for
+the CT tasks. A dataset folder named ``TaskNN_*`` with NN in 1..10 is planned from these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CTStats:
+    """Dataset-level CT statistics over foreground voxels (Hounsfield units).
+
+    Attributes:
+        ct_min: clip floor (0.5th percentile).
+        ct_max: clip ceiling (99.5th percentile).
+        ct_mean: mean used for the z-score.
+        ct_std: standard deviation used for the z-score.
+    """
+
+    ct_min: float
+    ct_max: float
+    ct_mean: float
+    ct_std: float
+
+
+@dataclass(frozen=True)
+class MSDPreset:
+    """One MSD task's reference plans.
+
+    Attributes:
+        name: the task folder name, e.g. ``Task04_Hippocampus``.
+        patch_3d: 3D patch ``(Z, Y, X)`` in voxels.
+        spacing_3d: 3D target spacing ``(z, y, x)`` in mm.
+        patch_2d: 2D patch ``(Y, X)`` in voxels.
+        spacing_2d: 2D in-plane target spacing ``(y, x)`` in mm.
+        ct: CT statistics, or None for the MRI tasks.
+    """
+
+    name: str
+    patch_3d: tuple[int, int, int]
+    spacing_3d: tuple[float, float, float]
+    patch_2d: tuple[int, int]
+    spacing_2d: tuple[float, float]
+    ct: CTStats | None = None
+
+
+MSD_PRESETS: dict[int, MSDPreset] = {
+    1: MSDPreset("Task01_BrainTumour", (128, 128, 128), (1.0, 1.0, 1.0), (192, 160), (1.0, 1.0)),
+    2: MSDPreset("Task02_Heart", (80, 192, 160), (1.37, 1.25, 1.25), (320, 256), (1.25, 1.25)),
+    3: MSDPreset("Task03_Liver", (128, 128, 128), (1.0, 0.7676, 0.7676), (512, 512), (0.7676, 0.7676),
+                 CTStats(-17.0, 201.0, 99.4, 39.36)),
+    4: MSDPreset("Task04_Hippocampus", (40, 56, 40), (1.0, 1.0, 1.0), (56, 40), (1.0, 1.0)),
+    5: MSDPreset("Task05_Prostate", (20, 320, 256), (3.6, 0.62, 0.62), (320, 320), (0.62, 0.62)),
+    6: MSDPreset("Task06_Lung", (80, 192, 160), (1.24, 0.79, 0.79), (512, 512), (0.79, 0.79),
+                 CTStats(-1024.0, 325.0, -158.58, 324.7)),
+    7: MSDPreset("Task07_Pancreas", (40, 224, 224), (2.5, 0.8, 0.8), (512, 512), (0.8, 0.8),
+                 CTStats(-96.0, 215.0, 77.9, 75.4)),
+    8: MSDPreset("Task08_HepaticVessel", (64, 192, 192), (1.5, 0.8, 0.8), (512, 512), (0.8, 0.8),
+                 CTStats(-3.0, 243.0, 104.37, 52.62)),
+    9: MSDPreset("Task09_Spleen", (64, 192, 160), (1.6, 0.79, 0.79), (512, 512), (0.79, 0.79),
+                 CTStats(-41.0, 176.0, 99.29, 39.47)),
+    10: MSDPreset("Task10_Colon", (56, 192, 160), (3.0, 0.78, 0.78), (512, 512), (0.78, 0.78),
+                  CTStats(-30.0, 165.82, 62.18, 32.65)),
+}
+
+
+def msd_preset(task_number: int | None) -> MSDPreset | None:
+    """The preset for an MSD task number, or None when the dataset is not one of tasks 01-10.
+
+    Args:
+        task_number: ``DatasetInfo.task_number`` (NN of a ``TaskNN_*`` folder), or None.
+
+    Returns:
+        the task's ``MSDPreset``, or None.
+    """
+    if task_number is None:
+        return None
+    return MSD_PRESETS.get(task_number)
+
+
+def preset_geometry(preset: MSDPreset, dim: int) -> tuple[list[int], list[float], list[float]]:
+    """Patch size, full 3-axis target spacing and the spacing the topology is computed from.
+
+    In 2D the plans still carry three spacings: z is the 3D preset's (informational: 2D preprocessing
+    leaves z at each case's own spacing) and y, x are the 2D preset's.
+
+    Args:
+        preset: the task's preset.
+        dim: 2 or 3.
+
+    Returns:
+        ``(patch_size, spacing_zyx, topology_spacing)``: ``dim`` ints, 3 floats (mm), ``dim`` floats (mm).
+
+    Raises:
+        ValueError: ``dim`` is not 2 or 3.
+    """
+    if dim == 3:
+        return list(preset.patch_3d), list(preset.spacing_3d), list(preset.spacing_3d)
+    if dim == 2:
+        spacing = [preset.spacing_3d[0], *preset.spacing_2d]
+        return list(preset.patch_2d), spacing, list(preset.spacing_2d)
+    raise ValueError(f"dim must be 2 or 3, got {dim}")
