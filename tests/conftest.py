@@ -1,0 +1,47 @@
+"""Shared pytest fixtures for every stage's tests.
+
+Synthetic tasks are session-scoped: each is written once per test run (well under a second) and must be
+treated as read-only by tests; copy it to ``tmp_path`` before modifying anything. All are MSD v1 folders
+(see ``nnunet_ray.data.synth``) with 6 training and 2 test cases of about 32 voxels in-plane, 8-11 slices,
+classes 0 background, 1 organ, 2 lesion, 3 spot.
+
+Add new shared fixtures below with a one-line docstring each; stage-specific fixtures belong in that
+stage's own ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nnunet_ray.config import SynthConfig
+from nnunet_ray.data.synth import make_synthetic_task
+
+SYNTH_CASES = 6
+SYNTH_TEST = 2
+SYNTH_SIZE = 32
+
+
+def _make(factory: pytest.TempPathFactory, name: str, **overrides) -> Path:
+    base = factory.mktemp("synth")
+    cfg = SynthConfig(out=str(base / name), cases=SYNTH_CASES, test=SYNTH_TEST, size=SYNTH_SIZE, seed=0, **overrides)
+    return make_synthetic_task(cfg)
+
+
+@pytest.fixture(scope="session")
+def synth_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A single-channel MRI-like task folder ``Task99_Synth`` (read-only)."""
+    return _make(tmp_path_factory, "Task99_Synth")
+
+
+@pytest.fixture(scope="session")
+def synth_task_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same cases with CT intensities (HU, modality "CT"), folder ``Task98_SynthCT`` (read-only)."""
+    return _make(tmp_path_factory, "Task98_SynthCT", ct=True)
+
+
+@pytest.fixture(scope="session")
+def synth_task_multimodal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two channels per case stored as 4D NIfTI, like MSD BraTS, folder ``Task97_SynthMM`` (read-only)."""
+    return _make(tmp_path_factory, "Task97_SynthMM", modalities=2)

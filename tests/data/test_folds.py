@@ -1,0 +1,119 @@
+"""Folds equal to sklearn KFold(shuffle=True, random_state=seed) on sorted ids, and splits.json I/O."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnunet_ray.data.folds import kfold_splits, read_splits, write_splits
+
+# nnU-Net writes splits_final.json with KFold(5, shuffle=True, random_state=12345) on the sorted case ids, the
+# same call as NVIDIA's reference. These are folds 0-2 of one such file published for a 30-case dataset
+# (github.com/EvaBr/cardiovas, splits_final.json; its folds 3-4 were edited by hand there, so they are not used).
+# They were produced by scikit-learn itself, so they check the whole rule independently of this code.
+PUBLISHED_IDS = [f"Diseased_{i}" for i in (2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 20)] + \
+                [f"Normal_{i}" for i in (2, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)]
+PUBLISHED_VAL = [
+    ["Diseased_13", "Diseased_2", "Diseased_6", "Normal_11", "Normal_14", "Normal_5"],
+    ["Diseased_10", "Diseased_16", "Diseased_17", "Normal_16", "Normal_17", "Normal_2"],
+    ["Diseased_3", "Diseased_4", "Diseased_7", "Normal_15", "Normal_18", "Normal_19"],
+]
+
+
+def test_matches_published_nnunet_splits() -> None:
+    splits = kfold_splits(PUBLISHED_IDS[::-1], n_splits=5, seed=12345)  # input order must not matter
+    assert [fold["val"] for fold in splits[:3]] == PUBLISHED_VAL
+
+
+def _ids(n: int) -> list[str]:
+    return [f"case_{i:02d}" for i in range(n)]
+
+
+# Worked by hand from np.random.RandomState(12345).shuffle(np.arange(n)):
+#   n = 10 -> [0, 7, 3, 9, 6, 4, 1, 8, 5, 2]; 5 folds of 2 take consecutive pairs, each sorted.
+#   n = 7  -> [6, 3, 4, 0, 1, 5, 2]; 3 folds of sizes 3, 2, 2 (7 // 3 = 2, the first 7 % 3 = 1 fold gets one more).
+@pytest.mark.parametrize("n, k, val_indices", [
+    (10, 5, [[0, 7], [3, 9], [4, 6], [1, 8], [2, 5]]),
+    (7, 3, [[3, 4, 6], [0, 1], [2, 5]]),
+])
+def test_hand_computed_membership(n: int, k: int, val_indices: list[list[int]]) -> None:
+    ids = _ids(n)
+    splits = kfold_splits(ids, n_splits=k)
+    assert [fold["val"] for fold in splits] == [[ids[i] for i in fold] for fold in val_indices]
+    for fold in splits:
+        assert fold["train"] == [c for c in ids if c not in fold["val"]]  # complement, sorted
+
+
+@pytest.mark.parametrize("n, k", [(5, 5), (6, 5), (11, 4), (2, 2), (23, 5)])
+def test_partition(n: int, k: int) -> None:
+    ids = _ids(n)
+    splits = kfold_splits(ids, n_splits=k, seed=7)
+    vals = [fold["val"] for fold in splits]
+    assert sorted(c for val in vals for c in val) == ids  # every case validated exactly once
+    assert [len(v) for v in vals] == [n // k + (i < n % k) for i in range(k)]
+    for fold in splits:
+        assert fold["val"] == sorted(fold["val"]) and fold["train"] == sorted(fold["train"])
+        assert sorted(fold["train"] + fold["val"]) == ids
+
+
+def test_seed_changes_folds() -> None:
+    assert kfold_splits(_ids(10), seed=0) != kfold_splits(_ids(10), seed=12345)
+    assert kfold_splits(_ids(10), seed=0) == kfold_splits(_ids(10), seed=0)
+
+
+@pytest.mark.parametrize("ids, k, match", [
+    (_ids(3), 5, "cannot make 5 folds from 3 cases"),
+    (_ids(3), 1, "at least 2 folds"),
+    (["a", "b", "a", "c"], 2, r"duplicate case ids: \['a'\]"),
+])
+def test_bad_requests(ids: list[str], k: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        kfold_splits(ids, n_splits=k)
+
+
+def test_same_as_sklearn_when_installed() -> None:
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    for n, k, seed in [(10, 5, 12345), (23, 5, 12345), (7, 3, 0), (41, 4, 3)]:
+        ids = _ids(n)
+        expected = [{"train": [ids[i] for i in tr], "val": [ids[i] for i in va]}
+                    for tr, va in model_selection.KFold(k, shuffle=True, random_state=seed).split(np.arange(n))]
+        assert kfold_splits(ids, n_splits=k, seed=seed) == expected
+
+
+def test_write_read_round_trip(tmp_path: Path) -> None:
+    splits = kfold_splits(_ids(6), n_splits=3)
+    path = tmp_path / "splits.json"
+    write_splits(path, splits)
+    assert read_splits(path) == splits
+    assert [p.name for p in tmp_path.iterdir()] == ["splits.json"]  # temporary file renamed away
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{not json", "invalid JSON"),
+    ("[]", "non-empty list of folds"),
+    ('[{"train": ["a"]}]', r"fold 0 must be"),
+    ('[{"train": ["a"], "val": [1]}]', r"fold 0 must be"),
+    ('[{"train": ["a", "b"], "val": ["b"]}]', r"fold 0 has cases in both train and val: \['b'\]"),
+])
+def test_read_rejects(tmp_path: Path, content: str, match: str) -> None:
+    path = tmp_path / "splits.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as err:
+        read_splits(path)
+    assert str(path) in str(err.value)
+
+
+def test_write_rejects_bad_splits(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fold 0 must be"):
+        write_splits(tmp_path / "s.json", [{"train": ["a"]}])
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_reads_nnunet_splits_final(tmp_path: Path) -> None:
+    """nnU-Net's splits_final.json has the same shape and can be used as is."""
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps([{"train": ["b", "c"], "val": ["a"]}], indent=4))
+    assert read_splits(path) == [{"train": ["b", "c"], "val": ["a"]}]
