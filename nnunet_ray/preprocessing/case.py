@@ -1,0 +1,214 @@
+"""Preprocess one case: read, crop to the nonzero box, resample, normalise, pad, sample foreground, write.
+
+This is the function the Ray layer maps over a dataset; it never raises for a bad case. Outputs in ``out_dir``:
+``<case>_x.npy`` float32 ``(C, Z, Y, X)``, ``<case>_y.npy`` uint8 ``(1, Z, Y, X)`` (not in test mode) and
+``<case>.json`` with ``case_id``, ``plans_hash``, ``mode``, ``original_shape``, ``original_spacing``, ``affine``,
+``crop_box``, ``resampled_shape``, ``pad``, ``shape`` and ``foreground`` (DESIGN.md §3). Each file is written under a
+temporary name and renamed; the json goes last and marks the case done, so a rerun skips finished cases and redoes
+half-written or stale ones (another plans hash).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_ray.data.nifti import read_case
+from nnunet_ray.data.types import CaseError, CaseFiles
+from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
+from nnunet_ray.preprocessing.normalize import normalize
+from nnunet_ray.preprocessing.resample import anisotropic_axis, resample_image, resample_label, resampled_shape
+
+MODES = ("training", "val", "test")
+MAX_FOREGROUND_SAMPLES = 1000  # voxel coordinates kept per class for foreground-oversampled crops
+
+
+def target_spacing(plans: dict, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The spacing a case is resampled to: the plans' in 3D; in 2D the case keeps its own z spacing.
+
+    Args:
+        plans: plans.json content (``dim``, ``spacing``).
+        spacing: the case's voxel size in mm, ``(z, y, x)``.
+
+    Returns:
+        Target voxel size in mm, ``(z, y, x)``.
+    """
+    z, y, x = (float(s) for s in plans["spacing"])
+    return (float(spacing[0]), y, x) if plans["dim"] == 2 else (z, y, x)
+
+
+def pad_widths(shape: tuple[int, ...], patch_size: list[int]) -> list[list[int]]:
+    """Symmetric zero padding so each axis reaches the patch size (odd remainders: floor before, ceil after).
+
+    Args:
+        shape: spatial shape ``(Z, Y, X)``.
+        patch_size: ``[Z, Y, X]`` (3D) or ``[Y, X]`` (2D: Z is never padded).
+
+    Returns:
+        ``[[before, after]] * 3`` voxels per axis.
+    """
+    patch = [0] * (3 - len(patch_size)) + list(patch_size)
+    missing = [max(0, p - s) for s, p in zip(shape, patch)]
+    return [[m // 2, m - m // 2] for m in missing]
+
+
+def foreground_samples(label: np.ndarray, n_classes: int, *, seed: int) -> dict[str, list[list[int]]]:
+    """Up to ``MAX_FOREGROUND_SAMPLES`` random voxel coordinates of each foreground class.
+
+    Args:
+        label: ``(1, Z, Y, X)`` class indices.
+        n_classes: number of classes, background included.
+        seed: random seed (the same case always gets the same samples).
+
+    Returns:
+        ``{"1": [[z, y, x], ...], ...}`` for every class 1..n_classes-1 (an empty list when absent).
+    """
+    rng = np.random.default_rng(seed)
+    flat = label[0].ravel()
+    samples: dict[str, list[list[int]]] = {}
+    for c in range(1, n_classes):
+        where = np.flatnonzero(flat == c)
+        if where.size > MAX_FOREGROUND_SAMPLES:
+            where = np.sort(rng.choice(where, MAX_FOREGROUND_SAMPLES, replace=False))
+        samples[str(c)] = np.stack(np.unravel_index(where, label.shape[1:]), axis=1).tolist()
+    return samples
+
+
+def _check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, plans: dict) -> None:
+    if image.shape[0] != plans["in_channels"]:
+        raise CaseError(case_id, f"image has {image.shape[0]} channels, plans expect {plans['in_channels']}")
+    n_classes = int(plans["n_classes"])
+    if label is not None and label.size and int(label.max()) > n_classes - 1:
+        raise CaseError(case_id, f"label has class {int(label.max())}, plans allow 0..{n_classes - 1}")
+
+
+def _process(case: CaseFiles, plans: dict, mode: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays to write (by file suffix) and the properties for ``<case>.json``, hash and mode excluded."""
+    image, label = read_case(case)
+    labels = None if label is None else label.array
+    _check_case(case.case_id, image.array, labels, plans)
+    try:
+        box = nonzero_box(image.array)
+    except ValueError as exc:
+        raise CaseError(case.case_id, str(exc)) from exc
+    spacing = target_spacing(plans, image.spacing)
+    cropped_shape = [b - a for a, b in box]
+    new_shape = resampled_shape(cropped_shape, image.spacing, spacing)
+    axis = anisotropic_axis(image.spacing, spacing)
+    x = resample_image(crop_to_box(image.array, box), new_shape, aniso_axis=axis)
+    x = normalize(x, plans["normalization"])
+    pad = pad_widths(new_shape, plans["patch_size"]) if mode == "training" else [[0, 0]] * 3
+    arrays = {"_x.npy": np.pad(x, [[0, 0], *pad]).astype(np.float32, copy=False)}
+    foreground: dict[str, list[list[int]]] = {}
+    if labels is not None:
+        y = resample_label(crop_to_box(labels, box), new_shape, n_classes=plans["n_classes"], aniso_axis=axis)
+        arrays["_y.npy"] = np.pad(y, [[0, 0], *pad]).astype(np.uint8, copy=False)
+        foreground = foreground_samples(arrays["_y.npy"], plans["n_classes"], seed=zlib.crc32(case.case_id.encode()))
+    props = {
+        "original_shape": list(image.shape),
+        "original_spacing": [float(s) for s in image.spacing],
+        "affine": np.asarray(image.affine, float).tolist(),
+        "crop_box": box,
+        "resampled_shape": list(new_shape),
+        "pad": pad,
+        "shape": list(arrays["_x.npy"].shape[1:]),
+        "foreground": foreground,
+    }
+    return arrays, props
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def _case_files(out_dir: Path, case_id: str, *, temporary: bool) -> list[Path]:
+    """The case's output files, or its temporary files (any process's, e.g. one killed mid-write)."""
+    names = (f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json")
+    if not temporary:
+        return [out_dir / name for name in names]
+    patterns = [os.path.join(glob.escape(str(out_dir)), glob.escape(name) + ".*.tmp") for name in names]
+    return [Path(p) for pattern in patterns for p in glob.glob(pattern)]
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):  # best effort: a failed case is reported failed either way
+            path.unlink(missing_ok=True)
+
+
+def _write(out_dir: Path, case_id: str, arrays: dict[str, np.ndarray], props: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The json is the done-marker: drop an old one first so a crash below leaves the case "not done".
+    (out_dir / f"{case_id}.json").unlink(missing_ok=True)
+    _remove(_case_files(out_dir, case_id, temporary=True))  # leftovers of an interrupted run
+    for suffix, array in arrays.items():
+        final = out_dir / f"{case_id}{suffix}"
+        with open(_tmp(final), "wb") as f:
+            np.save(f, array)
+        os.replace(_tmp(final), final)
+    final = out_dir / f"{case_id}.json"
+    _tmp(final).write_text(json.dumps(props))
+    os.replace(_tmp(final), final)
+
+
+def is_done(out_dir: Path, case_id: str, plans_hash: str, mode: str) -> bool:
+    """Whether ``<case>.json`` exists for this plans hash and mode and its arrays are there."""
+    try:
+        props = json.loads((out_dir / f"{case_id}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    suffixes = ("_x.npy",) if mode == "test" else ("_x.npy", "_y.npy")
+    return (
+        props.get("plans_hash") == plans_hash
+        and props.get("mode") == mode
+        and all((out_dir / f"{case_id}{s}").is_file() for s in suffixes)
+    )
+
+
+def preprocess_case(case: CaseFiles, plans: dict, out_dir: Path, *, mode: str = "training") -> dict:
+    """Preprocess one case into ``out_dir`` (see the module docstring for the files).
+
+    Args:
+        case: the case's files; its label is ignored in ``"test"`` mode and required otherwise.
+        plans: plans.json content.
+        out_dir: the preprocessed folder, created if missing.
+        mode: ``"training"`` (pad to the patch size), ``"val"`` (no padding) or ``"test"`` (no label).
+
+    Returns:
+        ``{"case_id", "status": "done" | "skipped" | "failed", "error": "<case_id>: <problem>" | None,
+        "seconds"}``.
+
+    Raises:
+        ValueError: an unknown ``mode`` (a caller bug, not a bad case).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    start, out_dir = time.perf_counter(), Path(out_dir)
+    record = {"case_id": case.case_id, "status": "done", "error": None}
+    try:
+        if is_done(out_dir, case.case_id, plans["hash"], mode):
+            record["status"] = "skipped"
+        else:
+            if mode == "test":
+                case = dataclasses.replace(case, label=None)
+            elif case.label is None:
+                raise CaseError(case.case_id, f"{mode} mode needs a label file")
+            arrays, props = _process(case, plans, mode)
+            props = {"case_id": case.case_id, "plans_hash": plans["hash"], "mode": mode, **props}
+            _write(out_dir, case.case_id, arrays, props)
+    except (ValueError, OSError) as exc:  # CaseError is a ValueError
+        # A failed case leaves nothing behind: no temporary files, no outputs of an older run.
+        _remove(_case_files(out_dir, case.case_id, temporary=True))
+        _remove(_case_files(out_dir, case.case_id, temporary=False))
+        error = str(exc) if isinstance(exc, CaseError) else f"{case.case_id}: {exc}"
+        record.update(status="failed", error=error)
+    record["seconds"] = time.perf_counter() - start
+    return record

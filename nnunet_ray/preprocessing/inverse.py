@@ -1,0 +1,49 @@
+"""Map a prediction from the preprocessed grid back onto the original image grid.
+
+The inverse of :mod:`nnunet_ray.preprocessing.case`: remove the padding, resample the class probabilities back
+to the cropped original shape (linear, the coarse axis by nearest neighbour as on the way in), take the argmax
+and place it at the crop box inside a zero volume of the original shape. The result can be written with the
+original affine (``props["affine"]``) and lies exactly on the input image's voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnunet_ray.preprocessing.resample import anisotropic_axis, resample_image
+
+
+def unpad(array: np.ndarray, pad: list[list[int]]) -> np.ndarray:
+    """Remove ``[[before, after]] * 3`` voxels from the last three axes of ``array`` (``(..., Z, Y, X)``)."""
+    slices = tuple(slice(before, n - after) for (before, after), n in zip(pad, array.shape[-3:]))
+    return array[(..., *slices)]
+
+
+def restore_prediction(probs: np.ndarray, props: dict) -> np.ndarray:
+    """Turn class probabilities on the preprocessed grid into a label map on the original grid.
+
+    Args:
+        probs: ``(K, Z, Y, X)`` class probabilities (or logits) of shape ``props["shape"]``, K = n_classes.
+        props: the case's ``<case>.json`` (``original_shape``, ``original_spacing``, ``crop_box``,
+            ``resampled_shape``, ``pad``, ``shape``).
+
+    Returns:
+        ``(Z, Y, X)`` uint8 class indices of shape ``props["original_shape"]``; 0 outside the crop box.
+
+    Raises:
+        ValueError: ``probs`` does not have the preprocessed shape.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 4 or list(probs.shape[1:]) != list(props["shape"]):
+        raise ValueError(f"probs shape {probs.shape} is not (K, *{props['shape']})")
+    box = props["crop_box"]
+    cropped_shape = [b - a for a, b in box]
+    spacing = props["original_spacing"]
+    # The spacing the case was resampled to, recovered from the shapes (exact up to the rounding of the shape).
+    target = [s * c / r for s, c, r in zip(spacing, cropped_shape, props["resampled_shape"])]
+    inner = unpad(probs, props["pad"])
+    back = resample_image(inner, cropped_shape, aniso_axis=anisotropic_axis(spacing, target), order=1)
+    label = np.zeros(props["original_shape"], np.uint8)
+    (z0, z1), (y0, y1), (x0, x1) = box
+    label[z0:z1, y0:y1, x0:x1] = np.argmax(back, axis=0)
+    return label

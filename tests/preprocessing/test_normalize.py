@@ -1,0 +1,70 @@
+"""CT and MRI intensity normalisation, hand-checked on tiny arrays."""
+
+import numpy as np
+import pytest
+
+from nnunet_ray.preprocessing.normalize import normalize
+
+CT = {"scheme": "ct", "ct_min": -100.0, "ct_max": 200.0, "ct_mean": 50.0, "ct_std": 25.0}
+MRI = {"scheme": "mri", "ct_min": None, "ct_max": None, "ct_mean": None, "ct_std": None}
+
+
+def test_ct_clips_then_zscores():
+    image = np.array([-1000.0, -100.0, 50.0, 100.0, 3000.0], np.float32).reshape(1, 1, 1, 5)
+    out = normalize(image, CT)
+    # clip -> [-100, -100, 50, 100, 200]; (x - 50) / 25
+    np.testing.assert_allclose(out.ravel(), [-6.0, -6.0, 0.0, 2.0, 6.0])
+    assert out.dtype == np.float32
+
+
+def test_ct_zero_std_divides_by_one():
+    image = np.array([10.0, 60.0], np.float32).reshape(1, 1, 1, 2)
+    out = normalize(image, {**CT, "ct_std": 0.0})
+    np.testing.assert_allclose(out.ravel(), [-40.0, 10.0])
+
+
+def test_ct_missing_statistics_raise():
+    with pytest.raises(ValueError, match="ct_mean"):
+        normalize(np.ones((1, 1, 1, 2), np.float32), {**CT, "ct_mean": None})
+
+
+def test_mri_per_channel_over_nonzero_voxels():
+    image = np.array([[0.0, 1.0, 3.0, 0.0], [2.0, 2.0, 0.0, 6.0]], np.float32).reshape(2, 1, 1, 4)
+    out = normalize(image, MRI)
+    # channel 0: nonzero {1, 3}, mean 2, population std 1 -> [0, -1, 1, 0]
+    # channel 1: nonzero {2, 2, 6}, mean 10/3, std sqrt(32/9) = 1.8856
+    std1 = np.sqrt(((2 - 10 / 3) ** 2 * 2 + (6 - 10 / 3) ** 2) / 3)
+    np.testing.assert_allclose(out[0].ravel(), [0.0, -1.0, 1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out[1].ravel(), [(2 - 10 / 3) / std1] * 2 + [0.0, (6 - 10 / 3) / std1], atol=1e-6)
+
+
+def test_mri_constant_channel_and_empty_channel():
+    image = np.array([[5.0, 5.0, 0.0], [0.0, 0.0, 0.0]], np.float32).reshape(2, 1, 1, 3)
+    out = normalize(image, MRI)
+    np.testing.assert_allclose(out.ravel(), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # std 0 -> divide by 1
+
+
+def test_mri_explicit_mask_is_shared_and_leaves_outside_untouched():
+    image = np.array([[1.0, 3.0, 7.0], [0.0, 4.0, 9.0]], np.float32).reshape(2, 1, 1, 3)
+    mask = np.array([True, True, False]).reshape(1, 1, 3)
+    out = normalize(image, MRI, nonzero_mask=mask)
+    np.testing.assert_allclose(out[0].ravel(), [-1.0, 1.0, 7.0])  # over {1, 3}: mean 2, std 1
+    np.testing.assert_allclose(out[1].ravel(), [-1.0, 1.0, 9.0])  # over {0, 4}: mean 2, std 2
+
+
+def test_mri_does_not_modify_input():
+    image = np.array([1.0, 3.0], np.float32).reshape(1, 1, 1, 2)
+    normalize(image, MRI)
+    np.testing.assert_array_equal(image.ravel(), [1.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    "normalization, kwargs, match",
+    [
+        ({"scheme": "pet"}, {}, "unknown normalization scheme"),
+        (MRI, {"nonzero_mask": np.ones((2, 2, 2), bool)}, "nonzero_mask shape"),
+    ],
+)
+def test_bad_arguments_raise(normalization, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        normalize(np.ones((1, 1, 1, 2), np.float32), normalization, **kwargs)
