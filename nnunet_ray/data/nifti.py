@@ -56,6 +56,8 @@ def _open(path: Path) -> Nifti1Image:
 
 def _load(path: Path, case_id: str, what: str, *, as_label: bool) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Read one file -> (data in NIfTI axis order, affine (4, 4), zooms). Images come back float32."""
+    if path.exists() and not path.is_file():
+        raise CaseError(case_id, f"{what} path is unreadable (a directory or special file, not a NIfTI file): {path}")
     if not path.is_file():
         raise CaseError(case_id, f"{what} file missing: {path}")
     if path.stat().st_size == 0:

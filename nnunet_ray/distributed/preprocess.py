@@ -1,0 +1,161 @@
+"""Planning and preprocessing on Ray Data: cases are sharded over every CPU of the cluster.
+
+    nnunet-ray plan --data RAW_DIR --dim 3 --results PRE_ROOT
+    nnunet-ray preprocess --data RAW_DIR --results PRE_ROOT --dim 3
+
+Each case is one row; the pure per-case functions (``case_fingerprint``, ``preprocess_case``) never raise for a
+bad case, they return an ``error``, so one corrupt file never aborts the dataset (Ray Data would otherwise fail the
+whole run, or silently drop the block with ``max_errored_blocks``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import ray
+import ray.data
+
+from nnunet_ray.config import PlanConfig, PreprocessConfig
+from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.folds import kfold_splits, write_splits
+from nnunet_ray.data.types import CaseFiles, DatasetInfo
+from nnunet_ray.distributed.cluster import cluster_cpus, init_ray
+from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
+from nnunet_ray.planning.plans import load_plans, make_plans, save_json
+from nnunet_ray.preprocessing.case import preprocess_case
+
+
+@dataclass
+class PreprocessSummary:
+    """What one preprocessing run did; ``failed`` maps case id to its one-line error."""
+
+    out_dir: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return (f"{len(self.done)} preprocessed, {len(self.skipped)} already done, {len(self.failed)} failed "
+                f"in {self.seconds:.1f} s -> {self.out_dir}")
+
+
+def _case_to_row(case: CaseFiles) -> dict[str, Any]:
+    # Arrow rows: plain strings only ("" = no label) so blocks of train and test cases share one schema.
+    return {"case_id": case.case_id, "images": [str(p) for p in case.images],
+            "label": str(case.label) if case.label else ""}
+
+
+def _row_to_case(row: dict[str, Any]) -> CaseFiles:
+    return CaseFiles(case_id=row["case_id"], images=tuple(Path(p) for p in row["images"]),
+                     label=Path(row["label"]) if row["label"] else None)
+
+
+def _map_cases(cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
+               num_workers: int) -> Iterator[dict[str, Any]]:
+    """Run ``fn`` on every case with Ray Data, one case per block, at most ``num_workers`` at a time."""
+    def apply(row: dict[str, Any]) -> dict[str, Any]:
+        record = fn(_row_to_case(row))
+        return {k: ("" if v is None else v) for k, v in record.items()}
+
+    workers = num_workers or max(1, cluster_cpus())
+    dataset = ray.data.from_items([_case_to_row(c) for c in cases], override_num_blocks=max(1, len(cases)))
+    mapped = dataset.map(apply, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=workers))
+    yield from mapped.iter_rows()
+
+
+def output_dir(results: str | Path, dataset: DatasetInfo, dim: int, exec_mode: str = "training") -> Path:
+    """``RESULTS/<dataset>/<dim>d`` for training cases; ``.../val`` or ``.../test`` for the other modes."""
+    base = Path(results).expanduser().resolve() / dataset.name / f"{dim}d"
+    return base if exec_mode == "training" else base / exec_mode
+
+
+def plan_dataset(cfg: PlanConfig) -> dict[str, Any]:
+    """Fingerprint every training case on Ray Data and derive plans.json (written when ``cfg.results`` is set).
+
+    Returns:
+        The plans dict.
+    """
+    cfg.validate()
+    dataset = load_dataset(cfg.data)
+    init_ray(cfg.address)
+    records = list(_map_cases(dataset.training, case_fingerprint, num_workers=0))
+    for record in records:
+        if record.get("error"):
+            print(f"warning: {record['error']} (left out of the fingerprint)", file=sys.stderr)
+    fingerprint = merge_fingerprints(dataset, [{**r, "error": r.get("error") or None} for r in records])
+    plans = make_plans(dataset, fingerprint, dim=cfg.dim, min_fmap=cfg.min_fmap, max_depth=cfg.max_depth,
+                       memory_budget_mvox=cfg.memory_budget_mvox)
+    if cfg.results:
+        out = output_dir(cfg.results, dataset, cfg.dim)
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(out / "fingerprint.json", fingerprint)
+        save_json(out / "plans.json", plans)
+    return plans
+
+
+def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> dict[str, Any]:
+    plans_dir = output_dir(cfg.results, dataset, cfg.dim)
+    if (plans_dir / "plans.json").exists():
+        return load_plans(plans_dir)  # reuse: a rerun must keep the hash the finished cases were written with
+    print(f"planning {dataset.name} ({cfg.dim}d) ...", flush=True)
+    return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
+                                   max_depth=cfg.max_depth, address=cfg.address))
+
+
+def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
+    """Plan if needed, then preprocess every case of ``cfg.exec_mode`` in parallel; write splits.json.
+
+    A bad case is reported on one line and left out; every other case is still written.
+    """
+    cfg.validate()
+    dataset = load_dataset(cfg.data)
+    init_ray(cfg.address)
+    plans = _ensure_plans(cfg, dataset)
+    out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = dataset.test if cfg.exec_mode == "test" else dataset.training
+    summary = PreprocessSummary(out_dir=out)
+    start = time.perf_counter()
+
+    def run(case: CaseFiles) -> dict:
+        return preprocess_case(case, plans, out, mode=cfg.exec_mode)
+
+    for record in _map_cases(cases, run, num_workers=cfg.num_workers):
+        _record(summary, record)
+    summary.seconds = time.perf_counter() - start
+    if cfg.exec_mode == "training":
+        _write_splits(out, summary)
+    return summary
+
+
+def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
+    status, case_id = record["status"], record["case_id"]
+    if status == "failed":
+        summary.failed[case_id] = record["error"]
+        print(f"error: {record['error']}", file=sys.stderr, flush=True)
+    else:
+        (summary.done if status == "done" else summary.skipped).append(case_id)
+
+
+def _write_splits(out: Path, summary: PreprocessSummary) -> None:
+    # Folds over the cases that are actually on disk, sorted: the reference's KFold over its *_x.npy files.
+    case_ids = sorted(summary.done + summary.skipped)
+    if len(case_ids) >= 2:
+        write_splits(out / "splits.json", kfold_splits(case_ids, n_splits=min(5, len(case_ids))))
+
+
+def summary_json(summary: PreprocessSummary) -> str:
+    """A machine-readable summary line (printed by the CLI after the human one)."""
+    return json.dumps({"out_dir": str(summary.out_dir), "done": len(summary.done),
+                       "skipped": len(summary.skipped), "failed": summary.failed,
+                       "seconds": round(summary.seconds, 2)})

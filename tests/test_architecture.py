@@ -1,0 +1,52 @@
+"""House rules that keep the architecture visible: the core stages never import ray; only loading/ imports DALI."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nnunet_ray"
+CORE_STAGES = ("data", "planning", "preprocessing", "loading", "model", "training", "inference", "evaluation")
+
+
+def _imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module)
+    return roots
+
+
+def _core_modules() -> list[Path]:
+    return sorted(p for stage in CORE_STAGES for p in (PACKAGE / stage).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _core_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_core_module_source_imports_no_ray_and_dali_only_in_loading(path):
+    roots = _imported_roots(path)
+    assert not any(r == "ray" or r.startswith("ray.") for r in roots), f"{path} imports ray"
+    if path.parent.name != "loading":
+        assert not any(r.startswith("nvidia") for r in roots), f"{path} imports nvidia.dali"
+
+
+def test_importing_every_core_module_loads_neither_ray_nor_dali():
+    modules = [".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in _core_modules()
+               if p.parent.name != "loading"]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
+            "bad = [m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'nvidia.dali'))]\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_loading_does_not_import_ray():
+    code = ("import sys, importlib, pkgutil, nnunet_ray.loading as L\n"
+            "[importlib.import_module('nnunet_ray.loading.' + m.name) for m in pkgutil.iter_modules(L.__path__)]\n"
+            "sys.exit(1 if 'ray' in sys.modules else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
