@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import ray
 
@@ -28,6 +29,16 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
         ray.init(address=target, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, **kwargs)
+    _quiet_ray_data()
+
+
+def _quiet_ray_data() -> None:
+    # Ray Data logs a multi-line INFO block per dataset; progress bars stay on a terminal, and the
+    # pipelines print one line per case themselves, so plain logs (CI, `ray job logs`) stay readable.
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
 
 
 def cluster_cpus() -> int:

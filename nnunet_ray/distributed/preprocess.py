@@ -67,6 +67,8 @@ def _map_cases(cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
         record = fn(_row_to_case(row))
         return {k: ("" if v is None else v) for k, v in record.items()}
 
+    apply.__name__ = fn.__name__  # what Ray Data's progress shows: Map(preprocess_case)
+
     workers = num_workers or max(1, cluster_cpus())
     dataset = ray.data.from_items([_case_to_row(c) for c in cases], override_num_blocks=max(1, len(cases)))
     mapped = dataset.map(apply, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=workers))
@@ -130,8 +132,12 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     def run(case: CaseFiles) -> dict:
         return preprocess_case(case, plans, out, mode=cfg.exec_mode)
 
-    for record in _map_cases(cases, run, num_workers=cfg.num_workers):
+    run.__name__ = "preprocess_case"
+    for index, record in enumerate(_map_cases(cases, run, num_workers=cfg.num_workers), start=1):
         _record(summary, record)
+        if record["status"] != "failed":
+            print(f"  [{index}/{len(cases)}] {record['case_id']} {record['status']} ({record['seconds']:.1f} s)",
+                  flush=True)
     summary.seconds = time.perf_counter() - start
     if cfg.exec_mode == "training":
         _write_splits(out, summary)

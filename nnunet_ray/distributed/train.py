@@ -1,0 +1,233 @@
+"""Ray Train (V2) layer for one fold: ``train_fold(cfg)`` and ``benchmark_train(cfg)``.
+
+    nnunet-ray train --data PRE/Task04_Hippocampus/3d --results RESULTS --fold 0 --workers 2
+
+The worker function is the plain PyTorch loop of ``nnunet_ray.training.loop`` with three Ray touch points:
+[1] the DALI loader shards the fold's training cases by global world rank, [2] ``prepare_model`` wraps the model
+in DDP (gloo on CPU, NCCL on GPU) when there is more than one worker, [3] ``ray.train.report`` once per epoch,
+rank 0 attaching that epoch's checkpoint. Ray keeps the best checkpoint by validation mean Dice plus the
+latest; after a worker failure the group restarts (``--max-failures``) from ``ray.train.get_checkpoint()``.
+
+The run lives in ``<results>/<name>/`` (Ray's storage_path / run name): ``epoch_NNNN/`` checkpoints,
+``metrics.jsonl``, ``tensorboard/``, ``summary.json``. Ray resumes any run whose name already has a snapshot, so
+a finished run is only continued with ``--resume-training``; otherwise ``train_fold`` refuses with a message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from nnunet_ray.config import ConfigError, TrainConfig, flag_name, from_dict
+from nnunet_ray.data.folds import read_splits
+from nnunet_ray.distributed.cluster import init_ray
+from nnunet_ray.loading.iterators import eval_loader
+from nnunet_ray.loading.pipelines import train_loader
+from nnunet_ray.planning.plans import load_plans, save_json
+from nnunet_ray.training.checkpoint import load_checkpoint
+from nnunet_ray.training.loop import benchmark, fit
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray's record of a run's checkpoints: its presence = a run exists
+SCORE = "dice_mean"
+# Test-only fault injection: the last worker calls os._exit(1) at the start of this epoch, once (the marker file
+# records that it happened, so the restarted group trains on).
+KILL_AT_EPOCH_ENV = "NNUNET_RAY_TEST_KILL_AT_EPOCH"
+KILL_MARKER_ENV = "NNUNET_RAY_TEST_KILL_MARKER"
+KILL_DELAY_S = 3.0  # > Ray's 2 s health-check poll, so the previous epoch's checkpoint registration lands first
+
+
+def run_name(cfg: TrainConfig, plans: dict) -> str:
+    """The run's stable name: ``--experiment``, else ``<dataset>_<dim>d_fold<F>`` (never a timestamp)."""
+    return cfg.experiment or f"{plans['dataset']}_{cfg.dim}d_fold{cfg.fold}"
+
+
+def fold_cases(data: str | Path, fold: int) -> tuple[list[str], list[str]]:
+    """(training case ids, validation case ids) of ``fold`` from ``<data>/splits.json``.
+
+    Raises:
+        ConfigError: no splits.json, or the fold does not exist.
+    """
+    path = Path(data) / "splits.json"
+    if not path.is_file():
+        raise ConfigError(f"{flag_name('data')}: {path} not found; run `nnunet-ray preprocess` first")
+    splits = read_splits(path)
+    if not 0 <= fold < len(splits):
+        raise ConfigError(f"{flag_name('fold')}: {fold} is not in 0..{len(splits) - 1} ({len(splits)} folds)")
+    return list(splits[fold]["train"]), list(splits[fold]["val"])
+
+
+# ----------------------------------------------------------------------------------------------- worker side
+
+def train_worker(config: dict) -> dict:
+    """Ray Train worker function: train (or benchmark) one fold on this rank; rank 0's return is the result.
+
+    Args:
+        config: {"cfg": asdict(TrainConfig), "run_dir": str, optional "kill_at_epoch": int, "kill_marker": str}.
+    """
+    cfg = from_dict(TrainConfig, config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpus_per_worker)
+    plans = load_plans(cfg.data)
+    train_ids, val_ids = fold_cases(cfg.data, cfg.fold)
+    resume = _restored_checkpoint()
+    start_epoch = resume["progress"]["epoch"] + 1 if resume else 0
+    # [1] DALI shards the training cases by global rank. A restarted group reseeds with the epoch it resumes
+    # at, so it does not replay the augmentations of epoch 0.
+    loader = train_loader(Path(cfg.data), train_ids, plans, batch_size=cfg.batch_size, seed=cfg.seed + start_epoch,
+                          rank=rank, world_size=world_size, oversampling=cfg.oversampling, nvol=cfg.nvol,
+                          device_id=device.index if device.type == "cuda" else None, num_threads=cfg.num_workers)
+    # [2] prepare_model: to the device, and DDP (gloo on CPU, NCCL on GPU) when world_size > 1.
+    prepare = ray.train.torch.prepare_model
+    if cfg.benchmark:
+        return benchmark(cfg, plans, train_data=loader, device=device, world_size=world_size, rank=rank,
+                         prepare=prepare)  # the driver writes perf.json
+    val_data = eval_loader(Path(cfg.data), val_ids[: cfg.test_batches or None], rank=rank, world_size=world_size)
+    # [3] ray.train.report once per epoch with rank 0's checkpoint (inside fit, through _report).
+    return fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
+               device=device, rank=rank, world_size=world_size, prepare=prepare, report=_report, resume=resume,
+               log_dir=config["run_dir"] if rank == 0 else None, epoch_hook=_fault_hook(config, rank, world_size))
+
+
+def _restored_checkpoint() -> dict | None:
+    """The run's latest registered checkpoint (after a worker failure or on --resume-training), loaded."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return load_checkpoint(directory)
+
+
+def _report(metrics: dict, checkpoint_dir: Path | None) -> None:
+    """``fit``'s report callback: a barrier over ranks; Ray copies rank 0's checkpoint into storage."""
+    checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
+
+
+def _fault_hook(config: dict, rank: int, world_size: int):
+    """Test-only: kill the last worker for real at the start of ``kill_at_epoch``, once."""
+    kill_epoch, marker = config.get("kill_at_epoch"), config.get("kill_marker")
+    if kill_epoch is None or marker is None or rank != world_size - 1:
+        return None
+
+    def hook(epoch: int) -> None:
+        if epoch == kill_epoch and not Path(marker).exists():
+            Path(marker).write_text(f"killed rank {rank} at epoch {epoch}\n")
+            time.sleep(KILL_DELAY_S)
+            os._exit(1)
+
+    return hook
+
+
+# ----------------------------------------------------------------------------------------------- driver side
+
+def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ()) -> TorchTrainer:
+    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``)."""
+    storage = str(Path(cfg.results).resolve())
+    loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": str(Path(storage) / name)}
+    if os.environ.get(KILL_AT_EPOCH_ENV) and os.environ.get(KILL_MARKER_ENV):
+        loop_config.update(kill_at_epoch=int(os.environ[KILL_AT_EPOCH_ENV]), kill_marker=os.environ[KILL_MARKER_ENV])
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpus > 0 else {})}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if cfg.gpus > 0 else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.gpus > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name, storage_path=storage, callbacks=list(callbacks),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
+                                               checkpoint_score_order="max")),
+    )
+
+
+def _prepare(cfg: TrainConfig) -> tuple[dict, str, Path]:
+    """Validate the options against the data; returns (plans, run name, run dir)."""
+    cfg.validate()
+    if "://" in cfg.results:
+        raise ConfigError(f"{flag_name('results')}: {cfg.results} is a URI; training writes its logs with plain "
+                          "file I/O, so give a local or shared-filesystem path")
+    plans = load_plans(cfg.data)
+    if int(plans["dim"]) != cfg.dim:
+        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans['dim']}d plans")
+    train_ids, _ = fold_cases(cfg.data, cfg.fold)
+    if len(train_ids) < cfg.world_size:
+        raise ConfigError(f"{flag_name('workers')}: {cfg.world_size} workers but fold {cfg.fold} has only "
+                          f"{len(train_ids)} training cases")
+    name = run_name(cfg, plans)
+    return plans, name, Path(cfg.results).resolve() / name
+
+
+def train_fold(cfg: TrainConfig) -> dict:
+    """Train one fold on Ray Train workers and summarise the run.
+
+    Args:
+        cfg: the training options (``--data`` a preprocessed folder with plans.json and splits.json).
+
+    Returns:
+        {"name", "run_dir", "best_dice", "best_epoch", "epochs" (completed in total), "stopped_early",
+        "best_checkpoint", "last_checkpoint" (directories), "metrics" (metrics.jsonl), "tensorboard",
+        "seconds"}; also written to ``<run_dir>/summary.json``.
+
+    Raises:
+        ConfigError: a bad option, or a run of that name exists and ``--resume-training`` is not set.
+        ray.train.TrainingFailedError: the workers failed more than ``--max-failures`` times.
+    """
+    start = time.perf_counter()
+    _, name, run_dir = _prepare(cfg)
+    exists = (run_dir / SNAPSHOT).is_file()
+    if exists and not cfg.resume_training:
+        raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in {run_dir.parent}; "
+                          f"pass {flag_name('resume_training')} to continue it or {flag_name('experiment')} NEW "
+                          "to start another")
+    if cfg.resume_training and not exists:
+        print(f"nnunet-ray train: no earlier run named {name!r}; starting from epoch 0", flush=True)
+    init_ray(cfg.address)
+    result = build_trainer(cfg, name=name).fit()
+    returned = result.return_value or {}
+    best = result.get_best_checkpoint(SCORE, "max")
+    summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
+               "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
+               "stopped_early": returned.get("stopped_early"),
+               "best_checkpoint": best.path if best is not None else None,
+               "last_checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
+               "metrics": str(run_dir / "metrics.jsonl"), "tensorboard": str(run_dir / "tensorboard"),
+               "seconds": time.perf_counter() - start}
+    save_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def benchmark_train(cfg: TrainConfig) -> dict:
+    """Benchmark mode on Ray Train workers: untimed ``--warmup`` steps, then ``--train-batches`` timed steps.
+
+    Runs under ``<results>/<name>_bench_<workers>w`` (no checkpoints; perf.json is written there and printed).
+
+    Returns:
+        rank 0's perf dict: throughput_train (images/s, global batch / mean step time), latency_train_mean,
+        _90, _95, _99 (ms), world_size, batch_size, ...; also written to ``<run_dir>/perf.json``.
+    """
+    cfg = dataclasses.replace(cfg, benchmark=True)
+    _, name, _ = _prepare(cfg)
+    # Benchmarks report no checkpoint, so Ray keeps no snapshot and a rerun under the same name starts afresh.
+    name = f"{name}_bench_{cfg.world_size}w"
+    init_ray(cfg.address)
+    perf = build_trainer(cfg, name=name).fit().return_value
+    run_dir = Path(cfg.results).resolve() / name
+    save_json(run_dir / "perf.json", perf)
+    print(json.dumps({"name": name, **perf}), flush=True)
+    return perf
