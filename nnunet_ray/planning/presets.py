@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnunet_ray.planning.topology import get_filters, get_topology
+
 
 @dataclass(frozen=True)
 class CTStats:
@@ -104,3 +106,31 @@ def preset_geometry(preset: MSDPreset, dim: int) -> tuple[list[int], list[float]
         spacing = [preset.spacing_3d[0], *preset.spacing_2d]
         return list(preset.patch_2d), spacing, list(preset.spacing_2d)
     raise ValueError(f"dim must be 2 or 3, got {dim}")
+
+
+# Input channels and classes (background included) of the MSD tasks, for plans built without the data.
+MSD_CHANNELS_CLASSES: dict[int, tuple[int, int]] = {
+    1: (4, 4), 2: (1, 2), 3: (1, 3), 4: (1, 3), 5: (2, 3), 6: (1, 2), 7: (1, 3), 8: (1, 3), 9: (1, 2), 10: (1, 2),
+}
+
+
+def preset_plans(task_number: int, dim: int, *, min_fmap: int = 4, max_depth: int = 6) -> dict:
+    """The model-relevant part of an MSD task's plans, built from the preset alone (no data needed).
+
+    Used by benchmarks and model tests; real runs use ``make_plans`` on the dataset's fingerprint.
+
+    Args:
+        task_number: 1..10.
+        dim: 2 or 3.
+
+    Returns:
+        a dict with ``dim``, ``patch_size``, ``spacing``, ``kernels``, ``strides``, ``filters``, ``in_channels``,
+        ``n_classes`` and ``dataset``.
+    """
+    preset = MSD_PRESETS[task_number]
+    patch, spacing, topology_spacing = preset_geometry(preset, dim)
+    kernels, strides = get_topology(patch, topology_spacing, min_fmap=min_fmap, max_depth=max_depth)
+    in_channels, n_classes = MSD_CHANNELS_CLASSES[task_number]
+    return {"dataset": preset.name, "dim": dim, "patch_size": patch, "spacing": spacing, "kernels": kernels,
+            "strides": strides, "filters": get_filters(len(strides), dim), "in_channels": in_channels,
+            "n_classes": n_classes}

@@ -198,3 +198,11 @@ def test_load_bad_plans_file(tmp_path: Path, text: str, problem: str) -> None:
     (tmp_path / "plans.json").write_text(text)
     with pytest.raises(ValueError, match=problem):
         load_plans(tmp_path)
+
+
+def test_preset_plans_task04_3d_matches_reference_geometry():
+    from nnunet_ray.planning.presets import preset_plans
+
+    plans = preset_plans(4, 3)
+    assert plans["patch_size"] == [40, 56, 40] and plans["in_channels"] == 1 and plans["n_classes"] == 3
+    assert plans["strides"][0] == [1, 1, 1] and len(plans["filters"]) == len(plans["strides"])
