@@ -1,9 +1,14 @@
 """Side-by-side benchmarks; each mode prints ratios measured in one run (machines here are shared and noisy).
 
     python scripts/benchmark.py --mode preprocess [--cases 12 --size 96 --rounds 1]
+    python scripts/benchmark.py --mode loader
+    python scripts/benchmark.py --mode step [--task 4 --dim 3 --batch-size 2]
 
 preprocess: the same synthetic set preprocessed with 1 worker and with every CPU of the local Ray cluster
 (fresh output folders each time; planning is excluded from the timing); prints cases/s for both and the ratio.
+loader: patches/s of the DALI train pipeline with every augmentation at the reference probabilities, for a 3D
+4x128^3 patch (batch 2) and a 2D 4x192x160 batch of 16 slices (CPU mode here; GPU mode when CUDA is present).
+step: one training step (forward, Dice+CE, backward, RAdam) of an MSD preset's U-Net, fp32 and AMP side by side.
 """
 
 from __future__ import annotations
@@ -45,18 +50,77 @@ def bench_preprocess(args: argparse.Namespace, work: Path) -> dict:
             "speedup": round(one / many, 2)}
 
 
+def bench_loader(args: argparse.Namespace, work: Path) -> dict:
+    import torch
+
+    from nnunet_ray.loading.bench import loader_throughput
+
+    device_id = 0 if torch.cuda.is_available() else None
+    runs = {"3d_4x128^3_b2": dict(dim=3, channels=4, patch_size=(128, 128, 128), batch_size=2),
+            "2d_4x192x160_b16": dict(dim=2, channels=4, patch_size=(192, 160), batch_size=16, nvol=1)}
+    result = {"mode": "loader", "device": "gpu" if device_id is not None else "cpu"}
+    for name, kwargs in runs.items():
+        stats = loader_throughput(**kwargs, batches=args.batches, device_id=device_id, data_dir=work / name)
+        result[f"{name}_patches_per_s"] = round(stats["patches_per_s"], 2)
+    return result
+
+
+def bench_step(args: argparse.Namespace, work: Path) -> dict:
+    import time
+
+    import torch
+
+    from nnunet_ray.model.losses import DiceCELoss
+    from nnunet_ray.model.unet import build_unet
+    from nnunet_ray.planning.presets import preset_plans
+
+    plans = preset_plans(args.task, args.dim)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = (args.batch_size, plans["in_channels"], *plans["patch_size"])
+    image = torch.randn(shape, device=device)
+    label = torch.randint(0, plans["n_classes"], (args.batch_size, 1, *plans["patch_size"]), device=device)
+    result = {"mode": "step", "task": args.task, "dim": args.dim, "batch_size": args.batch_size, "device": device}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        model = build_unet(plans).to(device)
+        optimizer = torch.optim.RAdam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        loss_fn, dtype = DiceCELoss(), torch.float16 if device == "cuda" else torch.bfloat16
+        times = []
+        for step in range(args.warmup_steps + args.batches):
+            start = time.perf_counter()
+            with torch.autocast(device_type=device, dtype=dtype, enabled=amp):
+                loss = loss_fn(model(image), label)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if step >= args.warmup_steps:
+                times.append(time.perf_counter() - start)
+        result[f"step_ms_{'amp' if amp else 'fp32'}"] = round(1000 * statistics.mean(times), 1)
+    result["amp_speedup"] = round(result["step_ms_fp32"] / result["step_ms_amp"], 2)
+    return result
+
+
+MODES = {"preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("preprocess",), default="preprocess")
+    parser.add_argument("--mode", choices=tuple(MODES), default="preprocess")
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--dim", type=int, default=3, choices=(2, 3))
+    parser.add_argument("--task", type=int, default=4, help="step: MSD preset (1-10)")
+    parser.add_argument("--batch-size", type=int, default=2, help="step: batch size")
+    parser.add_argument("--batches", type=int, default=5, help="loader/step: timed batches")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="step: untimed steps first")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the side-by-side pair; medians are reported")
     parser.add_argument("--workdir", default="", help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", default="", help="also write the result to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir or None) as tmp:
-        result = bench_preprocess(args, Path(tmp))
+        result = MODES[args.mode](args, Path(tmp))
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + os.linesep)
