@@ -204,11 +204,11 @@ def preprocess_case(case: CaseFiles, plans: dict, out_dir: Path, *, mode: str = 
             arrays, props = _process(case, plans, mode)
             props = {"case_id": case.case_id, "plans_hash": plans["hash"], "mode": mode, **props}
             _write(out_dir, case.case_id, arrays, props)
-    except (ValueError, OSError) as exc:  # CaseError is a ValueError
+    except Exception as exc:  # noqa: BLE001 - any failure of one case must not stop the others
         # A failed case leaves nothing behind: no temporary files, no outputs of an older run.
         _remove(_case_files(out_dir, case.case_id, temporary=True))
         _remove(_case_files(out_dir, case.case_id, temporary=False))
-        error = str(exc) if isinstance(exc, CaseError) else f"{case.case_id}: {exc}"
+        error = str(exc) if isinstance(exc, CaseError) else f"{case.case_id}: {type(exc).__name__}: {exc}"
         record.update(status="failed", error=error)
     record["seconds"] = time.perf_counter() - start
     return record

@@ -264,7 +264,7 @@ def test_write_error_leaves_nothing_partial(dataset, plans, tmp_path, monkeypatc
     monkeypatch.setattr(case_module.os, "replace", failing_replace)
     case = dataset.training[0]
     record = preprocess_case(case, plans[3], tmp_path)
-    assert record == {**record, "status": "failed", "error": f"{case.case_id}: disk full"}
+    assert record == {**record, "status": "failed", "error": f"{case.case_id}: OSError: disk full"}
     assert _case_files(tmp_path, case.case_id) == []
 
 
