@@ -25,7 +25,8 @@ from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
 from nnunet_ray.preprocessing.normalize import normalize
-from nnunet_ray.preprocessing.resample import anisotropic_axis, resample_image, resample_label, resampled_shape
+from nnunet_ray.preprocessing.resample import (anisotropic_axis, resample_image, resample_label, resample_mask,
+                                               resampled_shape)
 
 MODES = ("training", "val", "test")
 MAX_FOREGROUND_SAMPLES = 1000  # voxel coordinates kept per class for foreground-oversampled crops
@@ -90,6 +91,18 @@ def _check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, plans
         raise CaseError(case_id, f"label has class {int(label.max())}, plans allow 0..{n_classes - 1}")
 
 
+def _normalize(image: np.ndarray, normalization: dict, nonzero: np.ndarray) -> np.ndarray:
+    """Normalise; for MRI the statistics come from the nonzero region of the image *before* resampling.
+
+    A cubic resample leaves no voxel exactly 0, so the nonzero mask is taken on the cropped input, resampled
+    with nearest neighbour, and the background outside it is kept at 0 (as MONAI's ``nonzero=True`` would).
+    """
+    if normalization.get("scheme") != "mri":
+        return normalize(image, normalization)
+    image = np.where(nonzero, image, 0.0).astype(np.float32)
+    return normalize(image, normalization, nonzero_mask=nonzero)
+
+
 def _process(case: CaseFiles, plans: dict, mode: str) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays to write (by file suffix) and the properties for ``<case>.json``, hash and mode excluded."""
     image, label = read_case(case)
@@ -103,8 +116,9 @@ def _process(case: CaseFiles, plans: dict, mode: str) -> tuple[dict[str, np.ndar
     cropped_shape = [b - a for a, b in box]
     new_shape = resampled_shape(cropped_shape, image.spacing, spacing)
     axis = anisotropic_axis(image.spacing, spacing)
-    x = resample_image(crop_to_box(image.array, box), new_shape, aniso_axis=axis)
-    x = normalize(x, plans["normalization"])
+    cropped = crop_to_box(image.array, box)
+    x = resample_image(cropped, new_shape, aniso_axis=axis)
+    x = _normalize(x, plans["normalization"], resample_mask(np.any(cropped != 0, axis=0), new_shape, aniso_axis=axis))
     pad = pad_widths(new_shape, plans["patch_size"]) if mode == "training" else [[0, 0]] * 3
     arrays = {"_x.npy": np.pad(x, [[0, 0], *pad]).astype(np.float32, copy=False)}
     foreground: dict[str, list[list[int]]] = {}

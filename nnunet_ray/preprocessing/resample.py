@@ -113,7 +113,20 @@ def resample_image(
     image = image.astype(np.float32, copy=False)
     if tuple(image.shape[1:]) == tuple(new_shape):
         return image
-    return np.stack([_resize(channel, new_shape, order, aniso_axis) for channel in image])
+    # Clip to each channel's input range (skimage's clip=True): cubic splines overshoot at edges.
+    return np.stack([np.clip(_resize(channel, new_shape, order, aniso_axis), channel.min(), channel.max())
+                     for channel in image])
+
+
+def resample_mask(mask: np.ndarray, new_shape: Sequence[int], *, aniso_axis: int | None) -> np.ndarray:
+    """Nearest-neighbour resample of a boolean ``(Z, Y, X)`` mask (e.g. the image's nonzero region).
+
+    Returns:
+        ``new_shape`` bool.
+    """
+    if tuple(mask.shape) == tuple(new_shape):
+        return mask.astype(bool, copy=False)
+    return _resize(mask.astype(np.float32), new_shape, 0, aniso_axis) > 0.5
 
 
 def resample_label(

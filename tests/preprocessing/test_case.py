@@ -271,3 +271,17 @@ def test_write_error_leaves_nothing_partial(dataset, plans, tmp_path, monkeypatc
 def test_unknown_mode_is_a_caller_error(dataset, plans, tmp_path):
     with pytest.raises(ValueError, match="mode"):
         preprocess_case(dataset.training[0], plans[3], tmp_path, mode="predict")
+
+
+def test_mri_background_stays_zero_and_statistics_ignore_it_after_resampling(synth_task, tmp_path):
+    """Resampling must not turn the zero background into 'nonzero' voxels that enter the MRI z-score."""
+    case = load_dataset(synth_task).training[0]
+    image, _ = read_case(case)
+    spacing = [s * 0.8 for s in image.spacing]  # forces a real (cubic) resample of every axis
+    plans = {"dim": 3, "spacing": spacing, "patch_size": [8, 8, 8], "in_channels": 1, "n_classes": 4,
+             "normalization": {"scheme": "mri"}, "hash": "h"}
+    assert preprocess_case(case, plans, tmp_path, mode="val")["status"] == "done"
+    x = np.load(tmp_path / f"{case.case_id}_x.npy")[0]
+    body = x != 0
+    assert 0.05 < 1 - body.mean() < 0.95, "background should stay exactly zero"
+    assert abs(float(x[body].mean())) < 1e-3 and abs(float(x[body].std()) - 1) < 1e-3
