@@ -117,9 +117,12 @@ def auto_patch_size(
         ``dim`` ints, each >= 8 (unless the budget forced fewer axes) and a multiple of the topology's
         total stride on that axis, with product <= ``budget`` when reachable with edges of 8.
     """
+    topology = {"min_fmap": min_fmap, "max_depth": max_depth}
     patch = [max(MIN_PATCH, int(round(s))) for s in median_shape]
-    patch = _shrink_to_budget(patch, spacing, budget, min_fmap=min_fmap, max_depth=max_depth)
-    return _round_to_strides(patch, spacing, min_fmap=min_fmap, max_depth=max_depth)
+    # Round first: rounding alone may already fit the budget without cutting a whole stride step elsewhere.
+    patch = _round_to_strides(patch, spacing, **topology)
+    patch = _shrink_to_budget(patch, spacing, budget, **topology)
+    return _round_to_strides(patch, spacing, **topology)
 
 
 def _auto_geometry(fingerprint: dict, dim: int, budget: int, **topology: int) -> tuple[list[int], list[float]]:

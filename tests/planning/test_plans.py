@@ -206,3 +206,10 @@ def test_preset_plans_task04_3d_matches_reference_geometry():
     plans = preset_plans(4, 3)
     assert plans["patch_size"] == [40, 56, 40] and plans["in_channels"] == 1 and plans["n_classes"] == 3
     assert plans["strides"][0] == [1, 1, 1] and len(plans["filters"]) == len(plans["strides"])
+
+
+def test_auto_patch_rounds_to_strides_before_cutting_an_axis():
+    # Prostate-like: median 21 x 320 x 320 exceeds 128^3 only until z is rounded down to 20.
+    from nnunet_ray.planning.plans import auto_patch_size
+
+    assert auto_patch_size([21, 320, 320], [3.6, 0.62, 0.62], budget=128**3) == [20, 320, 320]
