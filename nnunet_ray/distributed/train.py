@@ -26,7 +26,7 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from nnunet_ray.config import ConfigError, TrainConfig, flag_name, from_dict
@@ -149,6 +149,8 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ())
                                      resources_per_worker=resources),
         run_config=RunConfig(
             name=name, storage_path=storage, callbacks=list(callbacks),
+            # Rank 0 prints one line per epoch itself; Ray's per-report INFO lines would repeat it per worker.
+            logging_config=LoggingConfig(log_level="WARNING"),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,

@@ -1,0 +1,163 @@
+"""The checkpoint format: one self-contained directory, and the local keeper of best / last checkpoints.
+
+A checkpoint directory holds
+  model.pt        the U-Net's state dict (unwrapped, no ``module.`` prefix)
+  train_state.pt  optimizer, GradScaler and LR-schedule state, and ``progress`` (epoch, best Dice, early-stopping
+                  counters, the epoch's metrics)
+  config.json     the run's ``TrainConfig`` as ``asdict``
+  plans.json      the plans the model was built from
+so ``load_model(dir)`` rebuilds the network with nothing else. Tensors and primitive containers only: both .pt
+files load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnunet_ray.model.unet import build_unet
+
+MODEL_FILE = "model.pt"
+STATE_FILE = "train_state.pt"
+CONFIG_FILE = "config.json"
+PLANS_FILE = "plans.json"
+REQUIRED = (MODEL_FILE, STATE_FILE, CONFIG_FILE, PLANS_FILE)
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint directory is missing or incomplete; the message names the directory and the file."""
+
+
+def save_checkpoint(directory: str | Path, model: nn.Module, plans: dict, config: dict, *,
+                    optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
+                    schedule: dict | None = None, progress: dict | None = None) -> Path:
+    """Write a checkpoint directory (created if needed; existing files are overwritten).
+
+    Args:
+        directory: where to write.
+        model: the unwrapped network (not the DDP wrapper).
+        plans: plans.json content.
+        config: ``asdict(TrainConfig)``.
+        optimizer, scaler: their state is stored when given.
+        schedule: ``LRSchedule.state_dict()``.
+        progress: primitives only, e.g. {"epoch", "best_dice", "best_epoch", "bad_epochs", "metrics"}.
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / MODEL_FILE)
+    state = {"optimizer": optimizer.state_dict() if optimizer is not None else None,
+             "scaler": scaler.state_dict() if scaler is not None else None,
+             "schedule": schedule, "progress": progress or {}}
+    torch.save(state, directory / STATE_FILE)
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    (directory / PLANS_FILE).write_text(json.dumps(plans, indent=1))
+    return directory
+
+
+def load_checkpoint(directory: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint directory.
+
+    Returns:
+        {"model": state dict, "optimizer", "scaler", "schedule" (each None when not stored), "progress": dict,
+        "config": dict, "plans": dict}.
+
+    Raises:
+        CheckpointError: the directory or one of its files is missing.
+    """
+    directory = Path(directory)
+    missing = [name for name in REQUIRED if not (directory / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: not a checkpoint (missing {', '.join(missing)})")
+    state = torch.load(directory / STATE_FILE, map_location=map_location, weights_only=True)
+    return {"model": torch.load(directory / MODEL_FILE, map_location=map_location, weights_only=True),
+            **state,
+            "config": json.loads((directory / CONFIG_FILE).read_text()),
+            "plans": json.loads((directory / PLANS_FILE).read_text())}
+
+
+def model_kwargs(config: dict) -> dict[str, Any]:
+    """The ``build_unet`` options a run's config selects (defaults for keys an older config lacks)."""
+    return {"norm": config.get("norm", "instance"), "residual": bool(config.get("residual", False)),
+            "deep_supervision": bool(config.get("deep_supervision", False)),
+            "negative_slope": float(config.get("negative_slope", 0.01))}
+
+
+def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, dict]:
+    """Rebuild the trained network from a checkpoint directory alone.
+
+    Returns:
+        (model in eval mode on ``device``, plans, config dict).
+
+    Raises:
+        CheckpointError: the directory is not a complete checkpoint.
+    """
+    directory = Path(directory)
+    missing = [name for name in (MODEL_FILE, CONFIG_FILE, PLANS_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: not a checkpoint (missing {', '.join(missing)})")
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    plans = json.loads((directory / PLANS_FILE).read_text())
+    model = build_unet(plans, **model_kwargs(config))
+    model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
+    return model.to(device).eval(), plans, config
+
+
+class LocalCheckpoints:
+    """Keeps ``<root>/last`` and ``<root>/best`` from the per-epoch checkpoints of a run without Ray.
+
+    A ``report(metrics, checkpoint_dir)`` callback for ``fit``: the checkpoint directory is copied to ``last``
+    every epoch, and to ``best`` when ``metrics[metric]`` beats every earlier value (NaN = not validated, never
+    best). Each directory is replaced whole, so a crash leaves the previous one intact.
+    """
+
+    def __init__(self, root: str | Path, *, metric: str = "dice_mean") -> None:
+        self.root = Path(root)
+        self.metric = metric
+        self.best_score = self._stored_best()
+
+    @property
+    def last(self) -> Path:
+        """Directory of the latest checkpoint."""
+        return self.root / "last"
+
+    @property
+    def best(self) -> Path:
+        """Directory of the checkpoint with the highest ``metric``."""
+        return self.root / "best"
+
+    def __call__(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is None:
+            return
+        _replace_dir(Path(checkpoint_dir), self.last)
+        score = metrics.get(self.metric)
+        if score is not None and not math.isnan(score) and score > self.best_score:
+            self.best_score = float(score)
+            _replace_dir(Path(checkpoint_dir), self.best)
+
+    def _stored_best(self) -> float:
+        if not (self.best / STATE_FILE).is_file():
+            return -math.inf
+        progress = torch.load(self.best / STATE_FILE, weights_only=True)["progress"]
+        score = progress.get("metrics", {}).get(self.metric)
+        return -math.inf if score is None or math.isnan(score) else float(score)
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target``, swapping directories by rename so ``target`` is never half-written."""
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,241 @@
+"""The per-worker training loop: ``fit`` (train, validate, early-stop, checkpoint, report) and ``benchmark``.
+
+Plain PyTorch, no Ray: the caller injects what differs between a Ray worker and a test,
+  ``prepare``  the model wrapper (Ray: ``ray.train.torch.prepare_model``, i.e. DDP; tests: identity),
+  ``report``   ``report(metrics, checkpoint_dir)`` once per epoch on every rank; rank 0 passes a temporary
+               checkpoint directory to be persisted before the call returns (Ray: ``ray.train.report``;
+               without Ray: ``LocalCheckpoints``, which keeps best/ and last/),
+  ``resume``   a loaded checkpoint (``load_checkpoint``) to continue from.
+Epochs are 0-based. ``metrics.jsonl`` and TensorBoard events go to ``log_dir`` (rank 0 only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss
+from nnunet_ray.model.unet import build_unet
+from nnunet_ray.training.checkpoint import model_kwargs, save_checkpoint
+from nnunet_ray.training.logs import RunLog
+from nnunet_ray.training.schedules import LRSchedule, set_lr
+from nnunet_ray.training.steps import amp_dtype, batch_stream, build_optimizer, make_scaler, timed_steps, train_epoch
+from nnunet_ray.training.validate import validate
+
+Report = Callable[[dict, Path | None], None]
+PERF_FILE = "perf.json"
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+    """Stop when the validation mean Dice has not improved for ``patience`` validations, after ``min_epochs``."""
+
+    patience: int
+    min_epochs: int
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record one validation score; returns True when it is a new best."""
+        if score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def should_stop(self, epoch: int) -> bool:
+        """Whether training ends after ``epoch`` (0-based): at least ``min_epochs`` done and patience used up."""
+        return epoch + 1 >= self.min_epochs and self.bad_epochs >= self.patience
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Everything one rank trains with (built by ``setup``)."""
+
+    model: nn.Module  # unwrapped: checkpoints and validation use it
+    net: nn.Module  # what the training step calls (DDP-wrapped under Ray with several workers)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule
+    loss_fn: nn.Module
+    dtype: torch.dtype | None
+    device: torch.device
+
+
+def all_reduce_sum(world_size: int) -> Callable[[torch.Tensor], Any] | None:
+    """In-place sum over the process group, or None when there is a single rank."""
+    if world_size <= 1 or not dist.is_initialized():
+        return None
+    return lambda tensor: dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def setup(cfg, plans: dict, *, device: torch.device, world_size: int = 1,
+          prepare: Callable[[nn.Module], nn.Module] = lambda m: m, resume: dict | None = None) -> Trainer:
+    """Build model, optimizer, scaler, schedule and loss from the config, restoring ``resume`` when given."""
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_unet(plans, **model_kwargs(dataclasses.asdict(cfg)))
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+    if cfg.sync_batchnorm and world_size > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # NCCL only; gloo/CPU has no SyncBatchNorm
+    model.to(device)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    dtype = amp_dtype(cfg, device)
+    scaler = make_scaler(dtype, device)
+    schedule = LRSchedule.from_config(cfg)
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        if resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        if resume.get("schedule"):
+            schedule.load_state_dict(resume["schedule"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuned kernels pay off
+    loss_fn = DiceCELoss(focal=cfg.focal)
+    loss_fn = DeepSupervisionLoss(loss_fn) if cfg.deep_supervision else loss_fn
+    return Trainer(model=model, net=prepare(model), optimizer=optimizer, scaler=scaler, schedule=schedule,
+                   loss_fn=loss_fn, dtype=dtype, device=device)
+
+
+def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_per_epoch: int,
+        device: torch.device, rank: int = 0, world_size: int = 1,
+        prepare: Callable[[nn.Module], nn.Module] = lambda m: m, report: Report = lambda m, c: None,
+        resume: dict | None = None, log_dir: str | Path | None = None,
+        epoch_hook: Callable[[int], None] | None = None) -> dict:
+    """Train one fold until ``max_epochs`` or early stopping.
+
+    Args:
+        cfg: ``TrainConfig``.
+        plans: plans.json content (the model, patch size and classes).
+        train_data: this rank's training loader (``next_batch()`` or re-iterable) of
+            {"image": (B, C, *patch), "label": (B, 1, *patch)}.
+        val_data: re-iterable over this rank's validation cases {"case_id", "image", "label"}.
+        steps_per_epoch: training steps per epoch (equal on all ranks).
+        device: this rank's device.
+        rank, world_size: global rank and number of ranks.
+        prepare: model wrapper (DDP) applied after the model is on ``device``.
+        report: called once per epoch on every rank with (metrics, checkpoint dir or None).
+        resume: ``load_checkpoint`` output; training continues at its epoch + 1 with its optimizer state.
+        log_dir: where rank 0 writes metrics.jsonl and TensorBoard events (None: no logs).
+        epoch_hook: called with the epoch index at the start of every epoch (fault-injection tests).
+
+    Returns:
+        {"epochs": epochs completed in total, "start_epoch", "best_dice", "best_epoch", "stopped_early",
+        "seconds"}.
+    """
+    start_time = time.perf_counter()
+    tr = setup(cfg, plans, device=device, world_size=world_size, prepare=prepare, resume=resume)
+    progress = (resume or {}).get("progress", {})
+    start_epoch = int(progress.get("epoch", -1)) + 1
+    early = EarlyStopping(cfg.patience, cfg.min_epochs, best=progress.get("best_dice", -math.inf),
+                          best_epoch=progress.get("best_epoch", -1), bad_epochs=progress.get("bad_epochs", 0))
+    # A resumed run that had already stopped early (under these patience / min-epochs settings) stays stopped.
+    stopped = start_epoch > 0 and early.should_stop(start_epoch - 1)
+    log = RunLog(log_dir, start_epoch=start_epoch, class_names=_class_names(plans)) \
+        if rank == 0 and log_dir is not None else None
+    stream, all_reduce = batch_stream(train_data), all_reduce_sum(world_size)
+    end_epoch = start_epoch if stopped else cfg.max_epochs
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            if epoch_hook is not None:
+                epoch_hook(epoch)
+            record = _run_epoch(cfg, plans, tr, epoch, stream=stream, val_data=val_data, steps=steps_per_epoch,
+                                world_size=world_size, all_reduce=all_reduce, early=early, log=log)
+            stopped = early.should_stop(epoch)
+            record["stopped_early"] = stopped
+            _checkpoint_and_report(cfg, plans, tr, record, early, rank=rank, report=report)
+            if stopped:
+                break
+    finally:
+        if log is not None:
+            log.close()
+    return {"epochs": epoch + 1, "start_epoch": start_epoch, "best_dice": early.best if early.best_epoch >= 0
+            else None, "best_epoch": early.best_epoch, "stopped_early": stopped,
+            "seconds": time.perf_counter() - start_time}
+
+
+def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, steps: int, world_size: int,
+               all_reduce, early: EarlyStopping, log: RunLog | None) -> dict:
+    """Train one epoch, validate it unless skipped, log it; returns the epoch's metrics record."""
+    epoch_start = time.perf_counter()
+    lr = tr.schedule.lr(epoch)
+    set_lr(tr.optimizer, lr)
+    record: dict[str, Any] = {"epoch": epoch, "lr": lr}
+    record.update(train_epoch(tr.net, stream, steps=steps, world_size=world_size, all_reduce=all_reduce,
+                              loss_fn=tr.loss_fn, optimizer=tr.optimizer, scaler=tr.scaler, dtype=tr.dtype,
+                              device=tr.device, clip=cfg.gradient_clip_val))
+    overlay = None
+    if epoch >= cfg.skip_first_n_eval:
+        want = log is not None and cfg.image_every > 0 and epoch % cfg.image_every == 0
+        val = validate(tr.model, val_data, plans=plans, loss_fn=tr.loss_fn, device=tr.device, dtype=tr.dtype,
+                       tta=cfg.tta, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.val_batch_size,
+                       all_reduce=all_reduce, want_overlay=want)
+        overlay = val.pop("overlay")
+        record.update(val)
+        tr.schedule.observe(val["val_loss"])
+        early.update(epoch, val["dice_mean"])
+    else:
+        record.update({"dice_mean": math.nan, "dice": None, "val_loss": math.nan})
+    record.update({"best_dice": early.best if early.best_epoch >= 0 else math.nan, "best_epoch": early.best_epoch,
+                   "epoch_seconds": time.perf_counter() - epoch_start})
+    if log is not None:
+        log.log_epoch(record)
+        if overlay is not None:
+            log.log_overlay(epoch, *overlay)
+    return record
+
+
+def _checkpoint_and_report(cfg, plans: dict, tr: Trainer, record: dict, early: EarlyStopping, *, rank: int,
+                           report: Report) -> None:
+    """Rank 0 writes the epoch's checkpoint to a temporary directory; every rank reports (Ray's barrier)."""
+    if rank != 0:
+        report(record, None)
+        return
+    progress = {"epoch": record["epoch"], "best_dice": early.best, "best_epoch": early.best_epoch,
+                "bad_epochs": early.bad_epochs, "stopped_early": record["stopped_early"],
+                "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float, list, type(None)))}}
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_ckpt_") as tmp:
+        save_checkpoint(tmp, tr.model, plans, dataclasses.asdict(cfg), optimizer=tr.optimizer, scaler=tr.scaler,
+                        schedule=tr.schedule.state_dict(), progress=progress)
+        report(record, Path(tmp))
+
+
+def benchmark(cfg, plans: dict, *, train_data: Any, device: torch.device, world_size: int = 1, rank: int = 0,
+              prepare: Callable[[nn.Module], nn.Module] = lambda m: m, out_dir: str | Path | None = None) -> dict:
+    """Benchmark mode: ``cfg.warmup`` untimed steps, then ``cfg.train_batches`` timed steps (default 100).
+
+    Throughput counts the global batch (``batch_size * world_size``; 2D: slices). With ``out_dir``, rank 0
+    writes ``<out_dir>/perf.json`` and prints it.
+
+    Returns:
+        ``timed_steps`` output plus "world_size", "batch_size", "dim", "amp".
+    """
+    tr = setup(cfg, plans, device=device, world_size=world_size, prepare=prepare)
+    perf = timed_steps(tr.net, batch_stream(train_data), warmup=cfg.warmup, steps=cfg.train_batches or 100,
+                       global_batch=cfg.batch_size * world_size, loss_fn=tr.loss_fn, optimizer=tr.optimizer,
+                       scaler=tr.scaler, dtype=tr.dtype, device=tr.device, clip=cfg.gradient_clip_val)
+    perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": int(plans["dim"]),
+                 "amp": cfg.amp, "device": device.type})
+    if rank == 0 and out_dir is not None:
+        text = json.dumps(perf, indent=1)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / PERF_FILE).write_text(text + "\n")
+        print(text, flush=True)
+    return perf
+
+
+def _class_names(plans: dict) -> list[str]:
+    labels = plans.get("labels", {})
+    return [labels.get(str(c), str(c)) for c in range(1, int(plans["n_classes"]))]
