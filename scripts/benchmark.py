@@ -9,6 +9,9 @@ preprocess: the same synthetic set preprocessed with 1 worker and with every CPU
 loader: patches/s of the DALI train pipeline with every augmentation at the reference probabilities, for a 3D
 4x128^3 patch (batch 2) and a 2D 4x192x160 batch of 16 slices (CPU mode here; GPU mode when CUDA is present).
 step: one training step (forward, Dice+CE, backward, RAdam) of an MSD preset's U-Net, fp32 and AMP side by side.
+train: benchmark mode on Ray Train workers for a synthetic task planned with the Task04 (Hippocampus) preset:
+img/s with 1 worker and with 2 (DDP), then the wall-clock overhead of a 1-epoch TorchTrainer run over the same
+loop run in-process without Ray.
 """
 
 from __future__ import annotations
@@ -102,7 +105,68 @@ def bench_step(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
-MODES = {"preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step}
+def _task04_data(work: Path, cases: int) -> Path:
+    from nnunet_ray.distributed.preprocess import preprocess_dataset
+
+    raw = work / "raw" / "Task04_Hippocampus"  # the folder name selects the MSD preset (patch 40x56x40, 1 mm)
+    make_synthetic_task(SynthConfig(out=str(raw), cases=cases, test=0, size=48, seed=4).validate())
+    summary = preprocess_dataset(PreprocessConfig(data=str(raw), results=str(work / "pre"), dim=3))
+    assert summary.ok, summary.line()
+    return summary.out_dir
+
+
+def _fit_without_ray(cfg) -> float:
+    """The worker loop of one fold, in this process: the same loaders, model, validation and checkpoints."""
+    import time
+
+    import torch
+
+    from nnunet_ray.distributed.train import fold_cases
+    from nnunet_ray.loading.iterators import eval_loader
+    from nnunet_ray.loading.pipelines import train_loader
+    from nnunet_ray.planning.plans import load_plans
+    from nnunet_ray.training.checkpoint import LocalCheckpoints
+    from nnunet_ray.training.loop import fit
+
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.cpus_per_worker)
+    plans, (train_ids, val_ids) = load_plans(cfg.data), fold_cases(cfg.data, cfg.fold)
+    loader = train_loader(Path(cfg.data), train_ids, plans, batch_size=cfg.batch_size, seed=cfg.seed,
+                          num_threads=cfg.num_workers)
+    run_dir = Path(cfg.results) / "no_ray"
+    fit(cfg, plans, train_data=loader, val_data=eval_loader(Path(cfg.data), val_ids),
+        steps_per_epoch=cfg.train_batches, device=torch.device("cpu"), report=LocalCheckpoints(run_dir),
+        log_dir=run_dir)
+    return time.perf_counter() - start
+
+
+def bench_train(args: argparse.Namespace, work: Path) -> dict:
+    import dataclasses
+    import time
+
+    from nnunet_ray.config import TrainConfig
+    from nnunet_ray.distributed.train import benchmark_train, train_fold
+
+    data = _task04_data(work, args.cases)
+    base = TrainConfig(data=str(data), results=str(work / "results"), batch_size=args.batch_size,
+                       warmup=args.warmup_steps, train_batches=args.batches, num_workers=1).validate()
+    result: dict = {"mode": "train", "preset": "Task04 3D (patch 40x56x40)", "batch_size": args.batch_size}
+    for workers in (1, 2):
+        perf = benchmark_train(dataclasses.replace(base, workers=workers))
+        result[f"img_per_s_{workers}_worker"] = round(perf["throughput_train"], 2)
+        result[f"latency_ms_mean_{workers}_worker"] = round(perf["latency_train_mean"], 1)
+    result["speedup_2_vs_1"] = round(result["img_per_s_2_worker"] / result["img_per_s_1_worker"], 2)
+    one_epoch = dataclasses.replace(base, min_epochs=1, max_epochs=1, warmup=0, experiment="overhead")
+    start = time.perf_counter()
+    train_fold(one_epoch)
+    with_ray = time.perf_counter() - start
+    without_ray = _fit_without_ray(one_epoch)
+    result.update(one_epoch_s_ray=round(with_ray, 1), one_epoch_s_no_ray=round(without_ray, 1),
+                  ray_overhead_s=round(with_ray - without_ray, 1))
+    return result
+
+
+MODES = {"preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step, "train": bench_train}
 
 
 def main() -> int:
@@ -112,9 +176,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--dim", type=int, default=3, choices=(2, 3))
     parser.add_argument("--task", type=int, default=4, help="step: MSD preset (1-10)")
-    parser.add_argument("--batch-size", type=int, default=2, help="step: batch size")
-    parser.add_argument("--batches", type=int, default=5, help="loader/step: timed batches")
-    parser.add_argument("--warmup-steps", type=int, default=2, help="step: untimed steps first")
+    parser.add_argument("--batch-size", type=int, default=2, help="step/train: per-worker batch size")
+    parser.add_argument("--batches", type=int, default=5, help="loader/step/train: timed batches (train: also the steps of the 1-epoch overhead run)")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="step/train: untimed steps first")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the side-by-side pair; medians are reported")
     parser.add_argument("--workdir", default="", help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", default="", help="also write the result to this file")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -76,6 +77,7 @@ def train_worker(config: dict) -> dict:
         config: {"cfg": asdict(TrainConfig), "run_dir": str, optional "kill_at_epoch": int, "kill_marker": str}.
     """
     cfg = from_dict(TrainConfig, config["cfg"])
+    _quiet_report_logs()
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -100,6 +102,16 @@ def train_worker(config: dict) -> dict:
     return fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
                device=device, rank=rank, world_size=world_size, prepare=prepare, report=_report, resume=resume,
                log_dir=config["run_dir"] if rank == 0 else None, epoch_hook=_fault_hook(config, rank, world_size))
+
+
+def _quiet_report_logs() -> None:
+    """Ray Train 2.60 logs each report (with all metrics) at INFO under a logger named by its source path, outside
+    ``ray.train``, so ``LoggingConfig`` cannot quiet it; rank 0's progress line already says the same."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray version: its logs are its own business
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def _restored_checkpoint() -> dict | None:

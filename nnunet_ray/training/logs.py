@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,10 @@ class RunLog:
         """
         epoch = int(record["epoch"])
         if self.echo:
-            print(progress_line(record), flush=True)
+            # A plain stream write, not print(): Ray Train patches print() in workers to also log each line,
+            # which shows every progress line twice on the driver.
+            sys.stdout.write(progress_line(record) + "\n")
+            sys.stdout.flush()
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(_clean(record)) + "\n")
         tags = {"train/loss": "train_loss", "train/lr": "lr", "train/img_per_s": "train_img_per_s",
