@@ -33,7 +33,8 @@ def bench_preprocess(args: argparse.Namespace, work: Path) -> dict:
     from nnunet_ray.distributed.preprocess import preprocess_dataset
 
     raw = work / "raw" / "Task98_Bench"
-    make_synthetic_task(SynthConfig(out=str(raw), cases=args.cases, test=0, size=args.size, seed=1).validate())
+    make_synthetic_task(SynthConfig(out=str(raw), cases=args.cases, test=0, size=args.size,
+                                    modalities=args.modalities, seed=1).validate())
     init_ray()
     all_cpus = cluster_cpus()
     times: dict[int, list[float]] = {1: [], all_cpus: []}
@@ -172,8 +173,9 @@ MODES = {"preprocess": bench_preprocess, "loader": bench_loader, "step": bench_s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=tuple(MODES), default="preprocess")
-    parser.add_argument("--cases", type=int, default=12)
-    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--cases", type=int, default=24, help="synthetic training cases")
+    parser.add_argument("--size", type=int, default=192, help="preprocess: synthetic volume edge (voxels)")
+    parser.add_argument("--modalities", type=int, default=4, help="preprocess: channels per case (BraTS-like: 4)")
     parser.add_argument("--dim", type=int, default=3, choices=(2, 3))
     parser.add_argument("--task", type=int, default=4, help="step: MSD preset (1-10)")
     parser.add_argument("--batch-size", type=int, default=2, help="step/train: per-worker batch size")
