@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from nnunet_ray.config import (ConfigError, PlanConfig, PreprocessConfig, SynthConfig, TrainConfig,
+from nnunet_ray.config import (ConfigError, PlanConfig, PreprocessConfig, RunError, SynthConfig, TrainConfig,
                                flag_name)
 from nnunet_ray.data.types import CaseError, DatasetError
 
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, CaseError) as err:
         print(f"nnunet-ray {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunError as err:
+        print(f"nnunet-ray {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

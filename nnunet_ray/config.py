@@ -18,6 +18,10 @@ class ConfigError(ValueError):
     """A user-facing option is invalid; the message names the flag to fix."""
 
 
+class RunError(RuntimeError):
+    """A distributed run failed for good (retries used up); the message names the cause and the run folder."""
+
+
 def opt(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field with CLI help text (and optional ``choices`` / ``short`` metadata)."""
     return field(default=default, metadata={"help": help, **extra})

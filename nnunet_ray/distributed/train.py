@@ -30,12 +30,12 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from nnunet_ray.config import ConfigError, TrainConfig, flag_name, from_dict
+from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
 from nnunet_ray.data.folds import read_splits
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
-from nnunet_ray.planning.plans import load_plans, save_json
+from nnunet_ray.planning.plans import PlansNotFoundError, load_plans, save_json
 from nnunet_ray.training.checkpoint import load_checkpoint
 from nnunet_ray.training.loop import benchmark, fit
 
@@ -170,21 +170,39 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ())
     )
 
 
-def _prepare(cfg: TrainConfig) -> tuple[dict, str, Path]:
-    """Validate the options against the data; returns (plans, run name, run dir)."""
+def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
+    """Validate the options against the data; returns (the config with absolute paths, run name, run dir).
+
+    Paths are made absolute here because Ray workers do not share the driver's working directory.
+    """
     cfg.validate()
     if "://" in cfg.results:
         raise ConfigError(f"{flag_name('results')}: {cfg.results} is a URI; training writes its logs with plain "
                           "file I/O, so give a local or shared-filesystem path")
-    plans = load_plans(cfg.data)
+    try:
+        plans = load_plans(cfg.data)
+    except PlansNotFoundError as err:
+        raise ConfigError(f"{flag_name('data')}: {err}") from err
     if int(plans["dim"]) != cfg.dim:
         raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans['dim']}d plans")
     train_ids, _ = fold_cases(cfg.data, cfg.fold)
     if len(train_ids) < cfg.world_size:
         raise ConfigError(f"{flag_name('workers')}: {cfg.world_size} workers but fold {cfg.fold} has only "
                           f"{len(train_ids)} training cases")
+    cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve()), results=str(Path(cfg.results).resolve()))
     name = run_name(cfg, plans)
-    return plans, name, Path(cfg.results).resolve() / name
+    return cfg, name, Path(cfg.results) / name
+
+
+def _fit(trainer: TorchTrainer, cfg: TrainConfig, run_dir: Path) -> ray.train.Result:
+    """``trainer.fit()``, turning a run that failed for good into one line: the cause and where its logs are."""
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        cause = lines[-1] if lines else type(err).__name__
+        raise RunError(f"training failed (after up to {cfg.max_failures} restarts): {cause}; "
+                       f"run folder {run_dir}") from err
 
 
 def train_fold(cfg: TrainConfig) -> dict:
@@ -203,7 +221,7 @@ def train_fold(cfg: TrainConfig) -> dict:
         ray.train.TrainingFailedError: the workers failed more than ``--max-failures`` times.
     """
     start = time.perf_counter()
-    _, name, run_dir = _prepare(cfg)
+    cfg, name, run_dir = _prepare(cfg)
     exists = (run_dir / SNAPSHOT).is_file()
     if exists and not cfg.resume_training:
         raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in {run_dir.parent}; "
@@ -212,7 +230,7 @@ def train_fold(cfg: TrainConfig) -> dict:
     if cfg.resume_training and not exists:
         print(f"nnunet-ray train: no earlier run named {name!r}; starting from epoch 0", flush=True)
     init_ray(cfg.address)
-    result = build_trainer(cfg, name=name).fit()
+    result = _fit(build_trainer(cfg, name=name), cfg, run_dir)
     returned = result.return_value or {}
     best = result.get_best_checkpoint(SCORE, "max")
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
@@ -236,11 +254,11 @@ def benchmark_train(cfg: TrainConfig) -> dict:
         _90, _95, _99 (ms), world_size, batch_size, ...; also written to ``<run_dir>/perf.json``.
     """
     cfg = dataclasses.replace(cfg, benchmark=True)
-    _, name, _ = _prepare(cfg)
+    cfg, name, _ = _prepare(cfg)
     # Benchmarks report no checkpoint, so Ray keeps no snapshot and a rerun under the same name starts afresh.
     name = f"{name}_bench_{cfg.world_size}w"
     init_ray(cfg.address)
-    perf = build_trainer(cfg, name=name).fit().return_value
+    perf = _fit(build_trainer(cfg, name=name), cfg, Path(cfg.results) / name).return_value
     run_dir = Path(cfg.results).resolve() / name
     save_json(run_dir / "perf.json", perf)
     print(json.dumps({"name": name, **perf}), flush=True)
