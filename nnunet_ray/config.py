@@ -123,7 +123,8 @@ class TrainConfig:
     """`nnunet-ray train`: one fold, one dim, on Ray Train workers. Defaults are the reference's."""
 
     data: str = opt("", "preprocessed folder (RESULTS/<dataset>/<dim>d) holding plans.json and splits.json")
-    results: str = opt("", "results root (local path or s3:// / gs:// URI); Ray's storage_path")
+    results: str = opt("", "results root on a filesystem every node can write (local disk for one node, NFS/"
+                       "a mounted bucket for several); Ray's storage_path")
     fold: int = opt(0, "cross-validation fold used for validation")
     dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
     experiment: str = opt("", "run name; default <dataset>_<dim>d_fold<F> (the same name resumes)")
@@ -144,7 +145,8 @@ class TrainConfig:
     steps: tuple[int, ...] = opt((), "multistep milestones (epochs)")
     factor: float = opt(0.3, "multistep / plateau decay factor")
     lr_patience: int = opt(70, "plateau scheduler patience (epochs)")
-    warmup: int = opt(5, "linear LR warm-up epochs; in benchmark mode, untimed warm-up steps")
+    warmup: int = opt(5, "benchmark mode: untimed warm-up steps before timing (as the reference's --warmup)")
+    lr_warmup: int = opt(0, "linear learning-rate warm-up epochs (0 = the reference's constant start)")
     gradient_clip_val: float = opt(0.0, "gradient-norm clipping (0 = off)")
     min_epochs: int = opt(30, "never stop before this many epochs")
     max_epochs: int = opt(10000, "stop after this many epochs")
@@ -166,7 +168,8 @@ class TrainConfig:
     deep_supervision: bool = opt(False, "auxiliary heads at the two next coarser levels")
     focal: bool = opt(False, "focal loss instead of cross-entropy in Dice + CE")
     negative_slope: float = opt(0.01, "LeakyReLU negative slope (also Kaiming init's a)")
-    sync_batchnorm: bool = opt(False, "synchronise BatchNorm statistics across workers")
+    sync_batchnorm: bool = opt(False, "synchronise BatchNorm statistics across GPU workers (with --norm batch; "
+                               "torch has no CPU SyncBatchNorm)")
     seed: int = opt(1, "random seed (model init, DALI readers and augmentations)")
     # --- checkpoints, logging, failures
     resume_training: bool = opt(False, "continue the run of the same name from its last checkpoint")
@@ -178,7 +181,8 @@ class TrainConfig:
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
         _check_choices(self)
-        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "test_batches", "max_failures"):
+        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "test_batches", "max_failures", "seed",
+                     "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("workers", "cpus_per_worker", "num_workers", "batch_size", "val_batch_size", "nvol",
                      "patience", "max_epochs"):
@@ -187,7 +191,10 @@ class TrainConfig:
         _check(0 <= self.oversampling <= 1, "oversampling", "must be in [0, 1]")
         _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
         _check(self.min_epochs <= self.max_epochs, "min_epochs", "must be <= --max-epochs")
-        _check(self.batch_size % self.nvol == 0, "nvol", "must divide --batch-size")
+        _check(self.dim == 3 or self.batch_size % self.nvol == 0, "nvol", "must divide --batch-size (2D)")
+        _check(0 < self.factor <= 1, "factor", "must be in (0, 1]")
+        _check(self.gradient_clip_val >= 0, "gradient_clip_val", "must be >= 0")
+        _check(not self.sync_batchnorm or self.norm == "batch", "sync_batchnorm", "needs --norm batch")
         _check(self.scheduler != "multistep" or bool(self.steps), "steps", "is required with --scheduler multistep")
         return self
 

@@ -44,7 +44,7 @@ def main() -> int:
           f"({f'{gpus} GPU workers, AMP' if gpus else '2 CPU workers, DDP over gloo'})", flush=True)
     run = train_fold(TrainConfig(
         data=str(summary.out_dir), results=str(work / "results"), dim=args.dim, fold=0, gpus=gpus, workers=2,
-        amp=gpus > 0, min_epochs=args.epochs, max_epochs=args.epochs, warmup=1, learning_rate=3e-3,
+        amp=gpus > 0, min_epochs=args.epochs, max_epochs=args.epochs, learning_rate=3e-3,
         resume_training=True, image_every=5).validate())
     print(f"fold 0: best mean Dice {run['best_dice']:.3f} at epoch {run['best_epoch']} after {run['epochs']} epochs "
           f"({run['seconds']:.0f} s)")

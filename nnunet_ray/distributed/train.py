@@ -37,10 +37,9 @@ from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
 from nnunet_ray.planning.plans import PlansNotFoundError, load_plans, save_json
 from nnunet_ray.training.checkpoint import load_checkpoint
-from nnunet_ray.training.loop import benchmark, fit
+from nnunet_ray.training.loop import CHECKPOINT_SCORE, benchmark, fit
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray's record of a run's checkpoints: its presence = a run exists
-SCORE = "dice_mean"
 # Test-only fault injection: the last worker calls os._exit(1) at the start of this epoch, once (the marker file
 # records that it happened, so the restarted group trains on).
 KILL_AT_EPOCH_ENV = "NNUNET_RAY_TEST_KILL_AT_EPOCH"
@@ -165,7 +164,7 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ())
             logging_config=LoggingConfig(log_level="WARNING"),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
-            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                                                checkpoint_score_order="max")),
     )
 
@@ -232,7 +231,7 @@ def train_fold(cfg: TrainConfig) -> dict:
     init_ray(cfg.address)
     result = _fit(build_trainer(cfg, name=name), cfg, run_dir)
     returned = result.return_value or {}
-    best = result.get_best_checkpoint(SCORE, "max")
+    best = result.get_best_checkpoint(CHECKPOINT_SCORE, "max")
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
                "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
                "stopped_early": returned.get("stopped_early"),

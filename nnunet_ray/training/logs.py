@@ -45,7 +45,13 @@ def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line torn by a crash mid-write: that epoch is redone on resume anyway
+            continue
+    return records
 
 
 def truncate_metrics(path: str | Path, start_epoch: int) -> None:
@@ -131,7 +137,7 @@ class RunLog:
         truncate_metrics(self.metrics_path, start_epoch)
         self.class_names = list(class_names)
         # purge_step hides events at or after start_epoch left by an attempt that crashed.
-        self.writer = SummaryWriter(str(self.log_dir / TB_DIR), purge_step=start_epoch if start_epoch else None)
+        self.writer = SummaryWriter(str(self.log_dir / TB_DIR), purge_step=start_epoch)
 
     def log_epoch(self, record: dict) -> None:
         """Append one epoch's record and write its scalars.

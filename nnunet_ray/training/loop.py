@@ -197,9 +197,15 @@ def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, s
     return record
 
 
+CHECKPOINT_SCORE = "checkpoint_score"  # reported each epoch: the best Dice on the best epoch, else -1
+
+
 def _checkpoint_and_report(cfg, plans: dict, tr: Trainer, record: dict, early: EarlyStopping, *, rank: int,
                            report: Report) -> None:
     """Rank 0 writes the epoch's checkpoint to a temporary directory; every rank reports (Ray's barrier)."""
+    # Ray ranks checkpoints by this score, and on ties prefers the later one; early stopping keeps the first epoch
+    # that reached the best Dice. Scoring only that epoch keeps Ray's best checkpoint and best_epoch the same.
+    record[CHECKPOINT_SCORE] = early.best if early.best_epoch == record["epoch"] else -1.0
     if rank != 0:
         report(record, None)
         return

@@ -67,9 +67,9 @@ class LRSchedule:
 
     @classmethod
     def from_config(cls, cfg) -> "LRSchedule":
-        """Build from a ``TrainConfig`` (learning_rate, scheduler, steps, factor, max_epochs, warmup, lr_patience)."""
+        """Build from a ``TrainConfig`` (learning_rate, scheduler, steps, factor, max_epochs, lr_warmup, lr_patience)."""
         return cls(cfg.learning_rate, scheduler=cfg.scheduler, steps=cfg.steps, factor=cfg.factor,
-                   max_epochs=cfg.max_epochs, warmup=cfg.warmup, lr_patience=cfg.lr_patience)
+                   max_epochs=cfg.max_epochs, warmup=cfg.lr_warmup, lr_patience=cfg.lr_patience)
 
     def lr(self, epoch: int) -> float:
         """Learning rate for ``epoch`` (0-based)."""

@@ -43,6 +43,9 @@ def _epochs(run_dir):
     ({"fold": 3}, "--fold"),
     ({"workers": 5}, "--workers"),
     ({"learning_rate": 0.0}, "--learning-rate"),
+    ({"seed": -1}, "--seed"),
+    ({"sync_batchnorm": True}, "--sync-batchnorm"),
+    ({"data": "no/such/folder"}, "--data"),
 ])
 def test_bad_options_are_refused_before_ray_starts(task, tmp_path, overrides, flag):
     with pytest.raises(ConfigError, match=flag):

@@ -101,3 +101,10 @@ def test_progress_line():
     assert progress_line(record) == ("epoch 3: train_loss 0.2500 val_loss 0.9000 dice_mean 0.2500 (best 0.5000 @ 1) "
                                      "lr 1.00e-03 12.5 img/s 3.0 s")
     assert progress_line({"epoch": 0, "train_loss": 1.0, "dice_mean": float("nan")}) == "epoch 0: train_loss 1.0000"
+
+
+def test_a_line_torn_by_a_crash_does_not_block_resume(tmp_path):
+    path = tmp_path / METRICS_FILE
+    path.write_text('{"epoch": 0, "train_loss": 1.0}\n{"epoch": 1, "train_lo')
+    truncate_metrics(path, 1)
+    assert read_metrics(path) == [{"epoch": 0, "train_loss": 1.0}]

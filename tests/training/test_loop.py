@@ -16,6 +16,7 @@ from nnunet_ray.training import loop
 from nnunet_ray.training.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR, read_metrics
 from nnunet_ray.training.loop import EarlyStopping, benchmark, fit, setup
+from nnunet_ray.training.schedules import LRSchedule
 from nnunet_ray.training.steps import amp_dtype, build_optimizer, make_scaler, train_step
 
 CPU = torch.device("cpu")
@@ -80,6 +81,8 @@ def test_frozen_metric_stops_training_early(tiny_task_3d, tmp_path, monkeypatch)
     assert [r["epoch"] for r in recorder.records] == [0, 1, 2]
     assert out["stopped_early"] and out["epochs"] == 3 and out["best_epoch"] == 0
     assert [r["stopped_early"] for r in recorder.records] == [False, False, True]
+    # Tied Dice: only the first epoch that reached it is the checkpoint Ray ranks best (Ray prefers later on ties).
+    assert [r[loop.CHECKPOINT_SCORE] for r in recorder.records] == [0.4, -1.0, -1.0]
     assert len(read_metrics(tmp_path / METRICS_FILE)) == 3
     # Resuming the stopped run with the same patience trains no further.
     resumed = _fit(cfg, tiny_task_3d, recorder, _fixed_batches(load_plans(tiny_task_3d)),
@@ -174,3 +177,8 @@ def test_gradient_clipping_bounds_the_update():
                clip=1e-3)
     after = torch.cat([p.detach().flatten() for p in net.parameters()])
     assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_default_learning_rate_is_constant_like_the_reference():
+    schedule = LRSchedule.from_config(TrainConfig())
+    assert [schedule.lr(e) for e in range(3)] == [1e-3, 1e-3, 1e-3]
