@@ -1,0 +1,61 @@
+"""The README's commands keep working: `make demo`'s script end to end, the benchmark modes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _last_json(stdout: str) -> dict:
+    """The JSON object that ends the output (it starts at a line holding only '{')."""
+    lines = stdout.splitlines()
+    starts = [i for i, line in enumerate(lines) if line == "{"]
+    return json.loads("\n".join(lines[starts[0]:])) if starts else {}
+
+
+@pytest.mark.slow
+def test_demo_runs_synth_preprocess_and_training_end_to_end(tmp_path):
+    result = _run(str(ROOT / "scripts" / "demo.py"), "--workdir", str(tmp_path), "--cases", "4", "--epochs", "1")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "4 preprocessed, 0 already done, 0 failed" in result.stdout
+    assert "fold 0: best mean Dice" in result.stdout
+    run = tmp_path / "results" / "Task99_Synthetic_3d_fold0"
+    assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("mode, args, keys", [
+    ("step", ["--batches", "1", "--warmup-steps", "0"], ["step_ms_fp32", "step_ms_amp", "amp_speedup"]),
+    ("loader", ["--batches", "1"], ["3d_4x128^3_b2_patches_per_s", "2d_4x192x160_b16_patches_per_s"]),
+])
+def test_benchmark_modes_print_their_measurements(mode, args, keys):
+    result = _run(str(ROOT / "scripts" / "benchmark.py"), "--mode", mode, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = _last_json(result.stdout)
+    assert all(measured[k] > 0 for k in keys), measured
+
+
+def test_cli_synth_then_plan_print(tmp_path):
+    raw = tmp_path / "Task04_Hippocampus"
+    synth = _run("-m", "nnunet_ray.cli", "synth", "--out", str(raw), "--cases", "3", "--test", "0", "--size", "24")
+    assert synth.returncode == 0 and (raw / "dataset.json").is_file(), synth.stderr
+    plan = _run("-m", "nnunet_ray.cli", "plan", "--data", str(raw), "--dim", "3", "--print")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    plans = _last_json(plan.stdout)
+    assert plans["patch_size"] == [40, 56, 40] and plans["preset"] == "msd"
+
+
+def test_cli_names_the_flag_to_fix(tmp_path):
+    result = _run("-m", "nnunet_ray.cli", "train", "--data", str(tmp_path), "--results", str(tmp_path),
+                  "--oversampling", "2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "nnunet-ray train: error: --oversampling: must be in [0, 1]"
