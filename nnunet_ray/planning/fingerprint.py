@@ -12,28 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from nnunet_ray.data.geometry import nonzero_box
 from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError, DatasetInfo
 
 
-def nonzero_box(image: np.ndarray) -> list[list[int]]:
-    """Half-open bounding box of voxels that are nonzero in any channel.
-
-    Args:
-        image: ``(C, Z, Y, X)``.
-
-    Returns:
-        ``[[z0, z1], [y0, y1], [x0, x1]]``; the whole volume when every voxel is zero.
-    """
-    mask = np.any(image != 0, axis=0)
-    if not mask.any():
-        return [[0, int(n)] for n in mask.shape]
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other))
-        box.append([int(hits[0]), int(hits[-1]) + 1])
-    return box
+def cropped_shape(image: np.ndarray) -> list[int]:
+    """Shape of the nonzero box (the whole volume when every voxel is zero: preprocessing reports that case)."""
+    try:
+        return [hi - lo for lo, hi in nonzero_box(image)]
+    except ValueError:
+        return [int(n) for n in image.shape[1:]]
 
 
 def _case_rng(case_id: str, seed: int) -> np.random.Generator:
@@ -51,12 +40,11 @@ def _fingerprint(case: CaseFiles, max_samples: int, seed: int) -> dict[str, Any]
     if values.shape[1] > max_samples:
         picked = _case_rng(case.case_id, seed).choice(values.shape[1], size=max_samples, replace=False)
         values = values[:, np.sort(picked)]
-    box = nonzero_box(image.array)
     return {
         "case_id": case.case_id,
         "spacing": [float(s) for s in image.spacing],
         "shape": list(image.shape),
-        "cropped_shape": [hi - lo for lo, hi in box],
+        "cropped_shape": cropped_shape(image.array),
         "intensity_samples": values.astype(np.float64).tolist(),
         "error": None,
     }

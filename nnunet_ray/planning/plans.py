@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from nnunet_ray.config import ConfigError
+from nnunet_ray.data.geometry import coarse_axis
 from nnunet_ray.data.types import DatasetError, DatasetInfo
 from nnunet_ray.planning.presets import msd_preset, preset_geometry
 from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
 
-ANISOTROPY_RATIO = 3.0  # max/min spacing at which the coarse axis is treated separately (reference value)
 DEFAULT_BUDGET = {3: 128**3, 2: 512**2}  # patch voxels when memory_budget_mvox is 0
 MIN_PATCH = 8  # smallest automatic patch edge in voxels
 PLANS_KEYS = ("dataset", "dim", "modalities", "in_channels", "n_classes", "labels", "spacing", "patch_size",
@@ -36,18 +36,15 @@ class PlansNotFoundError(FileNotFoundError, ValueError):
 
 
 def anisotropic_axis(spacing: Sequence[float]) -> int | None:
-    """The coarse axis when ``max(spacing) / min(spacing) >= 3``, else None.
+    """The coarse axis of ``spacing`` when ``max / min >= 3`` (one rule with preprocessing: ``coarse_axis``).
 
     Args:
         spacing: ``(z, y, x)`` mm.
 
     Returns:
-        the index of the largest spacing, or None for (near-)isotropic spacing.
+        the index of the single largest spacing, or None for (near-)isotropic spacing or two tied coarse axes.
     """
-    values = np.asarray(spacing, dtype=np.float64)
-    if values.max() / values.min() >= ANISOTROPY_RATIO:
-        return int(np.argmax(values))
-    return None
+    return coarse_axis(spacing)
 
 
 def target_spacing(spacings: Sequence[Sequence[float]]) -> list[float]:

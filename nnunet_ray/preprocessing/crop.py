@@ -1,41 +1,15 @@
-"""Crop a case to the bounding box of its nonzero image voxels.
+"""Crop a case to the bounding box of its nonzero image voxels (``nonzero_box``, see data/geometry.py).
 
-The reference (MONAI ``CropForegroundd`` default) keeps voxels ``> 0``; here foreground is ``!= 0`` in any
-channel, so CT volumes whose body is mostly negative Hounsfield units are not cropped to the few positive
-voxels. There is no margin, as in the reference.
+There is no margin, as in the reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-Box = list[list[int]]
+from nnunet_ray.data.geometry import Box, nonzero_box
 
-
-def nonzero_box(image: np.ndarray) -> Box:
-    """Half-open bounding box of the voxels where any channel is nonzero.
-
-    Args:
-        image: ``(C, Z, Y, X)`` array.
-
-    Returns:
-        ``[[z0, z1], [y0, y1], [x0, x1]]`` in voxel coordinates, ``z1`` exclusive.
-
-    Raises:
-        ValueError: ``"image has no nonzero voxel"`` (the caller names the case).
-    """
-    if image.ndim != 4:
-        raise ValueError(f"image must be (C, Z, Y, X), got shape {tuple(image.shape)}")
-    mask = np.any(image != 0, axis=0)  # (Z, Y, X)
-    box: Box = []
-    for axis in range(3):
-        # Project the mask onto one axis: which slices along it hold any foreground.
-        others = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=others))
-        if hits.size == 0:
-            raise ValueError("image has no nonzero voxel")
-        box.append([int(hits[0]), int(hits[-1]) + 1])
-    return box
+__all__ = ["Box", "crop_to_box", "nonzero_box"]
 
 
 def crop_to_box(array: np.ndarray, box: Box) -> np.ndarray:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from nnunet_ray.data.geometry import ANISOTROPY_RATIO, coarse_axis
+
 Shape3 = tuple[int, int, int]
 
 
@@ -35,16 +37,8 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequ
     return tuple(max(1, int(n)) for n in new)  # type: ignore[return-value]
 
 
-def _coarse_axis(spacing: Sequence[float], threshold: float) -> int | None:
-    spacing = np.asarray(spacing, float)
-    if spacing.max() / spacing.min() < threshold:
-        return None
-    coarse = np.flatnonzero(np.isclose(spacing, spacing.max()))
-    # Two equally coarse axes leave no single through-plane axis; nnU-Net then resamples in 3D.
-    return int(coarse[0]) if coarse.size == 1 else None
-
-
-def anisotropic_axis(spacing: Sequence[float], target: Sequence[float], threshold: float = 3.0) -> int | None:
+def anisotropic_axis(spacing: Sequence[float], target: Sequence[float],
+                     threshold: float = ANISOTROPY_RATIO) -> int | None:
     """The axis to resample separately, or None for a plain 3D resample.
 
     The source spacing decides first (thick slices in the input); otherwise the target spacing (thick slices
@@ -58,9 +52,9 @@ def anisotropic_axis(spacing: Sequence[float], target: Sequence[float], threshol
     Returns:
         0, 1 or 2 (an index into ``(z, y, x)``), or None.
     """
-    if (axis := _coarse_axis(spacing, threshold)) is not None:
+    if (axis := coarse_axis(spacing, threshold)) is not None:
         return axis
-    return _coarse_axis(target, threshold)
+    return coarse_axis(target, threshold)
 
 
 def _zoom(volume: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:

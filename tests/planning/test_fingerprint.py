@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nnunet_ray.data.types import CaseFiles, DatasetError, DatasetInfo
-from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints, nonzero_box
+from nnunet_ray.planning.fingerprint import case_fingerprint, cropped_shape, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans
 
 SPACING = (3.0, 0.5, 0.7)  # (z, y, x) mm
@@ -74,11 +74,11 @@ def test_max_samples_must_be_positive(tmp_path: Path) -> None:
         case_fingerprint(case, max_samples=0)
 
 
-def test_nonzero_box() -> None:
+def test_cropped_shape() -> None:
     image = np.zeros((2, 4, 5, 6))
     image[1, 1, 2:4, 5] = -3.0  # negative values count as nonzero (CT air)
-    assert nonzero_box(image) == [[1, 2], [2, 4], [5, 6]]
-    assert nonzero_box(np.zeros((1, 3, 4, 5))) == [[0, 3], [0, 4], [0, 5]]
+    assert cropped_shape(image) == [1, 2, 1]
+    assert cropped_shape(np.zeros((1, 3, 4, 5))) == [3, 4, 5]  # empty: preprocessing reports the case
 
 
 def dataset(modalities: tuple[str, ...] = ("MRI",)) -> DatasetInfo:
