@@ -106,6 +106,7 @@ class PreprocessConfig:
     exec_mode: str = opt("training", "which cases: training (with labels), val (labels kept, no padding), "
                          "test (imagesTs)", choices=("training", "val", "test"))
     num_workers: int = opt(0, "parallel case workers (0 = one per available CPU)")
+    nfolds: int = opt(5, "cross-validation folds written to splits.json (KFold, shuffled with seed 12345)")
     min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
     max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
@@ -115,6 +116,7 @@ class PreprocessConfig:
         _check(bool(self.results), "results", "is required")
         _check_choices(self)
         _check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _check(self.nfolds >= 2, "nfolds", "must be >= 2")
         return self
 
 

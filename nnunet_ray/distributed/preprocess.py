@@ -149,7 +149,7 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
                   flush=True)
     summary.seconds = time.perf_counter() - start
     if cfg.exec_mode == "training":
-        _write_splits(out, summary)
+        _write_splits(out, summary, cfg.nfolds)
     return summary
 
 
@@ -162,11 +162,13 @@ def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
         (summary.done if status == "done" else summary.skipped).append(case_id)
 
 
-def _write_splits(out: Path, summary: PreprocessSummary) -> None:
+def _write_splits(out: Path, summary: PreprocessSummary, nfolds: int) -> None:
     # Folds over the cases that are actually on disk, sorted: the reference's KFold over its *_x.npy files.
     case_ids = sorted(summary.done + summary.skipped)
+    if len(case_ids) < nfolds:
+        print(f"warning: {len(case_ids)} cases for {nfolds} folds; writing {len(case_ids)} folds", file=sys.stderr)
     if len(case_ids) >= 2:
-        write_splits(out / "splits.json", kfold_splits(case_ids, n_splits=min(5, len(case_ids))))
+        write_splits(out / "splits.json", kfold_splits(case_ids, n_splits=min(nfolds, len(case_ids))))
 
 
 def summary_json(summary: PreprocessSummary) -> str:

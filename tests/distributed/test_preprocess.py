@@ -108,8 +108,9 @@ def test_preprocess_writes_arrays_plans_and_kfold_splits(synth_task, tmp_path):
         assert x.dtype == np.float32 and y.dtype == np.uint8 and x.shape[1:] == y.shape[1:]
         assert all(s >= p for s, p in zip(x.shape[1:], plans["patch_size"]))
     assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=5)
-    rerun = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3))
+    rerun = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3, nfolds=3))
     assert rerun.ok and sorted(rerun.skipped) == ids and not rerun.done
+    assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=3)
 
 
 def test_plan_dataset_writes_plans_and_fingerprint(synth_task, tmp_path):
