@@ -132,15 +132,23 @@ def _auto_geometry(fingerprint: dict, dim: int, budget: int, **topology: int) ->
 
 
 def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: Any) -> dict[str, Any]:
-    if not dataset.is_ct:
-        return {"scheme": "mri", "ct_min": None, "ct_max": None, "ct_mean": None, "ct_std": None}
+    """Per-channel schemes ("ct" for channels named CT, else "mri") and the CT statistics if any channel is CT.
+
+    The reference normalised every channel as CT when channel 0 was CT; a PET/CT or CT/MR dataset keeps its
+    other channels' information here. ``scheme`` (channel 0's) is kept for readers of older plans.
+    """
+    channels = ["ct" if m.upper() == "CT" else "mri" for m in dataset.modalities]
+    plans = {"scheme": channels[0], "channels": channels, "ct_min": None, "ct_max": None, "ct_mean": None,
+             "ct_std": None}
+    if "ct" not in channels:
+        return plans
     if ct_preset is not None:
-        return {"scheme": "ct", "ct_min": ct_preset.ct_min, "ct_max": ct_preset.ct_max,
-                "ct_mean": ct_preset.ct_mean, "ct_std": ct_preset.ct_std}
-    stats = fingerprint["intensity"][0]
+        return {**plans, "ct_min": ct_preset.ct_min, "ct_max": ct_preset.ct_max, "ct_mean": ct_preset.ct_mean,
+                "ct_std": ct_preset.ct_std}
+    stats = fingerprint["intensity"][channels.index("ct")]
     if not stats["n_samples"]:
         raise DatasetError(f"{dataset.name}: no labelled foreground voxels in any case; CT statistics need some")
-    return {"scheme": "ct", "ct_min": stats["percentile_00_5"], "ct_max": stats["percentile_99_5"],
+    return {**plans, "ct_min": stats["percentile_00_5"], "ct_max": stats["percentile_99_5"],
             "ct_mean": stats["mean"], "ct_std": stats["std"]}
 
 

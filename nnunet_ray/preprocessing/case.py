@@ -24,7 +24,7 @@ import numpy as np
 from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
-from nnunet_ray.preprocessing.normalize import normalize
+from nnunet_ray.preprocessing.normalize import channel_schemes, normalize
 from nnunet_ray.preprocessing.resample import (anisotropic_axis, resample_image, resample_label, resample_mask,
                                                resampled_shape)
 
@@ -92,14 +92,14 @@ def _check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, plans
 
 
 def _normalize(image: np.ndarray, normalization: dict, nonzero: np.ndarray) -> np.ndarray:
-    """Normalise; for MRI the statistics come from the nonzero region of the image *before* resampling.
+    """Normalise; MRI channels take statistics from the nonzero region of the image *before* resampling.
 
     A cubic resample leaves no voxel exactly 0, so the nonzero mask is taken on the cropped input, resampled
     with nearest neighbour, and the background outside it is kept at 0 (as MONAI's ``nonzero=True`` would).
     """
-    if normalization.get("scheme") != "mri":
-        return normalize(image, normalization)
-    image = np.where(nonzero, image, 0.0).astype(np.float32)
+    mri = np.array([s == "mri" for s in channel_schemes(normalization, image.shape[0])])
+    image = image.astype(np.float32)  # a copy: the resampled array may be the caller's
+    image[mri] = np.where(nonzero, image[mri], 0.0)
     return normalize(image, normalization, nonzero_mask=nonzero)
 
 

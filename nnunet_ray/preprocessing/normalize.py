@@ -1,9 +1,9 @@
 """Intensity normalisation: CT clip + dataset z-score, MRI per-channel z-score over nonzero voxels.
 
-``normalization`` is ``plans["normalization"]``: ``{"scheme": "ct" | "mri", "ct_min", "ct_max", "ct_mean",
-"ct_std"}`` (the ``ct_*`` entries are null for MRI). The MRI rule is the reference v21.10's MONAI
-``NormalizeIntensity(nonzero=True, channel_wise=True)``: statistics over each channel's nonzero voxels, only those
-voxels change, zeros stay 0, a zero standard deviation divides by 1.
+``normalization`` is ``plans["normalization"]``: ``{"scheme", "channels": ["ct" | "mri", ...], "ct_min",
+"ct_max", "ct_mean", "ct_std"}`` (the ``ct_*`` entries are null without a CT channel). The MRI rule is the
+reference v21.10's MONAI ``NormalizeIntensity(nonzero=True, channel_wise=True)``: statistics over each channel's
+nonzero voxels, only those voxels change, zeros stay 0, a zero standard deviation divides by 1.
 """
 
 from __future__ import annotations
@@ -32,14 +32,28 @@ def _mri(image: np.ndarray, nonzero_mask: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def channel_schemes(normalization: dict, n_channels: int) -> list[str]:
+    """The scheme of each channel: ``normalization["channels"]``, or ``scheme`` for all (older plans).
+
+    Raises:
+        ValueError: the plans list another number of channels.
+    """
+    channels = normalization.get("channels")
+    if channels is None:
+        return [normalization.get("scheme")] * n_channels
+    if len(channels) != n_channels:
+        raise ValueError(f"plans normalise {len(channels)} channels, the image has {n_channels}")
+    return list(channels)
+
+
 def normalize(image: np.ndarray, normalization: dict, *, nonzero_mask: np.ndarray | None = None) -> np.ndarray:
-    """Normalise an image with the plans' scheme.
+    """Normalise each channel with its scheme from the plans.
 
     Args:
-        image: ``(C, Z, Y, X)`` intensities (Hounsfield units for CT).
+        image: ``(C, Z, Y, X)`` intensities (Hounsfield units for CT channels).
         normalization: ``plans["normalization"]``.
-        nonzero_mask: MRI only: ``(Z, Y, X)`` bool voxels to take statistics over and normalise, used for every
-            channel instead of each channel's own ``!= 0``; voxels outside keep their value. Ignored for CT.
+        nonzero_mask: MRI channels only: ``(Z, Y, X)`` bool voxels to take statistics over and normalise, used for
+            every MRI channel instead of each channel's own ``!= 0``; voxels outside keep their value.
 
     Returns:
         ``(C, Z, Y, X)`` float32, a new array.
@@ -47,11 +61,14 @@ def normalize(image: np.ndarray, normalization: dict, *, nonzero_mask: np.ndarra
     Raises:
         ValueError: unknown scheme, missing CT statistics, or a mask of the wrong shape.
     """
-    scheme = normalization.get("scheme")
-    if scheme == "ct":
-        return _ct(image, normalization)
-    if scheme == "mri":
-        if nonzero_mask is not None and nonzero_mask.shape != image.shape[1:]:
-            raise ValueError(f"nonzero_mask shape {nonzero_mask.shape} != image spatial shape {image.shape[1:]}")
-        return _mri(image, nonzero_mask)
-    raise ValueError(f"unknown normalization scheme {scheme!r} (expected 'ct' or 'mri')")
+    if nonzero_mask is not None and nonzero_mask.shape != image.shape[1:]:
+        raise ValueError(f"nonzero_mask shape {nonzero_mask.shape} != image spatial shape {image.shape[1:]}")
+    out = np.empty(image.shape, np.float32)
+    for c, scheme in enumerate(channel_schemes(normalization, image.shape[0])):
+        if scheme == "ct":
+            out[c] = _ct(image[c], normalization)
+        elif scheme == "mri":
+            out[c] = _mri(image[c:c + 1], nonzero_mask)[0]
+        else:
+            raise ValueError(f"unknown normalization scheme {scheme!r} (expected 'ct' or 'mri')")
+    return out

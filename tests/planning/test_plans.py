@@ -71,7 +71,7 @@ def test_task04_uses_msd_preset() -> None:
     assert plans["patch_size"] == [40, 56, 40] and plans["spacing"] == [1.0, 1.0, 1.0]
     assert plans["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
     assert plans["kernels"] == [[3, 3, 3]] * 4 and plans["filters"] == [32, 64, 128, 256]
-    assert plans["normalization"] == {"scheme": "mri", "ct_min": None, "ct_max": None,
+    assert plans["normalization"] == {"scheme": "mri", "channels": ["mri"], "ct_min": None, "ct_max": None,
                                       "ct_mean": None, "ct_std": None}
     assert plans["in_channels"] == 1 and plans["n_classes"] == 3
     assert plans["labels"] == {"0": "background", "1": "class1", "2": "class2"}
@@ -86,7 +86,7 @@ def test_msd_ct_task_uses_preset_statistics() -> None:
     fp = fingerprint(ds.name, [[5.0, 0.79, 0.79]] * 2, [[90, 512, 512]] * 2,
                      ct_stats={"n_samples": 5, "mean": 1.0, "std": 2.0, "percentile_00_5": 0.0, "percentile_99_5": 3.0})
     plans = make_plans(ds, fp, dim=3)
-    assert plans["normalization"] == {"scheme": "ct", "ct_min": -41.0, "ct_max": 176.0,
+    assert plans["normalization"] == {"scheme": "ct", "channels": ["ct"], "ct_min": -41.0, "ct_max": 176.0,
                                       "ct_mean": 99.29, "ct_std": 39.47}
     assert plans["patch_size"] == [64, 192, 160] and plans["spacing"] == [1.6, 0.79, 0.79]
     assert plans["anisotropic_axis"] == 0  # the data (5 mm slices) is anisotropic even if the target is not
@@ -129,7 +129,7 @@ def test_auto_ct_uses_fingerprint_statistics() -> None:
     ds = dataset(modalities=("CT",), n_classes=2)
     stats = {"n_samples": 10, "mean": 40.0, "std": 12.5, "percentile_00_5": -80.0, "percentile_99_5": 250.0}
     plans = make_plans(ds, fingerprint(ds.name, [[1, 1, 1]] * 2, [[64, 64, 64]] * 2, ct_stats=stats), dim=3)
-    assert plans["normalization"] == {"scheme": "ct", "ct_min": -80.0, "ct_max": 250.0,
+    assert plans["normalization"] == {"scheme": "ct", "channels": ["ct"], "ct_min": -80.0, "ct_max": 250.0,
                                       "ct_mean": 40.0, "ct_std": 12.5}
 
 

@@ -68,3 +68,20 @@ def test_mri_does_not_modify_input():
 def test_bad_arguments_raise(normalization, kwargs, match):
     with pytest.raises(ValueError, match=match):
         normalize(np.ones((1, 1, 1, 2), np.float32), normalization, **kwargs)
+
+
+def test_mixed_ct_and_mri_channels_are_each_normalised_by_their_own_rule():
+    """A CT/MR dataset: the reference clipped and scaled the MR channel with CT statistics."""
+    ct = np.array([[[[-1000.0, 0.0, 100.0, 300.0]]]], np.float32)
+    mr = np.array([[[[0.0, 2.0, 4.0, 6.0]]]], np.float32)
+    norm = {"scheme": "ct", "channels": ["ct", "mri"], "ct_min": -100.0, "ct_max": 200.0, "ct_mean": 50.0,
+            "ct_std": 50.0}
+    out = normalize(np.concatenate([ct, mr]), norm)
+    np.testing.assert_allclose(out[0].ravel(), [-3.0, -1.0, 1.0, 3.0])  # clip to [-100, 200], then (x - 50) / 50
+    mean, std = 4.0, np.sqrt(8.0 / 3.0)  # over the nonzero MR voxels 2, 4, 6
+    np.testing.assert_allclose(out[1].ravel(), [0.0, (2 - mean) / std, 0.0, (6 - mean) / std], rtol=1e-6)
+
+
+def test_channel_count_mismatch_with_plans_is_an_error():
+    with pytest.raises(ValueError, match="2 channels"):
+        normalize(np.ones((1, 1, 2, 2), np.float32), {"scheme": "mri", "channels": ["mri", "mri"]})
