@@ -84,6 +84,9 @@ def progress_line(record: dict) -> str:
     return " ".join(parts)
 
 
+MIN_IMAGE_EDGE = 256  # pixels: overlays smaller than this are upscaled by an integer factor
+
+
 def pick_slice(label: torch.Tensor) -> int:
     """Index of the Z slice of a (Z, Y, X) label with the most foreground (the middle one if there is none)."""
     counts = (label > 0).flatten(1).sum(1)
@@ -167,8 +170,11 @@ class RunLog:
 
     def log_overlay(self, epoch: int, image: torch.Tensor, label: torch.Tensor, pred: torch.Tensor) -> None:
         """Write the ``overlay`` of one validation slice ((Y, X) tensors) as image ``val/overlay``."""
-        self.writer.add_image("val/overlay", overlay(image.cpu(), label.cpu(), pred.cpu()), epoch,
-                              dataformats="CHW")
+        picture = overlay(image.cpu(), label.cpu(), pred.cpu())
+        # Nearest-neighbour upscale so small (e.g. 64 px) slices are readable in TensorBoard's image panel.
+        scale = max(1, MIN_IMAGE_EDGE // min(picture.shape[1:]))
+        picture = picture.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+        self.writer.add_image("val/overlay", picture, epoch, dataformats="CHW")
         self.writer.flush()
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ def test_run_log_writes_jsonl_and_tensorboard(tmp_path):
     assert {"val/dice_mean", "val/loss", "train/lr", "train/img_per_s", "val/dice_organ"} <= set(acc.Tags()["scalars"])
     assert acc.Tags()["images"] == ["val/overlay"]
     image = acc.Images("val/overlay")[0]
-    assert (image.step, image.width, image.height) == (2, 16, 8)
+    assert (image.step, image.width, image.height) == (2, 16 * 32, 8 * 32)  # upscaled to a 256 px short edge
 
 
 def test_non_finite_values_become_null_and_are_not_plotted(tmp_path):
