@@ -10,13 +10,13 @@ So fold ``i`` here validates on exactly the cases the reference's fold ``i`` doe
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from nnunet_ray.data.atomic import save_json
 
 
 def kfold_splits(case_ids: Sequence[str], n_splits: int = 5, seed: int = 12345) -> list[dict[str, list[str]]]:
@@ -79,13 +79,7 @@ def write_splits(path: str | Path, splits: list[dict[str, list[str]]]) -> None:
     """
     path = Path(path)
     _check_splits(splits, str(path))
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(json.dumps(splits, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    save_json(path, splits)
 
 
 def read_splits(path: str | Path) -> list[dict[str, list[str]]]:

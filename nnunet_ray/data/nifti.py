@@ -11,8 +11,6 @@ caller mapping over cases can record the failure and go on with the others.
 from __future__ import annotations
 
 import gzip
-import os
-import uuid
 import zlib
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from nibabel.nifti2 import Nifti2Image
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
+from nnunet_ray.data.atomic import atomic_path
 from nnunet_ray.data.types import CaseError, CaseFiles, Volume
 
 # What reading raises for unreadable files: bad magic (ImageFileError), damaged or short headers
@@ -235,7 +234,7 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: np.
         ValueError: wrong array rank, affine shape or file suffix.
     """
     path = Path(path)
-    suffix = _nifti_suffix(path)
+    _nifti_suffix(path)  # refuses names that are not .nii / .nii.gz
     array = np.asarray(array)
     if array.ndim not in (3, 4):
         raise ValueError(f"write_nifti: expected (Z, Y, X) or (C, Z, Y, X), got shape {array.shape}")
@@ -246,13 +245,5 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: np.
     data = array.transpose(tuple(range(array.ndim))[::-1]).astype(dtype, copy=False)
     img = Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # nibabel picks compression from the name, so the temporary name keeps the real suffix; a unique name
-    # lets concurrent writers of the same file each finish (the last rename wins) without a partial file.
-    tmp = path.parent / f".{path.name[: -len(suffix)]}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
-    try:
+    with atomic_path(path) as tmp:  # the temporary name ends with the real one: nibabel sees the suffix
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -17,14 +17,13 @@ the physical extent is similar), affines are rotated, flipped and shifted. Case 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from nnunet_ray.config import SynthConfig
+from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.nifti import write_nifti
 
 CLASS_NAMES = {0: "background", 1: "organ", 2: "lesion", 3: "spot"}
@@ -163,12 +162,6 @@ def _dataset_json(cfg: SynthConfig, name: str, training: list[dict], test: list[
     }
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=4) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def make_synthetic_task(cfg: SynthConfig) -> Path:
     """Write a synthetic MSD v1 task folder at ``cfg.out``; its folder name is the dataset name.
 
@@ -201,5 +194,5 @@ def make_synthetic_task(cfg: SynthConfig) -> Path:
             test.append(f"./imagesTs/{case_id}.nii.gz")
     (root / "imagesTs").mkdir(parents=True, exist_ok=True)  # MSD layout has it even with no test cases
     meta = _dataset_json(cfg, root.name, training, test)
-    _write_json(root / "dataset.json", meta)
+    save_json(root / "dataset.json", meta, indent=4)
     return root

@@ -21,12 +21,13 @@ import ray
 import ray.data
 
 from nnunet_ray.config import PlanConfig, PreprocessConfig
+from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits, write_splits
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import cluster_cpus, init_ray
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
-from nnunet_ray.planning.plans import load_plans, make_plans, save_json
+from nnunet_ray.planning.plans import load_plans, make_plans
 from nnunet_ray.preprocessing.case import preprocess_case
 
 

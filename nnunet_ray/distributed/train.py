@@ -31,11 +31,12 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
+from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.folds import read_splits
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
-from nnunet_ray.planning.plans import PlansNotFoundError, load_plans, save_json
+from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
 from nnunet_ray.training.checkpoint import load_checkpoint
 from nnunet_ray.training.loop import CHECKPOINT_SCORE, benchmark, fit
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -228,26 +226,6 @@ def plans_hash(plans: dict) -> str:
     """First 16 hex digits of the SHA-256 of the plans without their ``hash`` key (key order ignored)."""
     content = {k: v for k, v in plans.items() if k != "hash"}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def save_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then ``os.replace``.
-
-    Args:
-        path: destination file; its folder is created if missing.
-        obj: anything ``json.dumps`` accepts.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_plans(folder: str | Path) -> dict[str, Any]:

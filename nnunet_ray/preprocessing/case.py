@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import json
-import os
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from nnunet_ray.data.atomic import atomic_path, leftover_temporaries, save_json
 from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
@@ -139,17 +138,10 @@ def _process(case: CaseFiles, plans: dict, mode: str) -> tuple[dict[str, np.ndar
     return arrays, props
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
-
-
 def _case_files(out_dir: Path, case_id: str, *, temporary: bool) -> list[Path]:
     """The case's output files, or its temporary files (any process's, e.g. one killed mid-write)."""
-    names = (f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json")
-    if not temporary:
-        return [out_dir / name for name in names]
-    patterns = [os.path.join(glob.escape(str(out_dir)), glob.escape(name) + ".*.tmp") for name in names]
-    return [Path(p) for pattern in patterns for p in glob.glob(pattern)]
+    finals = [out_dir / name for name in (f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json")]
+    return [tmp for final in finals for tmp in leftover_temporaries(final)] if temporary else finals
 
 
 def _remove(paths: list[Path]) -> None:
@@ -164,13 +156,9 @@ def _write(out_dir: Path, case_id: str, arrays: dict[str, np.ndarray], props: di
     (out_dir / f"{case_id}.json").unlink(missing_ok=True)
     _remove(_case_files(out_dir, case_id, temporary=True))  # leftovers of an interrupted run
     for suffix, array in arrays.items():
-        final = out_dir / f"{case_id}{suffix}"
-        with open(_tmp(final), "wb") as f:
+        with atomic_path(out_dir / f"{case_id}{suffix}") as tmp, open(tmp, "wb") as f:
             np.save(f, array)
-        os.replace(_tmp(final), final)
-    final = out_dir / f"{case_id}.json"
-    _tmp(final).write_text(json.dumps(props))
-    os.replace(_tmp(final), final)
+    save_json(out_dir / f"{case_id}.json", props, indent=None)
 
 
 def is_done(out_dir: Path, case_id: str, plans_hash: str, mode: str) -> bool:

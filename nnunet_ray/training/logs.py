@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
+
+from nnunet_ray.data.atomic import save_text
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tensorboard"
@@ -60,9 +61,7 @@ def truncate_metrics(path: str | Path, start_epoch: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_metrics(path) if r.get("epoch", -1) < start_epoch]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    save_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def progress_line(record: dict) -> str:

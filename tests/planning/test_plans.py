@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nnunet_ray.config import ConfigError
+from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.types import DatasetError, DatasetInfo
 from nnunet_ray.planning.plans import (
     PLANS_KEYS,
@@ -19,7 +20,6 @@ from nnunet_ray.planning.plans import (
     load_plans,
     make_plans,
     plans_hash,
-    save_json,
     target_spacing,
 )
 from nnunet_ray.planning.topology import total_stride

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nnunet_ray.data import atomic as atomic_module
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.nifti import read_case, write_nifti
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans, plans_hash
-from nnunet_ray.preprocessing import case as case_module
 from nnunet_ray.preprocessing.case import foreground_samples, pad_widths, preprocess_case, target_spacing
 from nnunet_ray.preprocessing.inverse import restore_prediction
 
@@ -41,7 +41,11 @@ def plans(dataset):
 
 
 def _case_files(out_dir: Path, case_id: str) -> list[str]:
-    return sorted(p.name for p in out_dir.iterdir() if p.name.startswith(case_id))
+    """The case's files in ``out_dir``, temporaries (``.tmp.<pid>.<random>.<final name>``) included."""
+    def final_name(name: str) -> str:
+        return name.split(".", 4)[-1] if name.startswith(".tmp.") else name
+
+    return sorted(p.name for p in out_dir.iterdir() if final_name(p.name).startswith(case_id))
 
 
 def _write_case(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray | None) -> CaseFiles:
@@ -196,7 +200,7 @@ def test_half_written_case_is_redone(dataset, plans, tmp_path, missing):
     case = dataset.training[0]
     preprocess_case(case, plans[3], tmp_path)
     (tmp_path / missing.format(case.case_id)).unlink()
-    (tmp_path / f"{case.case_id}.json.4242.tmp").write_text("{")  # a run killed while writing
+    (tmp_path / f".tmp.4242.0badc0de.{case.case_id}.json").write_text("{")  # a run killed while writing
     assert preprocess_case(case, plans[3], tmp_path)["status"] == "done"
     assert _case_files(tmp_path, case.case_id) == [f"{case.case_id}.json", f"{case.case_id}_x.npy",
                                                    f"{case.case_id}_y.npy"]
@@ -245,7 +249,7 @@ def test_failure_removes_old_outputs_and_temp_files(dataset, plans, tmp_path):
     good, other = dataset.training[0], dataset.training[1]
     preprocess_case(good, plans[3], tmp_path)
     preprocess_case(other, plans[3], tmp_path)
-    (tmp_path / f"{good.case_id}_x.npy.999.tmp").write_bytes(b"left by a crashed run")
+    (tmp_path / f".tmp.999.0badc0de.{good.case_id}_x.npy").write_bytes(b"left by a crashed run")
     broken = CaseFiles(good.case_id, good.images, tmp_path / "no_such_label.nii.gz")
     record = preprocess_case(broken, _rehash(plans[3], patch_size=[8, 24, 24]), tmp_path)
     assert record["status"] == "failed" and record["error"].startswith(f"{good.case_id}: ")
@@ -261,7 +265,7 @@ def test_write_error_leaves_nothing_partial(dataset, plans, tmp_path, monkeypatc
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(case_module.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_module.os, "replace", failing_replace)
     case = dataset.training[0]
     record = preprocess_case(case, plans[3], tmp_path)
     assert record == {**record, "status": "failed", "error": f"{case.case_id}: OSError: disk full"}

@@ -15,7 +15,8 @@ from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits, write_splits
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
-from nnunet_ray.planning.plans import make_plans, plans_hash, save_json
+from nnunet_ray.data.atomic import save_json
+from nnunet_ray.planning.plans import make_plans, plans_hash
 from nnunet_ray.planning.topology import get_topology
 from nnunet_ray.preprocessing.case import preprocess_case
 
