@@ -122,22 +122,18 @@ def _fit_without_ray(cfg) -> float:
 
     import torch
 
-    from nnunet_ray.distributed.train import fold_cases
-    from nnunet_ray.loading.iterators import eval_loader
-    from nnunet_ray.loading.pipelines import train_loader
     from nnunet_ray.planning.plans import load_plans
     from nnunet_ray.training.checkpoint import LocalCheckpoints
+    from nnunet_ray.loading.fold_data import fold_loaders
     from nnunet_ray.training.loop import fit
 
     start = time.perf_counter()
     torch.set_num_threads(cfg.cpus_per_worker)
-    plans, (train_ids, val_ids) = load_plans(cfg.data), fold_cases(cfg.data, cfg.fold)
-    loader = train_loader(Path(cfg.data), train_ids, plans, batch_size=cfg.batch_size, seed=cfg.seed,
-                          num_threads=cfg.num_workers)
+    plans, device = load_plans(cfg.data), torch.device("cpu")
+    loader, val_data = fold_loaders(cfg, plans, device=device)
     run_dir = Path(cfg.results) / "no_ray"
-    fit(cfg, plans, train_data=loader, val_data=eval_loader(Path(cfg.data), val_ids),
-        steps_per_epoch=cfg.train_batches, device=torch.device("cpu"), report=LocalCheckpoints(run_dir),
-        log_dir=run_dir)
+    fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
+        device=device, report=LocalCheckpoints(run_dir), log_dir=run_dir)
     return time.perf_counter() - start
 
 

@@ -32,10 +32,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
 from nnunet_ray.data.atomic import save_json
-from nnunet_ray.data.folds import read_splits
 from nnunet_ray.distributed.cluster import init_ray
-from nnunet_ray.loading.iterators import eval_loader
-from nnunet_ray.loading.pipelines import train_loader
+from nnunet_ray.loading.fold_data import fold_cases, fold_loaders
 from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
 from nnunet_ray.training.checkpoint import load_checkpoint
 from nnunet_ray.training.loop import CHECKPOINT_SCORE, benchmark, fit
@@ -51,21 +49,6 @@ KILL_DELAY_S = 3.0  # > Ray's 2 s health-check poll, so the previous epoch's che
 def run_name(cfg: TrainConfig, plans: dict) -> str:
     """The run's stable name: ``--experiment``, else ``<dataset>_<dim>d_fold<F>`` (never a timestamp)."""
     return cfg.experiment or f"{plans['dataset']}_{cfg.dim}d_fold{cfg.fold}"
-
-
-def fold_cases(data: str | Path, fold: int) -> tuple[list[str], list[str]]:
-    """(training case ids, validation case ids) of ``fold`` from ``<data>/splits.json``.
-
-    Raises:
-        ConfigError: no splits.json, or the fold does not exist.
-    """
-    path = Path(data) / "splits.json"
-    if not path.is_file():
-        raise ConfigError(f"{flag_name('data')}: {path} not found; run `nnunet-ray preprocess` first")
-    splits = read_splits(path)
-    if not 0 <= fold < len(splits):
-        raise ConfigError(f"{flag_name('fold')}: {fold} is not in 0..{len(splits) - 1} ({len(splits)} folds)")
-    return list(splits[fold]["train"]), list(splits[fold]["val"])
 
 
 # ----------------------------------------------------------------------------------------------- worker side
@@ -84,20 +67,16 @@ def train_worker(config: dict) -> dict:
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
     plans = load_plans(cfg.data)
-    train_ids, val_ids = fold_cases(cfg.data, cfg.fold)
     resume = _restored_checkpoint()
     start_epoch = resume["progress"]["epoch"] + 1 if resume else 0
-    # [1] DALI shards the training cases by global rank. A restarted group reseeds with the epoch it resumes
-    # at, so it does not replay the augmentations of epoch 0.
-    loader = train_loader(Path(cfg.data), train_ids, plans, batch_size=cfg.batch_size, seed=cfg.seed + start_epoch,
-                          rank=rank, world_size=world_size, oversampling=cfg.oversampling, nvol=cfg.nvol,
-                          device_id=device.index if device.type == "cuda" else None, num_threads=cfg.num_workers)
+    # [1] DALI shards the fold's training cases by global rank (validation cases: [rank::world_size]).
+    loader, val_data = fold_loaders(cfg, plans, device=device, rank=rank, world_size=world_size,
+                                    start_epoch=start_epoch)
     # [2] prepare_model: to the device, and DDP (gloo on CPU, NCCL on GPU) when world_size > 1.
     prepare = ray.train.torch.prepare_model
     if cfg.benchmark:
         return benchmark(cfg, plans, train_data=loader, device=device, world_size=world_size, rank=rank,
                          prepare=prepare)  # the driver writes perf.json
-    val_data = eval_loader(Path(cfg.data), val_ids[: cfg.test_batches or None], rank=rank, world_size=world_size)
     # [3] ray.train.report once per epoch with rank 0's checkpoint (inside fit, through _report).
     return fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
                device=device, rank=rank, world_size=world_size, prepare=prepare, report=_report, resume=resume,
