@@ -105,12 +105,11 @@ def plan_dataset(cfg: PlanConfig) -> dict[str, Any]:
     for record in records:
         if record.get("error"):
             print(f"warning: {record['error']} (left out of the fingerprint)", file=sys.stderr)
-    fingerprint = merge_fingerprints(dataset, [{**r, "error": r.get("error") or None} for r in records])
+    fingerprint = merge_fingerprints(dataset, records)  # a failed case's "error" is non-empty
     plans = make_plans(dataset, fingerprint, dim=cfg.dim, min_fmap=cfg.min_fmap, max_depth=cfg.max_depth,
                        memory_budget_mvox=cfg.memory_budget_mvox)
     if cfg.results:
         out = output_dir(cfg.results, dataset, cfg.dim)
-        out.mkdir(parents=True, exist_ok=True)
         save_json(out / "fingerprint.json", fingerprint)
         save_json(out / "plans.json", plans)
     return plans
@@ -135,7 +134,6 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     init_ray(cfg.address)
     plans = _ensure_plans(cfg, dataset)
     out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
-    out.mkdir(parents=True, exist_ok=True)
     cases = dataset.test if cfg.exec_mode == "test" else dataset.training
     summary = PreprocessSummary(out_dir=out)
     start = time.perf_counter()
