@@ -4,6 +4,9 @@
     nnunet-ray plan --data data/Task99_Synth --dim 3 --print
     nnunet-ray preprocess --data data/Task99_Synth --results pre --dim 3
     nnunet-ray train --data pre/Task99_Synth/3d --results results --fold 0 --workers 2
+    nnunet-ray cv --data data/Task99_Synth --results results --dims 3 --folds 0-4 --name five_fold
+    nnunet-ray tune --data pre/Task99_Synth/3d --results results --learning-rate loguniform:1e-4:1e-2 \
+        --patch-size 64,64,64 96,96,96 --num-samples 8
 
 Every flag is the kebab-case name of a config field (``--learning-rate``); the reference's snake_case spelling
 (``--learning_rate``) is accepted as an alias. A bad option exits with status 2 and one line naming the flag.
@@ -17,31 +20,53 @@ import json
 import sys
 from typing import Any, Callable
 
-from nnunet_ray.config import (ConfigError, PlanConfig, PreprocessConfig, RunError, SynthConfig, TrainConfig,
-                               flag_name)
+from nnunet_ray.config import (ConfigError, CVConfig, PlanConfig, PreprocessConfig, RunError, SynthConfig,
+                               TrainConfig, TuneConfig, flag_name)
 from nnunet_ray.data.types import CaseError, DatasetError
 
 _TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, prefix: str = "") -> None:
+    dest = prefix + f.name
     names = [f.metadata.get("cli", flag_name(f.name))]
     if "_" in f.name:
         names.append("--" + f.name)  # the reference's snake_case spelling
     help_text = f.metadata.get("help", "")
     if f.type == "bool":
-        parser.add_argument(*names, dest=f.name, action="store_true", help=help_text)
+        parser.add_argument(*names, dest=dest, action="store_true", help=help_text)
     elif f.type.startswith("tuple"):
-        parser.add_argument(*names, dest=f.name, type=int, nargs="+", default=list(f.default),
-                            help=help_text)
+        parser.add_argument(*names, dest=dest, type=str if "str" in f.type else int, nargs="+",
+                            default=list(f.default), metavar=f.name.upper(), help=help_text)
     else:
-        parser.add_argument(*names, dest=f.name, type=_TYPES[f.type], default=f.default,
+        parser.add_argument(*names, dest=dest, type=_TYPES[f.type], default=f.default, metavar=f.name.upper(),
                             choices=f.metadata.get("choices"), help=help_text)
 
 
+def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Flags for every field of ``cls``; a field with ``nested`` metadata (cv/tune's ``train``) contributes the
+    nested config's fields, less the names in ``nested`` and any flag the outer command already has."""
+    outer = {f.metadata.get("cli", flag_name(f.name)) for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):
+        if "nested" not in f.metadata:
+            _add_field(parser, f)
+            continue
+        group = parser.add_argument_group(f.metadata.get("help", f.name))
+        for sub in dataclasses.fields(type(f.default)):
+            if sub.name not in f.metadata["nested"] and flag_name(sub.name) not in outer:
+                _add_field(group, sub, prefix=f.name + ".")
+
+
+def _values(cls: type, args: argparse.Namespace, default: Any = None, prefix: str = "") -> dict[str, Any]:
+    values = {f.name: getattr(args, prefix + f.name, getattr(default, f.name, None)) for f in dataclasses.fields(cls)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def _config_from(cls: type, args: argparse.Namespace) -> Any:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    values = _values(cls, args)
+    for f in dataclasses.fields(cls):
+        if "nested" in f.metadata:  # the nested config keeps its defaults for the flags the outer one owns
+            values[f.name] = type(f.default)(**_values(type(f.default), args, f.default, f.name + "."))
     return cls(**values).validate()
 
 
@@ -76,11 +101,25 @@ def cmd_train(cfg: TrainConfig) -> int:
     return 0
 
 
+def cmd_cv(cfg: CVConfig) -> int:
+    from nnunet_ray.distributed.cv import run_cv
+    run_cv(cfg)
+    return 0
+
+
+def cmd_tune(cfg: TuneConfig) -> int:
+    from nnunet_ray.distributed.sweep import run_sweep
+    run_sweep(cfg)
+    return 0
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "synth": (SynthConfig, cmd_synth, "write a synthetic MSD-format task (the demo and test data)"),
     "plan": (PlanConfig, cmd_plan, "fingerprint a dataset and write plans.json"),
     "preprocess": (PreprocessConfig, cmd_preprocess, "crop, resample and normalise every case on Ray Data"),
     "train": (TrainConfig, cmd_train, "train one fold with Ray Train (DDP, AMP, checkpoints)"),
+    "cv": (CVConfig, cmd_cv, "cross-validate: every fold x dim a Ray Tune trial, then a summary over folds"),
+    "tune": (TuneConfig, cmd_tune, "sweep learning rate, patch size or any training option on Ray Tune (ASHA)"),
 }
 
 
@@ -90,8 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (cls, _, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text,
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        for f in dataclasses.fields(cls):
-            _add_field(cmd, f)
+        _add_fields(cmd, cls)
     return parser
 
 

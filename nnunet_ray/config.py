@@ -164,6 +164,8 @@ class TrainConfig:
     overlap: float = opt(0.5, "sliding-window overlap for validation")
     blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
     tta: bool = opt(False, "flip test-time augmentation during validation")
+    patch_size: tuple[int, ...] = opt((), "training patch (Z Y X, or Y X in 2D); kernels, strides and filters are "
+                                      "re-derived for it with the planner's rule (empty = the plans' patch)")
     # --- model
     norm: str = opt("instance", "normalization layer", choices=("instance", "batch", "group"))
     residual: bool = opt(False, "residual encoder blocks")
@@ -198,9 +200,101 @@ class TrainConfig:
         _check(self.gradient_clip_val >= 0, "gradient_clip_val", "must be >= 0")
         _check(not self.sync_batchnorm or self.norm == "batch", "sync_batchnorm", "needs --norm batch")
         _check(self.scheduler != "multistep" or bool(self.steps), "steps", "is required with --scheduler multistep")
+        _check(not self.patch_size or len(self.patch_size) == self.dim, "patch_size",
+               f"needs {self.dim} edges for --dim {self.dim}, got {list(self.patch_size)}")
+        _check(all(p >= 1 for p in self.patch_size), "patch_size", "edges must be >= 1")
         return self
 
     @property
     def world_size(self) -> int:
         """Number of Ray Train workers (DDP ranks)."""
         return self.gpus if self.gpus > 0 else self.workers
+
+
+# TrainConfig fields that `cv` and `tune` set per trial themselves, so they are not flags of those commands.
+TRIAL_FIELDS = ("data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark")
+
+
+def parse_int_list(text: str, name: str) -> tuple[int, ...]:
+    """``"0-4"`` / ``"0,2,3"`` / ``"3"`` -> sorted unique ints; raises ``ConfigError`` naming ``name``'s flag."""
+    values: set[int] = set()
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            low, _, high = part.partition("-")
+            values.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise ConfigError(f"{flag_name(name)}: {text!r} is not a list like 0-4 or 0,2,3") from None
+    _check(bool(values), name, f"{text!r} selects nothing")
+    return tuple(sorted(values))
+
+
+def _check_experiment(cfg: Any) -> None:
+    _check(bool(cfg.data), "data", "is required")
+    _check(bool(cfg.results), "results", "is required")
+    _check("/" not in cfg.name and not cfg.name.startswith("."), "name", f"{cfg.name!r} must be a plain folder name")
+    _check(cfg.gpus_per_trial >= 0, "gpus_per_trial", "must be >= 0")
+    _check(cfg.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
+    parse_int_list(cfg.folds, "folds")
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """`nnunet-ray cv`: every (fold, dim) one Ray Tune trial, as many at once as the cluster holds."""
+
+    data: str = opt("", "raw dataset folder (dataset.json: planned and preprocessed first) or a preprocessed "
+                    "folder PRE/<dataset>/<dim>d")
+    results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
+    dims: str = opt("3", "dims to cross-validate: 3, 2 or 2,3")
+    folds: str = opt("0-4", "folds to train: 0-4, 0,2 or 3")
+    gpus_per_trial: int = opt(0, "GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers")
+    workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
+    name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_cv); an existing one is only "
+                    "continued with --resume")
+    config: str = opt("", "JSON file of training options (e.g. tune's best_config.json); its values replace "
+                      "options left at their defaults")
+    resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "
+                       "ones continue from their last checkpoint")
+    preprocessed: str = opt("", "where a raw dataset is preprocessed to (default RESULTS/preprocessed)")
+    train: TrainConfig = opt(TrainConfig(), "training options of every trial", nested=TRIAL_FIELDS + ("dim",))
+
+    def validate(self) -> "CVConfig":
+        _check_experiment(self)
+        _check(set(parse_int_list(self.dims, "dims")) <= {2, 3}, "dims", f"{self.dims!r}: dims are 2 and/or 3")
+        return self
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`nnunet-ray tune`: a learning-rate x patch-size (or any training option) sweep on Ray Tune with ASHA."""
+
+    data: str = opt("", "raw dataset folder (dataset.json: planned and preprocessed first) or a preprocessed "
+                    "folder PRE/<dataset>/<dim>d")
+    results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
+    folds: str = opt("0", "folds every configuration trains on; its score is the mean over them")
+    learning_rate: str = opt("", "learning-rate space: loguniform:1e-4:1e-2, uniform:A:B, choice:1e-3,3e-3, "
+                             "grid:1e-3,3e-3 or one value (empty = --search-space / the default)")
+    patch_size: tuple[str, ...] = opt((), "patch sizes to choose from, e.g. 64,96,80 80,112,96 (empty = the plans')")
+    search_space: str = opt("", "YAML file: training option -> {choice|grid|uniform|loguniform: values}")
+    num_samples: int = opt(4, "configurations drawn from the space (grid values: each one num-samples times)")
+    scheduler: str = opt("asha", "trial scheduler: asha stops poor trials at epoch milestones", choices=("asha", "none"))
+    grace_period: int = opt(1, "ASHA: epochs every trial trains before it can be stopped")
+    reduction_factor: int = opt(2, "ASHA: keep the best 1/N of trials at each milestone")
+    search_seed: int = opt(0, "seed of the random search (the same seed draws the same configurations)")
+    gpus_per_trial: int = opt(0, "GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers")
+    workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
+    name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_tune); an existing one is "
+                    "only continued with --resume")
+    resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "
+                       "ones continue from their last checkpoint")
+    preprocessed: str = opt("", "where a raw dataset is preprocessed to (default RESULTS/preprocessed)")
+    train: TrainConfig = opt(TrainConfig(), "training options of every trial (the swept ones vary)",
+                             nested=TRIAL_FIELDS)
+
+    def validate(self) -> "TuneConfig":
+        _check_experiment(self)
+        _check_choices(self)
+        _check(self.num_samples >= 1, "num_samples", "must be >= 1")
+        _check(self.grace_period >= 1, "grace_period", "must be >= 1")
+        _check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
+        _check(self.search_seed >= 0, "search_seed", "must be >= 0")
+        return self

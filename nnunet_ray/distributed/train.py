@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, fro
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.loading.fold_data import fold_cases, fold_loaders
+from nnunet_ray.planning.patch import PatchSizeError, plans_for_patch
 from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
 from nnunet_ray.training.checkpoint import load_checkpoint
 from nnunet_ray.training.loop import CHECKPOINT_SCORE, benchmark, fit
@@ -66,7 +68,7 @@ def train_worker(config: dict) -> dict:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
-    plans = load_plans(cfg.data)
+    plans = plans_for_patch(load_plans(cfg.data), cfg.patch_size)  # --patch-size: the topology follows the patch
     resume = _restored_checkpoint()
     start_epoch = resume["progress"]["epoch"] + 1 if resume else 0
     # [1] DALI shards the fold's training cases by global rank (validation cases: [rank::world_size]).
@@ -79,7 +81,8 @@ def train_worker(config: dict) -> dict:
                          prepare=prepare)  # the driver writes perf.json
     # [3] ray.train.report once per epoch with rank 0's checkpoint (inside fit, through _report).
     return fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
-               device=device, rank=rank, world_size=world_size, prepare=prepare, report=_report, resume=resume,
+               device=device, rank=rank, world_size=world_size, prepare=prepare, report=FiniteScoreReport(resume),
+               resume=resume,
                log_dir=config["run_dir"] if rank == 0 else None, epoch_hook=_fault_hook(config, rank, world_size))
 
 
@@ -108,6 +111,29 @@ def _report(metrics: dict, checkpoint_dir: Path | None) -> None:
     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
 
 
+SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice, finite at every report
+
+
+class FiniteScoreReport:
+    """``fit``'s report callback with ``score`` added: the last finite validation mean Dice (0 before the first).
+
+    Epochs whose validation is skipped report NaN Dice; a scheduler (ASHA) comparing trials must never see NaN,
+    so ``score`` carries the last validated value forward (after a restart: the checkpoint epoch's Dice, else
+    the run's best so far).
+    """
+
+    def __init__(self, resume: dict | None = None) -> None:
+        progress = (resume or {}).get("progress") or {}
+        candidates = [progress.get("metrics", {}).get("dice_mean"), progress.get("best_dice"), 0.0]
+        self.score = next(float(v) for v in candidates if v is not None and math.isfinite(v))
+
+    def __call__(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        dice = metrics.get("dice_mean")
+        if dice is not None and math.isfinite(dice):
+            self.score = float(dice)
+        _report({**metrics, SCORE: self.score}, checkpoint_dir)
+
+
 def _fault_hook(config: dict, rank: int, world_size: int):
     """Test-only: kill the last worker for real at the start of ``kill_at_epoch``, once."""
     kill_epoch, marker = config.get("kill_at_epoch"), config.get("kill_marker")
@@ -125,13 +151,18 @@ def _fault_hook(config: dict, rank: int, world_size: int):
 
 # ----------------------------------------------------------------------------------------------- driver side
 
-def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ()) -> TorchTrainer:
-    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``)."""
+def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
+                  driver_cpus: float = 0.0) -> TorchTrainer:
+    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``).
+
+    ``driver_cpus``: CPUs a Tune driver holds for this run; the workers ask for that much less in total, so a
+    trial's footprint stays ``workers x cpus_per_worker`` and concurrency can be computed from it.
+    """
     storage = str(Path(cfg.results).resolve())
     loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": str(Path(storage) / name)}
     if os.environ.get(KILL_AT_EPOCH_ENV) and os.environ.get(KILL_MARKER_ENV):
         loop_config.update(kill_at_epoch=int(os.environ[KILL_AT_EPOCH_ENV]), kill_marker=os.environ[KILL_MARKER_ENV])
-    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpus > 0 else {})}
+    resources = {"CPU": cfg.cpus_per_worker - driver_cpus / cfg.world_size, **({"GPU": 1} if cfg.gpus > 0 else {})}
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
@@ -149,10 +180,13 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ())
     )
 
 
-def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
+def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
     """Validate the options against the data; returns (the config with absolute paths, run name, run dir).
 
     Paths are made absolute here because Ray workers do not share the driver's working directory.
+
+    Raises:
+        ConfigError: naming the flag to fix (data, dim, fold, workers, patch size).
     """
     cfg.validate()
     if "://" in cfg.results:
@@ -164,6 +198,10 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
         raise ConfigError(f"{flag_name('data')}: {err}") from err
     if int(plans["dim"]) != cfg.dim:
         raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans['dim']}d plans")
+    try:
+        plans_for_patch(plans, cfg.patch_size)
+    except PatchSizeError as err:
+        raise ConfigError(f"{flag_name('patch_size')}: {err}") from err
     train_ids, _ = fold_cases(cfg.data, cfg.fold)
     if len(train_ids) < cfg.world_size:
         raise ConfigError(f"{flag_name('workers')}: {cfg.world_size} workers but fold {cfg.fold} has only "
@@ -200,7 +238,7 @@ def train_fold(cfg: TrainConfig) -> dict:
         ray.train.TrainingFailedError: the workers failed more than ``--max-failures`` times.
     """
     start = time.perf_counter()
-    cfg, name, run_dir = _prepare(cfg)
+    cfg, name, run_dir = prepare_fold(cfg)
     exists = (run_dir / SNAPSHOT).is_file()
     if exists and not cfg.resume_training:
         raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in {run_dir.parent}; "
@@ -209,7 +247,20 @@ def train_fold(cfg: TrainConfig) -> dict:
     if cfg.resume_training and not exists:
         print(f"nnunet-ray train: no earlier run named {name!r}; starting from epoch 0", flush=True)
     init_ray(cfg.address)
-    result = _fit(build_trainer(cfg, name=name), cfg, run_dir)
+    return fit_fold(cfg, name, run_dir, start=start)
+
+
+def fit_fold(cfg: TrainConfig, name: str, run_dir: Path, *, callbacks: Sequence[Any] = (), driver_cpus: float = 0.0,
+             start: float | None = None) -> dict:
+    """Fit a prepared run (``prepare_fold``'s output) on Ray Train and write its ``summary.json``.
+
+    Returns:
+        the summary ``train_fold`` documents, plus "seconds_in_worker" (rank 0's ``fit`` time) and "started_at" /
+        "finished_at" (Unix time).
+    """
+    start = time.perf_counter() if start is None else start
+    started_at = time.time() - (time.perf_counter() - start)
+    result = _fit(build_trainer(cfg, name=name, callbacks=callbacks, driver_cpus=driver_cpus), cfg, run_dir)
     returned = result.return_value or {}
     best = result.get_best_checkpoint(CHECKPOINT_SCORE, "max")
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
@@ -218,7 +269,8 @@ def train_fold(cfg: TrainConfig) -> dict:
                "best_checkpoint": best.path if best is not None else None,
                "last_checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
                "metrics": str(run_dir / "metrics.jsonl"), "tensorboard": str(run_dir / "tensorboard"),
-               "seconds": time.perf_counter() - start}
+               "seconds": time.perf_counter() - start, "seconds_in_worker": returned.get("seconds"),
+               "started_at": started_at, "finished_at": time.time()}
     save_json(run_dir / "summary.json", summary)
     return summary
 
@@ -233,7 +285,7 @@ def benchmark_train(cfg: TrainConfig) -> dict:
         _90, _95, _99 (ms), world_size, batch_size, ...; also written to ``<run_dir>/perf.json``.
     """
     cfg = dataclasses.replace(cfg, benchmark=True)
-    cfg, name, _ = _prepare(cfg)
+    cfg, name, _ = prepare_fold(cfg)
     # Benchmarks report no checkpoint, so Ray keeps no snapshot and a rerun under the same name starts afresh.
     name = f"{name}_bench_{cfg.world_size}w"
     init_ray(cfg.address)

@@ -1,0 +1,129 @@
+"""Cross-validation on Ray Tune: every (fold, dim) one trial, then one summary over folds.
+
+    nnunet-ray cv --data RAW_OR_PRE --results RESULTS --dims 2,3 --folds 0-4 --gpus-per-trial 1 --name five_fold
+
+Writes ``RESULTS/NAME/cv_summary.csv`` and ``cv_summary.json``: per fold and dim the best epoch, per-class and mean
+Dice at that epoch, epochs run, wall time and best checkpoint; then mean and std over the folds of each dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list
+from nnunet_ray.data.atomic import save_json, save_text
+from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experiment_folder, load_spec,
+                                               raise_failed_trials,
+                                               run_tuner, validate_trials)
+from nnunet_ray.distributed.trial_data import apply_config_file, check_folds, preprocess_raw, resolve_data
+from nnunet_ray.training.logs import read_metrics
+
+SUMMARY_CSV = "cv_summary.csv"
+SUMMARY_JSON = "cv_summary.json"
+
+
+def trial_train_config(train: TrainConfig, *, gpus: int, workers: int, results: Path) -> TrainConfig:
+    """The options every trial shares: the command's training options, its resources, the experiment folder."""
+    return dataclasses.replace(train, gpus=gpus, workers=workers, results=str(results), resume_training=False,
+                               experiment="", benchmark=False)
+
+
+def run_cv(cfg: CVConfig) -> pd.DataFrame:
+    """Run (or with ``--resume``, finish) a cross-validation and write its summary.
+
+    Returns:
+        the summary table (one row per fold and dim, then ``mean`` and ``std`` rows per dim).
+
+    Raises:
+        ConfigError / DatasetError: bad input, before Ray starts (resources: before any trial starts).
+        RunError: a trial failed for good.
+    """
+    cfg.validate()
+    dims, folds = parse_int_list(cfg.dims, "dims"), parse_int_list(cfg.folds, "folds")
+    data = resolve_data(cfg.data, dims, results=cfg.results, preprocessed=cfg.preprocessed)
+    check_folds(data, folds)
+    path = Path(cfg.results).expanduser().resolve() / (cfg.name or f"{data.dataset}_cv")
+    check_experiment_folder(path, resume=cfg.resume)
+    if cfg.resume:  # exactly the options the experiment started with
+        spec = load_spec(path)
+    else:
+        base = trial_train_config(apply_config_file(cfg.train, cfg.config), gpus=cfg.gpus_per_trial,
+                                  workers=cfg.workers_per_trial, results=path)
+        spec = TrialSpec(base=base, data_dirs=data.dirs, dims=dims, folds=folds)
+        if data.raw:  # a raw dataset's trials can only be checked once it is planned
+            preprocess_raw(data, address=base.address)
+        validate_trials(spec)
+    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address)
+    raise_failed_trials(results, path)
+    table = summarise(path, dims=spec.dims, folds=spec.folds, plans_labels=_labels(spec.data_dirs))
+    write_summary(table, path)
+    print(format_table(table), flush=True)
+    return table
+
+
+def _labels(dirs: dict[int, str]) -> list[str]:
+    plans = json.loads((Path(next(iter(dirs.values()))) / "plans.json").read_text())
+    return [plans["labels"].get(str(c), str(c)) for c in range(1, int(plans["n_classes"]))]
+
+
+def trial_row(run_dir: Path, *, dim: int, fold: int, class_names: list[str]) -> dict[str, Any]:
+    """One summary row from a finished trial's ``summary.json`` and ``metrics.jsonl``."""
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    best_epoch = summary.get("best_epoch")
+    records = {r["epoch"]: r for r in read_metrics(run_dir / "metrics.jsonl")}
+    per_class = (records.get(best_epoch) or {}).get("dice") or [math.nan] * len(class_names)
+    row: dict[str, Any] = {"dim": f"{dim}d", "fold": str(fold), "best_epoch": best_epoch}
+    row.update({f"dice_{name}": value for name, value in zip(class_names, per_class)})
+    row.update({"dice_mean": summary.get("best_dice"), "epochs": summary.get("epochs"),
+                "seconds": summary.get("seconds"), "best_checkpoint": summary.get("best_checkpoint")})
+    return row
+
+
+def summarise(path: Path, *, dims: tuple[int, ...], folds: tuple[int, ...], plans_labels: list[str]) -> pd.DataFrame:
+    """The summary table: the trial rows of every (dim, fold), then per dim a ``mean`` and a ``std`` row."""
+    rows = []
+    for dim in dims:
+        dim_rows = [trial_row(path / f"{dim}d_fold{fold}", dim=dim, fold=fold, class_names=plans_labels)
+                    for fold in folds]
+        numeric = pd.DataFrame(dim_rows).drop(columns=["dim", "fold", "best_checkpoint"]).astype(float)
+        rows += dim_rows
+        for stat in ("mean", "std"):
+            values = getattr(numeric, stat)(ddof=0) if stat == "std" else numeric.mean()
+            rows.append({"dim": f"{dim}d", "fold": stat, **values.to_dict(), "best_checkpoint": ""})
+    return pd.DataFrame(rows)
+
+
+def write_summary(table: pd.DataFrame, path: Path) -> None:
+    """``cv_summary.csv`` (the table) and ``cv_summary.json`` (trials, and mean/std per dim) in ``path``."""
+    save_text(path / SUMMARY_CSV, table.to_csv(index=False))
+    trials = table[~table["fold"].isin(["mean", "std"])]
+    stats = table[table["fold"].isin(["mean", "std"])]
+    per_dim: dict[str, dict] = {}
+    for _, row in stats.iterrows():
+        values = row.drop(["dim", "fold", "best_checkpoint"]).to_dict()
+        per_dim.setdefault(row["dim"], {})[row["fold"]] = _finite(values)
+    save_json(path / SUMMARY_JSON, {"trials": [_finite(r) for r in trials.to_dict(orient="records")],
+                                    "per_dim": per_dim})
+
+
+def _finite(record: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The printed table: Dice columns per fold, and one ``mean ± std`` row per dim."""
+    shown = [c for c in table.columns if c.startswith("dice_")] + ["best_epoch", "epochs", "seconds"]
+    lines = []
+    for dim, group in table.groupby("dim", sort=False):
+        trials = group[~group["fold"].isin(["mean", "std"])].set_index("fold")[shown]
+        mean, std = (group[group["fold"] == s][shown].iloc[0] for s in ("mean", "std"))
+        text = trials.astype(float).round(3).astype(str)
+        text.loc["mean ± std"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, std)]
+        lines += [f"{dim} cross-validation ({len(trials)} folds)", text.to_string(), ""]
+    return "\n".join(lines)

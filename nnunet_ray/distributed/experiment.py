@@ -1,0 +1,272 @@
+"""Ray Tune experiments over folds (``cv``) and sweeps (``tune``): one trial = one Ray Train run of one fold.
+
+Under Train V2 a ``TorchTrainer`` cannot be handed to ``Tuner``; each trial runs ``run_trial``, a driver function
+that builds and fits the fold's ``TorchTrainer`` with ``TuneReportCallback``, so every epoch's report (with its
+finite ``score``) reaches Tune and its scheduler (https://docs.ray.io/en/latest/train/user-guides/hyperparameter-
+optimization.html). Tune cannot see the Train workers' resources, so ``max_concurrent_trials`` is computed from
+the cluster; the driver itself holds ``DRIVER_CPUS``. Stopping trials (ASHA) needs ``ray[default]`` and the
+dashboard: Train's placement-group cleaner uses the State API to free a stopped trial's workers.
+
+Layout: ``RESULTS/NAME/`` is the Tune experiment (its state, for ``--resume``) and holds one folder per trial,
+named from dim, fold and the swept values, that is both the Tune trial folder and the Ray Train run
+(``epoch_NNNN/`` checkpoints, ``metrics.jsonl``, ``tensorboard/`` with HParams, ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
+from nnunet_ray.data.atomic import save_json
+from nnunet_ray.distributed.cluster import init_ray
+from nnunet_ray.distributed.train import SCORE, fit_fold, prepare_fold
+from nnunet_ray.training.logs import TB_DIR
+
+log = logging.getLogger(__name__)
+
+DRIVER_CPUS = 0.1  # what each trial's driver function holds; its Train workers ask for that much less
+SUMMARY = "summary.json"
+SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
+HPARAMS_SUFFIX = ".hparams"  # the events file holding a trial's HParams, rewritten when the trial ends again
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """What differs between trials: the grid over dims and folds and the swept training options."""
+
+    base: TrainConfig  # absolute paths; results = the experiment folder
+    data_dirs: dict[int, str]  # preprocessed folder per dim
+    dims: tuple[int, ...]
+    folds: tuple[int, ...]
+    sweep: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> value or Tune domain
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune's search space: the grid over dims and folds, and the swept options (a dict of domains)."""
+        return {"dim": tune.grid_search(list(self.dims)), "fold": tune.grid_search(list(self.folds)),
+                "sweep": dict(self.sweep)}
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``--resume`` rebuilds the trials from (``RESULTS/NAME/experiment.json``); not the sweep."""
+        return {"base": dataclasses.asdict(self.base), "data_dirs": {str(d): p for d, p in self.data_dirs.items()},
+                "dims": list(self.dims), "folds": list(self.folds)}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "TrialSpec":
+        return cls(base=from_dict(TrainConfig, values["base"]),
+                   data_dirs={int(d): p for d, p in values["data_dirs"].items()},
+                   dims=tuple(values["dims"]), folds=tuple(values["folds"]))
+
+
+def trial_config(config: dict, spec: TrialSpec) -> TrainConfig:
+    """The ``TrainConfig`` of one trial: the shared options with its dim, fold and swept values."""
+    dim = int(config["dim"])
+    return dataclasses.replace(spec.base, dim=dim, fold=int(config["fold"]), data=spec.data_dirs[dim],
+                               **{k: tuple(v) if isinstance(v, list) else v for k, v in config["sweep"].items()})
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+ABBREVIATIONS = {"learning_rate": "lr", "patch_size": "patch", "batch_size": "bs", "weight_decay": "wd"}
+
+
+def trial_name(trial: Any) -> str:
+    """``3d_fold0`` for a CV trial; a sweep trial adds its values and Tune's trial id (stable over restores), so
+    two trials never share a run folder and a restored sweep finds each trial's own run."""
+    config = trial.config
+    parts = [f"{config['dim']}d", f"fold{config['fold']}"]
+    if config["sweep"]:
+        parts += [f"{ABBREVIATIONS.get(k, k)}{_short(v)}" for k, v in sorted(config["sweep"].items())]
+        parts.append(trial.trial_id)
+    return "_".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- the trial
+
+def run_trial(config: dict, spec: dict) -> None:
+    """Tune's function trainable: train one fold on Ray Train, every epoch reported to Tune (the driver).
+
+    Args:
+        config: the trial's dim, fold and swept values.
+        spec: ``TrialSpec.to_json()`` (bound with ``tune.with_parameters``).
+    """
+    cfg = trial_config(config, TrialSpec.from_json(spec))
+    name = tune.get_context().get_trial_name()
+    run_dir = Path(cfg.results) / name
+    done = _finished_summary(run_dir)
+    if done is not None:  # trained before the experiment's driver died, before Tune recorded it: not rerun
+        tune.report({SCORE: done.get("best_dice") or 0.0, "best_dice": done.get("best_dice"),
+                     "epoch": (done.get("epochs") or 1) - 1, "already_finished": True})
+        return
+    # resume_training: a restored trial continues its run from the last checkpoint (same name, same folder).
+    cfg = dataclasses.replace(cfg, experiment=name, resume_training=True)
+    fit_fold(cfg, name, run_dir, callbacks=[TuneReportCallback()], driver_cpus=DRIVER_CPUS)
+
+
+def _finished_summary(run_dir: Path) -> dict | None:
+    path = run_dir / SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------------------------- HParams
+
+class HParamsCallback(tune.Callback):
+    """Writes each ended trial's hyper-parameters with its final metrics into ``<trial>/tensorboard`` (HParams
+    tab), next to its scalars, so ``tensorboard --logdir RESULTS/NAME`` compares folds, dims and sweep trials."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        write_hparams(Path(trial.path), trial.config, trial.last_result or {})
+
+
+def write_hparams(trial_dir: Path, config: dict, result: dict) -> None:
+    """One HParams record for a trial: dim, fold and swept values; best Dice, last score, epochs."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    params = {"dim": int(config["dim"]), "fold": int(config["fold"])}
+    params.update({k: _short(v) if isinstance(v, (list, tuple)) else v for k, v in config["sweep"].items()})
+    metrics = {"hparam/best_dice": result.get("best_dice"), "hparam/score": result.get(SCORE),
+               "hparam/epochs": (result.get("epoch", -1) or 0) + 1}
+    metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    folder = trial_dir / TB_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"*{HPARAMS_SUFFIX}"):
+        old.unlink()
+    writer = SummaryWriter(str(folder), filename_suffix=HPARAMS_SUFFIX)
+    for summary in hparams(params, metrics):
+        writer.file_writer.add_summary(summary)
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value)
+    writer.close()
+
+
+# ----------------------------------------------------------------------------------------------- resources
+
+def trial_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What one trial holds while it trains: its workers' CPUs (the driver's share included) and GPUs."""
+    return {"CPU": float(cfg.world_size * cfg.cpus_per_worker), "GPU": float(cfg.gpus)}
+
+
+def max_concurrent_trials(per_trial: dict[str, float], cluster: dict[str, float]) -> int:
+    """How many trials fit in the cluster at once (Tune cannot see the Train workers, so this caps it).
+
+    Raises:
+        ConfigError: one trial needs more than the whole cluster has.
+    """
+    fits = [int(cluster.get(kind, 0.0) // need) for kind, need in per_trial.items() if need > 0]
+    if min(fits) < 1:
+        have = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in per_trial if per_trial[k] > 0)
+        want = ", ".join(f"{v:g} {k}" for k, v in per_trial.items() if v > 0)
+        raise ConfigError(f"{flag_name('workers_per_trial')}: a trial needs {want} but the cluster has {have}; "
+                          f"lower --workers-per-trial / --gpus-per-trial / --cpus-per-worker")
+    return min(fits)
+
+
+def validate_trials(spec: TrialSpec, candidates: dict[str, list[Any]] | None = None) -> None:
+    """Check every (dim, fold) and every candidate value of a swept option against the data, before any trial.
+
+    Args:
+        candidates: field -> values to try one at a time (choice / grid values, or the bounds of a range).
+
+    Raises:
+        ConfigError: naming the flag (or swept option) and the problem.
+    """
+    for dim in spec.dims:
+        for fold in spec.folds:
+            cfg = dataclasses.replace(spec.base, dim=dim, fold=fold, data=spec.data_dirs[dim])
+            prepare_fold(cfg)
+            for name, values in (candidates or {}).items():
+                for value in values:
+                    prepare_fold(dataclasses.replace(cfg, **{name: value}))
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+def check_experiment_folder(path: Path, *, resume: bool) -> None:
+    """A Tune run name that exists silently resumes: refuse that without ``--resume``, and a resume of nothing.
+
+    Raises:
+        ConfigError: naming --name / --resume.
+    """
+    exists = (path / "tuner.pkl").is_file() and (path / SPEC_FILE).is_file()
+    if exists and not resume:
+        raise ConfigError(f"{flag_name('name')}: experiment {path.name!r} already exists in {path.parent}; pass "
+                          "--resume to continue it or --name NEW to start another")
+    if resume and not exists:
+        raise ConfigError(f"{flag_name('resume')}: no experiment {path.name!r} in {path.parent} to resume")
+
+
+def load_spec(path: Path) -> TrialSpec:
+    """The trial spec an experiment was started with (``--resume`` continues with exactly these options)."""
+    return TrialSpec.from_json(json.loads((path / SPEC_FILE).read_text()))
+
+
+def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_samples: int = 1,
+              scheduler: Any = None, random_state: int = 0) -> tune.ResultGrid:
+    """Start (or with ``resume``, restore) the experiment at ``path`` and run every trial to its end.
+
+    Args:
+        spec: the trials (on ``resume``: ``load_spec(path)``, the options the experiment started with).
+
+    Returns:
+        the ``ResultGrid`` of all trials (finished earlier, restored and new).
+    """
+    # Faster Train controller polls shorten every trial's start and teardown by seconds (read by the processes
+    # a local cluster starts, so set before it starts). Tune's own TensorBoard logger would add a second run per
+    # trial; the run's tensorboard/ folder already holds the scalars, and HParamsCallback the hyper-parameters.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    init_ray(address)
+    concurrency = max_concurrent_trials(trial_resources(spec.base), ray.cluster_resources())
+    print(f"{path.name}: {concurrency} trial(s) at a time; results in {path}", flush=True)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec.to_json()), {"cpu": DRIVER_CPUS})
+    if resume:
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        save_json(path / SPEC_FILE, spec.to_json())
+        tuner = tune.Tuner(
+            trainable, param_space=spec.param_space(),
+            tune_config=tune.TuneConfig(
+                metric=SCORE, mode="max", num_samples=num_samples, scheduler=scheduler,
+                # constant_grid_search: each drawn configuration is the same on every fold (and dim). Tune ignores
+                # max_concurrent_trials when given a search algorithm, so the generator itself gets the cap.
+                search_alg=BasicVariantGenerator(max_concurrent=concurrency, constant_grid_search=True,
+                                                 random_state=random_state),
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1,
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback()]))
+    start = time.perf_counter()
+    results = tuner.fit()
+    log.info("%s: %d trials in %.0f s", path.name, len(results), time.perf_counter() - start)
+    return results
+
+
+def raise_failed_trials(results: tune.ResultGrid, path: Path) -> None:
+    """One line for trials that failed for good (their own retries used up).
+
+    Raises:
+        RunError: naming how many failed, the first cause, and how to retry.
+    """
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        cause = [line for line in str(errors[0]).splitlines() if line.strip()] or [type(errors[0]).__name__]
+        raise RunError(f"{len(errors)} of {len(results)} trials failed (first: {cause[-1].strip()}); rerun with "
+                       f"--resume --name {path.name} to retry them")

@@ -1,0 +1,153 @@
+"""A sweep's search space: training options -> choice / grid / uniform / loguniform, from flags or a YAML file.
+
+    --learning-rate loguniform:1e-4:1e-2      --learning-rate choice:1e-3,3e-3      --patch-size 64,96,80 80,112,96
+
+    # --search-space sweep.yaml
+    learning_rate: {loguniform: [1.0e-4, 1.0e-2]}
+    patch_size: {choice: [[64, 96, 80], [80, 112, 96]]}
+    batch_size: {grid: [2, 4]}
+    oversampling: 0.5                          # a plain value: fixed for every trial
+
+Every option is a ``TrainConfig`` field; values are checked against its type here and against the data (patch sizes,
+flag ranges) by ``candidates`` + ``validate_trials`` before any trial starts. Kinds map to Ray Tune's
+``tune.choice`` / ``grid_search`` / ``uniform`` / ``loguniform``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, TuneConfig, flag_name
+
+KINDS = ("choice", "grid", "uniform", "loguniform")
+NOT_SWEPT = TRIAL_FIELDS + ("dim", "address")  # what a trial is, not how it trains
+Space = dict[str, tuple[str, list[Any]]]  # field -> (kind, values; a range's [low, high]; "value": [v])
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_SWEPT}
+
+
+def coerce(name: str, value: Any, where: str) -> Any:
+    """``value`` as the type of ``TrainConfig.<name>`` (``"64,96,80"`` or a list for a patch size).
+
+    Raises:
+        ConfigError: naming ``where`` (the flag or file), the option and the value.
+    """
+    kind = _fields()[name].type
+    try:
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(int(v) for v in items)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind == "int" and (isinstance(value, bool) or float(value) != int(float(value))):
+            raise ValueError
+        return {"int": lambda v: int(float(v)), "float": float, "str": str}[kind](value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name}: {value!r} is not a valid {kind}") from None
+
+
+def _entry(name: str, kind: str, values: list[Any], where: str) -> tuple[str, list[Any]]:
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: {name}: unknown kind {kind!r} (use one of {', '.join(KINDS)})")
+    if not values:
+        raise ConfigError(f"{where}: {name}: {kind} needs at least one value")
+    typed = [coerce(name, v, where) for v in values]
+    if kind in ("uniform", "loguniform"):
+        if len(typed) != 2 or _fields()[name].type not in ("float", "int") or not typed[0] < typed[1]:
+            raise ConfigError(f"{where}: {name}: {kind} needs [low, high] with low < high on a numeric option")
+        if kind == "loguniform" and typed[0] <= 0:
+            raise ConfigError(f"{where}: {name}: loguniform needs low > 0")
+    return kind, typed
+
+
+def parse_flag(name: str, text: str) -> tuple[str, list[Any]]:
+    """``loguniform:1e-4:1e-2`` / ``choice:1e-3,3e-3`` / ``grid:...`` / ``3e-3`` for the option ``name``."""
+    where = flag_name(name)
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        return "choice", [coerce(name, text, where)]
+    values = rest.split(":") if kind in ("uniform", "loguniform") else rest.split(",")
+    return _entry(name, kind, [v for v in values if v], where)
+
+
+def load_space_file(path: str) -> Space:
+    """The YAML search space (see the module docstring).
+
+    Raises:
+        ConfigError: the file is missing or malformed, or names an option that does not exist or cannot be swept.
+    """
+    import yaml
+
+    where = flag_name("search_space")
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{where}: cannot read {path} ({str(err).splitlines()[0]})") from err
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {path} must map training options to search spaces")
+    space: Space = {}
+    for name, entry in raw.items():
+        if name not in _fields():
+            what = "is set per trial and cannot be swept" if name in NOT_SWEPT else "is not a training option"
+            raise ConfigError(f"{where}: {path}: {name!r} {what}")
+        if isinstance(entry, dict):
+            if len(entry) != 1:
+                raise ConfigError(f"{where}: {path}: {name}: give exactly one of {', '.join(KINDS)}")
+            (kind, values), = entry.items()
+            space[name] = _entry(name, kind, values if isinstance(values, list) else [values], f"{where}: {path}")
+        else:
+            space[name] = ("choice", [coerce(name, entry, f"{where}: {path}")])
+    return space
+
+
+def search_space(cfg: TuneConfig) -> Space:
+    """The sweep of ``tune``: the YAML file, then ``--learning-rate`` / ``--patch-size`` on top.
+
+    Raises:
+        ConfigError: an invalid entry, or an empty space.
+    """
+    space = load_space_file(cfg.search_space) if cfg.search_space else {}
+    if cfg.learning_rate:
+        space["learning_rate"] = parse_flag("learning_rate", cfg.learning_rate)
+    if cfg.patch_size:
+        space["patch_size"] = ("choice", [coerce("patch_size", p, flag_name("patch_size")) for p in cfg.patch_size])
+    if not space:
+        raise ConfigError(f"{flag_name('search_space')}: the search space is empty; sweep something with "
+                          "--learning-rate, --patch-size or a --search-space file")
+    return space
+
+
+def candidates(space: Space) -> dict[str, list[Any]]:
+    """Values to check one at a time before any trial: every choice / grid value, a range's two bounds."""
+    return {name: list(values) for name, (_, values) in space.items()}
+
+
+def tune_domains(space: Space) -> dict[str, Any]:
+    """The space as Ray Tune domains (a single choice is a constant); tuples become lists."""
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    domains: dict[str, Any] = {}
+    for name, (kind, values) in space.items():
+        values = [plain(v) for v in values]
+        if kind == "choice" and len(values) == 1:
+            domains[name] = values[0]
+        elif kind == "choice":
+            domains[name] = tune.choice(values)
+        elif kind == "grid":
+            domains[name] = tune.grid_search(values)
+        elif _fields()[name].type == "int":  # integer options draw integers in [low, high]
+            domains[name] = (tune.randint if kind == "uniform" else tune.lograndint)(values[0], values[1] + 1)
+        else:
+            domains[name] = (tune.uniform if kind == "uniform" else tune.loguniform)(*values)
+    return domains

@@ -1,0 +1,119 @@
+"""Hyper-parameter sweeps on Ray Tune: learning rate x patch size, or any training option, with ASHA.
+
+    nnunet-ray tune --data PRE/Task04_Hippocampus/3d --results RESULTS --learning-rate loguniform:1e-4:1e-2 \\
+        --patch-size 40,56,40 32,48,32 --num-samples 8 --folds 0-1 --max-epochs 100
+
+Each drawn configuration trains on every ``--folds`` fold (one trial per fold, the same values on each); every
+epoch's validation reaches Tune, so ASHA (https://docs.ray.io/en/latest/tune/api/schedulers.html) stops poor trials
+at its milestones. A configuration's score is its trials' best validation mean Dice averaged over the folds.
+Writes ``RESULTS/NAME/tune_results.csv`` (one row per trial, best configuration first) and ``best_config.json``
+(the best configuration's values, accepted by ``nnunet-ray cv --config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from nnunet_ray.config import TuneConfig, parse_int_list
+from nnunet_ray.data.atomic import save_json, save_text
+from nnunet_ray.distributed.cv import trial_train_config
+from nnunet_ray.distributed.experiment import (SCORE, TrialSpec, check_experiment_folder, load_spec,
+                                               raise_failed_trials, run_tuner, validate_trials)
+from nnunet_ray.distributed.search_space import candidates, search_space, tune_domains
+from nnunet_ray.distributed.trial_data import check_folds, preprocess_raw, resolve_data
+
+RESULTS_CSV = "tune_results.csv"
+BEST_CONFIG = "best_config.json"
+
+
+def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
+    """Run (or with ``--resume``, finish) a sweep and write its results.
+
+    Returns:
+        {"table": the tune_results DataFrame, "best_config": dict, "best_score": float, "stopped_early": int,
+        "epochs_saved": int, "seconds_saved": float (trial-seconds ASHA spared, estimated from each stopped
+        trial's own epoch time), "path": experiment folder}.
+
+    Raises:
+        ConfigError / DatasetError: bad input, before Ray starts; RunError: trials failed for good.
+    """
+    cfg.validate()
+    space = search_space(cfg)
+    folds, dim = parse_int_list(cfg.folds, "folds"), cfg.train.dim
+    data = resolve_data(cfg.data, (dim,), results=cfg.results, preprocessed=cfg.preprocessed)
+    check_folds(data, folds)
+    path = Path(cfg.results).expanduser().resolve() / (cfg.name or f"{data.dataset}_tune")
+    check_experiment_folder(path, resume=cfg.resume)
+    base = trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path)
+    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=tune_domains(space))
+    if cfg.resume:
+        spec = dataclasses.replace(load_spec(path), sweep=spec.sweep)
+    elif data.raw:
+        preprocess_raw(data, address=base.address)
+    if not cfg.resume:
+        validate_trials(spec, candidates(space))  # every patch size / value, before any trial starts
+    scheduler = None
+    if cfg.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.base.max_epochs,
+                                  grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address,
+                        num_samples=cfg.num_samples, scheduler=scheduler, random_state=cfg.search_seed)
+    raise_failed_trials(results, path)
+    outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space))
+    save_text(path / RESULTS_CSV, outcome["table"].to_csv(index=False))
+    save_json(path / BEST_CONFIG, outcome["best_config"])
+    _print(outcome, path)
+    return {**outcome, "path": path}
+
+
+def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str]) -> dict[str, Any]:
+    """One row of tune_results.csv from a trial's Tune result."""
+    metrics, config = result.metrics or {}, result.config
+    epochs = int(metrics.get("epoch", -1)) + 1
+    finished = epochs >= max_epochs or bool(metrics.get("stopped_early")) or bool(metrics.get("already_finished"))
+    best = metrics.get("best_dice")
+    times = result.metrics_dataframe["time_this_iter_s"].tolist() if result.metrics_dataframe is not None else []
+    epoch_seconds = sum(times[1:]) / len(times[1:]) if len(times) > 1 else math.nan  # the first includes start-up
+    row = {"trial": Path(result.path).name, "fold": int(config["fold"]), "dim": int(config["dim"])}
+    row.update({name: _plain(config["sweep"].get(name)) for name in swept})
+    row.update({"trial_best_dice": best if best is not None and math.isfinite(best) else 0.0, "epochs": epochs,
+                "stopped_by_scheduler": not finished, "epoch_seconds": epoch_seconds})
+    return row
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[str]) -> dict[str, Any]:
+    """The results table (a configuration's ``score`` = mean over its folds), the best configuration, and what
+    ASHA stopped."""
+    rows = [trial_record(r, max_epochs=max_epochs, swept=swept) for r in results]
+    table = pd.DataFrame(rows)
+    table["config"] = table[swept].apply(lambda r: json.dumps([_plain(v) for v in r]), axis=1)
+    table["score"] = table.groupby("config")["trial_best_dice"].transform("mean")
+    table = table.sort_values(["score", "config", "fold"], ascending=[False, True, True]).reset_index(drop=True)
+    best_row = table.iloc[0]
+    stopped = table[table["stopped_by_scheduler"]]
+    saved = ((max_epochs - stopped["epochs"]) * stopped["epoch_seconds"].fillna(0)).sum()
+    return {"table": table.drop(columns=["config"]), "best_config": {k: _plain(best_row[k]) for k in swept},
+            "best_score": float(best_row["score"]), "stopped_early": int(len(stopped)),
+            "epochs_saved": int((max_epochs - stopped["epochs"]).sum()), "seconds_saved": float(saved)}
+
+
+def _print(outcome: dict[str, Any], path: Path) -> None:
+    table = outcome["table"]
+    print(table.drop(columns=["epoch_seconds"]).to_string(index=False), flush=True)
+    print(f"{len(table)} trials; ASHA stopped {outcome['stopped_early']} early, sparing {outcome['epochs_saved']} "
+          f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds)")
+    print(f"best configuration (mean Dice over folds {outcome['best_score']:.4f}): "
+          f"{json.dumps(outcome['best_config'])} -> {path / BEST_CONFIG}")
+    print(f"compare trials: tensorboard --logdir {path}")

@@ -1,0 +1,131 @@
+"""The data of a ``cv`` / ``tune`` experiment: a raw dataset (preprocessed first) or preprocessed folders.
+
+Everything here that can fail on bad input runs before Ray starts: the dataset must have labels, the folds must
+exist, a ``--config`` file must name real training options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, flag_name
+from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.folds import read_splits
+
+RAW_FOLDS = PreprocessConfig().nfolds  # folds written when cv preprocesses a raw dataset itself
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentData:
+    """Where each dim's preprocessed folder is (or will be, for ``raw``), and the dataset's name."""
+
+    dataset: str
+    dirs: dict[int, str]
+    raw: str = ""  # the raw dataset folder when it still has to be (partly) preprocessed
+    preprocessed_root: str = ""
+
+
+def resolve_data(data: str, dims: tuple[int, ...], *, results: str, preprocessed: str = "") -> ExperimentData:
+    """Find the preprocessed folder of every dim for ``--data``.
+
+    Args:
+        data: a raw dataset (dataset.json), a preprocessed dim folder (plans.json) or PRE/<dataset> holding
+            <dim>d folders.
+        dims: the dims the experiment trains.
+        results: the results root; a raw dataset is preprocessed to ``preprocessed`` or RESULTS/preprocessed.
+
+    Raises:
+        ConfigError / DatasetError: naming --data or --dims and the problem.
+    """
+    root = Path(data).expanduser().resolve()
+    if (root / "dataset.json").is_file():
+        dataset = load_dataset(root)
+        unlabelled = [c.case_id for c in dataset.training if c.label is None or not c.label.is_file()]
+        if unlabelled:
+            raise ConfigError(f"{flag_name('data')}: {root} has no label file for {len(unlabelled)} of "
+                              f"{len(dataset.training)} training cases (first: {unlabelled[0]}); training needs labels")
+        pre = Path(preprocessed or Path(results) / "preprocessed").expanduser().resolve()
+        return ExperimentData(dataset.name, {d: str(pre / dataset.name / f"{d}d") for d in dims},
+                              raw=str(root), preprocessed_root=str(pre))
+    if (root / "plans.json").is_file():
+        dim = int(json.loads((root / "plans.json").read_text())["dim"])
+        if set(dims) != {dim}:
+            raise ConfigError(f"{flag_name('dims')}: {root} holds {dim}d data only; pass --dims {dim} (or --dim)")
+        return ExperimentData(root.parent.name, {dim: str(root)})
+    missing = [d for d in dims if not (root / f"{d}d" / "plans.json").is_file()]
+    if not missing:
+        return ExperimentData(root.name, {d: str(root / f"{d}d") for d in dims})
+    raise ConfigError(f"{flag_name('data')}: {root} is neither a raw dataset (dataset.json) nor preprocessed data "
+                      f"(plans.json{' for ' + ', '.join(f'{d}d' for d in missing) if root.is_dir() else ''})")
+
+
+def check_folds(data: ExperimentData, folds: tuple[int, ...]) -> None:
+    """Every requested fold exists (and every case of a preprocessed folder has its label array).
+
+    Raises:
+        ConfigError: naming --folds or --data.
+    """
+    for dim, folder in data.dirs.items():
+        splits_path = Path(folder) / "splits.json"
+        if splits_path.is_file():
+            splits = read_splits(splits_path)
+            cases = sorted({c for s in splits for c in s["train"] + s["val"]})
+            unlabelled = [c for c in cases if not (Path(folder) / f"{c}_y.npy").is_file()]
+            if unlabelled:
+                raise ConfigError(f"{flag_name('data')}: {folder} has no label array for {len(unlabelled)} cases "
+                                  f"(first: {unlabelled[0]}_y.npy); training needs labels")
+            n_folds = len(splits)
+        elif data.raw:
+            n_folds = min(RAW_FOLDS, len(load_dataset(data.raw).training))
+        else:
+            raise ConfigError(f"{flag_name('data')}: {splits_path} not found; run `nnunet-ray preprocess` first")
+        bad = [f for f in folds if f >= n_folds]
+        if bad:
+            raise ConfigError(f"{flag_name('folds')}: fold {bad[0]} does not exist: {dim}d data has {n_folds} "
+                              f"folds (0-{n_folds - 1})")
+
+
+def preprocess_raw(data: ExperimentData, *, address: str) -> None:
+    """Plan and preprocess the raw dataset for every dim on Ray Data (finished cases are skipped).
+
+    Raises:
+        ConfigError: a case failed to preprocess (named in the message).
+    """
+    from nnunet_ray.distributed.preprocess import preprocess_dataset
+
+    for dim in data.dirs:
+        print(f"preprocessing {data.dataset} ({dim}d) into {data.preprocessed_root}", flush=True)
+        summary = preprocess_dataset(PreprocessConfig(data=data.raw, results=data.preprocessed_root, dim=dim,
+                                                      address=address))
+        print(summary.line(), flush=True)
+        if not summary.ok:
+            case, error = next(iter(summary.failed.items()))
+            raise ConfigError(f"{flag_name('data')}: {len(summary.failed)} cases failed to preprocess "
+                              f"(first: {case}: {error})")
+
+
+def apply_config_file(cfg: TrainConfig, path: str) -> TrainConfig:
+    """Training options from a JSON file (``tune``'s best_config.json) over the options left at their defaults.
+
+    Raises:
+        ConfigError: the file is missing, not a JSON object, or names an unknown option.
+    """
+    if not path:
+        return cfg
+    try:
+        values: Any = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{flag_name('config')}: cannot read {path} ({err})") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{flag_name('config')}: {path} must hold a JSON object of training options")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{flag_name('config')}: {path}: unknown training option {unknown[0]!r}")
+    defaults = TrainConfig()
+    chosen = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+              if getattr(cfg, k) == getattr(defaults, k)}
+    return dataclasses.replace(cfg, **chosen)

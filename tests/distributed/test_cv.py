@@ -1,0 +1,108 @@
+"""Cross-validation on Ray Tune: 5 folds x 3D as 1-CPU trials on the 2-CPU session cluster, killed and resumed.
+
+One experiment serves every assertion (each Tune + Train trial costs ~15-40 s on 2 cores): the driver process is
+SIGKILLed once two trials have finished, ``--resume`` finishes the rest, then the summary, the trial folders, the
+concurrency and the TensorBoard files are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nnunet_ray.distributed.cv import SUMMARY_CSV, SUMMARY_JSON
+from tests.training.conftest import build_tiny_task
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDS = 5
+TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "1", "--batch-size", "2",
+               "--num-workers", "1", "--warmup", "0", "--image-every", "0"]
+
+
+def _cv(task: Path, results: Path, *extra: str) -> subprocess.Popen:
+    """The CLI in its own process with its own local 2-CPU cluster, which dies with it (as for a user's kill -9)."""
+    cmd = [sys.executable, "-m", "nnunet_ray.cli", "cv", "--data", str(task), "--results", str(results),
+           "--dims", "3", "--folds", f"0-{FOLDS - 1}", "--name", "cv", *TRAIN_FLAGS, *extra]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _finished(experiment: Path) -> list[Path]:
+    return sorted(experiment.glob("3d_fold*/summary.json"))
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """The experiment folder of a CV killed (SIGKILL) after 2 finished trials and then resumed; the summaries of
+    the trials finished before the kill, as they were at the kill."""
+    root = tmp_path_factory.mktemp("cv")
+    task = build_tiny_task(root / "task", cases=6, folds=FOLDS)
+    experiment = root / "results" / "cv"
+    first = _cv(task, root / "results")
+    deadline = time.monotonic() + 400
+    while len(_finished(experiment)) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    before = {p.parent.name: p.read_text() for p in _finished(experiment)}
+    assert 2 <= len(before) < FOLDS, before.keys()
+    second = _cv(task, root / "results", "--resume")
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output[-4000:]
+    return experiment, before, output
+
+
+def test_cv_resumed_after_sigkill_reruns_no_finished_trial(killed_and_resumed):
+    experiment, before, _ = killed_and_resumed
+    assert len(_finished(experiment)) == FOLDS
+    for name, text in before.items():
+        assert (experiment / name / "summary.json").read_text() == text  # not trained again
+
+
+def test_summary_equals_each_trials_best_reported_dice(killed_and_resumed):
+    experiment, _, output = killed_and_resumed
+    table = pd.read_csv(experiment / SUMMARY_CSV, dtype={"fold": str})
+    trials = table[~table["fold"].isin(["mean", "std"])]
+    assert sorted(trials["fold"]) == [str(f) for f in range(FOLDS)]
+    for _, row in trials.iterrows():
+        run = experiment / f"3d_fold{row['fold']}"
+        reported = [json.loads(line) for line in (run / "result.json").read_text().splitlines()]
+        assert row["dice_mean"] == pytest.approx(max(r["dice_mean"] for r in reported if "dice_mean" in r))
+        assert row["epochs"] == 2 and Path(row["best_checkpoint"]).is_dir()
+        assert (run / "metrics.jsonl").is_file() and (run / "tensorboard").is_dir()
+    mean = table[table["fold"] == "mean"].iloc[0]
+    assert mean["dice_mean"] == pytest.approx(trials["dice_mean"].mean())
+    summary = json.loads((experiment / SUMMARY_JSON).read_text())
+    assert summary["per_dim"]["3d"]["mean"]["dice_mean"] == pytest.approx(mean["dice_mean"])
+    assert "mean ± std" in output
+
+
+def test_never_more_trials_at_once_than_the_cluster_holds(killed_and_resumed):
+    experiment, _, _ = killed_and_resumed
+    spans = [json.loads(p.read_text()) for p in _finished(experiment)]
+    events = sorted([(s["started_at"], 1) for s in spans] + [(s["finished_at"], -1) for s in spans],
+                    key=lambda e: (e[0], e[1]))
+    running, most = 0, 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    assert most <= 2
+
+
+def test_every_trial_has_hparams_and_scalars(killed_and_resumed):
+    experiment, _, _ = killed_and_resumed
+    for fold in range(FOLDS):
+        acc = EventAccumulator(str(experiment / f"3d_fold{fold}" / "tensorboard"))
+        acc.Reload()
+        assert "val/dice_mean" in acc.Tags()["scalars"]
+        hparams = acc.PluginTagToContent("hparams")
+        assert "_hparams_/session_start_info" in hparams

@@ -1,0 +1,86 @@
+"""A learning-rate x patch-size sweep on Ray Tune with ASHA, on the 2-CPU session cluster.
+
+Each trial asks for both CPUs, so trials run one after another in a fixed order: with seeded training and a
+seeded search, ASHA's decisions repeat from run to run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from nnunet_ray.config import ConfigError, TrainConfig, TuneConfig
+from nnunet_ray.distributed.experiment import TrialSpec, validate_trials
+from nnunet_ray.distributed.sweep import BEST_CONFIG, RESULTS_CSV, run_sweep
+from nnunet_ray.distributed.trial_data import apply_config_file
+from nnunet_ray.inference.sliding_window import predict_volume
+from nnunet_ray.training.checkpoint import load_model
+from tests.training.conftest import build_tiny_task
+
+SPACE = """
+patch_size: {grid: [[16, 16, 16], [24, 24, 24]]}
+"""
+
+
+def _sweep_cfg(task, results, space_file, **overrides):
+    train = TrainConfig(dim=3, cpus_per_worker=2, max_epochs=4, min_epochs=1, train_batches=1, batch_size=2,
+                        num_workers=1, warmup=0, image_every=0)
+    values = dict(data=str(task), results=str(results), folds="0", learning_rate="loguniform:1e-4:3e-2",
+                  search_space=str(space_file), num_samples=2, scheduler="asha", grace_period=1,
+                  reduction_factor=2, name="sweep", train=train)
+    return TuneConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    task = build_tiny_task(root / "task", cases=6, folds=3)
+    space = root / "space.yaml"
+    space.write_text(SPACE)
+    outcome = run_sweep(_sweep_cfg(task, root / "results", space))
+    return task, root, outcome
+
+
+def test_asha_stops_a_trial_and_results_are_written(sweep):
+    _, root, outcome = sweep
+    table = pd.read_csv(root / "results" / "sweep" / RESULTS_CSV)
+    assert len(table) == 4 and table["trial"].is_unique
+    assert table["stopped_by_scheduler"].sum() >= 1 and outcome["stopped_early"] >= 1
+    assert (table.loc[table["stopped_by_scheduler"], "epochs"] < 4).all()
+    assert table["score"].is_monotonic_decreasing  # the best configuration first
+    assert table["trial_best_dice"].between(0, 1).all()
+    best = json.loads((root / "results" / "sweep" / BEST_CONFIG).read_text())
+    assert set(best) == {"learning_rate", "patch_size"} and best == outcome["best_config"]
+
+
+def test_best_config_is_accepted_by_cv_config(sweep):
+    task, root, _ = sweep
+    cfg = apply_config_file(TrainConfig(), str(root / "results" / "sweep" / BEST_CONFIG))
+    best = json.loads((root / "results" / "sweep" / BEST_CONFIG).read_text())
+    assert cfg.learning_rate == best["learning_rate"] and list(cfg.patch_size) == best["patch_size"]
+    base = TrainConfig(**{**cfg.__dict__, "results": str(root / "cv"), "max_epochs": 1, "min_epochs": 1})
+    validate_trials(TrialSpec(base=base, data_dirs={3: str(task)}, dims=(3,), folds=(0, 1, 2)))
+
+
+def test_swept_patch_checkpoint_predicts_at_that_patch(sweep):
+    task, root, _ = sweep
+    trial = next((root / "results" / "sweep").glob("3d_fold0_*patch24x24x24_*"))
+    checkpoint = sorted(trial.glob("epoch_*"))[-1]
+    model, plans, config = load_model(checkpoint)
+    assert plans["patch_size"] == [24, 24, 24] and config["patch_size"] == [24, 24, 24]
+    image = torch.from_numpy(__import__("numpy").load(next(task.glob("*_x.npy"))))[None]
+    with torch.no_grad():
+        probs = predict_volume(image, model, patch_size=plans["patch_size"], n_classes=plans["n_classes"])
+    assert probs.shape[1] == plans["n_classes"] and probs.shape[2:] == image.shape[2:]
+
+
+def test_invalid_patch_size_is_refused_before_any_trial(sweep, tmp_path):
+    task, root, _ = sweep
+    space = tmp_path / "space.yaml"
+    space.write_text("patch_size: {choice: [[16, 16, 16], [16, 16, 18]]}\n")
+    with pytest.raises(ConfigError, match=r"--patch-size: \[16, 16, 18\].*not a multiple of 4"):
+        run_sweep(_sweep_cfg(task, tmp_path / "results", space))
+    assert not (tmp_path / "results" / "sweep").exists()
