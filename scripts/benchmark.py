@@ -9,6 +9,9 @@ preprocess: the same synthetic set preprocessed with 1 worker and with every CPU
 loader: patches/s of the DALI train pipeline with every augmentation at the reference probabilities, for a 3D
 4x128^3 patch (batch 2) and a 2D 4x192x160 batch of 16 slices (CPU mode here; GPU mode when CUDA is present).
 step: one training step (forward, Dice+CE, backward, RAdam) of an MSD preset's U-Net, fp32 and AMP side by side.
+cv: a 5-fold cross-validation (`nnunet-ray cv`, 1-CPU trials, 1 epoch each) on the same Task04-preset data: its wall
+time, the sum of its trials' in-worker training time, and Ray's overhead per trial (worker start-up, scheduling,
+teardown): (wall x concurrent trials - summed training) / trials, and within each trial's driver (fit - training).
 train: benchmark mode on Ray Train workers for a synthetic task planned with the Task04 (Hippocampus) preset:
 img/s with 1 worker and with 2 (DDP), then the wall-clock overhead of a 1-epoch TorchTrainer run over the same
 loop run in-process without Ray.
@@ -163,7 +166,32 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
-MODES = {"preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step, "train": bench_train}
+def bench_cv(args: argparse.Namespace, work: Path) -> dict:
+    import json as json_module
+    import time
+
+    from nnunet_ray.config import CVConfig, TrainConfig
+    from nnunet_ray.distributed.cluster import cluster_cpus
+    from nnunet_ray.distributed.cv import run_cv
+
+    data = _task04_data(work, args.cases)
+    train = TrainConfig(min_epochs=1, max_epochs=1, train_batches=args.batches, batch_size=args.batch_size,
+                        num_workers=1, warmup=0, image_every=0)
+    start = time.perf_counter()
+    run_cv(CVConfig(data=str(data), results=str(work / "results"), folds="0-4", name="bench_cv", train=train))
+    wall = time.perf_counter() - start
+    trials = [json_module.loads(p.read_text()) for p in sorted((work / "results" / "bench_cv").glob("*/summary.json"))]
+    in_worker = sum(t["seconds_in_worker"] for t in trials)
+    concurrent = min(cluster_cpus(), len(trials))
+    return {"mode": "cv", "trials": len(trials), "concurrent_trials": concurrent, "cv_wall_s": round(wall, 1),
+            "sum_training_s": round(in_worker, 1),
+            "ray_overhead_s_per_trial": round((wall * concurrent - in_worker) / len(trials), 1),
+            "fit_overhead_s_per_trial": round(sum(t["seconds"] - t["seconds_in_worker"] for t in trials)
+                                              / len(trials), 1)}
+
+
+MODES = {"preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step, "train": bench_train,
+         "cv": bench_cv}
 
 
 def main() -> int:

@@ -1,9 +1,11 @@
-"""`make demo`: the main job end to end on the built-in synthetic dataset and a local Ray cluster.
+"""`make demo`: the five-fold job end to end on the built-in synthetic dataset and a local Ray cluster.
 
     python scripts/demo.py --workdir demo_data
 
-synth -> plan -> preprocess (Ray Data) -> train fold 0 (Ray Train, 2 CPU workers with DDP, or the cluster's GPUs).
-Reruns reuse finished work: preprocessing skips finished cases and training continues the same run.
+synth -> `nnunet-ray cv`: plan + preprocess (Ray Data), then every fold a Ray Tune trial training on Ray Train
+(1-CPU trials, as many at once as the CPUs allow; one GPU per trial when the cluster has GPUs), then the summary
+table over the folds and the TensorBoard command. Reruns reuse finished work: preprocessing skips finished cases
+and the experiment resumes (finished folds are not trained again).
 """
 
 from __future__ import annotations
@@ -12,44 +14,41 @@ import argparse
 import sys
 from pathlib import Path
 
-from nnunet_ray.config import PreprocessConfig, SynthConfig, TrainConfig
+from nnunet_ray.config import CVConfig, SynthConfig, TrainConfig
 from nnunet_ray.data.synth import make_synthetic_task
-from nnunet_ray.distributed.cluster import cluster_gpus
-from nnunet_ray.distributed.preprocess import preprocess_dataset
-from nnunet_ray.distributed.train import train_fold
+from nnunet_ray.distributed.cluster import cluster_gpus, init_ray
+from nnunet_ray.distributed.cv import run_cv
+
+NAME = "five_fold"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default="demo_data", help="where the raw, preprocessed and results folders go")
     parser.add_argument("--cases", type=int, default=10, help="synthetic training cases")
-    parser.add_argument("--dim", type=int, default=3, choices=(2, 3))
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs of fold 0")
+    parser.add_argument("--dims", default="3", help="dims to cross-validate: 3, 2 or 2,3")
+    parser.add_argument("--folds", default="0-4", help="folds to train (the task has min(5, cases) folds)")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs per fold")
+    parser.add_argument("--train-batches", type=int, default=4, help="training batches per epoch")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     raw = work / "raw" / "Task99_Synthetic"
     if not (raw / "dataset.json").exists():
-        print(f"[1/3] writing a synthetic task to {raw}", flush=True)
+        print(f"[1/2] writing a synthetic task to {raw}", flush=True)
         make_synthetic_task(SynthConfig(out=str(raw), cases=args.cases, test=2, seed=0).validate())
     else:
-        print(f"[1/3] reusing the synthetic task in {raw}", flush=True)
-    print("[2/3] planning + preprocessing on a local Ray cluster (Ray Data)", flush=True)
-    summary = preprocess_dataset(PreprocessConfig(data=str(raw), results=str(work / "preprocessed"), dim=args.dim))
-    print(summary.line())
-    print(f"preprocessed arrays, plans.json and splits.json are in {summary.out_dir}")
-    if not summary.ok:
-        return 1
-    gpus = min(cluster_gpus(), 8)
-    print(f"[3/3] training fold 0 for {args.epochs} epochs on Ray Train "
-          f"({f'{gpus} GPU workers, AMP' if gpus else '2 CPU workers, DDP over gloo'})", flush=True)
-    run = train_fold(TrainConfig(
-        data=str(summary.out_dir), results=str(work / "results"), dim=args.dim, fold=0, gpus=gpus, workers=2,
-        amp=gpus > 0, min_epochs=args.epochs, max_epochs=args.epochs, learning_rate=3e-3,
-        resume_training=True, image_every=5).validate())
-    print(f"fold 0: best mean Dice {run['best_dice']:.3f} at epoch {run['best_epoch']} after {run['epochs']} epochs "
-          f"({run['seconds']:.0f} s)")
-    print(f"checkpoints: {run['best_checkpoint']} (best), {run['last_checkpoint']} (last)")
-    print(f"compare runs: tensorboard --logdir {work / 'results'}")
+        print(f"[1/2] reusing the synthetic task in {raw}", flush=True)
+    init_ray()
+    gpus = 1 if cluster_gpus() else 0
+    resume = (work / "results" / NAME / "tuner.pkl").is_file()
+    print(f"[2/2] {'resuming' if resume else 'running'} a cross-validation of folds {args.folds} ({args.dims}d) on "
+          f"Ray Tune + Ray Train, {'1 GPU (AMP)' if gpus else '1 CPU'} per trial", flush=True)
+    run_cv(CVConfig(data=str(raw), results=str(work / "results"), preprocessed=str(work / "preprocessed"),
+                    dims=args.dims, folds=args.folds, name=NAME, resume=resume, gpus_per_trial=gpus,
+                    train=TrainConfig(min_epochs=args.epochs, max_epochs=args.epochs, learning_rate=3e-3,
+                                      train_batches=args.train_batches, amp=gpus > 0, image_every=2)))
+    print(f"summary: {work / 'results' / NAME / 'cv_summary.csv'} (and .json)")
+    print(f"compare folds: tensorboard --logdir {work / 'results' / NAME}")
     return 0
 
 

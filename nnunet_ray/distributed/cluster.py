@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 import ray
@@ -28,8 +29,25 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     if target:
         ray.init(address=target, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(num_cpus=num_cpus, dashboard_port=_pin_state_api(), **kwargs)
     _quiet_ray_data()
+
+
+def _pin_state_api() -> int | None:
+    """Point the State API of every process of a new local cluster at its own dashboard; returns the port.
+
+    Ray Train frees the workers of a trial that Tune stopped (ASHA) from a cleaner actor that finds the cluster
+    through the State API; with no address it auto-detects, which fails when one machine runs several Ray
+    clusters ("Found multiple active Ray instances"), and the stopped trial's CPUs/GPUs then stay taken. The
+    variable is read by the processes the cluster starts, so it is set before ``ray.init`` (not when already set).
+    """
+    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    return port
 
 
 def _quiet_ray_data() -> None:

@@ -25,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler
 from nnunet_ray.config import TuneConfig, parse_int_list
 from nnunet_ray.data.atomic import save_json, save_text
 from nnunet_ray.distributed.cv import trial_train_config
-from nnunet_ray.distributed.experiment import (SCORE, TrialSpec, check_experiment_folder, load_spec,
+from nnunet_ray.distributed.experiment import (TrialSpec, check_experiment_folder, load_spec,
                                                raise_failed_trials, run_tuner, validate_trials)
 from nnunet_ray.distributed.search_space import candidates, search_space, tune_domains
 from nnunet_ray.distributed.trial_data import check_folds, preprocess_raw, resolve_data
@@ -62,7 +62,9 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
         validate_trials(spec, candidates(space))  # every patch size / value, before any trial starts
     scheduler = None
     if cfg.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.base.max_epochs,
+        # max_t one past the last epoch: a trial that trains to the end finishes by itself (writing its summary)
+        # instead of being stopped by ASHA at its final report.
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.base.max_epochs + 1,
                                   grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
     results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address,
                         num_samples=cfg.num_samples, scheduler=scheduler, random_state=cfg.search_seed)

@@ -7,12 +7,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig, parse_int_list
 from nnunet_ray.data.types import DatasetError
 from nnunet_ray.distributed.cv import run_cv
+from nnunet_ray.distributed.experiment import max_concurrent_trials, trial_name
 from nnunet_ray.distributed.search_space import load_space_file, parse_flag, search_space, tune_domains
 from nnunet_ray.distributed.sweep import run_sweep
 from nnunet_ray.distributed.trial_data import apply_config_file
@@ -146,3 +148,27 @@ def test_cli_prints_one_line_before_ray_starts(task, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "nnunet-ray cv: error: --folds: fold 7 does not exist: 3d data has 5 folds (0-4)"]
+
+
+@pytest.mark.parametrize("per_trial, cluster, expected", [
+    ({"CPU": 1.0, "GPU": 0.0}, {"CPU": 2.0}, 2),
+    ({"CPU": 2.0, "GPU": 0.0}, {"CPU": 2.0}, 1),
+    ({"CPU": 2.0, "GPU": 2.0}, {"CPU": 64.0, "GPU": 8.0}, 4),
+    ({"CPU": 1.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 8.0}, 4),
+])
+def test_concurrency_follows_the_cluster(per_trial, cluster, expected):
+    assert max_concurrent_trials(per_trial, cluster) == expected
+
+
+def test_a_trial_larger_than_the_cluster_is_refused():
+    with pytest.raises(ConfigError, match="a trial needs 4 CPU, 4 GPU but the cluster has 8 CPU, 2 GPU"):
+        max_concurrent_trials({"CPU": 4.0, "GPU": 4.0}, {"CPU": 8.0, "GPU": 2.0})
+
+
+def test_trial_names_are_stable_and_unique_per_trial():
+    cv_trial = SimpleNamespace(config={"dim": 3, "fold": 2, "sweep": {}}, trial_id="abc12_00007")
+    assert trial_name(cv_trial) == "3d_fold2"
+    sweep = {"learning_rate": 0.0031234, "patch_size": [64, 96, 80]}
+    one = SimpleNamespace(config={"dim": 3, "fold": 0, "sweep": sweep}, trial_id="abc12_00001")
+    two = SimpleNamespace(config={"dim": 3, "fold": 0, "sweep": sweep}, trial_id="abc12_00002")
+    assert trial_name(one) == "3d_fold0_lr0.00312_patch64x96x80_abc12_00001" != trial_name(two)

@@ -24,13 +24,17 @@ def _last_json(stdout: str) -> dict:
 
 
 @pytest.mark.slow
-def test_demo_runs_synth_preprocess_and_training_end_to_end(tmp_path):
-    result = _run(str(ROOT / "scripts" / "demo.py"), "--workdir", str(tmp_path), "--cases", "4", "--epochs", "1")
+def test_demo_runs_synth_preprocess_and_cross_validation_end_to_end(tmp_path):
+    result = _run(str(ROOT / "scripts" / "demo.py"), "--workdir", str(tmp_path), "--cases", "4", "--folds", "0-1",
+                  "--epochs", "1", "--train-batches", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "4 preprocessed, 0 already done, 0 failed" in result.stdout
-    assert "fold 0: best mean Dice" in result.stdout
-    run = tmp_path / "results" / "Task99_Synthetic_3d_fold0"
-    assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
+    assert "mean ± std" in result.stdout and "tensorboard --logdir" in result.stdout
+    experiment = tmp_path / "results" / "five_fold"
+    for fold in (0, 1):
+        run = experiment / f"3d_fold{fold}"
+        assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
+    assert (experiment / "cv_summary.csv").is_file() and (experiment / "cv_summary.json").is_file()
 
 
 @pytest.mark.parametrize("mode, args, keys", [
