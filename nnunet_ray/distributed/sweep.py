@@ -105,7 +105,9 @@ def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[st
     table = table.sort_values(["score", "config", "fold"], ascending=[False, True, True]).reset_index(drop=True)
     best_row = table.iloc[0]
     stopped = table[table["stopped_by_scheduler"]]
-    saved = ((max_epochs - stopped["epochs"]) * stopped["epoch_seconds"].fillna(0)).sum()
+    # A trial stopped after its first epoch has no start-up-free epoch time of its own: use the sweep's median.
+    epoch_seconds = stopped["epoch_seconds"].fillna(table["epoch_seconds"].median()).fillna(0.0)
+    saved = ((max_epochs - stopped["epochs"]) * epoch_seconds).sum()
     return {"table": table.drop(columns=["config"]), "best_config": {k: _plain(best_row[k]) for k in swept},
             "best_score": float(best_row["score"]), "stopped_early": int(len(stopped)),
             "epochs_saved": int((max_epochs - stopped["epochs"]).sum()), "seconds_saved": float(saved)}
