@@ -39,7 +39,8 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, prefix: st
         parser.add_argument(*names, dest=dest, type=str if "str" in f.type else int, nargs="+",
                             default=list(f.default), metavar=f.name.upper(), help=help_text)
     else:
-        parser.add_argument(*names, dest=dest, type=_TYPES[f.type], default=f.default, metavar=f.name.upper(),
+        parser.add_argument(*names, dest=dest, type=_TYPES[f.type], default=f.default,
+                            metavar=None if f.metadata.get("choices") else f.name.upper(),
                             choices=f.metadata.get("choices"), help=help_text)
 
 
