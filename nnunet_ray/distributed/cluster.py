@@ -29,7 +29,8 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     if target:
         ray.init(address=target, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, dashboard_port=_pin_state_api(), **kwargs)
+        # "local": a new cluster even when `ray start` left one behind (Ray would join that one otherwise).
+        ray.init(address="local", num_cpus=num_cpus, dashboard_port=_pin_state_api(), **kwargs)
     _quiet_ray_data()
 
 
