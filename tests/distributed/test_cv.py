@@ -23,6 +23,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nnunet_ray.distributed.cv import SUMMARY_CSV, SUMMARY_JSON
 from tests.training.conftest import build_tiny_task
 
+pytestmark = pytest.mark.slow  # several Tune + Train trials: minutes on 2 cores
+
 ROOT = Path(__file__).resolve().parents[2]
 FOLDS = 5
 TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "1", "--batch-size", "2",

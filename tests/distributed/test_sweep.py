@@ -20,6 +20,8 @@ from nnunet_ray.inference.sliding_window import predict_volume
 from nnunet_ray.training.checkpoint import load_model
 from tests.training.conftest import build_tiny_task
 
+pytestmark = pytest.mark.slow  # several Tune + Train trials: minutes on 2 cores
+
 SPACE = """
 patch_size: {grid: [[16, 16, 16], [24, 24, 24]]}
 """
