@@ -23,7 +23,8 @@ class RunError(RuntimeError):
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field with CLI help text (and optional ``choices`` / ``short`` metadata)."""
+    """A dataclass field with CLI help text and optional metadata: ``choices``, ``cli`` (the flag, when not the
+    field's kebab-case name) and ``aliases`` (more accepted spellings, e.g. the reference's)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -105,7 +106,8 @@ class PreprocessConfig:
     dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
     exec_mode: str = opt("training", "which cases: training (with labels), val (labels kept, no padding), "
                          "test (imagesTs)", choices=("training", "val", "test"))
-    num_workers: int = opt(0, "parallel case workers (0 = one per available CPU)")
+    case_workers: int = opt(0, "parallel case workers (0 = one per available CPU)",
+                            aliases=("--num-workers", "--num_workers"))
     nfolds: int = opt(5, "cross-validation folds written to splits.json (KFold, shuffled with seed 12345)")
     min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
     max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
@@ -115,7 +117,7 @@ class PreprocessConfig:
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
         _check_choices(self)
-        _check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _check(self.case_workers >= 0, "case_workers", "must be >= 0")
         _check(self.nfolds >= 2, "nfolds", "must be >= 2")
         return self
 
@@ -134,7 +136,7 @@ class TrainConfig:
     gpus: int = opt(0, "GPU workers (one GPU each); 0 trains on CPU workers")
     workers: int = opt(1, "CPU workers when --gpus is 0")
     cpus_per_worker: int = opt(1, "CPUs reserved per worker (DALI threads use them)")
-    num_workers: int = opt(2, "DALI CPU threads per pipeline")
+    dali_threads: int = opt(2, "DALI CPU threads per pipeline", aliases=("--num-workers", "--num_workers"))
     amp: bool = opt(False, "mixed precision: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU")
     amp_dtype: str = opt("float16", "autocast dtype on CUDA", choices=("float16", "bfloat16"))
     benchmark: bool = opt(False, "benchmark mode: time --train-batches steps after --warmup, write perf.json")
@@ -144,7 +146,8 @@ class TrainConfig:
     weight_decay: float = opt(1e-4, "weight decay (Adam/RAdam)")
     momentum: float = opt(0.99, "SGD momentum")
     scheduler: str = opt("none", "LR schedule", choices=("none", "multistep", "cosine", "plateau"))
-    steps: tuple[int, ...] = opt((), "multistep milestones (epochs)")
+    lr_milestones: tuple[int, ...] = opt((), "multistep schedule: epochs at which the rate is multiplied by --factor",
+                                         aliases=("--steps",))
     factor: float = opt(0.3, "multistep / plateau decay factor")
     lr_patience: int = opt(70, "plateau scheduler patience (epochs)")
     warmup: int = opt(5, "benchmark mode: untimed warm-up steps before timing (as the reference's --warmup)")
@@ -155,7 +158,8 @@ class TrainConfig:
     patience: int = opt(100, "early stopping: epochs without a better validation mean Dice")
     skip_first_n_eval: int = opt(0, "skip validation for the first N epochs")
     train_batches: int = opt(0, "limit training batches per epoch (0 = one pass over the fold's cases)")
-    test_batches: int = opt(0, "limit validation cases per epoch (0 = all)")
+    val_cases: int = opt(0, "limit validation cases per epoch (0 = all)",
+                         aliases=("--test-batches", "--test_batches"))
     # --- data
     batch_size: int = opt(2, "per-worker batch size (2D: slices)")
     val_batch_size: int = opt(4, "sliding-window batch size")
@@ -183,10 +187,10 @@ class TrainConfig:
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
         _check_choices(self)
-        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "test_batches", "max_failures", "seed",
+        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "max_failures", "seed",
                      "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
-        for name in ("workers", "cpus_per_worker", "num_workers", "batch_size", "val_batch_size", "nvol",
+        for name in ("workers", "cpus_per_worker", "dali_threads", "batch_size", "val_batch_size", "nvol",
                      "patience", "max_epochs"):
             _check(getattr(self, name) >= 1, name, "must be >= 1")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
@@ -197,7 +201,8 @@ class TrainConfig:
         _check(0 < self.factor <= 1, "factor", "must be in (0, 1]")
         _check(self.gradient_clip_val >= 0, "gradient_clip_val", "must be >= 0")
         _check(not self.sync_batchnorm or self.norm == "batch", "sync_batchnorm", "needs --norm batch")
-        _check(self.scheduler != "multistep" or bool(self.steps), "steps", "is required with --scheduler multistep")
+        _check(self.scheduler != "multistep" or bool(self.lr_milestones), "lr_milestones",
+               "is required with --scheduler multistep")
         return self
 
     @property

@@ -41,7 +41,7 @@ def bench_preprocess(args: argparse.Namespace, work: Path) -> dict:
     for round_index in range(args.rounds):
         for workers in (1, all_cpus):
             cfg = PreprocessConfig(data=str(raw), results=str(work / f"pre_r{round_index}_w{workers}"),
-                                   dim=args.dim, num_workers=workers)
+                                   dim=args.dim, case_workers=workers)
             summary = preprocess_dataset(cfg)
             assert summary.ok and len(summary.done) == args.cases, summary.line()
             times[workers].append(summary.seconds)
@@ -80,9 +80,9 @@ def bench_step(args: argparse.Namespace, work: Path) -> dict:
 
     plans = preset_plans(args.task, args.dim)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    shape = (args.batch_size, plans["in_channels"], *plans["patch_size"])
+    shape = (args.batch_size, plans.in_channels, *plans.patch_size)
     image = torch.randn(shape, device=device)
-    label = torch.randint(0, plans["n_classes"], (args.batch_size, 1, *plans["patch_size"]), device=device)
+    label = torch.randint(0, plans.n_classes, (args.batch_size, 1, *plans.patch_size), device=device)
     result = {"mode": "step", "task": args.task, "dim": args.dim, "batch_size": args.batch_size, "device": device}
     for amp in (False, True):
         torch.manual_seed(0)
@@ -122,7 +122,7 @@ def _fit_without_ray(cfg) -> float:
 
     import torch
 
-    from nnunet_ray.planning.plans import load_plans
+    from nnunet_ray.planning.schema import load_plans
     from nnunet_ray.training.checkpoint import LocalCheckpoints
     from nnunet_ray.loading.fold_data import fold_loaders
     from nnunet_ray.training.loop import fit
@@ -146,7 +146,7 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict:
 
     data = _task04_data(work, args.cases)
     base = TrainConfig(data=str(data), results=str(work / "results"), batch_size=args.batch_size,
-                       warmup=args.warmup_steps, train_batches=args.batches, num_workers=1).validate()
+                       warmup=args.warmup_steps, train_batches=args.batches, dali_threads=1).validate()
     result: dict = {"mode": "train", "preset": "Task04 3D (patch 40x56x40)", "batch_size": args.batch_size}
     for workers in (1, 2):
         perf = benchmark_train(dataclasses.replace(base, workers=workers))

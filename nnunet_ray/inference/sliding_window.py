@@ -1,6 +1,7 @@
 """Sliding-window prediction over whole volumes: overlapping patches, Gaussian blending, slice-wise 2D.
 
-What the reference does with MONAI's ``sliding_window_inference`` (research/reference-nnunet.md §7.1): windows of
+What the reference (NVIDIA nnU-Net ``models/nn_unet.py::NNUnet.sliding_window_inference``) does with MONAI's
+``monai.inferers.sliding_window_inference``: windows of
 the patch size, step ``int(patch * (1 - overlap))`` per axis with the last window moved to end at the border,
 zero padding of volumes smaller than the patch, window outputs weighted by a Gaussian importance map
 (sigma = 0.125 * patch) and divided by the accumulated weight. The predictor is any callable from a batch of

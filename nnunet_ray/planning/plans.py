@@ -3,35 +3,26 @@
 MSD tasks 01-10 (folder ``TaskNN_*``) take the reference's patch size, spacing and CT statistics
 (``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
 spacing with the coarse axis tightened, patch from the median resampled shape within a voxel budget,
-rounded to the network's total stride. ``hash`` identifies the content so reruns can skip done work.
+rounded to the network's total stride. The result is a typed ``Plans`` (``planning/schema.py`` loads, saves,
+migrates and hashes it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data.geometry import coarse_axis
 from nnunet_ray.data.types import DatasetError, DatasetInfo
-from nnunet_ray.planning.presets import msd_preset, preset_geometry
+from nnunet_ray.planning.presets import CTStats, msd_preset, preset_geometry
+from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
 
 DEFAULT_BUDGET = {3: 128**3, 2: 512**2}  # patch voxels when memory_budget_mvox is 0
 MIN_PATCH = 8  # smallest automatic patch edge in voxels
-PLANS_KEYS = ("dataset", "dim", "modalities", "in_channels", "n_classes", "labels", "spacing", "patch_size",
-              "kernels", "strides", "filters", "normalization", "anisotropic_axis", "preset", "hash")
-
-
-class PlansNotFoundError(FileNotFoundError, ValueError):
-    """A preprocessed folder has no plans.json (catchable as FileNotFoundError or ValueError)."""
-
 
 def anisotropic_axis(spacing: Sequence[float]) -> int | None:
     """The coarse axis of ``spacing`` when ``max / min >= 3`` (one rule with preprocessing: ``coarse_axis``).
@@ -129,25 +120,23 @@ def _auto_geometry(fingerprint: dict, dim: int, budget: int, **topology: int) ->
     return patch, spacing
 
 
-def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: Any) -> dict[str, Any]:
+def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: CTStats | None) -> Normalization:
     """Per-channel schemes ("ct" for channels named CT, else "mri") and the CT statistics if any channel is CT.
 
     The reference normalised every channel as CT when channel 0 was CT; a PET/CT or CT/MR dataset keeps its
-    other channels' information here. ``scheme`` (channel 0's) is kept for readers of older plans.
+    other channels' information here.
     """
-    channels = ["ct" if m.upper() == "CT" else "mri" for m in dataset.modalities]
-    plans = {"scheme": channels[0], "channels": channels, "ct_min": None, "ct_max": None, "ct_mean": None,
-             "ct_std": None}
+    channels = tuple("ct" if m.upper() == "CT" else "mri" for m in dataset.modalities)
     if "ct" not in channels:
-        return plans
+        return Normalization(channels)
     if ct_preset is not None:
-        return {**plans, "ct_min": ct_preset.ct_min, "ct_max": ct_preset.ct_max, "ct_mean": ct_preset.ct_mean,
-                "ct_std": ct_preset.ct_std}
+        return Normalization(channels, ct_min=ct_preset.ct_min, ct_max=ct_preset.ct_max, ct_mean=ct_preset.ct_mean,
+                             ct_std=ct_preset.ct_std)
     stats = fingerprint["intensity"][channels.index("ct")]
     if not stats["n_samples"]:
         raise DatasetError(f"{dataset.name}: no labelled foreground voxels in any case; CT statistics need some")
-    return {**plans, "ct_min": stats["percentile_00_5"], "ct_max": stats["percentile_99_5"],
-            "ct_mean": stats["mean"], "ct_std": stats["std"]}
+    return Normalization(channels, ct_min=stats["percentile_00_5"], ct_max=stats["percentile_99_5"],
+                         ct_mean=stats["mean"], ct_std=stats["std"])
 
 
 def make_plans(
@@ -158,7 +147,7 @@ def make_plans(
     min_fmap: int = 4,
     max_depth: int = 6,
     memory_budget_mvox: float = 0.0,
-) -> dict[str, Any]:
+) -> Plans:
     """Plans for one dataset and dimensionality.
 
     Args:
@@ -170,9 +159,9 @@ def make_plans(
         memory_budget_mvox: patch budget in megavoxels for automatic planning; 0 = 128^3 (3D) / 512^2 (2D).
 
     Returns:
-        the plans dict with keys ``PLANS_KEYS`` (see the shared contract); ``spacing`` always has 3
-        entries, ``patch_size``/kernels/strides have ``dim``; ``anisotropic_axis`` describes the data's
-        median spacing (which axis is the slow one), independent of the target.
+        the plans; ``spacing`` always has 3 entries, ``patch_size``/kernels/strides have ``dim``;
+        ``anisotropic_axis`` describes the data's median spacing (which axis is the slow one), independent of
+        the target.
 
     Raises:
         ConfigError: bad ``dim`` / ``min_fmap`` / ``max_depth`` / ``memory_budget_mvox``.
@@ -191,24 +180,14 @@ def make_plans(
         patch, spacing = _auto_geometry(fingerprint, dim, budget, **topology)
         topology_spacing = spacing[3 - dim:]
     kernels, strides = get_topology(patch, topology_spacing, **topology)
-    plans: dict[str, Any] = {
-        "dataset": dataset.name,
-        "dim": dim,
-        "modalities": list(dataset.modalities),
-        "in_channels": len(dataset.modalities),
-        "n_classes": dataset.n_classes,
-        "labels": {str(k): v for k, v in sorted(dataset.labels.items())},
-        "spacing": [float(s) for s in spacing],
-        "patch_size": [int(p) for p in patch],
-        "kernels": kernels,
-        "strides": strides,
-        "filters": get_filters(len(strides), dim),
-        "normalization": _normalization(dataset, fingerprint, preset.ct if preset else None),
-        "anisotropic_axis": anisotropic_axis(fingerprint["median_spacing"]),
-        "preset": "msd" if preset is not None else "auto",
-    }
-    plans["hash"] = plans_hash(plans)
-    return plans
+    return Plans(
+        dataset=dataset.name, dim=dim, modalities=tuple(dataset.modalities), in_channels=len(dataset.modalities),
+        n_classes=dataset.n_classes, labels={str(k): v for k, v in sorted(dataset.labels.items())},
+        spacing=spacing, patch_size=patch, kernels=kernels, strides=strides,
+        filters=get_filters(len(strides), dim),
+        normalization=_normalization(dataset, fingerprint, preset.ct if preset else None),
+        anisotropic_axis=anisotropic_axis(fingerprint["median_spacing"]),
+        preset="msd" if preset is not None else "auto", min_fmap=min_fmap, max_depth=max_depth)
 
 
 def _check_options(dim: int, min_fmap: int, max_depth: int, memory_budget_mvox: float) -> None:
@@ -220,41 +199,3 @@ def _check_options(dim: int, min_fmap: int, max_depth: int, memory_budget_mvox: 
         raise ConfigError(f"--max-depth: must be >= 1, got {max_depth}")
     if memory_budget_mvox < 0:
         raise ConfigError(f"--memory-budget-mvox: must be >= 0, got {memory_budget_mvox}")
-
-
-def plans_hash(plans: dict) -> str:
-    """First 16 hex digits of the SHA-256 of the plans without their ``hash`` key (key order ignored)."""
-    content = {k: v for k, v in plans.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_plans(folder: str | Path) -> dict[str, Any]:
-    """Read ``folder/plans.json``.
-
-    A hand-edited file is accepted: ``hash`` is recomputed from the content so it always identifies
-    what the plans say.
-
-    Args:
-        folder: a preprocessed folder ``<root>/<dataset>/<2d|3d>/`` or a checkpoint folder.
-
-    Returns:
-        the plans dict.
-
-    Raises:
-        PlansNotFoundError: no plans.json in ``folder`` (a ValueError and a FileNotFoundError).
-        ValueError: the file is not valid JSON or lacks a required key.
-    """
-    path = Path(folder) / "plans.json"
-    if not path.is_file():
-        raise PlansNotFoundError(f"no plans.json in {folder}: run `nnunet-ray plan` (or preprocess) first")
-    try:
-        plans = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(plans, dict):
-        raise ValueError(f"{path}: not a plans file (a JSON object is expected)")
-    missing = [k for k in PLANS_KEYS if k != "hash" and k not in plans]
-    if missing:
-        raise ValueError(f"{path}: not a plans file (missing {', '.join(missing)})")
-    plans["hash"] = plans_hash(plans)
-    return plans

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.planning.topology import get_filters, get_topology
 
 
@@ -114,23 +115,28 @@ MSD_CHANNELS_CLASSES: dict[int, tuple[int, int]] = {
 }
 
 
-def preset_plans(task_number: int, dim: int, *, min_fmap: int = 4, max_depth: int = 6) -> dict:
-    """The model-relevant part of an MSD task's plans, built from the preset alone (no data needed).
+def preset_plans(task_number: int, dim: int, *, min_fmap: int = 4, max_depth: int = 6) -> Plans:
+    """An MSD task's plans built from the preset alone (no data needed): benchmarks and model tests.
 
-    Used by benchmarks and model tests; real runs use ``make_plans`` on the dataset's fingerprint.
+    Real runs use ``make_plans`` on the dataset's fingerprint; here channels are named by scheme and classes by
+    index, and MRI channels are assumed for the non-CT tasks.
 
     Args:
         task_number: 1..10.
         dim: 2 or 3.
 
     Returns:
-        a dict with ``dim``, ``patch_size``, ``spacing``, ``kernels``, ``strides``, ``filters``, ``in_channels``,
-        ``n_classes`` and ``dataset``.
+        the plans, with the preset's patch size, spacing, CT statistics and the rule's topology.
     """
     preset = MSD_PRESETS[task_number]
     patch, spacing, topology_spacing = preset_geometry(preset, dim)
     kernels, strides = get_topology(patch, topology_spacing, min_fmap=min_fmap, max_depth=max_depth)
     in_channels, n_classes = MSD_CHANNELS_CLASSES[task_number]
-    return {"dataset": preset.name, "dim": dim, "patch_size": patch, "spacing": spacing, "kernels": kernels,
-            "strides": strides, "filters": get_filters(len(strides), dim), "in_channels": in_channels,
-            "n_classes": n_classes}
+    ct = preset.ct
+    normalization = Normalization(("mri",) * in_channels) if ct is None else Normalization(
+        ("ct",) * in_channels, ct_min=ct.ct_min, ct_max=ct.ct_max, ct_mean=ct.ct_mean, ct_std=ct.ct_std)
+    return Plans(dataset=preset.name, dim=dim, modalities=("CT" if ct else "MRI",) * in_channels,
+                 in_channels=in_channels, n_classes=n_classes, labels={str(c): str(c) for c in range(n_classes)},
+                 spacing=spacing, patch_size=patch, kernels=kernels, strides=strides,
+                 filters=get_filters(len(strides), dim), normalization=normalization, preset="msd",
+                 min_fmap=min_fmap, max_depth=max_depth)

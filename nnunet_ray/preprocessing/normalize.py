@@ -1,7 +1,7 @@
 """Intensity normalisation: CT clip + dataset z-score, MRI per-channel z-score over nonzero voxels.
 
-``normalization`` is ``plans["normalization"]``: ``{"scheme", "channels": ["ct" | "mri", ...], "ct_min",
-"ct_max", "ct_mean", "ct_std"}`` (the ``ct_*`` entries are null without a CT channel). The MRI rule is the
+``normalization`` is ``plans.normalization``: a scheme per channel (``"ct"`` | ``"mri"``) and the CT statistics
+(None without a CT channel). The MRI rule is the
 reference v21.10's MONAI ``NormalizeIntensity(nonzero=True, channel_wise=True)``: statistics over each channel's
 nonzero voxels, only those voxels change, zeros stay 0, a zero standard deviation divides by 1.
 """
@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnunet_ray.planning.schema import Normalization
 
-def _ct(image: np.ndarray, normalization: dict) -> np.ndarray:
+
+def _ct(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     for key in ("ct_min", "ct_max", "ct_mean", "ct_std"):
-        if normalization.get(key) is None:
-            raise ValueError(f"CT normalization needs {key} in plans['normalization']")
-    clipped = np.clip(image, normalization["ct_min"], normalization["ct_max"])
-    std = float(normalization["ct_std"]) or 1.0
-    return ((clipped - float(normalization["ct_mean"])) / std).astype(np.float32)
+        if getattr(normalization, key) is None:
+            raise ValueError(f"CT normalization needs {key} in the plans' normalization")
+    clipped = np.clip(image, normalization.ct_min, normalization.ct_max)
+    std = float(normalization.ct_std) or 1.0
+    return ((clipped - float(normalization.ct_mean)) / std).astype(np.float32)
 
 
 def _mri(image: np.ndarray, nonzero_mask: np.ndarray | None) -> np.ndarray:
@@ -32,26 +34,24 @@ def _mri(image: np.ndarray, nonzero_mask: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def channel_schemes(normalization: dict, n_channels: int) -> list[str]:
-    """The scheme of each channel: ``normalization["channels"]``, or ``scheme`` for all (older plans).
+def channel_schemes(normalization: Normalization, n_channels: int) -> list[str]:
+    """The scheme of each of ``n_channels`` channels.
 
     Raises:
         ValueError: the plans list another number of channels.
     """
-    channels = normalization.get("channels")
-    if channels is None:
-        return [normalization.get("scheme")] * n_channels
+    channels = normalization.channels
     if len(channels) != n_channels:
         raise ValueError(f"plans normalise {len(channels)} channels, the image has {n_channels}")
     return list(channels)
 
 
-def normalize(image: np.ndarray, normalization: dict, *, nonzero_mask: np.ndarray | None = None) -> np.ndarray:
+def normalize(image: np.ndarray, normalization: Normalization, *, nonzero_mask: np.ndarray | None = None) -> np.ndarray:
     """Normalise each channel with its scheme from the plans.
 
     Args:
         image: ``(C, Z, Y, X)`` intensities (Hounsfield units for CT channels).
-        normalization: ``plans["normalization"]``.
+        normalization: ``plans.normalization``.
         nonzero_mask: MRI channels only: ``(Z, Y, X)`` bool voxels to take statistics over and normalise, used for
             every MRI channel instead of each channel's own ``!= 0``; voxels outside keep their value.
 

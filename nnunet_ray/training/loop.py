@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import tempfile
 import time
@@ -26,12 +27,15 @@ from torch import nn
 
 from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss
 from nnunet_ray.model.unet import build_unet
+from nnunet_ray.planning.schema import Plans
+from nnunet_ray.training.best import BEST_METRIC, CHECKPOINT_SCORE, checkpoint_score, is_better
 from nnunet_ray.training.checkpoint import model_kwargs, save_checkpoint
 from nnunet_ray.training.logs import RunLog
 from nnunet_ray.training.schedules import LRSchedule, set_lr
 from nnunet_ray.training.steps import amp_dtype, batch_stream, build_optimizer, make_scaler, timed_steps, train_epoch
 from nnunet_ray.training.validate import validate
 
+logger = logging.getLogger(__name__)
 Report = Callable[[dict, Path | None], None]
 PERF_FILE = "perf.json"
 
@@ -47,8 +51,8 @@ class EarlyStopping:
     bad_epochs: int = 0
 
     def update(self, epoch: int, score: float) -> bool:
-        """Record one validation score; returns True when it is a new best."""
-        if score > self.best:
+        """Record one validation score; returns True when it is a new best (``best.is_better``)."""
+        if is_better(score, self.best):
             self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
             return True
         self.bad_epochs += 1
@@ -80,7 +84,7 @@ def all_reduce_sum(world_size: int) -> Callable[[torch.Tensor], Any] | None:
     return lambda tensor: dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
-def setup(cfg, plans: dict, *, device: torch.device, world_size: int = 1,
+def setup(cfg, plans: Plans, *, device: torch.device, world_size: int = 1,
           prepare: Callable[[nn.Module], nn.Module] = lambda m: m, resume: dict | None = None) -> Trainer:
     """Build model, optimizer, scaler, schedule and loss from the config, restoring ``resume`` when given."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -108,7 +112,7 @@ def setup(cfg, plans: dict, *, device: torch.device, world_size: int = 1,
                    loss_fn=loss_fn, dtype=dtype, device=device)
 
 
-def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_per_epoch: int,
+def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_per_epoch: int,
         device: torch.device, rank: int = 0, world_size: int = 1,
         prepare: Callable[[nn.Module], nn.Module] = lambda m: m, report: Report = lambda m, c: None,
         resume: dict | None = None, log_dir: str | Path | None = None,
@@ -117,7 +121,7 @@ def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_pe
 
     Args:
         cfg: ``TrainConfig``.
-        plans: plans.json content (the model, patch size and classes).
+        plans: the dataset's plans (the model, patch size and classes).
         train_data: this rank's training loader (``next_batch()`` or re-iterable) of
             {"image": (B, C, *patch), "label": (B, 1, *patch)}.
         val_data: re-iterable over this rank's validation cases {"case_id", "image", "label"}.
@@ -166,7 +170,7 @@ def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_pe
             "seconds": time.perf_counter() - start_time}
 
 
-def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, steps: int, world_size: int,
+def _run_epoch(cfg, plans: Plans, tr: Trainer, epoch: int, *, stream, val_data, steps: int, world_size: int,
                all_reduce, early: EarlyStopping, log: RunLog | None) -> dict:
     """Train one epoch, validate it unless skipped, log it; returns the epoch's metrics record."""
     epoch_start = time.perf_counter()
@@ -185,7 +189,7 @@ def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, s
         overlay = val.pop("overlay")
         record.update(val)
         tr.schedule.observe(val["val_loss"])
-        early.update(epoch, val["dice_mean"])
+        early.update(epoch, val[BEST_METRIC])
     else:
         record.update({"dice_mean": math.nan, "dice": None, "val_loss": math.nan})
     record.update({"best_dice": early.best if early.best_epoch >= 0 else math.nan, "best_epoch": early.best_epoch,
@@ -197,15 +201,10 @@ def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, s
     return record
 
 
-CHECKPOINT_SCORE = "checkpoint_score"  # reported each epoch: the best Dice on the best epoch, else -1
-
-
-def _checkpoint_and_report(cfg, plans: dict, tr: Trainer, record: dict, early: EarlyStopping, *, rank: int,
+def _checkpoint_and_report(cfg, plans: Plans, tr: Trainer, record: dict, early: EarlyStopping, *, rank: int,
                            report: Report) -> None:
     """Rank 0 writes the epoch's checkpoint to a temporary directory; every rank reports (Ray's barrier)."""
-    # Ray ranks checkpoints by this score, and on ties prefers the later one; early stopping keeps the first epoch
-    # that reached the best Dice. Scoring only that epoch keeps Ray's best checkpoint and best_epoch the same.
-    record[CHECKPOINT_SCORE] = early.best if early.best_epoch == record["epoch"] else -1.0
+    record[CHECKPOINT_SCORE] = checkpoint_score(early.best, early.best_epoch, record["epoch"])
     if rank != 0:
         report(record, None)
         return
@@ -218,12 +217,12 @@ def _checkpoint_and_report(cfg, plans: dict, tr: Trainer, record: dict, early: E
         report(record, Path(tmp))
 
 
-def benchmark(cfg, plans: dict, *, train_data: Any, device: torch.device, world_size: int = 1, rank: int = 0,
+def benchmark(cfg, plans: Plans, *, train_data: Any, device: torch.device, world_size: int = 1, rank: int = 0,
               prepare: Callable[[nn.Module], nn.Module] = lambda m: m, out_dir: str | Path | None = None) -> dict:
     """Benchmark mode: ``cfg.warmup`` untimed steps, then ``cfg.train_batches`` timed steps (default 100).
 
     Throughput counts the global batch (``batch_size * world_size``; 2D: slices). With ``out_dir``, rank 0
-    writes ``<out_dir>/perf.json`` and prints it.
+    writes ``<out_dir>/perf.json`` and logs it.
 
     Returns:
         ``timed_steps`` output plus "world_size", "batch_size", "dim", "amp".
@@ -232,16 +231,15 @@ def benchmark(cfg, plans: dict, *, train_data: Any, device: torch.device, world_
     perf = timed_steps(tr.net, batch_stream(train_data), warmup=cfg.warmup, steps=cfg.train_batches or 100,
                        global_batch=cfg.batch_size * world_size, loss_fn=tr.loss_fn, optimizer=tr.optimizer,
                        scaler=tr.scaler, dtype=tr.dtype, device=tr.device, clip=cfg.gradient_clip_val)
-    perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": int(plans["dim"]),
+    perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": plans.dim,
                  "amp": cfg.amp, "device": device.type})
     if rank == 0 and out_dir is not None:
         text = json.dumps(perf, indent=1)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / PERF_FILE).write_text(text + "\n")
-        print(text, flush=True)
+        logger.info("%s", text)
     return perf
 
 
-def _class_names(plans: dict) -> list[str]:
-    labels = plans.get("labels", {})
-    return [labels.get(str(c), str(c)) for c in range(1, int(plans["n_classes"]))]
+def _class_names(plans: Plans) -> list[str]:
+    return [plans.labels.get(str(c), str(c)) for c in range(1, plans.n_classes)]

@@ -2,7 +2,8 @@
 
 Mixed precision (``--amp``): fp16 autocast + GradScaler on CUDA (bf16 autocast without a scaler with
 ``--amp-dtype bfloat16``), bf16 autocast on CPU (CPUs have no fast fp16), nothing without ``--amp``.
-Optimizers as the reference (research/reference-nnunet.md §6.4): RAdam with L2 weight decay, Adam with decoupled
+Optimizers as the reference (NVIDIA nnU-Net ``models/nn_unet.py::NNUnet.configure_optimizers``): RAdam with L2
+weight decay, Adam with decoupled
 weight decay (apex FusedAdam's default adam_w_mode), SGD with momentum 0.99 and no weight decay.
 """
 

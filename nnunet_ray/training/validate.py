@@ -1,6 +1,7 @@
 """Validation: whole-volume sliding-window prediction of the rank's cases, Dice and loss reduced over ranks.
 
-As the reference (research/reference-nnunet.md §6.3): per-case Dice of the argmax over foreground classes in the
+As the reference (NVIDIA nnU-Net v21.10, ``models/metrics.py``, class ``Dice``): per-case Dice of the argmax over
+foreground classes in the
 preprocessed space, averaged per class over cases then over classes; the validation loss is the training loss
 on full-volume logits, averaged over cases. Each rank predicts its own share of the cases; the sums are
 all-reduced, so every rank gets the same numbers (and makes the same early-stopping decision).
@@ -17,6 +18,7 @@ from torch import nn
 from nnunet_ray.evaluation.metrics import DiceAccumulator
 from nnunet_ray.inference.sliding_window import predict_volume
 from nnunet_ray.inference.tta import flip_tta
+from nnunet_ray.planning.schema import Plans
 from nnunet_ray.training.logs import pick_slice
 from nnunet_ray.training.steps import autocast
 
@@ -37,7 +39,7 @@ def make_predictor(model: nn.Module, *, dtype: torch.dtype | None, device: torch
     return flip_tta(logits, n_spatial=n_spatial) if tta else logits
 
 
-def validate(model: nn.Module, cases: Iterable[dict], *, plans: dict, loss_fn: nn.Module, device: torch.device,
+def validate(model: nn.Module, cases: Iterable[dict], *, plans: Plans, loss_fn: nn.Module, device: torch.device,
              dtype: torch.dtype | None = None, tta: bool = False, overlap: float = 0.5, blend: str = "gaussian",
              batch_size: int = 4, all_reduce: AllReduce | None = None, want_overlay: bool = False) -> dict:
     """Predict every case of this rank and reduce Dice and loss over ranks.
@@ -62,7 +64,7 @@ def validate(model: nn.Module, cases: Iterable[dict], *, plans: dict, loss_fn: n
     Raises:
         RuntimeError: no rank had a validation case.
     """
-    n_classes, patch = int(plans["n_classes"]), plans["patch_size"]
+    n_classes, patch = plans.n_classes, list(plans.patch_size)
     predictor = make_predictor(model, dtype=dtype, device=device, tta=tta, n_spatial=len(patch))
     dice = DiceAccumulator(n_classes, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)

@@ -14,6 +14,7 @@ from nnunet_ray.data.folds import kfold_splits
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.preprocess import plan_dataset, preprocess_dataset
+from nnunet_ray.planning.schema import load_plans
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -115,8 +116,8 @@ def test_preprocess_writes_arrays_plans_and_kfold_splits(synth_task, tmp_path):
 def test_plan_dataset_writes_plans_and_fingerprint(synth_task, tmp_path):
     plans = plan_dataset(PlanConfig(data=str(synth_task), results=str(tmp_path), dim=2))
     out = tmp_path / synth_task.name / "2d"
-    assert json.loads((out / "plans.json").read_text()) == plans
-    assert len(plans["patch_size"]) == 2 and (out / "fingerprint.json").exists()
+    assert load_plans(out) == plans
+    assert len(plans.patch_size) == 2 and (out / "fingerprint.json").exists()
 
 
 @pytest.mark.parametrize("kind", list(BAD_KINDS))

@@ -51,7 +51,7 @@ def test_cli_synth_then_plan_print(tmp_path):
     plan = _run("-m", "nnunet_ray.cli", "plan", "--data", str(raw), "--dim", "3", "--print")
     assert plan.returncode == 0, plan.stderr[-3000:]
     plans = _last_json(plan.stdout)
-    assert plans["patch_size"] == [40, 56, 40] and plans["preset"] == "msd"
+    assert plans["patch_size"] == [40, 56, 40] and plans["preset"] == "msd" and plans["version"] == 2
 
 
 def test_cli_names_the_flag_to_fix(tmp_path):

@@ -1,6 +1,7 @@
 """The training loop without Ray: early stopping, exact resume, logs and checkpoints, AMP, 2D, benchmark."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from nnunet_ray.config import TrainConfig
 from nnunet_ray.data.folds import read_splits
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
-from nnunet_ray.planning.plans import load_plans
+from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.training import loop
 from nnunet_ray.training.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR, read_metrics
@@ -31,7 +32,7 @@ def _cfg(data, **overrides):
 def _fixed_batches(plans, n=2, seed=0):
     """Deterministic training batches (the same every epoch), so two runs can be compared bit for bit."""
     g = torch.Generator().manual_seed(seed)
-    shape = (2, plans["in_channels"], *plans["patch_size"])
+    shape = (2, plans.in_channels, *plans.patch_size)
     image = torch.randn(n, *shape, generator=g)
     return [{"image": x, "label": (x[:, :1] > 0.5).to(torch.uint8) + (x[:, :1] > 1.5).to(torch.uint8)}
             for x in image]
@@ -128,7 +129,7 @@ def test_2d_run_with_amp_tta_deep_supervision_writes_logs_and_checkpoints(tiny_t
     lines = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1]
     assert lines[0]["dice_mean"] is None and lines[0]["val_loss"] is None  # validation skipped
-    assert 0.0 <= lines[1]["dice_mean"] <= 1.0 and len(lines[1]["dice"]) == plans["n_classes"] - 1
+    assert 0.0 <= lines[1]["dice_mean"] <= 1.0 and len(lines[1]["dice"]) == plans.n_classes - 1
     assert lines[1]["val_cases"] == len(split["val"]) and math.isfinite(lines[1]["val_loss"])
     assert out["best_epoch"] == 1 and out["best_dice"] == pytest.approx(lines[1]["dice_mean"])
     assert load_checkpoint(recorder.keeper.best)["progress"]["epoch"] == 1
@@ -138,15 +139,16 @@ def test_2d_run_with_amp_tta_deep_supervision_writes_logs_and_checkpoints(tiny_t
     assert [e.step for e in acc.Images("val/overlay")] == [1]
 
 
-def test_benchmark_writes_perf_json(tiny_task_3d, tmp_path, capsys):
+def test_benchmark_writes_perf_json(tiny_task_3d, tmp_path, caplog):
     cfg = _cfg(tiny_task_3d, warmup=1, train_batches=4)
-    perf = benchmark(cfg, load_plans(tiny_task_3d), train_data=_fixed_batches(load_plans(tiny_task_3d)),
-                     device=CPU, out_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="nnunet_ray.training.loop"):
+        perf = benchmark(cfg, load_plans(tiny_task_3d), train_data=_fixed_batches(load_plans(tiny_task_3d)),
+                         device=CPU, out_dir=tmp_path)
     assert json.loads((tmp_path / "perf.json").read_text()) == perf
     assert perf["timed_steps"] == 4 and perf["warmup_steps"] == 1 and perf["global_batch"] == 2
     assert perf["throughput_train"] == pytest.approx(2 / (perf["latency_train_mean"] / 1000))
     assert perf["latency_train_mean"] > 0 and perf["latency_train_99"] >= perf["latency_train_90"]
-    assert '"throughput_train"' in capsys.readouterr().out
+    assert '"throughput_train"' in caplog.text  # logged, not printed: the caller decides what reaches a terminal
 
 
 @pytest.mark.parametrize("name, kind, lr, decay, momentum", [

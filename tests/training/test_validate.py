@@ -5,6 +5,7 @@ import torch
 
 from nnunet_ray.model.losses import DiceCELoss
 from nnunet_ray.training.validate import validate
+from tests.conftest import make_test_plans
 
 CPU = torch.device("cpu")
 
@@ -30,7 +31,7 @@ def _label(shape=(6, 9, 10)):
 
 @pytest.mark.parametrize("patch, tta", [([4, 4, 4], False), ([4, 4, 4], True), ([4, 8], False), ([4, 8], True)])
 def test_perfect_predictor_scores_one(patch, tta):
-    plans = {"n_classes": 3, "patch_size": patch}
+    plans = make_test_plans(dim=len(patch), patch_size=patch)
     out = validate(OneHotModel(), [_case(_label()), _case(_label().flip(0), case_id="c1")], plans=plans,
                    loss_fn=DiceCELoss(), device=CPU, tta=tta, want_overlay=True)
     assert out["dice"] == [1.0, 1.0] and out["dice_mean"] == 1.0
@@ -41,7 +42,7 @@ def test_perfect_predictor_scores_one(patch, tta):
 
 
 def test_missing_class_in_prediction_scores_zero_and_ranks_are_summed():
-    plans = {"n_classes": 3, "patch_size": [4, 4, 4]}
+    plans = make_test_plans(patch_size=[4, 4, 4])
     case = _case(_label())
     case["image"][0, 2] = 0  # the model never predicts class 2 -> its Dice is 0
     local = validate(OneHotModel(), [case], plans=plans, loss_fn=DiceCELoss(), device=CPU)
@@ -56,5 +57,5 @@ def test_missing_class_in_prediction_scores_zero_and_ranks_are_summed():
 def test_model_returns_to_train_mode_and_no_cases_is_an_error():
     model = OneHotModel().train()
     with pytest.raises(RuntimeError, match="no cases"):
-        validate(model, [], plans={"n_classes": 3, "patch_size": [4, 4, 4]}, loss_fn=DiceCELoss(), device=CPU)
+        validate(model, [], plans=make_test_plans(patch_size=[4, 4, 4]), loss_fn=DiceCELoss(), device=CPU)
     assert model.training
