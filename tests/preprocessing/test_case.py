@@ -183,6 +183,13 @@ def test_rerun_skips(dataset, plans, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 
 
+def test_network_only_plans_change_keeps_cases_done(dataset, plans, tmp_path):
+    case = dataset.training[0]
+    preprocess_case(case, plans[3], tmp_path)
+    wider = dataclasses.replace(plans[3], filters=[2 * f for f in plans[3].filters], labels={"0": "bg"})
+    assert preprocess_case(case, wider, tmp_path)["status"] == "skipped"
+
+
 def test_stale_hash_is_redone(dataset, plans, tmp_path):
     case = dataset.training[0]
     preprocess_case(case, plans[3], tmp_path)
