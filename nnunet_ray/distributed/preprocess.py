@@ -121,7 +121,9 @@ def plan_dataset(cfg: PlanConfig) -> Plans:
 def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> Plans:
     plans_dir = output_dir(cfg.results, dataset, cfg.dim)
     if (plans_dir / "plans.json").exists():
-        return load_plans(plans_dir)  # reuse: a rerun must keep the hash the finished cases were written with
+        plans = load_plans(plans_dir)  # reuse: a rerun must keep the hash the finished cases were written with
+        save_plans(plans_dir, plans)  # the same content, in the current format when the file was older
+        return plans
     logger.info("planning %s (%dd) ...", dataset.name, cfg.dim)
     return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
                                    max_depth=cfg.max_depth, address=cfg.address))

@@ -108,8 +108,14 @@ def test_preprocess_writes_arrays_plans_and_kfold_splits(synth_task, tmp_path):
         assert x.dtype == np.float32 and y.dtype == np.uint8 and x.shape[1:] == y.shape[1:]
         assert all(s >= p for s, p in zip(x.shape[1:], plans["patch_size"]))
     assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=5)
+    # The same plans in the pre-version format (one "hash", a "scheme"): migrated, rewritten, and nothing redone.
+    old = {k: v for k, v in plans.items() if k not in ("version", "min_fmap", "max_depth", "preprocessing_hash",
+                                                        "network_hash")}
+    (out / "plans.json").write_text(json.dumps({**old, "hash": "0" * 16,
+                                                "normalization": {**old["normalization"], "scheme": "mri"}}))
     rerun = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3, nfolds=3))
     assert rerun.ok and sorted(rerun.skipped) == ids and not rerun.done
+    assert json.loads((out / "plans.json").read_text()) == plans
     assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=3)
 
 
