@@ -107,6 +107,8 @@ class PreprocessConfig:
                          "test (imagesTs)", choices=("training", "val", "test"))
     num_workers: int = opt(0, "parallel case workers (0 = one per available CPU)")
     nfolds: int = opt(5, "cross-validation folds written to splits.json (KFold, shuffled with seed 12345)")
+    splits: str = opt("", "import the folds from this nnU-Net v2 splits_final.json instead of making --nfolds "
+                      "(checked: every id a case, each case validated in exactly one fold)")
     min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
     max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
@@ -117,6 +119,7 @@ class PreprocessConfig:
         _check_choices(self)
         _check(self.num_workers >= 0, "num_workers", "must be >= 0")
         _check(self.nfolds >= 2, "nfolds", "must be >= 2")
+        _check(not self.splits or self.exec_mode == "training", "splits", "needs --exec-mode training")
         return self
 
 

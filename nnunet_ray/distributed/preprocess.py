@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterator
 import ray
 import ray.data
 
-from nnunet_ray.config import PlanConfig, PreprocessConfig
+from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import kfold_splits, write_splits
+from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids, write_splits
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import cluster_cpus, init_ray
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
@@ -131,6 +131,7 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     """
     cfg.validate()
     dataset = load_dataset(cfg.data)
+    imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any case is processed
     init_ray(cfg.address)
     plans = _ensure_plans(cfg, dataset)
     out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
@@ -147,9 +148,21 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
             print(f"  [{index}/{len(cases)}] {record['case_id']} {record['status']} ({record['seconds']:.1f} s)",
                   flush=True)
     summary.seconds = time.perf_counter() - start
-    if cfg.exec_mode == "training":
+    if imported is not None:
+        write_splits(out / "splits.json", imported)
+    elif cfg.exec_mode == "training":
         _write_splits(out, summary, cfg.nfolds)
     return summary
+
+
+def _imported_splits(cfg: PreprocessConfig, dataset: DatasetInfo) -> list[dict[str, list[str]]] | None:
+    """``--splits``: the folds from the file, checked against the dataset's training cases; None without it."""
+    if not cfg.splits:
+        return None
+    try:
+        return import_splits(Path(cfg.splits).expanduser(), [case.case_id for case in dataset.training])
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--splits: {err}") from err
 
 
 def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
@@ -162,8 +175,8 @@ def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
 
 
 def _write_splits(out: Path, summary: PreprocessSummary, nfolds: int) -> None:
-    # Folds over the cases that are actually on disk, sorted: the reference's KFold over its *_x.npy files.
-    case_ids = sorted(summary.done + summary.skipped)
+    # Folds over the cases that are actually on disk, ordered as the reference's sorted(glob("*_x.npy")).
+    case_ids = sorted_case_ids(summary.done + summary.skipped)
     if len(case_ids) < nfolds:
         print(f"warning: {len(case_ids)} cases for {nfolds} folds; writing {len(case_ids)} folds", file=sys.stderr)
     if len(case_ids) >= 2:
