@@ -52,13 +52,17 @@ def cmd_synth(cfg: SynthConfig) -> int:
 
 
 def cmd_plan(cfg: PlanConfig) -> int:
+    from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.distributed.preprocess import plan_dataset
+    from nnunet_ray.planning.presets import match_preset
     plans = plan_dataset(cfg)
     if cfg.print_plans:
         print(json.dumps(plans, indent=2))
     else:
+        dataset = load_dataset(cfg.data)
+        _, reason = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
         print(f"patch {plans['patch_size']}, spacing {plans['spacing']}, strides {plans['strides']}, "
-              f"preset {plans['preset']}")
+              f"preset {plans['preset']} ({reason})")
     return 0
 
 

@@ -1,7 +1,7 @@
 """``plans.json``: everything the preprocessor, loader and model need, decided once per dataset and dim.
 
-MSD tasks 01-10 (folder ``TaskNN_*``) take the reference's patch size, spacing and CT statistics
-(``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
+MSD tasks 01-10 (folder named as the MSD task, with its channel and class counts) take the reference's patch
+size, spacing and CT statistics (``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
 spacing with the coarse axis tightened, patch from the median resampled shape within a voxel budget,
 rounded to the network's total stride. ``hash`` identifies the content so reruns can skip done work.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data.geometry import coarse_axis
 from nnunet_ray.data.types import DatasetError, DatasetInfo
-from nnunet_ray.planning.presets import msd_preset, preset_geometry
+from nnunet_ray.planning.presets import match_preset, preset_geometry
 from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
 
 DEFAULT_BUDGET = {3: 128**3, 2: 512**2}  # patch voxels when memory_budget_mvox is 0
@@ -183,7 +183,7 @@ def make_plans(
     if fingerprint.get("dataset", dataset.name) != dataset.name:
         raise ValueError(f"fingerprint is for {fingerprint['dataset']!r}, not {dataset.name!r}")
     topology = {"min_fmap": min_fmap, "max_depth": max_depth}
-    preset = msd_preset(dataset.task_number)
+    preset, _ = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
     if preset is not None:
         patch, spacing, topology_spacing = preset_geometry(preset, dim)
     else:

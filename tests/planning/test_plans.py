@@ -22,6 +22,7 @@ from nnunet_ray.planning.plans import (
     plans_hash,
     target_spacing,
 )
+from nnunet_ray.planning.presets import MSD_PRESETS, match_preset
 from nnunet_ray.planning.topology import total_stride
 
 
@@ -79,6 +80,27 @@ def test_task04_uses_msd_preset() -> None:
     plans_2d = make_plans(ds, fp, dim=2)
     assert plans_2d["patch_size"] == [56, 40] and plans_2d["spacing"] == [1.0, 1.0, 1.0]
     assert plans_2d["kernels"] == [[3, 3]] * 4 and plans_2d["strides"][0] == [1, 1]
+
+
+@pytest.mark.parametrize("name, modalities, n_classes, why", [
+    ("Task04_MyBrains", ("MRI",), 3, "not an MSD task folder name"),  # the number alone is not the task
+    ("Task03_Liver", ("CT",), 2, "has 1 channels / 2 classes, the MSD task has 1 / 3"),
+    ("Task01_BrainTumour", ("T1",), 4, "has 1 channels / 4 classes, the MSD task has 4 / 4"),
+])
+def test_msd_preset_needs_the_task_name_and_counts(name, modalities, n_classes, why) -> None:
+    ds = dataset(name, modalities, n_classes)
+    fp = fingerprint(ds.name, [[1.0, 1.0, 1.0]] * 3, [[100, 100, 100]] * 3,
+                     ct_stats={"n_samples": 5, "mean": 1.0, "std": 2.0, "percentile_00_5": 0.0, "percentile_99_5": 3.0})
+    plans = make_plans(ds, fp, dim=3)
+    assert plans["preset"] == "auto" and plans["patch_size"] != list(MSD_PRESETS[4].patch_3d)
+    assert plans["normalization"]["ct_mean"] in (None, 1.0)  # never the liver preset's 99.4
+    preset, reason = match_preset(name, len(modalities), n_classes)
+    assert preset is None and why in reason and reason.endswith("planned from the fingerprint")
+
+
+def test_msd_preset_reason_when_it_matches() -> None:
+    preset, reason = match_preset("Task04_Hippocampus", 1, 3)
+    assert preset is MSD_PRESETS[4] and "preset" in reason
 
 
 def test_msd_ct_task_uses_preset_statistics() -> None:
