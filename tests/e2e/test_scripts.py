@@ -51,7 +51,11 @@ def test_cli_synth_then_plan_print(tmp_path):
     plan = _run("-m", "nnunet_ray.cli", "plan", "--data", str(raw), "--dim", "3", "--print")
     assert plan.returncode == 0, plan.stderr[-3000:]
     plans = _last_json(plan.stdout)
-    assert plans["patch_size"] == [40, 56, 40] and plans["preset"] == "msd"
+    # The synthetic task has 4 classes, Hippocampus 3: the folder name alone does not select the preset.
+    assert plans["preset"] == "auto" and plans["patch_size"] != [40, 56, 40]
+    line = _run("-m", "nnunet_ray.cli", "plan", "--data", str(raw), "--dim", "3").stdout.strip().splitlines()[-1]
+    assert line.endswith("preset auto (Task04_Hippocampus has 1 channels / 4 classes, the MSD task has 1 / 3: "
+                         "planned from the fingerprint)")
 
 
 def test_cli_names_the_flag_to_fix(tmp_path):
