@@ -185,6 +185,8 @@ class TrainConfig:
     overlap: float = opt(0.5, "sliding-window overlap for validation")
     blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
     tta: bool = opt(False, "flip test-time augmentation during validation")
+    val_scores_on: str = opt("auto", "where validation accumulates a case's whole-volume class scores: auto (the "
+                             "CPU when they exceed 1 GiB on a GPU), cpu, or device", choices=("auto", "cpu", "device"))
     # --- model
     norm: str = opt("instance", "normalization layer", choices=("instance", "batch", "group"))
     residual: bool = opt(False, "residual encoder blocks")

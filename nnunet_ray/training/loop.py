@@ -220,7 +220,7 @@ def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, s
         want = log is not None and cfg.image_every > 0 and epoch % cfg.image_every == 0
         val = validate(tr.model, val_data, plans=plans, loss_fn=tr.loss_fn, device=tr.device, dtype=tr.dtype,
                        tta=cfg.tta, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.val_batch_size,
-                       all_reduce=all_reduce, want_overlay=want)
+                       all_reduce=all_reduce, want_overlay=want, scores_on=cfg.val_scores_on)
         overlay = val.pop("overlay")
         record.update(val)
         tr.schedule.observe(val["val_loss"])
