@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -81,8 +82,14 @@ def _map_cases(cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
     """Run ``fn`` on every case with Ray Data, one case per block, on ``num_workers`` actors (0 = one per CPU)."""
     workers = min(num_workers or max(1, cluster_cpus()), max(1, len(cases)))
     dataset = ray.data.from_items([_case_to_row(c) for c in cases], override_num_blocks=max(1, len(cases)))
-    mapped = dataset.map(_CaseMapper, fn_constructor_args=(fn,), num_cpus=1,
-                         compute=ray.data.ActorPoolStrategy(size=workers))
+    # max_restarts=0: Ray Data passes its actors' constructor arguments through the object store, and Ray logs an
+    # error line per actor when such an actor may restart, because its restart would fail if they were lost
+    # (ray-project/ray#53727). A crashed case worker fails the run instead; a rerun skips the finished cases.
+    # Ray 2.60 has no named parameter for it yet (the kwargs route is deprecated for 2.64; Ray is pinned < 2.61).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        mapped = dataset.map(_CaseMapper, fn_constructor_args=(fn,), num_cpus=1, max_restarts=0,
+                             compute=ray.data.ActorPoolStrategy(size=workers))
     yield from mapped.iter_rows()
 
 

@@ -29,6 +29,11 @@ def test_demo_runs_synth_preprocess_and_training_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "4 preprocessed, 0 already done, 0 failed" in result.stdout
     assert "fold 0: best mean Dice" in result.stdout
+    # Ray's internal notices that new users read as failures are gone from what the demo prints.
+    for stream in (result.stdout, result.stderr):
+        assert "has constructor arguments in the object store" not in stream
+        assert "Token authentication is enabled for this Ray cluster" not in stream
+        assert "`ray_remote_args` is deprecated" not in stream
     run = tmp_path / "results" / "Task99_Synthetic_3d_fold0"
     assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
 
