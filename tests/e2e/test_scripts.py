@@ -68,3 +68,14 @@ def test_cli_names_the_flag_to_fix(tmp_path):
                   "--oversampling", "2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "nnunet-ray train: error: --oversampling: must be in [0, 1]"
+
+
+@pytest.mark.slow
+def test_benchmark_epoch_mode_splits_the_epoch_time():
+    result = _run(str(ROOT / "scripts" / "benchmark.py"), "--mode", "epoch", "--size", "32", "--epochs", "2",
+                  "--val-every", "2", "--checkpoint-every", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = _last_json(result.stdout)
+    for run in ("every_epoch", "val_every_2_checkpoint_every_2"):
+        split = measured[run]
+        assert split["epochs"] == 2 and split["train"] > 0 and split["validation"] > 0 and split["checkpoint"] > 0
