@@ -85,6 +85,8 @@ def _quiet_ray_data() -> None:
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data then warns once that the bars are disabled: we chose that, so the WARNING would only alarm.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
 
 

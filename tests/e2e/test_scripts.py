@@ -34,6 +34,7 @@ def test_demo_runs_synth_preprocess_and_training_end_to_end(tmp_path):
         assert "has constructor arguments in the object store" not in stream
         assert "Token authentication is enabled for this Ray cluster" not in stream
         assert "`ray_remote_args` is deprecated" not in stream
+        assert "Progress bars disabled" not in stream
     run = tmp_path / "results" / "Task99_Synthetic_3d_fold0"
     assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
 
