@@ -106,13 +106,17 @@ def cmd_synth(cfg: SynthConfig) -> int:
 
 
 def cmd_plan(cfg: PlanConfig) -> int:
+    from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.distributed.preprocess import plan_dataset
+    from nnunet_ray.planning.presets import match_preset
     plans = plan_dataset(cfg)
     if cfg.print_plans:
         print(json.dumps(plans.to_json(), indent=2))
     else:
+        dataset = load_dataset(cfg.data)
+        _, reason = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
         print(f"patch {list(plans.patch_size)}, spacing {list(plans.spacing)}, "
-              f"strides {[list(s) for s in plans.strides]}, preset {plans.preset}")
+              f"strides {[list(s) for s in plans.strides]}, preset {plans.preset} ({reason})")
     return 0
 
 

@@ -40,6 +40,16 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+def parse_duration(text: str, name: str) -> float:
+    """``HH:MM:SS`` (hours may exceed 23) -> seconds; a ConfigError names the flag otherwise."""
+    parts = text.split(":")
+    valid = len(parts) == 3 and all(p.isdigit() for p in parts) and int(parts[1]) < 60 and int(parts[2]) < 60
+    _check(valid, name, f"{text!r} is not HH:MM:SS")
+    hours, minutes, seconds = (int(p) for p in parts)
+    _check(hours * 3600 + minutes * 60 + seconds > 0, name, "must be longer than 00:00:00")
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
 def _check(condition: bool, name: str, problem: str) -> None:
     if not condition:
         raise ConfigError(f"{flag_name(name)}: {problem}")
@@ -109,6 +119,8 @@ class PreprocessConfig:
     case_workers: int = opt(0, "parallel case workers (0 = one per available CPU)",
                             aliases=("--num-workers", "--num_workers"))
     nfolds: int = opt(5, "cross-validation folds written to splits.json (KFold, shuffled with seed 12345)")
+    splits: str = opt("", "import the folds from this nnU-Net v2 splits_final.json instead of making --nfolds "
+                      "(checked: every id a case, each case validated in exactly one fold)")
     min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
     max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
@@ -119,6 +131,7 @@ class PreprocessConfig:
         _check_choices(self)
         _check(self.case_workers >= 0, "case_workers", "must be >= 0")
         _check(self.nfolds >= 2, "nfolds", "must be >= 2")
+        _check(not self.splits or self.exec_mode == "training", "splits", "needs --exec-mode training")
         return self
 
 
@@ -155,9 +168,17 @@ class TrainConfig:
     gradient_clip_val: float = opt(0.0, "gradient-norm clipping (0 = off)")
     min_epochs: int = opt(30, "never stop before this many epochs")
     max_epochs: int = opt(10000, "stop after this many epochs")
-    patience: int = opt(100, "early stopping: epochs without a better validation mean Dice")
+    patience: int = opt(100, "early stopping: validations without a better validation mean Dice (with "
+                        "--val-every 1, epochs)")
     skip_first_n_eval: int = opt(0, "skip validation for the first N epochs")
-    train_batches: int = opt(0, "limit training batches per epoch (0 = one pass over the fold's cases)")
+    val_every: int = opt(1, "validate every N epochs, and always at the last one")
+    checkpoint_every: int = opt(1, "write a checkpoint every N epochs; also whenever validation improves (the best "
+                                "is never lost) and at the last epoch")
+    max_time: str = opt("", "stop after this wall time, HH:MM:SS (as Lightning's max_time): the epoch running "
+                        "then is validated and checkpointed, the best checkpoint is kept, stop_reason says why")
+    train_batches: int = opt(0, "training steps per epoch, i.e. the epoch length (as nnU-Net v2's 250 "
+                             "iterations); the patch stream is endless, so it may exceed one pass "
+                             "(0 = one pass over this rank's share of the fold's cases)")
     val_cases: int = opt(0, "limit validation cases per epoch (0 = all)",
                          aliases=("--test-batches", "--test_batches"))
     # --- data
@@ -168,6 +189,8 @@ class TrainConfig:
     overlap: float = opt(0.5, "sliding-window overlap for validation")
     blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
     tta: bool = opt(False, "flip test-time augmentation during validation")
+    val_scores_on: str = opt("auto", "where validation accumulates a case's whole-volume class scores: auto (the "
+                             "CPU when they exceed 1 GiB on a GPU), cpu, or device", choices=("auto", "cpu", "device"))
     # --- model
     norm: str = opt("instance", "normalization layer", choices=("instance", "batch", "group"))
     residual: bool = opt(False, "residual encoder blocks")
@@ -191,7 +214,7 @@ class TrainConfig:
                      "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("workers", "cpus_per_worker", "dali_threads", "batch_size", "val_batch_size", "nvol",
-                     "patience", "max_epochs"):
+                     "patience", "max_epochs", "val_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, "must be >= 1")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
         _check(0 <= self.oversampling <= 1, "oversampling", "must be in [0, 1]")
@@ -203,7 +226,14 @@ class TrainConfig:
         _check(not self.sync_batchnorm or self.norm == "batch", "sync_batchnorm", "needs --norm batch")
         _check(self.scheduler != "multistep" or bool(self.lr_milestones), "lr_milestones",
                "is required with --scheduler multistep")
+        if self.max_time:
+            parse_duration(self.max_time, "max_time")
         return self
+
+    @property
+    def max_seconds(self) -> float | None:
+        """``--max-time`` in seconds, or None without a limit."""
+        return parse_duration(self.max_time, "max_time") if self.max_time else None
 
     @property
     def world_size(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,10 +21,10 @@ from typing import Any, Callable, Iterator
 import ray
 import ray.data
 
-from nnunet_ray.config import PlanConfig, PreprocessConfig
+from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import kfold_splits, write_splits
+from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids, write_splits
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import cluster_cpus, init_ray
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
@@ -84,8 +85,14 @@ def _map_cases(cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
     """Run ``fn`` on every case with Ray Data, one case per block, on ``num_workers`` actors (0 = one per CPU)."""
     workers = min(num_workers or max(1, cluster_cpus()), max(1, len(cases)))
     dataset = ray.data.from_items([_case_to_row(c) for c in cases], override_num_blocks=max(1, len(cases)))
-    mapped = dataset.map(_CaseMapper, fn_constructor_args=(fn,), num_cpus=1,
-                         compute=ray.data.ActorPoolStrategy(size=workers))
+    # max_restarts=0: Ray Data passes its actors' constructor arguments through the object store, and Ray logs an
+    # error line per actor when such an actor may restart, because its restart would fail if they were lost
+    # (ray-project/ray#53727). A crashed case worker fails the run instead; a rerun skips the finished cases.
+    # Ray 2.60 has no named parameter for it yet (the kwargs route is deprecated for 2.64; Ray is pinned < 2.61).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        mapped = dataset.map(_CaseMapper, fn_constructor_args=(fn,), num_cpus=1, max_restarts=0,
+                             compute=ray.data.ActorPoolStrategy(size=workers))
     yield from mapped.iter_rows()
 
 
@@ -137,6 +144,7 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     cfg.validate()
     dataset = load_dataset(cfg.data)
     plans = _ensure_plans(cfg, dataset)  # existing plans are read (and a bad file refused) before Ray starts
+    imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any case is processed
     init_ray(cfg.address)
     out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
     cases = dataset.test if cfg.exec_mode == "test" else dataset.training
@@ -152,9 +160,21 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
             logger.info("  [%d/%d] %s %s (%.1f s)", index, len(cases), record["case_id"], record["status"],
                         record["seconds"])
     summary.seconds = time.perf_counter() - start
-    if cfg.exec_mode == "training":
+    if imported is not None:
+        write_splits(out / "splits.json", imported)
+    elif cfg.exec_mode == "training":
         _write_splits(out, summary, cfg.nfolds)
     return summary
+
+
+def _imported_splits(cfg: PreprocessConfig, dataset: DatasetInfo) -> list[dict[str, list[str]]] | None:
+    """``--splits``: the folds from the file, checked against the dataset's training cases; None without it."""
+    if not cfg.splits:
+        return None
+    try:
+        return import_splits(Path(cfg.splits).expanduser(), [case.case_id for case in dataset.training])
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--splits: {err}") from err
 
 
 def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
@@ -167,8 +187,8 @@ def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
 
 
 def _write_splits(out: Path, summary: PreprocessSummary, nfolds: int) -> None:
-    # Folds over the cases that are actually on disk, sorted: the reference's KFold over its *_x.npy files.
-    case_ids = sorted(summary.done + summary.skipped)
+    # Folds over the cases that are actually on disk, ordered as the reference's sorted(glob("*_x.npy")).
+    case_ids = sorted_case_ids(summary.done + summary.skipped)
     if len(case_ids) < nfolds:
         logger.warning("%d cases for %d folds; writing %d folds", len(case_ids), nfolds, len(case_ids))
     if len(case_ids) >= 2:

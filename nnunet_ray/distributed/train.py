@@ -184,6 +184,7 @@ def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
 
     Returns:
         {"name", "run_dir", "best_dice", "best_epoch", "epochs" (completed in total), "stopped_early",
+        "stop_reason" (early_stopping / max_time / max_epochs),
         "best_checkpoint", "last_checkpoint" (directories), "metrics" (metrics.jsonl), "tensorboard",
         "seconds"}; also written to ``<run_dir>/summary.json``.
 
@@ -211,7 +212,7 @@ def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
     best = result.get_best_checkpoint(CHECKPOINT_SCORE, SCORE_ORDER)
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
                "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
-               "stopped_early": returned.get("stopped_early"),
+               "stopped_early": returned.get("stopped_early"), "stop_reason": returned.get("stop_reason"),
                "best_checkpoint": best.path if best is not None else None,
                "last_checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
                "metrics": str(run_dir / "metrics.jsonl"), "tensorboard": str(run_dir / "tensorboard"),

@@ -1,10 +1,10 @@
 """``plans.json``: everything the preprocessor, loader and model need, decided once per dataset and dim.
 
-MSD tasks 01-10 (folder ``TaskNN_*``) take the reference's patch size, spacing and CT statistics
-(``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
+MSD tasks 01-10 (folder named as the MSD task, with its channel and class counts) take the reference's patch
+size, spacing and CT statistics (``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
 spacing with the coarse axis tightened, patch from the median resampled shape within a voxel budget,
-rounded to the network's total stride. The result is a typed ``Plans`` (``planning/schema.py`` loads, saves,
-migrates and hashes it).
+rounded up to the network's total stride when that fits the budget (as nnU-Net v2), else down. The result is a
+typed ``Plans`` (``planning/schema.py`` loads, saves, migrates and hashes it).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import numpy as np
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data.geometry import coarse_axis
 from nnunet_ray.data.types import DatasetError, DatasetInfo
-from nnunet_ray.planning.presets import CTStats, msd_preset, preset_geometry
+from nnunet_ray.planning.presets import MSD_PRESETS, CTStats, match_preset, preset_geometry
 from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
 
-DEFAULT_BUDGET = {3: 128**3, 2: 512**2}  # patch voxels when memory_budget_mvox is 0
+# Patch voxels when memory_budget_mvox is 0. 3D: the reference's largest 3D preset, 80 x 192 x 160 (Task02/06,
+# 2.46 Mvox; more than Task01/03's 128^3), so an automatic plan never gets a smaller patch than the reference ran.
+DEFAULT_BUDGET = {3: max(math.prod(p.patch_3d) for p in MSD_PRESETS.values()), 2: 512**2}
 MIN_PATCH = 8  # smallest automatic patch edge in voxels
 
 def anisotropic_axis(spacing: Sequence[float]) -> int | None:
@@ -82,6 +84,17 @@ def _round_to_strides(patch: list[int], spacing: Sequence[float], **topology: in
     raise AssertionError(f"patch rounding did not settle: {patch}")
 
 
+def _round_up_to_strides(patch: list[int], spacing: Sequence[float], **topology: int) -> list[int]:
+    """Round each edge up to a multiple of the total stride; a bigger patch may add a stride, so repeat."""
+    for _ in range(16):  # edges only grow and strides are bounded by max_depth, so this settles quickly
+        step = total_stride(get_topology(patch, spacing, **topology)[1])
+        rounded = [-(-p // s) * s for p, s in zip(patch, step)]
+        if rounded == patch:
+            return patch
+        patch = rounded
+    raise AssertionError(f"patch rounding did not settle: {patch}")
+
+
 def auto_patch_size(
     median_shape: Sequence[float],
     spacing: Sequence[float],
@@ -101,10 +114,15 @@ def auto_patch_size(
 
     Returns:
         ``dim`` ints, each >= 8 (unless the budget forced fewer axes) and a multiple of the topology's
-        total stride on that axis, with product <= ``budget`` when reachable with edges of 8.
+        total stride on that axis, with product <= ``budget`` when reachable with edges of 8. When the median
+        shape rounded *up* to the strides fits the budget, that is the patch: a median case then fits one window
+        (rounding 69 x 99 x 85 down to 64 x 96 x 80 made prediction run 8 windows instead of 1).
     """
     topology = {"min_fmap": min_fmap, "max_depth": max_depth}
     patch = [max(MIN_PATCH, int(round(s))) for s in median_shape]
+    rounded_up = _round_up_to_strides(patch, spacing, **topology)
+    if math.prod(rounded_up) <= budget:
+        return rounded_up
     # Round first: rounding alone may already fit the budget without cutting a whole stride step elsewhere.
     patch = _round_to_strides(patch, spacing, **topology)
     patch = _shrink_to_budget(patch, spacing, budget, **topology)
@@ -156,7 +174,8 @@ def make_plans(
         dim: 2 or 3.
         min_fmap: smallest feature-map edge that may still be downsampled is ``2 * min_fmap``.
         max_depth: the most downsampling steps.
-        memory_budget_mvox: patch budget in megavoxels for automatic planning; 0 = 128^3 (3D) / 512^2 (2D).
+        memory_budget_mvox: patch budget in megavoxels for automatic planning; 0 = ``DEFAULT_BUDGET``
+            (80 x 192 x 160 in 3D, 512^2 in 2D).
 
     Returns:
         the plans; ``spacing`` always has 3 entries, ``patch_size``/kernels/strides have ``dim``;
@@ -172,7 +191,7 @@ def make_plans(
     if fingerprint.get("dataset", dataset.name) != dataset.name:
         raise ValueError(f"fingerprint is for {fingerprint['dataset']!r}, not {dataset.name!r}")
     topology = {"min_fmap": min_fmap, "max_depth": max_depth}
-    preset = msd_preset(dataset.task_number)
+    preset, _ = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
     if preset is not None:
         patch, spacing, topology_spacing = preset_geometry(preset, dim)
     else:

@@ -2,7 +2,8 @@
 
 Values are those of NVIDIA nnU-Net ``data_preprocessing/configs.py`` (v21.10): patch size and target
 spacing per dimensionality, in ``(z, y, x)`` / ``(y, x)`` order, and CT clip/normalisation statistics for
-the CT tasks. A dataset folder named ``TaskNN_*`` with NN in 1..10 is planned from these.
+the CT tasks. A dataset is planned from these only when its folder has the MSD task's name (``Task04_Hippocampus``,
+not any ``Task04_*``) and the task's channel and class counts; anything else is planned from its fingerprint.
 """
 
 from __future__ import annotations
@@ -71,18 +72,28 @@ MSD_PRESETS: dict[int, MSDPreset] = {
 }
 
 
-def msd_preset(task_number: int | None) -> MSDPreset | None:
-    """The preset for an MSD task number, or None when the dataset is not one of tasks 01-10.
+def match_preset(name: str, n_channels: int, n_classes: int) -> tuple[MSDPreset | None, str]:
+    """The MSD preset for a dataset, and one line saying why it is or is not used.
+
+    A ``TaskNN_*`` number alone is not enough: a custom ``Task04_MyBrains`` must not get the Hippocampus patch.
 
     Args:
-        task_number: ``DatasetInfo.task_number`` (NN of a ``TaskNN_*`` folder), or None.
+        name: the dataset folder name.
+        n_channels: input channels of the dataset.
+        n_classes: classes, background included.
 
     Returns:
-        the task's ``MSDPreset``, or None.
+        ``(preset or None, reason)``.
     """
-    if task_number is None:
-        return None
-    return MSD_PRESETS.get(task_number)
+    preset = next((p for p in MSD_PRESETS.values() if p.name == name), None)
+    if preset is None:
+        return None, f"{name} is not an MSD task folder name: planned from the fingerprint"
+    number = next(n for n, p in MSD_PRESETS.items() if p is preset)
+    expected = MSD_CHANNELS_CLASSES[number]
+    if (n_channels, n_classes) != expected:
+        return None, (f"{name} has {n_channels} channels / {n_classes} classes, the MSD task has {expected[0]} / "
+                      f"{expected[1]}: planned from the fingerprint")
+    return preset, f"{name} matches the MSD task: the reference's preset patch size and spacing"
 
 
 def preset_geometry(preset: MSDPreset, dim: int) -> tuple[list[int], list[float], list[float]]:

@@ -3,10 +3,10 @@
 This is the function the Ray layer maps over a dataset; it never raises for a bad case. Outputs in ``out_dir``:
 ``<case>_x.npy`` float32 ``(C, Z, Y, X)``, ``<case>_y.npy`` uint8 ``(1, Z, Y, X)`` (not in test mode) and
 ``<case>.json`` with ``case_id``, ``plans_hash`` (the plans' ``preprocessing_hash``), ``mode``, ``original_shape``,
-``original_spacing``, ``affine``, ``crop_box``, ``resampled_shape``, ``pad``, ``shape`` and ``foreground``. Each file
-is written under a temporary name and renamed; the json goes last and marks the case done, so a rerun skips finished
-cases and redoes half-written or stale ones (another preprocessing hash: only plans fields that change the arrays
-count).
+``original_spacing``, ``affine``, ``crop_box``, ``target_spacing``, ``anisotropic_axis`` (the resampling's, so the
+inverse repeats it exactly), ``resampled_shape``, ``pad``, ``shape`` and ``foreground``. Each file is written under a
+temporary name and renamed; the json goes last and marks the case done, so a rerun skips finished cases and redoes
+half-written or stale ones (another preprocessing hash: only plans fields that change the arrays count).
 """
 
 from __future__ import annotations
@@ -94,15 +94,21 @@ def _check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, plans
 
 
 def _normalize(image: np.ndarray, normalization: Normalization, nonzero: np.ndarray) -> np.ndarray:
-    """Normalise; MRI channels take statistics from the nonzero region of the image *before* resampling.
+    """Normalise; each MRI channel takes statistics from its own nonzero region *before* resampling.
 
-    A cubic resample leaves no voxel exactly 0, so the nonzero mask is taken on the cropped input, resampled
-    with nearest neighbour, and the background outside it is kept at 0 (as MONAI's ``nonzero=True`` would).
+    A cubic resample leaves no voxel exactly 0, so each channel's nonzero mask ``(C, Z, Y, X)`` is taken on the
+    cropped input, resampled with nearest neighbour, and the background outside it is kept at 0 (as MONAI's
+    ``nonzero=True, channel_wise=True`` would).
     """
     mri = np.array([s == "mri" for s in channel_schemes(normalization, image.shape[0])])
     image = image.astype(np.float32)  # a copy: the resampled array may be the caller's
-    image[mri] = np.where(nonzero, image[mri], 0.0)
-    return normalize(image, normalization, nonzero_mask=nonzero)
+    image[mri] = np.where(nonzero[mri], image[mri], 0.0)
+    return normalize(image, normalization, nonzero_masks=nonzero)
+
+
+def _nonzero_masks(cropped: np.ndarray, new_shape: tuple[int, ...], axis: int | None) -> np.ndarray:
+    """``(C, *new_shape)`` bool: each channel's ``!= 0`` voxels, resampled with nearest neighbour."""
+    return np.stack([resample_mask(channel != 0, new_shape, aniso_axis=axis) for channel in cropped])
 
 
 def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -120,7 +126,7 @@ def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.nda
     axis = anisotropic_axis(image.spacing, spacing)
     cropped = crop_to_box(image.array, box)
     x = resample_image(cropped, new_shape, aniso_axis=axis)
-    x = _normalize(x, plans.normalization, resample_mask(np.any(cropped != 0, axis=0), new_shape, aniso_axis=axis))
+    x = _normalize(x, plans.normalization, _nonzero_masks(cropped, new_shape, axis))
     pad = pad_widths(new_shape, plans.patch_size) if mode == "training" else [[0, 0]] * 3
     arrays = {"_x.npy": np.pad(x, [[0, 0], *pad]).astype(np.float32, copy=False)}
     foreground: dict[str, list[list[int]]] = {}
@@ -133,6 +139,8 @@ def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.nda
         "original_spacing": [float(s) for s in image.spacing],
         "affine": np.asarray(image.affine, float).tolist(),
         "crop_box": box,
+        "target_spacing": [float(s) for s in spacing],
+        "anisotropic_axis": axis,
         "resampled_shape": list(new_shape),
         "pad": pad,
         "shape": list(arrays["_x.npy"].shape[1:]),

@@ -22,15 +22,13 @@ def _ct(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     return ((clipped - float(normalization.ct_mean)) / std).astype(np.float32)
 
 
-def _mri(image: np.ndarray, nonzero_mask: np.ndarray | None) -> np.ndarray:
-    out = image.astype(np.float32, copy=True)
-    for c, channel in enumerate(out):
-        mask = channel != 0 if nonzero_mask is None else nonzero_mask
-        if not mask.any():
-            continue
-        values = channel[mask].astype(np.float64)  # float64 sums: large volumes lose precision in float32
+def _mri(channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    out = channel.astype(np.float32, copy=True)
+    mask = out != 0 if mask is None else mask
+    if mask.any():
+        values = out[mask].astype(np.float64)  # float64 sums: large volumes lose precision in float32
         std = values.std() or 1.0  # population std (ddof=0), as torch/MONAI with unbiased=False
-        channel[mask] = (values - values.mean()) / std
+        out[mask] = (values - values.mean()) / std
     return out
 
 
@@ -46,14 +44,16 @@ def channel_schemes(normalization: Normalization, n_channels: int) -> list[str]:
     return list(channels)
 
 
-def normalize(image: np.ndarray, normalization: Normalization, *, nonzero_mask: np.ndarray | None = None) -> np.ndarray:
+def normalize(image: np.ndarray, normalization: Normalization, *,
+              nonzero_masks: np.ndarray | None = None) -> np.ndarray:
     """Normalise each channel with its scheme from the plans.
 
     Args:
         image: ``(C, Z, Y, X)`` intensities (Hounsfield units for CT channels).
         normalization: ``plans.normalization``.
-        nonzero_mask: MRI channels only: ``(Z, Y, X)`` bool voxels to take statistics over and normalise, used for
-            every MRI channel instead of each channel's own ``!= 0``; voxels outside keep their value.
+        nonzero_masks: MRI channels only: ``(C, Z, Y, X)`` bool, channel c's voxels to take statistics over and
+            normalise, instead of that channel's own ``!= 0``; voxels outside keep their value. Each channel has
+            its own mask, as MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)``.
 
     Returns:
         ``(C, Z, Y, X)`` float32, a new array.
@@ -61,14 +61,14 @@ def normalize(image: np.ndarray, normalization: Normalization, *, nonzero_mask: 
     Raises:
         ValueError: unknown scheme, missing CT statistics, or a mask of the wrong shape.
     """
-    if nonzero_mask is not None and nonzero_mask.shape != image.shape[1:]:
-        raise ValueError(f"nonzero_mask shape {nonzero_mask.shape} != image spatial shape {image.shape[1:]}")
+    if nonzero_masks is not None and nonzero_masks.shape != image.shape:
+        raise ValueError(f"nonzero_masks shape {nonzero_masks.shape} != image shape {image.shape}")
     out = np.empty(image.shape, np.float32)
     for c, scheme in enumerate(channel_schemes(normalization, image.shape[0])):
         if scheme == "ct":
             out[c] = _ct(image[c], normalization)
         elif scheme == "mri":
-            out[c] = _mri(image[c:c + 1], nonzero_mask)[0]
+            out[c] = _mri(image[c], None if nonzero_masks is None else nonzero_masks[c])
         else:
             raise ValueError(f"unknown normalization scheme {scheme!r} (expected 'ct' or 'mri')")
     return out

@@ -42,7 +42,10 @@ PERF_FILE = "perf.json"
 
 @dataclasses.dataclass
 class EarlyStopping:
-    """Stop when the validation mean Dice has not improved for ``patience`` validations, after ``min_epochs``."""
+    """Stop when the validation mean Dice has not improved for ``patience`` validations, after ``min_epochs``.
+
+    ``bad_epochs`` counts validations (with ``--val-every N`` one per N epochs), as its ``update`` calls.
+    """
 
     patience: int
     min_epochs: int
@@ -136,7 +139,7 @@ def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_p
 
     Returns:
         {"epochs": epochs completed in total, "start_epoch", "best_dice", "best_epoch", "stopped_early",
-        "seconds"}.
+        "stop_reason": "early_stopping" | "max_time" | "max_epochs", "seconds"}.
     """
     start_time = time.perf_counter()
     tr = setup(cfg, plans, device=device, world_size=world_size, prepare=prepare, resume=resume)
@@ -146,33 +149,68 @@ def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_p
                           best_epoch=progress.get("best_epoch", -1), bad_epochs=progress.get("bad_epochs", 0))
     # A resumed run that had already stopped early (under these patience / min-epochs settings) stays stopped.
     stopped = start_epoch > 0 and early.should_stop(start_epoch - 1)
+    stop_reason = "early_stopping" if stopped else None
     log = RunLog(log_dir, start_epoch=start_epoch, class_names=_class_names(plans)) \
         if rank == 0 and log_dir is not None else None
     stream, all_reduce = batch_stream(train_data), all_reduce_sum(world_size)
+    deadline = None if cfg.max_seconds is None else start_time + cfg.max_seconds
     end_epoch = start_epoch if stopped else cfg.max_epochs
     epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, end_epoch):
             if epoch_hook is not None:
                 epoch_hook(epoch)
-            record = _run_epoch(cfg, plans, tr, epoch, stream=stream, val_data=val_data, steps=steps_per_epoch,
-                                world_size=world_size, all_reduce=all_reduce, early=early, log=log)
+            record, out_of_time = _run_epoch(cfg, plans, tr, epoch, stream=stream, val_data=val_data,
+                                             steps=steps_per_epoch, world_size=world_size, all_reduce=all_reduce,
+                                             early=early, log=log, deadline=deadline)
             stopped = early.should_stop(epoch)
-            record["stopped_early"] = stopped
+            stop_reason = _stop_reason(cfg, epoch, stopped=stopped, out_of_time=out_of_time)
+            record.update(stopped_early=stopped, stop_reason=stop_reason)
             _checkpoint_and_report(cfg, plans, tr, record, early, rank=rank, report=report)
-            if stopped:
+            if stop_reason is not None:
                 break
+        if log is not None and stop_reason is not None:
+            best = f"best dice {early.best:.4f} @ epoch {early.best_epoch}" if early.best_epoch >= 0 else "no best"
+            log.log_stop(f"stopped after epoch {epoch}: {STOP_REASONS[stop_reason]}; {best}")
     finally:
         if log is not None:
             log.close()
     return {"epochs": epoch + 1, "start_epoch": start_epoch, "best_dice": early.best if early.best_epoch >= 0
-            else None, "best_epoch": early.best_epoch, "stopped_early": stopped,
+            else None, "best_epoch": early.best_epoch, "stopped_early": stopped, "stop_reason": stop_reason,
             "seconds": time.perf_counter() - start_time}
 
 
+STOP_REASONS = {"early_stopping": "no better validation Dice for --patience validations",
+                "max_time": "--max-time reached", "max_epochs": "--max-epochs reached"}
+
+
+def _stop_reason(cfg, epoch: int, *, stopped: bool, out_of_time: bool) -> str | None:
+    """Why training ends after ``epoch``: "early_stopping", "max_time", "max_epochs", or None to go on."""
+    if stopped:
+        return "early_stopping"
+    if out_of_time:
+        return "max_time"
+    return "max_epochs" if epoch + 1 >= cfg.max_epochs else None
+
+
+def _out_of_time(deadline: float | None, all_reduce, device: torch.device) -> bool:
+    """Whether ``--max-time`` has run out on any rank (all ranks must stop at the same epoch)."""
+    if deadline is None:
+        return False
+    flag = torch.tensor(float(time.perf_counter() >= deadline), device=device)
+    if all_reduce is not None:
+        all_reduce(flag)
+    return bool(flag > 0)
+
+
+def validation_due(cfg, epoch: int, *, last: bool) -> bool:
+    """Validate after ``epoch`` (0-based): past ``--skip-first-n-eval``, and every ``--val-every``-th or the last."""
+    return epoch >= cfg.skip_first_n_eval and ((epoch + 1) % cfg.val_every == 0 or last)
+
+
 def _run_epoch(cfg, plans: Plans, tr: Trainer, epoch: int, *, stream, val_data, steps: int, world_size: int,
-               all_reduce, early: EarlyStopping, log: RunLog | None) -> dict:
-    """Train one epoch, validate it unless skipped, log it; returns the epoch's metrics record."""
+               all_reduce, early: EarlyStopping, log: RunLog | None, deadline: float | None) -> tuple[dict, bool]:
+    """Train one epoch, validate it when due, log it; returns (the epoch's metrics record, out of time)."""
     epoch_start = time.perf_counter()
     lr = tr.schedule.lr(epoch)
     set_lr(tr.optimizer, lr)
@@ -180,12 +218,13 @@ def _run_epoch(cfg, plans: Plans, tr: Trainer, epoch: int, *, stream, val_data, 
     record.update(train_epoch(tr.net, stream, steps=steps, world_size=world_size, all_reduce=all_reduce,
                               loss_fn=tr.loss_fn, optimizer=tr.optimizer, scaler=tr.scaler, dtype=tr.dtype,
                               device=tr.device, clip=cfg.gradient_clip_val))
+    out_of_time = _out_of_time(deadline, all_reduce, tr.device)
     overlay = None
-    if epoch >= cfg.skip_first_n_eval:
+    if validation_due(cfg, epoch, last=out_of_time or epoch + 1 >= cfg.max_epochs):
         want = log is not None and cfg.image_every > 0 and epoch % cfg.image_every == 0
         val = validate(tr.model, val_data, plans=plans, loss_fn=tr.loss_fn, device=tr.device, dtype=tr.dtype,
                        tta=cfg.tta, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.val_batch_size,
-                       all_reduce=all_reduce, want_overlay=want)
+                       all_reduce=all_reduce, want_overlay=want, scores_on=cfg.val_scores_on)
         overlay = val.pop("overlay")
         record.update(val)
         tr.schedule.observe(val["val_loss"])
@@ -198,14 +237,17 @@ def _run_epoch(cfg, plans: Plans, tr: Trainer, epoch: int, *, stream, val_data, 
         log.log_epoch(record)
         if overlay is not None:
             log.log_overlay(epoch, *overlay)
-    return record
+    return record, out_of_time
 
 
 def _checkpoint_and_report(cfg, plans: Plans, tr: Trainer, record: dict, early: EarlyStopping, *, rank: int,
                            report: Report) -> None:
-    """Rank 0 writes the epoch's checkpoint to a temporary directory; every rank reports (Ray's barrier)."""
+    """Rank 0 writes the epoch's checkpoint (when due) to a temporary directory; every rank reports (a barrier)."""
     record[CHECKPOINT_SCORE] = checkpoint_score(early.best, early.best_epoch, record["epoch"])
-    if rank != 0:
+    new_best = early.best_epoch == record["epoch"]
+    # --checkpoint-every N skips epochs, never a new best (Ray's best checkpoint) nor the last epoch.
+    due = (record["epoch"] + 1) % cfg.checkpoint_every == 0 or new_best or record["stop_reason"] is not None
+    if rank != 0 or not due:
         report(record, None)
         return
     progress = {"epoch": record["epoch"], "best_dice": early.best, "best_epoch": early.best_epoch,

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from nnunet_ray.config import PlanConfig, PreprocessConfig, SynthConfig
+from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig, SynthConfig
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits
 from nnunet_ray.data.synth import make_synthetic_task
@@ -117,6 +117,22 @@ def test_preprocess_writes_arrays_plans_and_kfold_splits(synth_task, tmp_path):
     assert rerun.ok and sorted(rerun.skipped) == ids and not rerun.done
     assert json.loads((out / "plans.json").read_text()) == plans
     assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=3)
+    # --splits: an nnU-Net v2 splits_final.json replaces the generated folds, as is.
+    final = [{"train": ids[2:], "val": ids[:2]}, {"train": ids[:2], "val": ids[2:]}]
+    (tmp_path / "splits_final.json").write_text(json.dumps(final))
+    imported = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3,
+                                                   splits=str(tmp_path / "splits_final.json")))
+    assert imported.ok and json.loads((out / "splits.json").read_text()) == final
+
+
+def test_bad_splits_file_fails_before_any_case(synth_task, tmp_path):
+    ids = [c.case_id for c in load_dataset(synth_task).training]
+    bad = tmp_path / "splits_final.json"
+    bad.write_text(json.dumps([{"train": ids[1:], "val": ["nope"]}]))
+    with pytest.raises(ConfigError, match=r"--splits: .*splits_final.json: fold 0 names cases that are not in the "
+                                          r"dataset: \['nope'\]"):
+        preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path / "pre"), splits=str(bad)))
+    assert not (tmp_path / "pre").exists()
 
 
 def test_plan_dataset_writes_plans_and_fingerprint(synth_task, tmp_path):

@@ -20,7 +20,7 @@ from nnunet_ray.preprocessing.inverse import restore_prediction
 from tests.conftest import make_test_plans
 
 JSON_KEYS = {"case_id", "plans_hash", "mode", "original_shape", "original_spacing", "affine", "crop_box",
-             "resampled_shape", "pad", "shape", "foreground"}
+             "target_spacing", "anisotropic_axis", "resampled_shape", "pad", "shape", "foreground"}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,7 @@ def test_training_case_end_to_end(dataset, plans, tmp_path):
                                                    f"{case.case_id}_y.npy"]
     props = json.loads((tmp_path / f"{case.case_id}.json").read_text())
     assert set(props) == JSON_KEYS and props["plans_hash"] == plan.preprocessing_hash and props["mode"] == "training"
+    assert props["target_spacing"] == pytest.approx(plan.spacing)  # 3D: the plans' spacing, stored as used
     x, y = np.load(tmp_path / f"{case.case_id}_x.npy"), np.load(tmp_path / f"{case.case_id}_y.npy")
     assert x.dtype == np.float32 and y.dtype == np.uint8
     assert x.shape == (1, *props["shape"]) and y.shape == (1, *props["shape"])
@@ -293,3 +294,21 @@ def test_mri_background_stays_zero_and_statistics_ignore_it_after_resampling(syn
     body = x != 0
     assert 0.05 < 1 - body.mean() < 0.95, "background should stay exactly zero"
     assert abs(float(x[body].mean())) < 1e-3 and abs(float(x[body].std()) - 1) < 1e-3
+
+
+def test_mri_zscore_uses_each_channels_own_nonzero_mask(tmp_path):
+    # Channel 0 fills the body; channel 1 (another MR sequence) is nonzero in half of it. A shared union mask
+    # would count channel 1's zeros inside the body: mean 3.75 instead of 7.5 over its own voxels {5, 10}.
+    image = np.zeros((2, 6, 8, 8), np.float32)
+    image[0, 1:5, 2:6, 2:6] = np.arange(1, 65).reshape(4, 4, 4)
+    image[1, 1:5, 2:6, 2:4] = np.tile([5.0, 10.0], 16).reshape(4, 4, 2)
+    label = np.zeros((6, 8, 8), np.uint8)
+    label[2:4, 3:5, 3:5] = 1
+    case = _write_case(tmp_path, "two_mr", image, label)
+    plans = make_test_plans(spacing=[3.0, 1.0, 1.0], patch_size=[4, 4, 4], in_channels=2, n_classes=2,
+                            normalization=Normalization(("mri", "mri")))
+    assert preprocess_case(case, plans, tmp_path / "out", mode="val")["status"] == "done"
+    x = np.load(tmp_path / "out" / "two_mr_x.npy")
+    own = x[1][x[1] != 0]
+    assert own.size == 32 and sorted(set(np.round(own, 6))) == [-1.0, 1.0]  # (5 - 7.5) / 2.5, (10 - 7.5) / 2.5
+    assert (x[1] == 0).sum() == x[1].size - 32  # channel 1's zeros inside channel 0's body stay 0

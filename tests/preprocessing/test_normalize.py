@@ -48,12 +48,12 @@ def test_mri_constant_channel_and_empty_channel():
     np.testing.assert_allclose(out.ravel(), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # std 0 -> divide by 1
 
 
-def test_mri_explicit_mask_is_shared_and_leaves_outside_untouched():
+def test_mri_explicit_masks_are_per_channel_and_leave_outside_untouched():
     image = np.array([[1.0, 3.0, 7.0], [0.0, 4.0, 9.0]], np.float32).reshape(2, 1, 1, 3)
-    mask = np.array([True, True, False]).reshape(1, 1, 3)
-    out = normalize(image, MRI2, nonzero_mask=mask)
+    masks = np.array([[True, True, False], [False, True, True]]).reshape(2, 1, 1, 3)
+    out = normalize(image, MRI2, nonzero_masks=masks)
     np.testing.assert_allclose(out[0].ravel(), [-1.0, 1.0, 7.0])  # over {1, 3}: mean 2, std 1
-    np.testing.assert_allclose(out[1].ravel(), [-1.0, 1.0, 9.0])  # over {0, 4}: mean 2, std 2
+    np.testing.assert_allclose(out[1].ravel(), [0.0, -1.0, 1.0])  # over {4, 9}: mean 6.5, std 2.5
 
 
 def test_mri_does_not_modify_input():
@@ -66,7 +66,7 @@ def test_mri_does_not_modify_input():
     "normalization, kwargs, match",
     [
         (Normalization(("pet",)), {}, "unknown normalization scheme"),
-        (MRI, {"nonzero_mask": np.ones((2, 2, 2), bool)}, "nonzero_mask shape"),
+        (MRI, {"nonzero_masks": np.ones((2, 2, 2), bool)}, "nonzero_masks shape"),
     ],
 )
 def test_bad_arguments_raise(normalization, kwargs, match):
