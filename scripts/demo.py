@@ -14,10 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnunet_ray.cli import configure_logging
 from nnunet_ray.config import CVConfig, SynthConfig, TrainConfig
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed.cluster import cluster_gpus, init_ray
-from nnunet_ray.distributed.cv import run_cv
+from nnunet_ray.distributed.cv import format_table, run_cv
 
 NAME = "five_fold"
 
@@ -31,6 +32,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4, help="training epochs per fold")
     parser.add_argument("--train-batches", type=int, default=4, help="training batches per epoch")
     args = parser.parse_args()
+    configure_logging()  # preprocessing and experiment progress, warnings on stderr
     work = Path(args.workdir).resolve()
     raw = work / "raw" / "Task99_Synthetic"
     if not (raw / "dataset.json").exists():
@@ -43,10 +45,11 @@ def main() -> int:
     resume = (work / "results" / NAME / "tuner.pkl").is_file()
     print(f"[2/2] {'resuming' if resume else 'running'} a cross-validation of folds {args.folds} ({args.dims}d) on "
           f"Ray Tune + Ray Train, {'1 GPU (AMP)' if gpus else '1 CPU'} per trial", flush=True)
-    run_cv(CVConfig(data=str(raw), results=str(work / "results"), preprocessed=str(work / "preprocessed"),
+    table = run_cv(CVConfig(data=str(raw), results=str(work / "results"), preprocessed=str(work / "preprocessed"),
                     dims=args.dims, folds=args.folds, name=NAME, resume=resume, gpus_per_trial=gpus,
                     train=TrainConfig(min_epochs=args.epochs, max_epochs=args.epochs, learning_rate=3e-3,
                                       train_batches=args.train_batches, amp=gpus > 0, image_every=2)))
+    print(format_table(table), flush=True)
     print(f"summary: {work / 'results' / NAME / 'cv_summary.csv'} (and .json)")
     print(f"compare folds: tensorboard --logdir {work / 'results' / NAME}")
     return 0

@@ -16,12 +16,11 @@ a finished run is only continued with ``--resume-training``; otherwise ``train_f
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +33,20 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.distributed.cluster import init_ray
-from nnunet_ray.loading.fold_data import fold_cases, fold_loaders
-from nnunet_ray.planning.patch import PatchSizeError, plans_for_patch
-from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
+from nnunet_ray.distributed.ray_internals import KILL_DELAY_S, quiet_report_logs, run_exists
+from nnunet_ray.loading.fold_data import check_fold_arrays, fold_cases, fold_loaders
+from nnunet_ray.planning.schema import PatchSizeError, Plans, PlansError, load_plans, with_patch_size
+from nnunet_ray.training.best import BEST_METRIC, CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.training.checkpoint import load_checkpoint
-from nnunet_ray.training.loop import CHECKPOINT_SCORE, benchmark, fit
+from nnunet_ray.training.loop import PERF_FILE, benchmark, fit
+from nnunet_ray.training.resume import check_resume
 
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray's record of a run's checkpoints: its presence = a run exists
-# Test-only fault injection: the last worker calls os._exit(1) at the start of this epoch, once (the marker file
-# records that it happened, so the restarted group trains on).
-KILL_AT_EPOCH_ENV = "NNUNET_RAY_TEST_KILL_AT_EPOCH"
-KILL_MARKER_ENV = "NNUNET_RAY_TEST_KILL_MARKER"
-KILL_DELAY_S = 3.0  # > Ray's 2 s health-check poll, so the previous epoch's checkpoint registration lands first
+logger = logging.getLogger(__name__)
 
 
-def run_name(cfg: TrainConfig, plans: dict) -> str:
+def run_name(cfg: TrainConfig, plans: Plans) -> str:
     """The run's stable name: ``--experiment``, else ``<dataset>_<dim>d_fold<F>`` (never a timestamp)."""
-    return cfg.experiment or f"{plans['dataset']}_{cfg.dim}d_fold{cfg.fold}"
+    return cfg.experiment or f"{plans.dataset}_{cfg.dim}d_fold{cfg.fold}"
 
 
 # ----------------------------------------------------------------------------------------------- worker side
@@ -62,13 +58,13 @@ def train_worker(config: dict) -> dict:
         config: {"cfg": asdict(TrainConfig), "run_dir": str, optional "kill_at_epoch": int, "kill_marker": str}.
     """
     cfg = from_dict(TrainConfig, config["cfg"])
-    _quiet_report_logs()
+    quiet_report_logs()
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
-    plans = plans_for_patch(load_plans(cfg.data), cfg.patch_size)  # --patch-size: the topology follows the patch
+    plans = fold_plans(cfg, load_plans(cfg.data))  # --patch-size: the topology follows the patch
     resume = _restored_checkpoint()
     start_epoch = resume["progress"]["epoch"] + 1 if resume else 0
     # [1] DALI shards the fold's training cases by global rank (validation cases: [rank::world_size]).
@@ -84,16 +80,6 @@ def train_worker(config: dict) -> dict:
                device=device, rank=rank, world_size=world_size, prepare=prepare, report=FiniteScoreReport(resume),
                resume=resume,
                log_dir=config["run_dir"] if rank == 0 else None, epoch_hook=_fault_hook(config, rank, world_size))
-
-
-def _quiet_report_logs() -> None:
-    """Ray Train 2.60 logs each report (with all metrics) at INFO under a logger named by its source path, outside
-    ``ray.train``, so ``LoggingConfig`` cannot quiet it; rank 0's progress line already says the same."""
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:  # another Ray version: its logs are its own business
-        return
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def _restored_checkpoint() -> dict | None:
@@ -117,25 +103,27 @@ SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice
 class FiniteScoreReport:
     """``fit``'s report callback with ``score`` added: the last finite validation mean Dice (0 before the first).
 
-    Epochs whose validation is skipped report NaN Dice; a scheduler (ASHA) comparing trials must never see NaN,
-    so ``score`` carries the last validated value forward (after a restart: the checkpoint epoch's Dice, else
-    the run's best so far).
+    Epochs whose validation is skipped (``--val-every``) record NaN Dice; a scheduler (ASHA) comparing trials must
+    never see NaN, so ``score`` carries the last validated value forward (after a restart: the checkpoint epoch's
+    Dice, else the run's best so far).
     """
 
-    def __init__(self, resume: dict | None = None) -> None:
+    def __init__(self, resume: dict | None = None, sink: Callable[[dict, Path | None], None] | None = None) -> None:
         progress = (resume or {}).get("progress") or {}
-        candidates = [progress.get("metrics", {}).get("dice_mean"), progress.get("best_dice"), 0.0]
+        candidates = [progress.get("metrics", {}).get(BEST_METRIC), progress.get("best_dice"), 0.0]
         self.score = next(float(v) for v in candidates if v is not None and math.isfinite(v))
+        self.sink = sink or _report  # where the metrics go: ray.train.report, or a test's list
 
     def __call__(self, metrics: dict, checkpoint_dir: Path | None) -> None:
-        dice = metrics.get("dice_mean")
+        dice = metrics.get(BEST_METRIC)
         if dice is not None and math.isfinite(dice):
             self.score = float(dice)
-        _report({**metrics, SCORE: self.score}, checkpoint_dir)
+        self.sink({**metrics, SCORE: self.score}, checkpoint_dir)
 
 
 def _fault_hook(config: dict, rank: int, world_size: int):
-    """Test-only: kill the last worker for real at the start of ``kill_at_epoch``, once."""
+    """Test-only (the tests pass ``worker_faults``): kill the last worker for real at the start of
+    ``kill_at_epoch``, once; the ``kill_marker`` file records that it happened, so the restarted group trains on."""
     kill_epoch, marker = config.get("kill_at_epoch"), config.get("kill_marker")
     if kill_epoch is None or marker is None or rank != world_size - 1:
         return None
@@ -151,17 +139,17 @@ def _fault_hook(config: dict, rank: int, world_size: int):
 
 # ----------------------------------------------------------------------------------------------- driver side
 
-def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
-                  driver_cpus: float = 0.0) -> TorchTrainer:
-    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``).
+def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (), driver_cpus: float = 0.0,
+                  worker_faults: dict | None = None) -> TorchTrainer:
+    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``; fault-injection
+    tests pass ``worker_faults={"kill_at_epoch": E, "kill_marker": path}``).
 
     ``driver_cpus``: CPUs a Tune driver holds for this run; the workers ask for that much less in total, so a
     trial's footprint stays ``workers x cpus_per_worker`` and concurrency can be computed from it.
     """
     storage = str(Path(cfg.results).resolve())
-    loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": str(Path(storage) / name)}
-    if os.environ.get(KILL_AT_EPOCH_ENV) and os.environ.get(KILL_MARKER_ENV):
-        loop_config.update(kill_at_epoch=int(os.environ[KILL_AT_EPOCH_ENV]), kill_marker=os.environ[KILL_MARKER_ENV])
+    loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": str(Path(storage) / name),
+                                   **(worker_faults or {})}
     resources = {"CPU": cfg.cpus_per_worker - driver_cpus / cfg.world_size, **({"GPU": 1} if cfg.gpus > 0 else {})}
     return TorchTrainer(
         train_worker,
@@ -176,8 +164,23 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
-                                               checkpoint_score_order="max")),
+                                               checkpoint_score_order=SCORE_ORDER)),
     )
+
+
+def fold_plans(cfg: TrainConfig, plans: Plans) -> Plans:
+    """The plans the fold trains with: ``plans`` itself, or with ``--patch-size`` its topology re-derived for that
+    patch (``with_patch_size``).
+
+    Raises:
+        ConfigError: naming ``--patch-size`` and the nearest usable size when the patch cannot be used.
+    """
+    if not cfg.patch_size:
+        return plans
+    try:
+        return with_patch_size(plans, cfg.patch_size)
+    except PatchSizeError as err:
+        raise ConfigError(f"{flag_name('patch_size')}: {err}") from err
 
 
 def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
@@ -194,15 +197,13 @@ def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
                           "file I/O, so give a local or shared-filesystem path")
     try:
         plans = load_plans(cfg.data)
-    except PlansNotFoundError as err:
+    except PlansError as err:
         raise ConfigError(f"{flag_name('data')}: {err}") from err
-    if int(plans["dim"]) != cfg.dim:
-        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans['dim']}d plans")
-    try:
-        plans_for_patch(plans, cfg.patch_size)
-    except PatchSizeError as err:
-        raise ConfigError(f"{flag_name('patch_size')}: {err}") from err
+    if plans.dim != cfg.dim:
+        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans.dim}d plans")
+    fold_plans(cfg, plans)
     train_ids, _ = fold_cases(cfg.data, cfg.fold)
+    check_fold_arrays(cfg.data, cfg.fold, plans)
     if len(train_ids) < cfg.world_size:
         raise ConfigError(f"{flag_name('workers')}: {cfg.world_size} workers but fold {cfg.fold} has only "
                           f"{len(train_ids)} training cases")
@@ -222,36 +223,44 @@ def _fit(trainer: TorchTrainer, cfg: TrainConfig, run_dir: Path) -> ray.train.Re
                        f"run folder {run_dir}") from err
 
 
-def train_fold(cfg: TrainConfig) -> dict:
-    """Train one fold on Ray Train workers and summarise the run.
+def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
+    """Train one fold on Ray Train workers and summarise the run (with ``--benchmark``: ``benchmark_train``).
 
     Args:
         cfg: the training options (``--data`` a preprocessed folder with plans.json and splits.json).
+        worker_faults: test-only fault injection, see ``_fault_hook``.
 
     Returns:
         {"name", "run_dir", "best_dice", "best_epoch", "epochs" (completed in total), "stopped_early",
+        "stop_reason" (early_stopping / max_time / max_epochs),
         "best_checkpoint", "last_checkpoint" (directories), "metrics" (metrics.jsonl), "tensorboard",
         "seconds"}; also written to ``<run_dir>/summary.json``.
 
     Raises:
-        ConfigError: a bad option, or a run of that name exists and ``--resume-training`` is not set.
+        ConfigError: a bad option, a run of that name exists and ``--resume-training`` is not set, or it is set
+            with an option or plans that cannot change on resume (``training.resume``).
         ray.train.TrainingFailedError: the workers failed more than ``--max-failures`` times.
     """
+    if cfg.benchmark:
+        return benchmark_train(cfg)
     start = time.perf_counter()
     cfg, name, run_dir = prepare_fold(cfg)
-    exists = (run_dir / SNAPSHOT).is_file()
+    exists = run_exists(run_dir)
     if exists and not cfg.resume_training:
         raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in {run_dir.parent}; "
                           f"pass {flag_name('resume_training')} to continue it or {flag_name('experiment')} NEW "
                           "to start another")
     if cfg.resume_training and not exists:
-        print(f"nnunet-ray train: no earlier run named {name!r}; starting from epoch 0", flush=True)
+        logger.info("no earlier run named %r; starting from epoch 0", name)
+    if cfg.resume_training and exists:
+        # on the driver: workers would fail on the state dict
+        check_resume(cfg, fold_plans(cfg, load_plans(cfg.data)), run_dir)
     init_ray(cfg.address)
-    return fit_fold(cfg, name, run_dir, start=start)
+    return fit_fold(cfg, name, run_dir, start=start, worker_faults=worker_faults)
 
 
 def fit_fold(cfg: TrainConfig, name: str, run_dir: Path, *, callbacks: Sequence[Any] = (), driver_cpus: float = 0.0,
-             start: float | None = None) -> dict:
+             start: float | None = None, worker_faults: dict | None = None) -> dict:
     """Fit a prepared run (``prepare_fold``'s output) on Ray Train and write its ``summary.json``.
 
     Returns:
@@ -260,12 +269,13 @@ def fit_fold(cfg: TrainConfig, name: str, run_dir: Path, *, callbacks: Sequence[
     """
     start = time.perf_counter() if start is None else start
     started_at = time.time() - (time.perf_counter() - start)
-    result = _fit(build_trainer(cfg, name=name, callbacks=callbacks, driver_cpus=driver_cpus), cfg, run_dir)
+    trainer = build_trainer(cfg, name=name, callbacks=callbacks, driver_cpus=driver_cpus, worker_faults=worker_faults)
+    result = _fit(trainer, cfg, run_dir)
     returned = result.return_value or {}
-    best = result.get_best_checkpoint(CHECKPOINT_SCORE, "max")
+    best = result.get_best_checkpoint(CHECKPOINT_SCORE, SCORE_ORDER)
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
                "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
-               "stopped_early": returned.get("stopped_early"),
+               "stopped_early": returned.get("stopped_early"), "stop_reason": returned.get("stop_reason"),
                "best_checkpoint": best.path if best is not None else None,
                "last_checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
                "metrics": str(run_dir / "metrics.jsonl"), "tensorboard": str(run_dir / "tensorboard"),
@@ -291,6 +301,6 @@ def benchmark_train(cfg: TrainConfig) -> dict:
     init_ray(cfg.address)
     perf = _fit(build_trainer(cfg, name=name), cfg, Path(cfg.results) / name).return_value
     run_dir = Path(cfg.results).resolve() / name
-    save_json(run_dir / "perf.json", perf)
-    print(json.dumps({"name": name, **perf}), flush=True)
+    save_json(run_dir / PERF_FILE, perf)
+    logger.info("benchmark %s: %s", name, run_dir / PERF_FILE)
     return perf
