@@ -10,8 +10,8 @@ import typing
 
 import pytest
 
-from nnunet_ray.cli import COMMANDS, _flag_names, add_config_flags, build_parser
-from nnunet_ray.config import opt
+from nnunet_ray.cli import COMMANDS, _flag_names, add_config_flags, build_parser, nested_fields
+from nnunet_ray.config import TrainConfig, opt
 
 
 def _other_value(f: dataclasses.Field, kind) -> tuple[list[str], object]:
@@ -30,27 +30,60 @@ def _other_value(f: dataclasses.Field, kind) -> tuple[list[str], object]:
     return [flag, str(value)], value
 
 
+def _flag_fields(cls: type) -> list[tuple[str, dataclasses.Field, object]]:
+    """(dest, field, type) of every flag of a command: its config's fields, a nested config's (cv/tune's
+    ``train``) under ``<field>.<name>``."""
+    hints, out = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if "nested" not in f.metadata:
+            out.append((f.name, f, hints[f.name]))
+            continue
+        sub_hints = typing.get_type_hints(type(f.default))
+        out += [(f"{f.name}.{sub.name}", sub, sub_hints[sub.name]) for sub in nested_fields(cls, f)]
+    return out
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_config_field_round_trips_through_its_flag(command):
     cls = COMMANDS[command][0]
     parser = build_parser()
     defaults = vars(parser.parse_args([command]))
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        assert defaults[f.name] == (list(f.default) if isinstance(f.default, tuple) else f.default), f.name
-        words, value = _other_value(f, hints[f.name])
-        parsed = getattr(parser.parse_args([command, *words]), f.name)
-        assert (tuple(parsed) if isinstance(parsed, list) else parsed) == value, (command, f.name, words)
+    for dest, f, kind in _flag_fields(cls):
+        assert defaults[dest] == (list(f.default) if isinstance(f.default, tuple) else f.default), dest
+        words, value = _other_value(f, kind)
+        parsed = getattr(parser.parse_args([command, *words]), dest)
+        assert (tuple(parsed) if isinstance(parsed, list) else parsed) == value, (command, dest, words)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_bool_can_be_switched_both_ways(command):
     cls, parser = COMMANDS[command][0], build_parser()
-    for f in dataclasses.fields(cls):
-        if typing.get_type_hints(cls)[f.name] is bool:
+    for dest, f, kind in _flag_fields(cls):
+        if kind is bool:
             flag = _flag_names(f)[0]
-            assert getattr(parser.parse_args([command, flag, "--no-" + flag[2:]]), f.name) is False
-            assert getattr(parser.parse_args([command, "--no-" + flag[2:], flag]), f.name) is True
+            assert getattr(parser.parse_args([command, flag, "--no-" + flag[2:]]), dest) is False
+            assert getattr(parser.parse_args([command, "--no-" + flag[2:], flag]), dest) is True
+
+
+@pytest.mark.parametrize("command, owned", [
+    ("cv", {"data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark", "dim"}),
+    ("tune", {"data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark",
+              "learning_rate", "patch_size", "scheduler"}),
+])
+def test_nested_training_options_become_the_trials_config(command, owned):
+    """cv/tune: every training option except those set per trial (or owned by the command) is a flag, and the
+    parsed flags build the nested TrainConfig; the rest keep TrainConfig's defaults."""
+    from nnunet_ray.cli import _config_from
+
+    cls = COMMANDS[command][0]
+    train_field = next(f for f in dataclasses.fields(cls) if f.name == "train")
+    flagged = {f.name for f in nested_fields(cls, train_field)}
+    assert flagged == {f.name for f in dataclasses.fields(TrainConfig)} - owned
+    words = [command, "--data", "d", "--results", "r", "--max-epochs", "7", "--no-amp", "--num_workers", "3",
+             "--steps", "2", "4"]
+    cfg = _config_from(cls, build_parser().parse_args(words))
+    assert (cfg.train.max_epochs, cfg.train.amp, cfg.train.dali_threads, cfg.train.lr_milestones) == (7, False, 3, (2, 4))
+    assert (cfg.train.data, cfg.train.fold, cfg.train.workers) == ("", 0, TrainConfig().workers)
 
 
 @pytest.mark.parametrize("words, field, value", [
@@ -60,6 +93,8 @@ def test_every_bool_can_be_switched_both_ways(command):
     (["train", "--steps", "10", "20"], "lr_milestones", [10, 20]),
     (["train", "--test_batches", "2"], "val_cases", 2),
     (["train", "--learning_rate", "0.01"], "learning_rate", 0.01),
+    (["cv", "--num_workers", "3"], "train.dali_threads", 3),
+    (["tune", "--test_batches", "2"], "train.val_cases", 2),
 ])
 def test_reference_spellings_are_aliases(words, field, value):
     assert getattr(build_parser().parse_args(words), field) == value

@@ -22,6 +22,7 @@ from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experim
                                                raise_failed_trials,
                                                run_tuner, validate_trials)
 from nnunet_ray.distributed.trial_data import apply_config_file, check_folds, preprocess_raw, resolve_data
+from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.training.logs import read_metrics
 
 SUMMARY_CSV = "cv_summary.csv"
@@ -35,7 +36,7 @@ def trial_train_config(train: TrainConfig, *, gpus: int, workers: int, results: 
 
 
 def run_cv(cfg: CVConfig) -> pd.DataFrame:
-    """Run (or with ``--resume``, finish) a cross-validation and write its summary.
+    """Run (or with ``--resume``, finish) a cross-validation and write its summary (``format_table`` shows it).
 
     Returns:
         the summary table (one row per fold and dim, then ``mean`` and ``std`` rows per dim).
@@ -63,13 +64,12 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
     raise_failed_trials(results, path)
     table = summarise(path, dims=spec.dims, folds=spec.folds, plans_labels=_labels(spec.data_dirs))
     write_summary(table, path)
-    print(format_table(table), flush=True)
     return table
 
 
 def _labels(dirs: dict[int, str]) -> list[str]:
-    plans = json.loads((Path(next(iter(dirs.values()))) / "plans.json").read_text())
-    return [plans["labels"].get(str(c), str(c)) for c in range(1, int(plans["n_classes"]))]
+    plans = load_plans(next(iter(dirs.values())))
+    return [plans.labels.get(str(c), str(c)) for c in range(1, plans.n_classes)]
 
 
 def trial_row(run_dir: Path, *, dim: int, fold: int, class_names: list[str]) -> dict[str, Any]:

@@ -238,7 +238,7 @@ def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_sa
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     init_ray(address)
     concurrency = max_concurrent_trials(trial_resources(spec.base), ray.cluster_resources())
-    print(f"{path.name}: {concurrency} trial(s) at a time; results in {path}", flush=True)
+    log.info("%s: %d trial(s) at a time; results in %s", path.name, concurrency, path)
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec.to_json()), {"cpu": DRIVER_CPUS})
     if resume:
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)

@@ -72,7 +72,6 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space))
     save_text(path / RESULTS_CSV, outcome["table"].to_csv(index=False))
     save_json(path / BEST_CONFIG, outcome["best_config"])
-    _print(outcome, path)
     return {**outcome, "path": path}
 
 
@@ -113,11 +112,13 @@ def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[st
             "epochs_saved": int((max_epochs - stopped["epochs"]).sum()), "seconds_saved": float(saved)}
 
 
-def _print(outcome: dict[str, Any], path: Path) -> None:
-    table = outcome["table"]
-    print(table.drop(columns=["epoch_seconds"]).to_string(index=False), flush=True)
-    print(f"{len(table)} trials; ASHA stopped {outcome['stopped_early']} early, sparing {outcome['epochs_saved']} "
-          f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds)")
-    print(f"best configuration (mean Dice over folds {outcome['best_score']:.4f}): "
-          f"{json.dumps(outcome['best_config'])} -> {path / BEST_CONFIG}")
-    print(f"compare trials: tensorboard --logdir {path}")
+def format_outcome(outcome: dict[str, Any]) -> str:
+    """What ``nnunet-ray tune`` prints: the results table, what ASHA spared, the best configuration."""
+    table, path = outcome["table"], outcome["path"]
+    return "\n".join([
+        table.drop(columns=["epoch_seconds"]).to_string(index=False),
+        f"{len(table)} trials; ASHA stopped {outcome['stopped_early']} early, sparing {outcome['epochs_saved']} "
+        f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds)",
+        f"best configuration (mean Dice over folds {outcome['best_score']:.4f}): "
+        f"{json.dumps(outcome['best_config'])} -> {path / BEST_CONFIG}",
+        f"compare trials: tensorboard --logdir {path}"])

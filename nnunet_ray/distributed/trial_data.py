@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, flag_name
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import read_splits
+from nnunet_ray.planning.schema import PlansError, load_plans
 
 RAW_FOLDS = PreprocessConfig().nfolds  # folds written when cv preprocesses a raw dataset itself
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,10 @@ def resolve_data(data: str, dims: tuple[int, ...], *, results: str, preprocessed
         return ExperimentData(dataset.name, {d: str(pre / dataset.name / f"{d}d") for d in dims},
                               raw=str(root), preprocessed_root=str(pre))
     if (root / "plans.json").is_file():
-        dim = int(json.loads((root / "plans.json").read_text())["dim"])
+        try:
+            dim = load_plans(root).dim
+        except PlansError as err:
+            raise ConfigError(f"{flag_name('data')}: {err}") from err
         if set(dims) != {dim}:
             raise ConfigError(f"{flag_name('dims')}: {root} holds {dim}d data only; pass --dims {dim} (or --dim)")
         return ExperimentData(root.parent.name, {dim: str(root)})
@@ -97,10 +104,10 @@ def preprocess_raw(data: ExperimentData, *, address: str) -> None:
     from nnunet_ray.distributed.preprocess import preprocess_dataset
 
     for dim in data.dirs:
-        print(f"preprocessing {data.dataset} ({dim}d) into {data.preprocessed_root}", flush=True)
+        logger.info("preprocessing %s (%dd) into %s", data.dataset, dim, data.preprocessed_root)
         summary = preprocess_dataset(PreprocessConfig(data=data.raw, results=data.preprocessed_root, dim=dim,
                                                       address=address))
-        print(summary.line(), flush=True)
+        logger.info("%s", summary.line())
         if not summary.ok:
             case, error = next(iter(summary.failed.items()))
             raise ConfigError(f"{flag_name('data')}: {len(summary.failed)} cases failed to preprocess "

@@ -31,6 +31,7 @@ FIXED_ON_RESUME: dict[str, str] = {
     "deep_supervision": "the network's auxiliary heads",
     "negative_slope": "the activation the weights were trained with",
     "optimizer": "the stored optimizer state",
+    "patch_size": "the network's patch, kernels, strides and filters",
 }
 # Options that may change on resume; a non-empty note is logged when one does.
 FREE_ON_RESUME: dict[str, str] = {

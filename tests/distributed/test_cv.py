@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow  # several Tune + Train trials: minutes on 2 cores
 ROOT = Path(__file__).resolve().parents[2]
 FOLDS = 5
 TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "1", "--batch-size", "2",
-               "--num-workers", "1", "--warmup", "0", "--image-every", "0"]
+               "--dali-threads", "1", "--warmup", "0", "--image-every", "0"]
 
 
 def _cv(task: Path, results: Path, *extra: str) -> subprocess.Popen:

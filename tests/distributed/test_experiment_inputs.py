@@ -123,6 +123,13 @@ def test_data_that_is_neither_raw_nor_preprocessed(tmp_path):
         run_cv(CVConfig(data=str(tmp_path), results=str(tmp_path)))
 
 
+def test_unusable_patch_size_is_refused_before_any_trial(task, tmp_path):
+    train = TrainConfig(patch_size=(16, 16, 18))
+    with pytest.raises(ConfigError, match=r"--patch-size: patch size \[16, 16, 18\]: .*not a multiple of 4.*try"):
+        run_cv(CVConfig(data=str(task), results=str(tmp_path), folds="0", train=train))
+    assert not any(tmp_path.iterdir())
+
+
 def test_dims_that_the_data_does_not_hold(task, tmp_path):
     with pytest.raises(ConfigError, match="--dims: .* holds 3d data only"):
         run_cv(CVConfig(data=str(task), results=str(tmp_path), dims="2,3"))

@@ -29,7 +29,7 @@ patch_size: {grid: [[16, 16, 16], [24, 24, 24]]}
 
 def _sweep_cfg(task, results, space_file, **overrides):
     train = TrainConfig(dim=3, cpus_per_worker=2, max_epochs=4, min_epochs=1, train_batches=1, batch_size=2,
-                        num_workers=1, warmup=0, image_every=0)
+                        dali_threads=1, warmup=0, image_every=0)
     values = dict(data=str(task), results=str(results), folds="0", learning_rate="loguniform:1e-4:3e-2",
                   search_space=str(space_file), num_samples=2, scheduler="asha", grace_period=1,
                   reduction_factor=2, name="sweep", train=train)
@@ -72,17 +72,17 @@ def test_swept_patch_checkpoint_predicts_at_that_patch(sweep):
     trial = next((root / "results" / "sweep").glob("3d_fold0_*patch24x24x24_*"))
     checkpoint = sorted(trial.glob("epoch_*"))[-1]
     model, plans, config = load_model(checkpoint)
-    assert plans["patch_size"] == [24, 24, 24] and config["patch_size"] == [24, 24, 24]
+    assert plans.patch_size == (24, 24, 24) and config["patch_size"] == [24, 24, 24]
     image = torch.from_numpy(__import__("numpy").load(next(task.glob("*_x.npy"))))[None]
     with torch.no_grad():
-        probs = predict_volume(image, model, patch_size=plans["patch_size"], n_classes=plans["n_classes"])
-    assert probs.shape[1] == plans["n_classes"] and probs.shape[2:] == image.shape[2:]
+        probs = predict_volume(image, model, patch_size=plans.patch_size, n_classes=plans.n_classes)
+    assert probs.shape[1] == plans.n_classes and probs.shape[2:] == image.shape[2:]
 
 
 def test_invalid_patch_size_is_refused_before_any_trial(sweep, tmp_path):
     task, root, _ = sweep
     space = tmp_path / "space.yaml"
     space.write_text("patch_size: {choice: [[16, 16, 16], [16, 16, 18]]}\n")
-    with pytest.raises(ConfigError, match=r"--patch-size: \[16, 16, 18\].*not a multiple of 4"):
+    with pytest.raises(ConfigError, match=r"--patch-size: patch size \[16, 16, 18\]: .*not a multiple of 4"):
         run_sweep(_sweep_cfg(task, tmp_path / "results", space))
     assert not (tmp_path / "results" / "sweep").exists()
