@@ -49,6 +49,7 @@ def _add_field(parser: Any, f: dataclasses.Field, kind: Any, prefix: str = "") -
         TypeError: a field type the generator cannot express, naming the field.
     """
     names, help_text, dest = _flag_names(f), f.metadata.get("help", ""), prefix + f.name
+    metavar = f.name.upper() if prefix else None  # not argparse's TRAIN.NAME for a nested field
     if kind is bool:
         parser.add_argument(*names, dest=dest, action="store_true", default=f.default, help=help_text)
         parser.add_argument("--no-" + names[0][2:], dest=dest, action="store_false", default=argparse.SUPPRESS,
@@ -58,12 +59,13 @@ def _add_field(parser: Any, f: dataclasses.Field, kind: Any, prefix: str = "") -
     if typing.get_origin(kind) is tuple and args and all(a in SCALARS for a in args if a is not Ellipsis):
         nargs = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
         parser.add_argument(*names, dest=dest, type=SCALARS[args[0]], nargs=nargs, default=list(f.default),
-                            help=help_text)
+                            metavar=metavar, help=help_text)
         return
     if kind not in SCALARS:
         raise TypeError(f"{f.name}: the CLI cannot express type {kind!r}; use bool, int, float, str or tuple[T, ...]")
-    parser.add_argument(*names, dest=dest, type=SCALARS[kind], default=f.default,
-                        choices=f.metadata.get("choices"), help=help_text)
+    choices = f.metadata.get("choices")
+    parser.add_argument(*names, dest=dest, type=SCALARS[kind], default=f.default, choices=choices,
+                        metavar=None if choices else metavar, help=help_text)
 
 
 def nested_fields(cls: type, f: dataclasses.Field) -> list[dataclasses.Field]:
