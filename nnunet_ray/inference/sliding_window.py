@@ -71,7 +71,8 @@ def importance_map(patch_size: Sequence[int], blend: str = "gaussian", *,
 
 
 def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_size: Sequence[int], n_classes: int,
-                           overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4) -> torch.Tensor:
+                           overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4,
+                           window_device: torch.device | str | None = None) -> torch.Tensor:
     """Predict a whole image window by window and blend the windows into one map.
 
     Args:
@@ -84,6 +85,9 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_s
         overlap: fraction of a window shared with its neighbour, in [0, 1).
         blend: ``gaussian`` or ``constant`` window weights.
         batch_size: windows per predictor call.
+        window_device: where the predictor runs (None: ``image``'s device). The whole-volume accumulators stay
+            on ``image``'s device, so a large volume can be blended in host memory while windows run on a GPU
+            (MONAI's ``sw_device`` / ``device`` split).
 
     Returns:
         (N, n_classes, *spatial) float32 blended scores on ``image``'s device.
@@ -107,11 +111,11 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_s
             chunk = windows[first:first + batch_size]
             slices = [(n, *(slice(s, s + e) for s, e in zip(corner, patch))) for n, corner in chunk]
             batch = torch.stack([padded[(n, slice(None), *box)] for n, *box in slices])  # (B, C, *patch)
-            scores = predictor(batch)
+            scores = predictor(batch if window_device is None else batch.to(window_device))
             if tuple(scores.shape) != (len(chunk), n_classes, *patch):
                 raise ValueError(f"predictor returned {tuple(scores.shape)}, expected "
                                  f"{(len(chunk), n_classes, *patch)}")
-            for (n, *box), score in zip(slices, scores.float()):
+            for (n, *box), score in zip(slices, scores.float().to(image.device)):
                 out[(n, slice(None), *box)] += score * weights
                 norm[(n, slice(None), *box)] += weights
     result = out / norm
@@ -119,7 +123,8 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_s
 
 
 def predict_volume(image: torch.Tensor, predictor: Predictor, *, patch_size: Sequence[int], n_classes: int,
-                   overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4) -> torch.Tensor:
+                   overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4,
+                   window_device: torch.device | str | None = None) -> torch.Tensor:
     """Predict a (1, C, Z, Y, X) volume with a 3D model, or slice by slice with a 2D model.
 
     A 2D ``patch_size`` (Y, X) treats each Z slice as an image: the slices become the batch axis of one 2D
@@ -133,13 +138,15 @@ def predict_volume(image: torch.Tensor, predictor: Predictor, *, patch_size: Seq
         overlap: window overlap fraction.
         blend: ``gaussian`` or ``constant``.
         batch_size: windows per predictor call.
+        window_device: where the predictor runs; None = ``image``'s device, which also holds the accumulators.
 
     Returns:
-        (1, n_classes, Z, Y, X) float32 scores.
+        (1, n_classes, Z, Y, X) float32 scores on ``image``'s device.
     """
     if image.dim() != 5 or image.shape[0] != 1:
         raise ValueError(f"image must be (1, C, Z, Y, X), got shape {tuple(image.shape)}")
-    kwargs = dict(patch_size=patch_size, n_classes=n_classes, overlap=overlap, blend=blend, batch_size=batch_size)
+    kwargs = dict(patch_size=patch_size, n_classes=n_classes, overlap=overlap, blend=blend, batch_size=batch_size,
+                  window_device=window_device)
     if len(patch_size) == 3:
         return sliding_window_predict(image, predictor, **kwargs)
     if len(patch_size) != 2:

@@ -138,6 +138,27 @@ def _process(case: CaseFiles, plans: dict, mode: str) -> tuple[dict[str, np.ndar
     return arrays, props
 
 
+def preprocess_for_prediction(case: CaseFiles, plans: dict) -> tuple[np.ndarray, dict]:
+    """Preprocess a case's image in memory, exactly as ``preprocess_case(mode="test")`` would write it.
+
+    The prediction path: nothing is written, the label (if any) is ignored, no padding is added (the sliding
+    window pads what it needs).
+
+    Args:
+        case: the case's image files.
+        plans: plans.json content of the model that will predict it.
+
+    Returns:
+        (image ``(C, Z, Y, X)`` float32 on the plans' grid, properties as in ``<case>.json``: ``original_shape``,
+        ``original_spacing``, ``affine``, ``crop_box``, ``resampled_shape``, ``pad``, ``shape``).
+
+    Raises:
+        CaseError: the case is unreadable, has the wrong channel count, or an empty image.
+    """
+    arrays, props = _process(dataclasses.replace(case, label=None), plans, "test")
+    return arrays["_x.npy"], props
+
+
 def _case_files(out_dir: Path, case_id: str, *, temporary: bool) -> list[Path]:
     """The case's output files, or its temporary files (any process's, e.g. one killed mid-write)."""
     finals = [out_dir / name for name in (f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json")]

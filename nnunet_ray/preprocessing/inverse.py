@@ -47,3 +47,37 @@ def restore_prediction(probs: np.ndarray, props: dict) -> np.ndarray:
     (z0, z1), (y0, y1), (x0, x1) = box
     label[z0:z1, y0:y1, x0:x1] = np.argmax(back, axis=0)
     return label
+
+
+def restore_probabilities(probs: np.ndarray, props: dict) -> np.ndarray:
+    """Class probabilities on the preprocessed grid -> class probabilities on the original grid.
+
+    Each class is restored separately (unpad, linear resample to the cropped shape, the coarse axis by nearest
+    neighbour, as on the way in), so members planned at different spacings (2D and 3D) can be averaged on the
+    original grid. Outside the crop box the image was empty: background has probability 1 there.
+
+    Args:
+        probs: ``(K, Z, Y, X)`` probabilities of shape ``props["shape"]``.
+        props: the case's properties (as for :func:`restore_prediction`).
+
+    Returns:
+        ``(K, *props["original_shape"])`` float32; each voxel's classes still sum to 1 (linear resampling keeps
+        convex combinations).
+
+    Raises:
+        ValueError: ``probs`` does not have the preprocessed shape.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 4 or list(probs.shape[1:]) != list(props["shape"]):
+        raise ValueError(f"probs shape {probs.shape} is not (K, *{props['shape']})")
+    box = props["crop_box"]
+    cropped_shape = [b - a for a, b in box]
+    spacing = props["original_spacing"]
+    target = [s * c / r for s, c, r in zip(spacing, cropped_shape, props["resampled_shape"])]
+    back = resample_image(unpad(probs, props["pad"]), cropped_shape, aniso_axis=anisotropic_axis(spacing, target),
+                          order=1)
+    out = np.zeros((probs.shape[0], *props["original_shape"]), np.float32)
+    out[0] = 1.0
+    (z0, z1), (y0, y1), (x0, x1) = box
+    out[:, z0:z1, y0:y1, x0:x1] = back
+    return out
