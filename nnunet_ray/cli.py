@@ -4,6 +4,8 @@
     nnunet-ray plan --data data/Task99_Synth --dim 3 --print
     nnunet-ray preprocess --data data/Task99_Synth --results pre --dim 3
     nnunet-ray train --data pre/Task99_Synth/3d --results results --fold 0 --workers 2
+    nnunet-ray predict --models results --input data/Task99_Synth --out preds --tta
+    nnunet-ray evaluate --preds preds --labels data/Task99_Synth/labelsTs
 
 Every flag is the kebab-case name of a config field (``--learning-rate``); the reference's snake_case spelling
 (``--learning_rate``) is accepted as an alias. A bad option exits with status 2 and one line naming the flag.
@@ -19,6 +21,7 @@ from typing import Any, Callable
 
 from nnunet_ray.config import (ConfigError, PlanConfig, PreprocessConfig, RunError, SynthConfig, TrainConfig,
                                flag_name)
+from nnunet_ray.config import EvaluateConfig, PredictConfig
 from nnunet_ray.data.types import CaseError, DatasetError
 
 _TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
@@ -32,8 +35,8 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
     if f.type == "bool":
         parser.add_argument(*names, dest=f.name, action="store_true", help=help_text)
     elif f.type.startswith("tuple"):
-        parser.add_argument(*names, dest=f.name, type=int, nargs="+", default=list(f.default),
-                            help=help_text)
+        parser.add_argument(*names, dest=f.name, type=str if "str" in f.type else int, nargs="+",
+                            default=list(f.default), help=help_text)
     else:
         parser.add_argument(*names, dest=f.name, type=_TYPES[f.type], default=f.default,
                             choices=f.metadata.get("choices"), help=help_text)
@@ -76,11 +79,28 @@ def cmd_train(cfg: TrainConfig) -> int:
     return 0
 
 
+def cmd_predict(cfg: PredictConfig) -> int:
+    from nnunet_ray.distributed.predict import predict_folder
+    summary = predict_folder(cfg)
+    print(summary.line())
+    return 0 if summary.ok else 1
+
+
+def cmd_evaluate(cfg: EvaluateConfig) -> int:
+    from nnunet_ray.evaluation.report import evaluate_folders, summary_table
+    summary = evaluate_folders(cfg.preds, cfg.labels, tolerance=cfg.nsd_tolerance, out=cfg.out, progress=print)
+    print(summary_table(summary))
+    print(f"summary.json and summary.csv are in {cfg.out or cfg.preds}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "synth": (SynthConfig, cmd_synth, "write a synthetic MSD-format task (the demo and test data)"),
     "plan": (PlanConfig, cmd_plan, "fingerprint a dataset and write plans.json"),
     "preprocess": (PreprocessConfig, cmd_preprocess, "crop, resample and normalise every case on Ray Data"),
     "train": (TrainConfig, cmd_train, "train one fold with Ray Train (DDP, AMP, checkpoints)"),
+    "predict": (PredictConfig, cmd_predict, "ensemble prediction on a Ray actor pool, NIfTI in the input geometry"),
+    "evaluate": (EvaluateConfig, cmd_evaluate, "Dice, HD95 and normalised surface Dice against reference labels"),
 }
 
 

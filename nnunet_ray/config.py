@@ -204,3 +204,54 @@ class TrainConfig:
     def world_size(self) -> int:
         """Number of Ray Train workers (DDP ranks)."""
         return self.gpus if self.gpus > 0 else self.workers
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """`nnunet-ray predict`: ensemble prediction of raw images on a Ray actor pool, written in the input geometry."""
+
+    models: tuple[str, ...] = opt((), "checkpoint folders, or experiment / run folders (each training run's best "
+                                  "checkpoint under them joins the ensemble: every fold, and every dim present)")
+    input: str = opt("", "images to predict: a dataset folder (its test cases) or a folder of NIfTI files")
+    out: str = opt("", "prediction folder: <case>.nii.gz label maps, predict.json (a rerun skips finished cases)")
+    tta: bool = opt(False, "flip test-time augmentation (8 passes in 3D, 4 in 2D)")
+    amp: bool = opt(False, "mixed precision: fp16 autocast on CUDA, bf16 on CPU")
+    actors: int = opt(0, "predicting actors, each holding every member (0 = one per GPU, else one per "
+                      "--cpus-per-actor CPUs)")
+    gpus_per_actor: float = opt(1.0, "GPUs per actor where the cluster has GPUs (fractions share a GPU)")
+    cpus_per_actor: int = opt(1, "CPUs per actor (its torch threads)")
+    overlap: float = opt(0.5, "sliding-window overlap")
+    blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
+    val_batch_size: int = opt(4, "sliding-window batch size (windows per forward pass)")
+    sw_device: str = opt("model", "where whole-volume accumulators live: 'model' (the model's device) or 'cpu' "
+                         "(host memory while windows run on the GPU: large CT volumes)", choices=("model", "cpu"))
+    save_probabilities: bool = opt(False, "also write <case>.npz: float16 class probabilities on the original grid")
+    address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+
+    def validate(self) -> "PredictConfig":
+        _check(bool(self.models), "models", "is required (checkpoint or experiment folders)")
+        _check(bool(self.input), "input", "is required")
+        _check(bool(self.out), "out", "is required")
+        _check_choices(self)
+        _check(self.actors >= 0, "actors", "must be >= 0")
+        _check(self.gpus_per_actor > 0, "gpus_per_actor", "must be > 0")
+        _check(self.cpus_per_actor >= 1, "cpus_per_actor", "must be >= 1")
+        _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
+        _check(self.val_batch_size >= 1, "val_batch_size", "must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`nnunet-ray evaluate`: Dice, HD95 and normalised surface Dice of predictions against reference labels."""
+
+    preds: str = opt("", "folder of predicted label maps (<case>.nii.gz)")
+    labels: str = opt("", "folder of reference label maps with the same file names")
+    nsd_tolerance: float = opt(1.0, "normalised surface Dice tolerance in mm")
+    out: str = opt("", "where summary.json and summary.csv go (default: the --preds folder)")
+
+    def validate(self) -> "EvaluateConfig":
+        _check(bool(self.preds), "preds", "is required")
+        _check(bool(self.labels), "labels", "is required")
+        _check(self.nsd_tolerance > 0, "nsd_tolerance", "must be > 0")
+        return self
