@@ -58,7 +58,7 @@ class SynthConfig:
 
     out: str = opt("", "folder to create the task in (its name becomes the dataset name)")
     cases: int = opt(10, "number of training cases")
-    test: int = opt(2, "number of test cases (imagesTs, no labels)")
+    test: int = opt(2, "number of test cases (imagesTs; their ground truth goes to labelsTs)")
     modalities: int = opt(1, "image channels; >1 writes 4D NIfTI like MSD BraTS")
     ct: bool = opt(False, "CT-like intensities (Hounsfield units, modality 'CT')")
     size: int = opt(64, "approximate edge length of a volume in voxels")

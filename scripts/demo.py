@@ -2,8 +2,11 @@
 
     python scripts/demo.py --workdir demo_data
 
-synth -> plan -> preprocess (Ray Data) -> train fold 0 (Ray Train, 2 CPU workers with DDP, or the cluster's GPUs).
-Reruns reuse finished work: preprocessing skips finished cases and training continues the same run.
+synth -> plan -> preprocess (Ray Data) -> train fold 0 (Ray Train, 2 CPU workers with DDP, or the cluster's GPUs)
+-> ensemble prediction of the test images (Ray actor pool, every run's best checkpoint under results/) -> evaluation
+against the test labels (labelsTs) where the dataset has them.
+Reruns reuse finished work: preprocessing skips finished cases, training continues the same run, prediction skips
+finished cases.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from nnunet_ray.config import PreprocessConfig, SynthConfig, TrainConfig
+from nnunet_ray.config import PredictConfig, PreprocessConfig, SynthConfig, TrainConfig
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed.cluster import cluster_gpus
+from nnunet_ray.distributed.predict import predict_folder
 from nnunet_ray.distributed.preprocess import preprocess_dataset
 from nnunet_ray.distributed.train import train_fold
+from nnunet_ray.evaluation.report import evaluate_folders, summary_table
 
 
 def main() -> int:
@@ -29,18 +34,18 @@ def main() -> int:
     work = Path(args.workdir).resolve()
     raw = work / "raw" / "Task99_Synthetic"
     if not (raw / "dataset.json").exists():
-        print(f"[1/3] writing a synthetic task to {raw}", flush=True)
+        print(f"[1/5] writing a synthetic task to {raw}", flush=True)
         make_synthetic_task(SynthConfig(out=str(raw), cases=args.cases, test=2, seed=0).validate())
     else:
-        print(f"[1/3] reusing the synthetic task in {raw}", flush=True)
-    print("[2/3] planning + preprocessing on a local Ray cluster (Ray Data)", flush=True)
+        print(f"[1/5] reusing the synthetic task in {raw}", flush=True)
+    print("[2/5] planning + preprocessing on a local Ray cluster (Ray Data)", flush=True)
     summary = preprocess_dataset(PreprocessConfig(data=str(raw), results=str(work / "preprocessed"), dim=args.dim))
     print(summary.line())
     print(f"preprocessed arrays, plans.json and splits.json are in {summary.out_dir}")
     if not summary.ok:
         return 1
     gpus = min(cluster_gpus(), 8)
-    print(f"[3/3] training fold 0 for {args.epochs} epochs on Ray Train "
+    print(f"[3/5] training fold 0 for {args.epochs} epochs on Ray Train "
           f"({f'{gpus} GPU workers, AMP' if gpus else '2 CPU workers, DDP over gloo'})", flush=True)
     run = train_fold(TrainConfig(
         data=str(summary.out_dir), results=str(work / "results"), dim=args.dim, fold=0, gpus=gpus, workers=2,
@@ -50,6 +55,26 @@ def main() -> int:
           f"({run['seconds']:.0f} s)")
     print(f"checkpoints: {run['best_checkpoint']} (best), {run['last_checkpoint']} (last)")
     print(f"compare runs: tensorboard --logdir {work / 'results'}")
+    return predict_and_evaluate(work, raw, gpus=gpus)
+
+
+def predict_and_evaluate(work: Path, raw: Path, *, gpus: int) -> int:
+    """Ensemble prediction of the test images with every trained run, then evaluation where labels exist."""
+    preds = work / "predictions"
+    print(f"[4/5] ensemble prediction of {raw / 'imagesTs'} (Ray actor pool, flip TTA)", flush=True)
+    summary = predict_folder(PredictConfig(models=(str(work / "results"),), input=str(raw), out=str(preds),
+                                           tta=True, amp=gpus > 0).validate())  # one actor per GPU, else per CPU
+    print(summary.line())
+    if not summary.ok:
+        return 1
+    labels = raw / "labelsTs"
+    if not labels.is_dir():
+        print(f"[5/5] no {labels}: nothing to evaluate against")
+        return 0
+    print(f"[5/5] evaluating against {labels}", flush=True)
+    report = evaluate_folders(preds, labels, progress=print)
+    print(summary_table(report))
+    print(f"summary.json and summary.csv are in {preds}")
     return 0
 
 

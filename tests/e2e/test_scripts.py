@@ -31,6 +31,10 @@ def test_demo_runs_synth_preprocess_and_training_end_to_end(tmp_path):
     assert "fold 0: best mean Dice" in result.stdout
     run = tmp_path / "results" / "Task99_Synthetic_3d_fold0"
     assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
+    assert "2 predicted, 0 already done, 0 failed" in result.stdout
+    assert {p.name for p in (tmp_path / "predictions").glob("*.nii.gz")} == {"synth_004.nii.gz", "synth_005.nii.gz"}
+    report = json.loads((tmp_path / "predictions" / "summary.json").read_text())
+    assert report["n_cases"] == 2 and set(report["per_class"]) == {"organ", "lesion", "spot"}
 
 
 @pytest.mark.parametrize("mode, args, keys", [
