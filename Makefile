@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py --workdir $(DEMO_DIR)
 
 bench: $(STAMP)
-	for mode in preprocess loader step train; do $(PY) scripts/benchmark.py --mode $$mode || exit 1; done
+	for mode in preprocess loader step train predict; do $(PY) scripts/benchmark.py --mode $$mode || exit 1; done
 
 lint: $(STAMP)
 	$(PY) -m compileall -q nnunet_ray jobs scripts tests

@@ -204,58 +204,85 @@ def _patch_predict_rows(args: argparse.Namespace, plans: dict, device) -> dict:
     return rows
 
 
-def bench_predict(args: argparse.Namespace, work: Path) -> dict:
-    import dataclasses
-    import time
-
-    import nibabel as nib
+def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, dict, Path]:
+    """A synthetic task in a TaskNN folder (planning applies that MSD preset) and an experiment folder holding two
+    randomly initialised members planned for it (prediction cost does not depend on the weights)."""
     import torch
 
-    from nnunet_ray.config import PredictConfig
     from nnunet_ray.data.dataset import load_dataset
-    from nnunet_ray.distributed.cluster import init_ray
-    from nnunet_ray.distributed.predict import predict_folder
-    from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
-    from nnunet_ray.inference.members import load_member
-    from nnunet_ray.planning.presets import preset_plans
-    from nnunet_ray.planning.plans import plans_hash
-    from nnunet_ray.training.checkpoint import save_checkpoint
     from nnunet_ray.model.unet import build_unet
+    from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
+    from nnunet_ray.planning.plans import make_plans
+    from nnunet_ray.planning.presets import preset_plans
+    from nnunet_ray.training.checkpoint import save_checkpoint
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    plans = preset_plans(args.task, 3)
-    plans.setdefault("hash", plans_hash(plans))
-    result: dict = {"mode": "predict", "device": device.type, "task": args.task,
-                    "patch": "x".join(map(str, plans["patch_size"])), "batch_size": args.batch_size,
-                    "patch_batches": _patch_predict_rows(args, plans, device)}
-    # Per-volume: preprocessing + sliding window (overlap 0.5) + restore to the original grid, one synthetic case.
-    raw = work / "raw" / f"Task{args.task:02d}_Bench"  # the folder name selects the MSD preset
+    raw = work / "raw" / f"Task{args.task:02d}_Bench"
     make_synthetic_task(SynthConfig(out=str(raw), cases=2, test=args.volumes, size=args.volume_size,
-                                    modalities=plans["in_channels"], seed=5).validate())
+                                    modalities=preset_plans(args.task, 3)["in_channels"], seed=5).validate())
+    dataset = load_dataset(raw)
+    plans = make_plans(dataset, merge_fingerprints(dataset, [case_fingerprint(c) for c in dataset.training]), dim=3)
     experiment = work / "experiment"
     for fold in (0, 1):  # two members, as two folds of one configuration
         torch.manual_seed(fold)
         save_checkpoint(experiment / f"fold{fold}" / "best", build_unet(plans), plans, {"fold": fold})
-    member = load_member(experiment / "fold0" / "best")
+    return raw, plans, experiment
+
+
+def _volume_seconds(raw: Path, experiment: Path, device) -> dict:
+    """Preprocessing + sliding window (overlap 0.5) + restore to the original grid of one case, one member."""
+    import time
+
+    import nibabel as nib
+
+    from nnunet_ray.data.dataset import load_dataset
+    from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
+    from nnunet_ray.inference.members import load_member
+
     case = load_dataset(raw).test[0]
+    result = {"volume_shape_xyz": list(nib.load(str(case.images[0])).shape[:3])}
     for tta in (False, True):
-        predictor = EnsemblePredictor([member], device=device, options=WindowOptions(tta=tta, amp=False))
+        predictor = EnsemblePredictor([load_member(experiment / "fold0" / "best")], device=device,
+                                      options=WindowOptions(tta=tta))
         predictor(case)  # warm-up
         start = time.perf_counter()
         predictor(case)
-        result[f"volume_s{'_tta' if tta else ''}"] = round(time.perf_counter() - start, 2)
-    result["volume_shape_xyz"] = list(nib.load(str(case.images[0])).shape[:3])
-    # Ensemble throughput: both members over the same test images with 1 and with 2 actors (start-up included).
+        key = f"volume_s{'_tta' if tta else ''}"
+        result[key] = round(time.perf_counter() - start, 2)
+        print(f"{key}: {result[key]}", file=sys.stderr, flush=True)
+    return result
+
+
+def _ensemble_throughput(args: argparse.Namespace, raw: Path, experiment: Path, work: Path) -> dict:
+    """Both members over the same test volumes with 1 and with 2 Ray actors (actor start-up included)."""
+    from nnunet_ray.config import PredictConfig
+    from nnunet_ray.distributed.cluster import init_ray
+    from nnunet_ray.distributed.predict import predict_folder
+
     init_ray()
-    base = PredictConfig(models=(str(experiment),), input=str(raw), cpus_per_actor=1)
+    result = {}
     for actors in (1, 2):
-        cfg = dataclasses.replace(base, out=str(work / f"preds_{actors}"), actors=actors)
-        summary = predict_folder(cfg.validate())
+        cfg = PredictConfig(models=(str(experiment),), input=str(raw), out=str(work / f"preds_{actors}"),
+                            actors=actors, cpus_per_actor=1).validate()
+        summary = predict_folder(cfg)
         assert summary.ok and len(summary.done) == args.volumes, summary.line()
         result[f"ensemble_cases_per_s_{actors}_actor"] = round(args.volumes / summary.seconds, 3)
         result[f"ensemble_s_{actors}_actor"] = round(summary.seconds, 1)
     result["ensemble_speedup_2_vs_1"] = round(result["ensemble_cases_per_s_2_actor"]
                                               / result["ensemble_cases_per_s_1_actor"], 2)
+    return result
+
+
+def bench_predict(args: argparse.Namespace, work: Path) -> dict:
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    raw, plans, experiment = _bench_members(args, work)
+    result: dict = {"mode": "predict", "device": device.type, "task": args.task,
+                    "patch": "x".join(map(str, plans["patch_size"])), "batch_size": args.batch_size,
+                    "patch_batches": _patch_predict_rows(args, plans, device)}
+    print(f"patch batches: {result['patch_batches']}", file=sys.stderr, flush=True)
+    result.update(_volume_seconds(raw, experiment, device))
+    result.update(_ensemble_throughput(args, raw, experiment, work))
     return result
 
 

@@ -63,3 +63,15 @@ def test_cli_names_the_flag_to_fix(tmp_path):
                   "--oversampling", "2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "nnunet-ray train: error: --oversampling: must be in [0, 1]"
+
+
+@pytest.mark.slow
+def test_benchmark_predict_mode_prints_its_table():
+    result = _run(str(ROOT / "scripts" / "benchmark.py"), "--mode", "predict", "--batches", "1", "--warmup-steps", "0",
+                  "--volumes", "2", "--volume-size", "24")
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = _last_json(result.stdout)
+    assert set(measured["patch_batches"]) == {"fp32", "amp", "fp32_tta", "amp_tta"}
+    assert all(row["img_per_s"] > 0 and row["latency_ms_p99"] > 0 for row in measured["patch_batches"].values())
+    assert measured["volume_s"] > 0 and measured["volume_s_tta"] > 0
+    assert measured["ensemble_cases_per_s_1_actor"] > 0 and measured["ensemble_cases_per_s_2_actor"] > 0
