@@ -6,6 +6,7 @@
     nnunet-ray train --data pre/Task99_Synth/3d --results results --fold 0 --workers 2
     nnunet-ray predict --models results --input data/Task99_Synth --out preds --tta
     nnunet-ray evaluate --preds preds --labels data/Task99_Synth/labelsTs
+    nnunet-ray evaluate --cv results --data data/Task99_Synth
 
 Every flag is the kebab-case name of a config field (``--learning-rate``); the reference's snake_case spelling
 (``--learning_rate``) is accepted as an alias. A bad option exits with status 2 and one line naming the flag.
@@ -87,6 +88,10 @@ def cmd_predict(cfg: PredictConfig) -> int:
 
 
 def cmd_evaluate(cfg: EvaluateConfig) -> int:
+    if cfg.cv:
+        from nnunet_ray.distributed.cv_eval import cv_table, evaluate_cv
+        print(cv_table(evaluate_cv(cfg)))
+        return 0
     from nnunet_ray.evaluation.report import evaluate_folders, summary_table
     summary = evaluate_folders(cfg.preds, cfg.labels, tolerance=cfg.nsd_tolerance, out=cfg.out, progress=print)
     print(summary_table(summary))

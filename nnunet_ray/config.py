@@ -249,9 +249,20 @@ class EvaluateConfig:
     labels: str = opt("", "folder of reference label maps with the same file names")
     nsd_tolerance: float = opt(1.0, "normalised surface Dice tolerance in mm")
     out: str = opt("", "where summary.json and summary.csv go (default: the --preds folder)")
+    # --- cross-validation in the original space (instead of --preds / --labels)
+    cv: str = opt("", "experiment folder: predict every fold's validation cases with its best checkpoint and score "
+                  "them against the raw labels (needs --data)")
+    data: str = opt("", "with --cv: the raw dataset folder the experiment was trained on")
+    tta: bool = opt(False, "with --cv: flip test-time augmentation")
+    actors: int = opt(0, "with --cv: predicting actors (0 = one per GPU, else one per CPU)")
+    address: str = opt("", "with --cv: Ray cluster to join ('auto' for a running one); empty starts a local cluster")
 
     def validate(self) -> "EvaluateConfig":
-        _check(bool(self.preds), "preds", "is required")
-        _check(bool(self.labels), "labels", "is required")
+        if self.cv:
+            _check(bool(self.data), "data", "is required with --cv (the raw dataset folder)")
+        else:
+            _check(bool(self.preds), "preds", "is required (or --cv EXPERIMENT)")
+            _check(bool(self.labels), "labels", "is required")
         _check(self.nsd_tolerance > 0, "nsd_tolerance", "must be > 0")
+        _check(self.actors >= 0, "actors", "must be >= 0")
         return self

@@ -150,8 +150,8 @@ def run_pool(actors: list, cases: Sequence[CaseFiles], on_record: Callable[[dict
         on_record(record)
 
 
-def predict_folder(cfg: PredictConfig) -> PredictSummary:
-    """Predict every case of ``cfg.input`` with the ensemble ``cfg.models`` into ``cfg.out``.
+def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = None) -> PredictSummary:
+    """Predict every case of ``cfg.input`` (or the given ``cases``) with the ensemble ``cfg.models`` into ``cfg.out``.
 
     Raises:
         ConfigError: bad options, no usable member, or an output folder of another ensemble.
@@ -160,7 +160,7 @@ def predict_folder(cfg: PredictConfig) -> PredictSummary:
     cfg.validate()
     start = time.perf_counter()
     members = load_members(cfg.models)
-    cases = input_cases(cfg.input)
+    cases = input_cases(cfg.input) if cases is None else tuple(cases)
     out = Path(cfg.out).expanduser().resolve()
     record = _record(cfg, members)
     timings = _check_out_folder(out, record)

@@ -38,6 +38,9 @@ def images(tmp_path, synth_task):
     for case in (*dataset.test, *dataset.training[:2]):
         shutil.copy(case.images[0], folder / case.images[0].name)
     (folder / "corrupt.nii.gz").write_bytes(b"\x1f\x8b this is not gzip data")
+    image = nib.load(str(dataset.test[0].images[0]))
+    two = np.stack([np.asanyarray(image.dataobj)] * 2, axis=-1)  # (x, y, z, 2): the models expect 1 channel
+    nib.save(nib.Nifti1Image(two, image.affine), str(folder / "twochannel.nii.gz"))
     return folder
 
 
@@ -48,8 +51,10 @@ def test_two_actor_pool_predicts_every_case_and_names_the_corrupt_one(tmp_path, 
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "error: corrupt: cannot read image corrupt.nii.gz" in captured.err
-    assert "4 predicted, 0 already done, 1 failed" in captured.out and "on 2 actor(s)" in captured.out
-    expected = sorted(p.name.replace(".nii.gz", "") for p in images.iterdir() if p.name != "corrupt.nii.gz")
+    assert "error: twochannel: image has 2 channels, plans expect 1" in captured.err
+    assert "4 predicted, 0 already done, 2 failed" in captured.out and "on 2 actor(s)" in captured.out
+    bad = {"corrupt.nii.gz", "twochannel.nii.gz"}
+    expected = sorted(p.name.replace(".nii.gz", "") for p in images.iterdir() if p.name not in bad)
     assert sorted(p.name[: -len(".nii.gz")] for p in out.glob("*.nii.gz")) == expected
     for case_id in expected:
         written, source = nib.load(str(out / f"{case_id}.nii.gz")), nib.load(str(images / f"{case_id}.nii.gz"))
@@ -60,8 +65,8 @@ def test_two_actor_pool_predicts_every_case_and_names_the_corrupt_one(tmp_path, 
     assert record["cases"]["corrupt"]["status"] == "failed" and record["cases"][expected[0]]["seconds"] > 0
     assert record["options"]["actors"] == 2 and record["labels"]["1"] == "organ"
 
-    assert main(argv) == 1  # the rerun skips the finished cases and retries only the corrupt one
-    assert "predicting 1 of 5 cases" in capsys.readouterr().out
+    assert main(argv) == 1  # the rerun skips the finished cases and retries only the failed ones
+    assert "predicting 2 of 6 cases" in capsys.readouterr().out
 
 
 def test_the_pool_writes_what_the_in_process_ensemble_predicts(tmp_path, experiment, synth_task):

@@ -34,10 +34,12 @@ def tiny_plans(raw: Path, dim: int, *, patch: list[int] | None = None) -> dict:
     return plans
 
 
-def save_random_checkpoint(directory: Path, plans: dict, *, seed: int = 0, fold: int = 0, progress=None) -> Path:
-    """A checkpoint directory holding a randomly initialised network for ``plans``."""
+def save_random_checkpoint(directory: Path, plans: dict, *, seed: int = 0, fold: int = 0, progress=None,
+                           data: str = "x") -> Path:
+    """A checkpoint directory holding a randomly initialised network for ``plans`` (``data``: the run's
+    preprocessed folder, where its splits.json is)."""
     torch.manual_seed(seed)
-    config = dataclasses.asdict(TrainConfig(data="x", results="y", dim=int(plans["dim"]), fold=fold))
+    config = dataclasses.asdict(TrainConfig(data=data, results="y", dim=int(plans["dim"]), fold=fold))
     return save_checkpoint(directory, build_unet(plans), plans, config, progress=progress)
 
 

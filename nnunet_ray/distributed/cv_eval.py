@@ -1,0 +1,129 @@
+"""Cross-validation in the original image space: ``evaluate_cv(cfg)``.
+
+    nnunet-ray evaluate --cv RESULTS/EXPERIMENT --data RAW_DATASET [--tta] [--actors N]
+
+In-training validation Dice is measured on the preprocessed grid (as the reference does). This predicts every
+fold's validation cases from the raw images with that fold's best checkpoint (the Ray actor pool of ``predict``),
+restores them to the original grid and scores them against the raw labels (Dice, HD95, NSD), so the numbers are
+the ones a user of the model would see. Every training run folder under the experiment is one fold of one
+configuration; its fold and preprocessed folder (``splits.json``) come from the checkpoint's config.
+
+Writes ``<experiment>/cv_predictions/<run>/`` (label maps, ``predict.json``, ``summary.json``/``.csv``) and
+``<experiment>/cv_original_space.json`` + ``.csv``: per run the in-training best Dice next to the original-space
+Dice, HD95 and NSD, and their means per configuration (dim).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
+from nnunet_ray.data.atomic import save_json, save_text
+from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.folds import read_splits
+from nnunet_ray.distributed.predict import predict_folder
+from nnunet_ray.evaluation.report import METRICS, evaluate_folders
+from nnunet_ray.inference.members import run_folders
+from nnunet_ray.training.checkpoint import STATE_FILE, best_checkpoint
+
+RESULT = "cv_original_space"
+
+
+def _fold_runs(experiment: Path) -> list[tuple[str, Path, dict]]:
+    """(run name, best checkpoint, its config) of every training run under ``experiment``."""
+    runs = []
+    for run in run_folders(experiment):
+        checkpoint = best_checkpoint(run)
+        if checkpoint is not None:
+            name = "_".join(run.relative_to(experiment).parts) or run.name
+            runs.append((name, checkpoint, json.loads((checkpoint / "config.json").read_text())))
+    if not runs:
+        raise ConfigError(f"{flag_name('cv')}: {experiment} holds no training run with a checkpoint")
+    return runs
+
+
+def _training_dice(checkpoint: Path) -> float | None:
+    """The validation mean Dice the run measured during training (preprocessed grid) at its best epoch."""
+    if not (checkpoint / STATE_FILE).is_file():
+        return None
+    progress = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True).get("progress", {})
+    best = progress.get("best_dice")
+    return None if best is None or not np.isfinite(best) else float(best)
+
+
+def _validation_cases(config: dict, dataset, name: str):
+    splits_path = Path(config["data"]) / "splits.json"
+    fold = int(config["fold"])
+    try:
+        ids = set(read_splits(splits_path)[fold]["val"])
+    except (OSError, ValueError, IndexError) as exc:
+        raise ConfigError(f"{flag_name('cv')}: run {name}: cannot read fold {fold} of {splits_path}: {exc}") from exc
+    cases = [c for c in dataset.training if c.case_id in ids]
+    if len(cases) != len(ids):
+        missing = sorted(ids - {c.case_id for c in cases})
+        raise ConfigError(f"{flag_name('data')}: {dataset.root} lacks validation cases of run {name}: {missing[:5]}")
+    return cases
+
+
+def evaluate_cv(cfg: EvaluateConfig) -> dict:
+    """Predict and score every fold's validation cases in the original space; see the module docstring.
+
+    Returns:
+        ``{"runs": [{"run", "dim", "fold", "cases", "training_dice", "dice", "hd95", "nsd"}], "configurations":
+        {"<dim>d": means over its folds}}``, also written to ``cv_original_space.json`` / ``.csv``.
+    """
+    cfg.validate()
+    experiment = Path(cfg.cv).expanduser().resolve()
+    dataset = load_dataset(cfg.data)
+    runs, rows = _fold_runs(experiment), []
+    for name, checkpoint, config in runs:
+        out = experiment / "cv_predictions" / name
+        print(f"{name}: fold {config['fold']} with {checkpoint}", flush=True)
+        predict = PredictConfig(models=(str(checkpoint),), input=str(dataset.root), out=str(out), tta=cfg.tta,
+                                actors=cfg.actors, address=cfg.address).validate()
+        summary = predict_folder(predict, cases=_validation_cases(config, dataset, name))
+        if not summary.ok:
+            raise ConfigError(f"{flag_name('cv')}: run {name}: {len(summary.failed)} validation case(s) failed, "
+                              f"e.g. {next(iter(summary.failed.values()))}")
+        scores = evaluate_folders(out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance, progress=print)
+        rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
+                     "training_dice": _training_dice(checkpoint), **scores["mean"]})
+    result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance}
+    save_json(experiment / f"{RESULT}.json", result)
+    save_text(experiment / f"{RESULT}.csv", _csv(rows))
+    return result
+
+
+def _per_configuration(rows: list[dict]) -> dict:
+    out = {}
+    for dim in sorted({r["dim"] for r in rows}, key=str):
+        mine = [r for r in rows if r["dim"] == dim]
+        trained = [r["training_dice"] for r in mine if r["training_dice"] is not None]
+        out[f"{dim}d"] = {"folds": len(mine), "training_dice": float(np.mean(trained)) if trained else None,
+                          **{k: float(np.mean([r[k] for r in mine])) for k in METRICS}}
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["run", "dim", "fold", "cases", "training_dice", *METRICS],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def cv_table(result: dict) -> str:
+    """Printed table: per run and per configuration, in-training Dice next to the original-space metrics."""
+    lines = [f"{'run':<32}{'train Dice':>11}{'Dice':>8}{'HD95 mm':>10}{'NSD':>8}"]
+    named = [(r["run"], r) for r in result["runs"]] + [(f"mean {k}", v) for k, v in result["configurations"].items()]
+    for name, r in named:
+        trained = "-" if r["training_dice"] is None else f"{r['training_dice']:.4f}"
+        lines.append(f"{name:<32}{trained:>11}{r['dice']:>8.4f}{r['hd95']:>10.2f}{r['nsd']:>8.4f}")
+    return "\n".join(lines)
