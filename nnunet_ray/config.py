@@ -226,6 +226,8 @@ class PredictConfig:
     sw_device: str = opt("model", "where whole-volume accumulators live: 'model' (the model's device) or 'cpu' "
                          "(host memory while windows run on the GPU: large CT volumes)", choices=("model", "cpu"))
     save_probabilities: bool = opt(False, "also write <case>.npz: float16 class probabilities on the original grid")
+    postprocess: bool = opt(False, "apply the post-processing cross-validation chose (best_configuration.json of "
+                            "the --models experiment: keep the largest connected component of some classes)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
 
     def validate(self) -> "PredictConfig":

@@ -28,7 +28,9 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     if target:
         ray.init(address=target, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # "local": a new cluster even when a `ray start` instance runs on this machine (plain ray.init() would
+        # silently join the latest one, e.g. another user's on a shared machine).
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     _quiet_ray_data()
 
 

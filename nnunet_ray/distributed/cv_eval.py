@@ -8,9 +8,14 @@ restores them to the original grid and scores them against the raw labels (Dice,
 the ones a user of the model would see. Every training run folder under the experiment is one fold of one
 configuration; its fold and preprocessed folder (``splits.json``) come from the checkpoint's config.
 
-Writes ``<experiment>/cv_predictions/<run>/`` (label maps, ``predict.json``, ``summary.json``/``.csv``) and
-``<experiment>/cv_original_space.json`` + ``.csv``: per run the in-training best Dice next to the original-space
-Dice, HD95 and NSD, and their means per configuration (dim).
+Writes ``<experiment>/cv_predictions/<run>/`` (label maps, float16 probabilities, ``predict.json``,
+``summary.json``/``.csv``) and ``<experiment>/cv_original_space.json`` + ``.csv``: per run the in-training best Dice
+next to the original-space Dice, HD95 and NSD, and their means per configuration (dim).
+
+Then the best configuration, as nnU-Net v2 chooses it: 2D, 3D and (when both exist) their ensemble (probabilities
+averaged) are compared by mean Dice over the CV cases; for the winner, each class keeps only its largest connected
+component where that raises the class's Dice. The choice goes to ``<experiment>/best_configuration.json``, which
+``nnunet-ray predict --models <experiment>`` follows (``--postprocess`` applies the chosen step).
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
         out = experiment / "cv_predictions" / name
         print(f"{name}: fold {config['fold']} with {checkpoint}", flush=True)
         predict = PredictConfig(models=(str(checkpoint),), input=str(dataset.root), out=str(out), tta=cfg.tta,
-                                actors=cfg.actors, address=cfg.address).validate()
+                                actors=cfg.actors, address=cfg.address, save_probabilities=True).validate()
         summary = predict_folder(predict, cases=_validation_cases(config, dataset, name))
         if not summary.ok:
             raise ConfigError(f"{flag_name('cv')}: run {name}: {len(summary.failed)} validation case(s) failed, "
@@ -94,7 +99,8 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
         scores = evaluate_folders(out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance, progress=print)
         rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
                      "training_dice": _training_dice(checkpoint), **scores["mean"]})
-    result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance}
+    result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,
+              "best": choose_configuration(experiment, rows, dataset)}
     save_json(experiment / f"{RESULT}.json", result)
     save_text(experiment / f"{RESULT}.csv", _csv(rows))
     return result
@@ -126,4 +132,78 @@ def cv_table(result: dict) -> str:
     for name, r in named:
         trained = "-" if r["training_dice"] is None else f"{r['training_dice']:.4f}"
         lines.append(f"{name:<32}{trained:>11}{r['dice']:>8.4f}{r['hd95']:>10.2f}{r['nsd']:>8.4f}")
+    best = result.get("best")
+    if best:
+        lines.append(f"best configuration: {best['configuration']} (mean Dice " + ", ".join(
+            f"{k} {v:.4f}" for k, v in best["mean_dice"].items()) + "); largest component kept for classes "
+            f"{best['largest_component'] or 'none'} -> {best['dice_postprocessed']:.4f}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- best configuration
+
+BEST = "best_configuration.json"
+
+
+def _case_labels(dataset, rows: list[dict], experiment: Path) -> dict[str, Path]:
+    """Raw label file of every case predicted in the CV."""
+    by_id = {c.case_id: c.label for c in dataset.training}
+    ids = {p.name[: -len(".nii.gz")] for r in rows for p in (experiment / "cv_predictions" / r["run"]).glob("*.nii.gz")}
+    return {i: by_id[i] for i in sorted(ids)}
+
+
+def _candidate_predictions(experiment: Path, rows: list[dict], dims: tuple) -> dict[str, np.ndarray]:
+    """Case id -> predicted class map of the configuration made of ``dims`` (several: probabilities averaged)."""
+    folders = {d: {r["fold"]: experiment / "cv_predictions" / r["run"] for r in rows if r["dim"] == d} for d in dims}
+    folds = set.intersection(*(set(f) for f in folders.values()))
+    preds = {}
+    for fold in sorted(folds):
+        for path in sorted(folders[dims[0]][fold].glob("*.npz")):
+            case_id = path.name[: -len(".npz")]
+            probs = sum(np.load(folders[d][fold] / path.name)["probabilities"].astype(np.float32) for d in dims)
+            preds[case_id] = np.argmax(probs, axis=0).astype(np.uint8)
+    return preds
+
+
+def _mean_dice(preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_classes: int) -> np.ndarray:
+    """(n_classes - 1,) per-class Dice averaged over the cases (the reference's absent-class rule)."""
+    from nnunet_ray.evaluation.metrics import case_dice
+
+    scores = [case_dice(torch.from_numpy(preds[i].astype(np.int64)), torch.from_numpy(labels[i].astype(np.int64)),
+                        n_classes).numpy() for i in preds]
+    return np.mean(scores, axis=0)
+
+
+def choose_configuration(experiment: Path, rows: list[dict], dataset) -> dict:
+    """Compare each dim and the ensemble of all dims on the CV cases, then per class whether keeping only the
+    largest connected component helps; write ``best_configuration.json`` into the experiment folder.
+
+    Returns:
+        ``{"configuration": "3d" | "2d" | "2d+3d", "dims", "mean_dice": {candidate: Dice}, "largest_component":
+        [classes], "dice_postprocessed"}``.
+    """
+    from nnunet_ray.data.nifti import read_label
+    from nnunet_ray.data.types import CaseFiles
+    from nnunet_ray.inference.postprocess import keep_largest_component
+
+    labels = {i: read_label(CaseFiles(i, (), label=p)).array[0] for i, p in _case_labels(dataset, rows, experiment).items()}
+    n_classes = dataset.n_classes
+    dims = tuple(sorted({r["dim"] for r in rows}))
+    candidates = [(d,) for d in dims] + ([dims] if len(dims) > 1 else [])
+    scores = {}
+    for candidate in candidates:
+        preds = _candidate_predictions(experiment, rows, candidate)
+        if preds:
+            scores["+".join(f"{d}d" for d in candidate)] = (candidate, preds, _mean_dice(preds, labels, n_classes))
+    name, (chosen, preds, per_class) = max(scores.items(), key=lambda kv: float(kv[1][2].mean()))
+    keep = []
+    for c in range(1, n_classes):
+        cleaned = {i: keep_largest_component(p, [c]) for i, p in preds.items()}
+        if _mean_dice(cleaned, labels, n_classes)[c - 1] > per_class[c - 1]:
+            keep.append(c)
+    post = {i: keep_largest_component(p, keep) for i, p in preds.items()}
+    best = {"configuration": name, "dims": list(chosen),
+            "mean_dice": {k: float(v[2].mean()) for k, v in scores.items()}, "largest_component": keep,
+            "dice_postprocessed": float(_mean_dice(post, labels, n_classes).mean())}
+    save_json(experiment / BEST, best)
+    return best

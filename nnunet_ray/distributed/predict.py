@@ -31,11 +31,12 @@ from nnunet_ray.data.inputs import input_cases
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.distributed.cluster import cluster_cpus, cluster_gpus, init_ray
 from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
-from nnunet_ray.inference.members import Member, check_compatible, find_checkpoints, load_member
+from nnunet_ray.inference.members import (Member, best_configuration, check_compatible, find_checkpoints,
+                                          load_member)
 from nnunet_ray.inference.outputs import is_done, predict_case
 
 RECORD = "predict.json"
-SAME_RESULT_OPTIONS = ("tta", "amp", "overlap", "blend")  # options that change the predicted values
+SAME_RESULT_OPTIONS = ("tta", "amp", "overlap", "blend", "postprocess")  # options that change the predictions
 
 
 @dataclass
@@ -62,16 +63,17 @@ class PredictActor:
     """Holds every member's network once and predicts whole cases into the output folder."""
 
     def __init__(self, members: list[Member], options: dict, out_dir: str, save_probabilities: bool,
-                 threads: int) -> None:
+                 threads: int, largest_component: list[int]) -> None:
         torch.set_num_threads(threads)
         # [1] Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU; without one the networks run on its CPUs.
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.predictor = EnsemblePredictor(members, device=device, options=WindowOptions(**options))
-        self.out_dir, self.save_probabilities = out_dir, save_probabilities
+        self.out_dir, self.save_probabilities, self.largest_component = out_dir, save_probabilities, largest_component
 
     def predict(self, case: CaseFiles) -> dict:
         """Predict and write one case; returns its record (failures included, never raised)."""
-        return predict_case(self.predictor, case, self.out_dir, save_probabilities=self.save_probabilities)
+        return predict_case(self.predictor, case, self.out_dir, save_probabilities=self.save_probabilities,
+                            largest_component=self.largest_component)
 
 
 def load_members(paths: Sequence[str]) -> list[Member]:
@@ -86,14 +88,27 @@ def load_members(paths: Sequence[str]) -> list[Member]:
     return members
 
 
+def postprocess_classes(cfg: PredictConfig) -> list[int]:
+    """Classes that keep only their largest component: from the --models experiment's best_configuration.json."""
+    if not cfg.postprocess:
+        return []
+    for folder in cfg.models:
+        best = best_configuration(folder)
+        if best is not None:
+            return [int(c) for c in best.get("largest_component", [])]
+    raise ConfigError(f"{flag_name('postprocess')}: no --models folder holds a best_configuration.json; run "
+                      "`nnunet-ray evaluate --cv EXPERIMENT --data RAW` first")
+
+
 def window_options(cfg: PredictConfig) -> WindowOptions:
     """The sliding-window settings of ``cfg``."""
     return WindowOptions(tta=cfg.tta, amp=cfg.amp, overlap=cfg.overlap, blend=cfg.blend,
                          batch_size=cfg.val_batch_size, sw_device=cfg.sw_device)
 
 
-def _record(cfg: PredictConfig, members: list[Member]) -> dict:
+def _record(cfg: PredictConfig, members: list[Member], largest_component: list[int]) -> dict:
     return {"members": [m.describe() for m in members], "options": dataclasses.asdict(cfg),
+            "largest_component": largest_component,
             "n_classes": int(members[0].plans["n_classes"]), "labels": members[0].plans.get("labels", {})}
 
 
@@ -160,9 +175,10 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
     cfg.validate()
     start = time.perf_counter()
     members = load_members(cfg.models)
+    largest_component = postprocess_classes(cfg)
     cases = input_cases(cfg.input) if cases is None else tuple(cases)
     out = Path(cfg.out).expanduser().resolve()
-    record = _record(cfg, members)
+    record = _record(cfg, members, largest_component)
     timings = _check_out_folder(out, record)
     summary = PredictSummary(out_dir=out)
     todo = [c for c in cases if not is_done(out, c.case_id, save_probabilities=cfg.save_probabilities)]
@@ -176,8 +192,8 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
                                                   num_gpus=cfg.gpus_per_actor if use_gpu else 0)
         shared = ray.put(members)  # one copy in the object store for every actor
         options = dataclasses.asdict(window_options(cfg))
-        actors = [remote.remote(shared, options, str(out), cfg.save_probabilities, cfg.cpus_per_actor)
-                  for _ in range(summary.actors)]
+        actors = [remote.remote(shared, options, str(out), cfg.save_probabilities, cfg.cpus_per_actor,
+                                largest_component) for _ in range(summary.actors)]
         progress = _Progress(len(todo))
         try:
             run_pool(actors, todo, lambda r: _collect(summary, timings, r, progress))

@@ -2,7 +2,8 @@
 
 ``--models`` takes checkpoint directories and/or folders holding training runs (one run, a cross-validation
 experiment, a results root): under a folder, every training run folder's best checkpoint is a member, so five
-folds of 2D and 3D give ten members. A member is loaded once on the driver (weights, plans, run config) and shipped
+folds of 2D and 3D give ten members. When the folder holds a ``best_configuration.json`` (``evaluate --cv``), only
+the runs of the chosen configuration (2D, 3D or both) are taken. A member is loaded once on the driver (weights, plans, run config) and shipped
 to the predicting processes as it is, so they need no access to the results folder.
 """
 
@@ -22,6 +23,8 @@ from nnunet_ray.config import ConfigError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.training.checkpoint import (CONFIG_FILE, MODEL_FILE, PLANS_FILE, best_checkpoint, is_checkpoint,
                                             model_kwargs)
+
+BEST_CONFIGURATION = "best_configuration.json"
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,26 @@ def find_checkpoints(paths: Sequence[str | Path], *, flag: str = "--models") -> 
             found.append(path.resolve())
             continue
         bests = [best for run in run_folders(path) if (best := best_checkpoint(run)) is not None]
+        dims = chosen_dims(path)
+        if dims is not None:  # the experiment's cross-validation chose these configurations
+            bests = [b for b in bests if json.loads((b / PLANS_FILE).read_text()).get("dim") in dims]
         if not bests:
             raise ConfigError(f"{flag}: {path} holds no checkpoint (model.pt, config.json, plans.json) and no "
                               "training run with one")
         found.extend(b.resolve() for b in bests)
     return list(dict.fromkeys(found))
+
+
+def best_configuration(folder: str | Path) -> dict | None:
+    """``best_configuration.json`` of an experiment folder (written by ``evaluate --cv``), or None."""
+    path = Path(folder) / BEST_CONFIGURATION
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def chosen_dims(folder: str | Path) -> list[int] | None:
+    """The dims cross-validation chose for this experiment folder, or None when it has not chosen."""
+    best = best_configuration(folder)
+    return None if best is None else [int(d) for d in best["dims"]]
 
 
 def check_compatible(members: Sequence[Member], *, flag: str = "--models") -> None:

@@ -9,7 +9,7 @@ label map exists (and its probabilities, when asked for), so an interrupted run 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from nnunet_ray.data.atomic import atomic_path
 from nnunet_ray.data.nifti import read_header, write_nifti
 from nnunet_ray.data.types import CaseError, CaseFiles
+from nnunet_ray.inference.postprocess import keep_largest_component
 
 LABEL_SUFFIX = ".nii.gz"
 PROBS_SUFFIX = ".npz"
@@ -34,7 +35,8 @@ def is_done(out_dir: str | Path, case_id: str, *, save_probabilities: bool) -> b
     return all(p.is_file() for p in output_files(out_dir, case_id, save_probabilities=save_probabilities))
 
 
-def write_prediction(out_dir: str | Path, case: CaseFiles, probs: np.ndarray, *, save_probabilities: bool) -> Path:
+def write_prediction(out_dir: str | Path, case: CaseFiles, probs: np.ndarray, *, save_probabilities: bool,
+                     largest_component: Sequence[int] = ()) -> Path:
     """Write one case's outputs atomically (probabilities first, the label map last).
 
     Args:
@@ -42,6 +44,7 @@ def write_prediction(out_dir: str | Path, case: CaseFiles, probs: np.ndarray, *,
         case: the predicted case; its first image file gives the header and affine.
         probs: ``(K, Z, Y, X)`` probabilities on the original grid.
         save_probabilities: also write ``<case>.npz``.
+        largest_component: classes that keep only their largest connected component in the label map.
 
     Returns:
         The label map's path.
@@ -51,13 +54,13 @@ def write_prediction(out_dir: str | Path, case: CaseFiles, probs: np.ndarray, *,
         with atomic_path(files[0]) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, probabilities=probs.astype(np.float16))
     header = read_header(case.images[0])
-    write_nifti(np.argmax(probs, axis=0).astype(np.uint8), header.get_best_affine(), files[-1], dtype=np.uint8,
-                header=header)
+    label = keep_largest_component(np.argmax(probs, axis=0).astype(np.uint8), largest_component)
+    write_nifti(label, header.get_best_affine(), files[-1], dtype=np.uint8, header=header)
     return files[-1]
 
 
 def predict_case(predict: Callable[[CaseFiles], np.ndarray], case: CaseFiles, out_dir: str | Path, *,
-                 save_probabilities: bool) -> dict:
+                 save_probabilities: bool, largest_component: Sequence[int] = ()) -> dict:
     """Predict and write one case; a failure is returned, never raised, so the other cases go on.
 
     Args:
@@ -65,6 +68,7 @@ def predict_case(predict: Callable[[CaseFiles], np.ndarray], case: CaseFiles, ou
         case: the case to predict.
         out_dir: the prediction folder.
         save_probabilities: also write ``<case>.npz``.
+        largest_component: post-processing, see :func:`write_prediction`.
 
     Returns:
         ``{"case_id", "status": "done" | "skipped" | "failed", "error": "<case_id>: <problem>" | None, "seconds"}``.
@@ -75,7 +79,8 @@ def predict_case(predict: Callable[[CaseFiles], np.ndarray], case: CaseFiles, ou
         if is_done(out_dir, case.case_id, save_probabilities=save_probabilities):
             record["status"] = "skipped"
         else:
-            write_prediction(out_dir, case, predict(case), save_probabilities=save_probabilities)
+            write_prediction(out_dir, case, predict(case), save_probabilities=save_probabilities,
+                             largest_component=largest_component)
     except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
         error = str(exc) if isinstance(exc, CaseError) else f"{case.case_id}: {type(exc).__name__}: {exc}"
         record.update(status="failed", error=error.splitlines()[0] if error else case.case_id)
