@@ -109,7 +109,7 @@ def window_options(cfg: PredictConfig) -> WindowOptions:
 def _record(cfg: PredictConfig, members: list[Member], largest_component: list[int]) -> dict:
     return {"members": [m.describe() for m in members], "options": dataclasses.asdict(cfg),
             "largest_component": largest_component,
-            "n_classes": int(members[0].plans["n_classes"]), "labels": members[0].plans.get("labels", {})}
+            "n_classes": members[0].n_classes, "labels": members[0].labels}
 
 
 def _check_out_folder(out: Path, record: dict) -> dict:

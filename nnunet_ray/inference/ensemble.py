@@ -49,14 +49,15 @@ class WindowOptions:
     sw_device: str = "model"
 
 
-def model_probabilities(model: nn.Module, image: np.ndarray, plans: dict, *, device: torch.device,
-                        options: WindowOptions = WindowOptions()) -> torch.Tensor:
+def model_probabilities(model: nn.Module, image: np.ndarray, *, patch_size: Sequence[int], n_classes: int,
+                        device: torch.device, options: WindowOptions = WindowOptions()) -> torch.Tensor:
     """Class probabilities of one network over a whole preprocessed image.
 
     Args:
         model: the network in eval mode on ``device``.
         image: ``(C, Z, Y, X)`` float32 on the plans' grid.
-        plans: uses ``patch_size`` ((Z, Y, X), or (Y, X) slice-wise for 2D) and ``n_classes``.
+        patch_size: the window, (Z, Y, X), or (Y, X) slice-wise for a 2D network.
+        n_classes: output classes, background included.
         device: where the model runs.
         options: window settings.
 
@@ -68,11 +69,11 @@ def model_probabilities(model: nn.Module, image: np.ndarray, plans: dict, *, dev
     dtype = None
     if options.amp:
         dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    patch = list(plans["patch_size"])
+    patch = list(patch_size)
     predictor = make_predictor(model, dtype=dtype, device=device, tta=options.tta, n_spatial=len(patch))
     volume = torch.from_numpy(np.ascontiguousarray(image))[None].to(accumulate)  # (1, C, Z, Y, X)
     with torch.no_grad():
-        scores = predict_volume(volume, predictor, patch_size=patch, n_classes=int(plans["n_classes"]),
+        scores = predict_volume(volume, predictor, patch_size=patch, n_classes=n_classes,
                                 overlap=options.overlap, blend=options.blend, batch_size=options.batch_size,
                                 window_device=device)[0]  # (K, Z, Y, X)
     return scores if options.tta else torch.softmax(scores, dim=0)
@@ -97,11 +98,11 @@ class EnsemblePredictor:
         check_compatible(members)
         self.device, self.options = torch.device(device), options
         self.n_members = len(members)
-        self.n_classes = int(members[0].plans["n_classes"])
-        # Members with identical plans share preprocessing and restore (the key is the plans' content hash).
-        self.groups: dict[str, tuple[dict, list[nn.Module]]] = {}
+        self.n_classes = members[0].n_classes
+        # Members preprocessed identically (the folds of one configuration) share preprocessing and restore.
+        self.groups: dict[str, tuple[Member, list[nn.Module]]] = {}
         for member in members:
-            plans, models = self.groups.setdefault(member.plans["hash"], (member.plans, []))
+            _, models = self.groups.setdefault(member.preprocessing_key, (member, []))
             models.append(member.build(self.device))
 
     def __call__(self, case: CaseFiles) -> np.ndarray:
@@ -114,9 +115,10 @@ class EnsemblePredictor:
             CaseError: the case is unreadable or does not fit the plans (e.g. the wrong number of channels).
         """
         total = None
-        for plans, models in self.groups.values():
-            image, props = preprocess_for_prediction(case, plans)
-            summed = sum(model_probabilities(model, image, plans, device=self.device, options=self.options)
+        for first, models in self.groups.values():
+            image, props = preprocess_for_prediction(case, first.plans)
+            summed = sum(model_probabilities(model, image, patch_size=first.patch_size, n_classes=self.n_classes,
+                                             device=self.device, options=self.options)
                          for model in models)  # (K, Z, Y, X), the group's members summed on the plans' grid
             restored = restore_probabilities((summed / len(models)).cpu().numpy(), props) * len(models)
             total = restored if total is None else total + restored

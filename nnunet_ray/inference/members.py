@@ -43,6 +43,34 @@ class Member:
     config: dict
     weights: dict[str, torch.Tensor]
 
+    # The only place prediction reads plans fields: one edit here when the plans format changes.
+    @property
+    def dim(self) -> int:
+        return int(self.plans["dim"])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.plans["n_classes"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.plans["in_channels"])
+
+    @property
+    def patch_size(self) -> list[int]:
+        """(Z, Y, X) in 3D, (Y, X) for a slice-wise 2D network."""
+        return [int(p) for p in self.plans["patch_size"]]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Class index (a string, as in JSON) -> name."""
+        return dict(self.plans.get("labels", {}))
+
+    @property
+    def preprocessing_key(self) -> str:
+        """Equal for members whose cases are preprocessed identically (they share preprocessing and restore)."""
+        return str(self.plans["hash"])
+
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
         """The network in eval mode on ``device``."""
         model = build_unet(self.plans, **model_kwargs(self.config))
@@ -51,7 +79,7 @@ class Member:
 
     def describe(self) -> dict[str, Any]:
         """What predict.json records about the member."""
-        return {"path": self.path, "plans_hash": self.plans.get("hash"), "dim": self.plans.get("dim"),
+        return {"path": self.path, "plans_hash": self.plans.get("hash"), "dim": self.dim,
                 "fold": self.config.get("fold"), "dataset": self.plans.get("dataset")}
 
 
@@ -130,6 +158,6 @@ def check_compatible(members: Sequence[Member], *, flag: str = "--models") -> No
     first = members[0]
     for member in members[1:]:
         for key in ("n_classes", "in_channels"):
-            if member.plans[key] != first.plans[key]:
-                raise ConfigError(f"{flag}: {member.path} has {key} {member.plans[key]} but {first.path} has "
-                                  f"{first.plans[key]}; an ensemble needs the same classes and channels")
+            if getattr(member, key) != getattr(first, key):
+                raise ConfigError(f"{flag}: {member.path} has {key} {getattr(member, key)} but {first.path} has "
+                                  f"{getattr(first, key)}; an ensemble needs the same classes and channels")

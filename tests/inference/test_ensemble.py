@@ -19,11 +19,15 @@ from nnunet_ray.preprocessing.inverse import restore_probabilities
 CPU = torch.device("cpu")
 
 
+def _window(member) -> dict:
+    return {"patch_size": member.patch_size, "n_classes": member.n_classes}
+
+
 def test_patch_sized_volume_equals_a_direct_forward(checkpoint_3d):
     member = load_member(checkpoint_3d)
-    model, patch = member.build(), member.plans["patch_size"]
-    image = torch.randn(1, member.plans["in_channels"], *patch)
-    probs = model_probabilities(model, image[0].numpy(), member.plans, device=CPU)
+    model, patch = member.build(), member.patch_size
+    image = torch.randn(1, member.in_channels, *patch)
+    probs = model_probabilities(model, image[0].numpy(), **_window(member), device=CPU)
     with torch.no_grad():
         direct = torch.softmax(model(image), dim=1)[0]
     assert probs.shape == direct.shape
@@ -32,14 +36,15 @@ def test_patch_sized_volume_equals_a_direct_forward(checkpoint_3d):
 
 def test_volume_smaller_than_the_patch_is_padded_and_cropped_back(checkpoint_3d):
     member = load_member(checkpoint_3d)
-    model, patch = member.build(), member.plans["patch_size"]  # [8, 16, 16]
+    model = member.build()
+    assert member.patch_size == [8, 16, 16]
     image = torch.randn(1, 1, 5, 16, 11)
-    probs = model_probabilities(model, image[0].numpy(), member.plans, device=CPU)
+    probs = model_probabilities(model, image[0].numpy(), **_window(member), device=CPU)
     # Zero padding split evenly (floor before): Z 3 -> 1 before, 2 after; X 5 -> 2 before, 3 after.
     padded = F.pad(image, [2, 3, 0, 0, 1, 2])
     with torch.no_grad():
         direct = torch.softmax(model(padded), dim=1)[0, :, 1:6, :, 2:13]
-    assert probs.shape == (member.plans["n_classes"], 5, 16, 11)
+    assert probs.shape == (member.n_classes, 5, 16, 11)
     assert torch.allclose(probs, direct, atol=1e-5)
 
 
@@ -47,15 +52,15 @@ def test_volume_smaller_than_the_patch_is_padded_and_cropped_back(checkpoint_3d)
 def test_probabilities_sum_to_one_with_and_without_tta(checkpoint_3d, tta):
     member = load_member(checkpoint_3d)
     image = np.random.default_rng(0).standard_normal((1, 11, 20, 18)).astype(np.float32)
-    probs = model_probabilities(member.build(), image, member.plans, device=CPU, options=WindowOptions(tta=tta))
+    probs = model_probabilities(member.build(), image, **_window(member), device=CPU, options=WindowOptions(tta=tta))
     assert probs.min() >= 0 and torch.allclose(probs.sum(0), torch.ones(11, 20, 18), atol=1e-5)
 
 
 def test_accumulators_on_the_cpu_give_the_same_probabilities(checkpoint_3d):
     member = load_member(checkpoint_3d)
     image = np.random.default_rng(1).standard_normal((1, 9, 21, 17)).astype(np.float32)
-    same = model_probabilities(member.build(), image, member.plans, device=CPU)
-    split = model_probabilities(member.build(), image, member.plans, device=CPU,
+    same = model_probabilities(member.build(), image, **_window(member), device=CPU)
+    split = model_probabilities(member.build(), image, **_window(member), device=CPU,
                                 options=WindowOptions(sw_device="cpu"))
     assert split.device.type == "cpu" and torch.equal(same, split)
 
@@ -66,8 +71,8 @@ def test_windows_on_the_gpu_accumulate_in_host_memory(checkpoint_3d):
     member = load_member(checkpoint_3d)
     image = np.random.default_rng(2).standard_normal((1, 9, 21, 17)).astype(np.float32)
     gpu = torch.device("cuda")
-    on_gpu = model_probabilities(member.build(gpu), image, member.plans, device=gpu)
-    split = model_probabilities(member.build(gpu), image, member.plans, device=gpu,
+    on_gpu = model_probabilities(member.build(gpu), image, **_window(member), device=gpu)
+    split = model_probabilities(member.build(gpu), image, **_window(member), device=gpu,
                                 options=WindowOptions(sw_device="cpu"))
     assert on_gpu.device.type == "cuda" and split.device.type == "cpu"
     assert torch.allclose(on_gpu.cpu(), split, atol=1e-5)
@@ -77,7 +82,7 @@ def test_an_ensemble_of_two_copies_equals_the_model(synth_task, checkpoint_3d):
     case = load_dataset(synth_task).test[0]
     one = EnsemblePredictor([load_member(checkpoint_3d)])(case)
     two = EnsemblePredictor([load_member(checkpoint_3d), load_member(checkpoint_3d)])(case)
-    assert one.shape[0] == load_member(checkpoint_3d).plans["n_classes"]
+    assert one.shape[0] == load_member(checkpoint_3d).n_classes
     np.testing.assert_allclose(two, one, atol=1e-6)
 
 
@@ -85,10 +90,10 @@ def test_single_member_is_its_restored_probabilities(synth_task, checkpoint_3d):
     case = load_dataset(synth_task).test[0]
     member = load_member(checkpoint_3d)
     image, props = preprocess_for_prediction(case, member.plans)
-    expected = restore_probabilities(model_probabilities(member.build(), image, member.plans, device=CPU).numpy(),
-                                     props)
+    expected = restore_probabilities(
+        model_probabilities(member.build(), image, **_window(member), device=CPU).numpy(), props)
     got = EnsemblePredictor([member])(case)
-    assert got.shape == (member.plans["n_classes"], *props["original_shape"])
+    assert got.shape == (member.n_classes, *props["original_shape"])
     np.testing.assert_allclose(got, expected, atol=1e-6)
     np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
 
@@ -96,7 +101,7 @@ def test_single_member_is_its_restored_probabilities(synth_task, checkpoint_3d):
 def test_2d_and_3d_members_average_on_the_original_grid(synth_task, checkpoint_3d, checkpoint_2d):
     case = load_dataset(synth_task).test[1]
     m3, m2 = load_member(checkpoint_3d), load_member(checkpoint_2d)
-    assert m3.plans["spacing"] != m2.plans["spacing"] or m3.plans["dim"] != m2.plans["dim"]
+    assert (m3.dim, m2.dim) == (3, 2)
     p3, p2 = EnsemblePredictor([m3])(case), EnsemblePredictor([m2])(case)
     both = EnsemblePredictor([m3, m2])(case)
     assert p3.shape == p2.shape == both.shape
