@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_data
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench gpu-check lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for mode in preprocess loader step train predict; do $(PY) scripts/benchmark.py --mode $$mode || exit 1; done
+
+# The GPU paths (AMP training, DALI on GPU, NCCL DDP, Task01 benchmark, prediction); CPU smoke path without CUDA.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py
 
 lint: $(STAMP)
 	$(PY) -m compileall -q nnunet_ray jobs scripts tests

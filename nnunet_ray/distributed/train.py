@@ -16,7 +16,6 @@ a finished run is only continued with ``--resume-training``; otherwise ``train_f
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -33,22 +32,21 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.distributed.cluster import init_ray
-from nnunet_ray.loading.fold_data import fold_cases, fold_loaders
-from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
+from nnunet_ray.distributed.ray_internals import KILL_DELAY_S, quiet_report_logs, run_exists
+from nnunet_ray.loading.fold_data import check_fold_arrays, fold_cases, fold_loaders
+from nnunet_ray.planning.schema import Plans, PlansError, load_plans
+from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.training.checkpoint import load_checkpoint
-from nnunet_ray.training.loop import CHECKPOINT_SCORE, benchmark, fit
+from nnunet_ray.training.loop import PERF_FILE, benchmark, fit
+from nnunet_ray.training.resume import check_resume
 
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray's record of a run's checkpoints: its presence = a run exists
-# Test-only fault injection: the last worker calls os._exit(1) at the start of this epoch, once (the marker file
-# records that it happened, so the restarted group trains on).
-KILL_AT_EPOCH_ENV = "NNUNET_RAY_TEST_KILL_AT_EPOCH"
-KILL_MARKER_ENV = "NNUNET_RAY_TEST_KILL_MARKER"
-KILL_DELAY_S = 3.0  # > Ray's 2 s health-check poll, so the previous epoch's checkpoint registration lands first
+logger = logging.getLogger(__name__)
 
 
-def run_name(cfg: TrainConfig, plans: dict) -> str:
+
+def run_name(cfg: TrainConfig, plans: Plans) -> str:
     """The run's stable name: ``--experiment``, else ``<dataset>_<dim>d_fold<F>`` (never a timestamp)."""
-    return cfg.experiment or f"{plans['dataset']}_{cfg.dim}d_fold{cfg.fold}"
+    return cfg.experiment or f"{plans.dataset}_{cfg.dim}d_fold{cfg.fold}"
 
 
 # ----------------------------------------------------------------------------------------------- worker side
@@ -60,7 +58,7 @@ def train_worker(config: dict) -> dict:
         config: {"cfg": asdict(TrainConfig), "run_dir": str, optional "kill_at_epoch": int, "kill_marker": str}.
     """
     cfg = from_dict(TrainConfig, config["cfg"])
-    _quiet_report_logs()
+    quiet_report_logs()
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -83,16 +81,6 @@ def train_worker(config: dict) -> dict:
                log_dir=config["run_dir"] if rank == 0 else None, epoch_hook=_fault_hook(config, rank, world_size))
 
 
-def _quiet_report_logs() -> None:
-    """Ray Train 2.60 logs each report (with all metrics) at INFO under a logger named by its source path, outside
-    ``ray.train``, so ``LoggingConfig`` cannot quiet it; rank 0's progress line already says the same."""
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:  # another Ray version: its logs are its own business
-        return
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-
-
 def _restored_checkpoint() -> dict | None:
     """The run's latest registered checkpoint (after a worker failure or on --resume-training), loaded."""
     checkpoint = ray.train.get_checkpoint()
@@ -109,7 +97,8 @@ def _report(metrics: dict, checkpoint_dir: Path | None) -> None:
 
 
 def _fault_hook(config: dict, rank: int, world_size: int):
-    """Test-only: kill the last worker for real at the start of ``kill_at_epoch``, once."""
+    """Test-only (the tests pass ``worker_faults``): kill the last worker for real at the start of
+    ``kill_at_epoch``, once; the ``kill_marker`` file records that it happened, so the restarted group trains on."""
     kill_epoch, marker = config.get("kill_at_epoch"), config.get("kill_marker")
     if kill_epoch is None or marker is None or rank != world_size - 1:
         return None
@@ -125,12 +114,13 @@ def _fault_hook(config: dict, rank: int, world_size: int):
 
 # ----------------------------------------------------------------------------------------------- driver side
 
-def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ()) -> TorchTrainer:
-    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``)."""
+def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
+                  worker_faults: dict | None = None) -> TorchTrainer:
+    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``; fault-injection
+    tests pass ``worker_faults={"kill_at_epoch": E, "kill_marker": path}``)."""
     storage = str(Path(cfg.results).resolve())
-    loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": str(Path(storage) / name)}
-    if os.environ.get(KILL_AT_EPOCH_ENV) and os.environ.get(KILL_MARKER_ENV):
-        loop_config.update(kill_at_epoch=int(os.environ[KILL_AT_EPOCH_ENV]), kill_marker=os.environ[KILL_MARKER_ENV])
+    loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": str(Path(storage) / name),
+                                   **(worker_faults or {})}
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpus > 0 else {})}
     return TorchTrainer(
         train_worker,
@@ -145,7 +135,7 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = ())
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
-                                               checkpoint_score_order="max")),
+                                               checkpoint_score_order=SCORE_ORDER)),
     )
 
 
@@ -160,11 +150,12 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
                           "file I/O, so give a local or shared-filesystem path")
     try:
         plans = load_plans(cfg.data)
-    except PlansNotFoundError as err:
+    except PlansError as err:
         raise ConfigError(f"{flag_name('data')}: {err}") from err
-    if int(plans["dim"]) != cfg.dim:
-        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans['dim']}d plans")
+    if plans.dim != cfg.dim:
+        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans.dim}d plans")
     train_ids, _ = fold_cases(cfg.data, cfg.fold)
+    check_fold_arrays(cfg.data, cfg.fold, plans)
     if len(train_ids) < cfg.world_size:
         raise ConfigError(f"{flag_name('workers')}: {cfg.world_size} workers but fold {cfg.fold} has only "
                           f"{len(train_ids)} training cases")
@@ -184,37 +175,44 @@ def _fit(trainer: TorchTrainer, cfg: TrainConfig, run_dir: Path) -> ray.train.Re
                        f"run folder {run_dir}") from err
 
 
-def train_fold(cfg: TrainConfig) -> dict:
-    """Train one fold on Ray Train workers and summarise the run.
+def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
+    """Train one fold on Ray Train workers and summarise the run (with ``--benchmark``: ``benchmark_train``).
 
     Args:
         cfg: the training options (``--data`` a preprocessed folder with plans.json and splits.json).
+        worker_faults: test-only fault injection, see ``_fault_hook``.
 
     Returns:
         {"name", "run_dir", "best_dice", "best_epoch", "epochs" (completed in total), "stopped_early",
+        "stop_reason" (early_stopping / max_time / max_epochs),
         "best_checkpoint", "last_checkpoint" (directories), "metrics" (metrics.jsonl), "tensorboard",
         "seconds"}; also written to ``<run_dir>/summary.json``.
 
     Raises:
-        ConfigError: a bad option, or a run of that name exists and ``--resume-training`` is not set.
+        ConfigError: a bad option, a run of that name exists and ``--resume-training`` is not set, or it is set
+            with an option or plans that cannot change on resume (``training.resume``).
         ray.train.TrainingFailedError: the workers failed more than ``--max-failures`` times.
     """
+    if cfg.benchmark:
+        return benchmark_train(cfg)
     start = time.perf_counter()
     cfg, name, run_dir = _prepare(cfg)
-    exists = (run_dir / SNAPSHOT).is_file()
+    exists = run_exists(run_dir)
     if exists and not cfg.resume_training:
         raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in {run_dir.parent}; "
                           f"pass {flag_name('resume_training')} to continue it or {flag_name('experiment')} NEW "
                           "to start another")
     if cfg.resume_training and not exists:
-        print(f"nnunet-ray train: no earlier run named {name!r}; starting from epoch 0", flush=True)
+        logger.info("no earlier run named %r; starting from epoch 0", name)
+    if cfg.resume_training and exists:
+        check_resume(cfg, load_plans(cfg.data), run_dir)  # on the driver: workers would fail on the state dict
     init_ray(cfg.address)
-    result = _fit(build_trainer(cfg, name=name), cfg, run_dir)
+    result = _fit(build_trainer(cfg, name=name, worker_faults=worker_faults), cfg, run_dir)
     returned = result.return_value or {}
-    best = result.get_best_checkpoint(CHECKPOINT_SCORE, "max")
+    best = result.get_best_checkpoint(CHECKPOINT_SCORE, SCORE_ORDER)
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
                "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
-               "stopped_early": returned.get("stopped_early"),
+               "stopped_early": returned.get("stopped_early"), "stop_reason": returned.get("stop_reason"),
                "best_checkpoint": best.path if best is not None else None,
                "last_checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
                "metrics": str(run_dir / "metrics.jsonl"), "tensorboard": str(run_dir / "tensorboard"),
@@ -239,6 +237,6 @@ def benchmark_train(cfg: TrainConfig) -> dict:
     init_ray(cfg.address)
     perf = _fit(build_trainer(cfg, name=name), cfg, Path(cfg.results) / name).return_value
     run_dir = Path(cfg.results).resolve() / name
-    save_json(run_dir / "perf.json", perf)
-    print(json.dumps({"name": name, **perf}), flush=True)
+    save_json(run_dir / PERF_FILE, perf)
+    logger.info("benchmark %s: %s", name, run_dir / PERF_FILE)
     return perf

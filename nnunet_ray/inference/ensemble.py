@@ -71,11 +71,11 @@ def model_probabilities(model: nn.Module, image: np.ndarray, *, patch_size: Sequ
         dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     patch = list(patch_size)
     predictor = make_predictor(model, dtype=dtype, device=device, tta=options.tta, n_spatial=len(patch))
-    volume = torch.from_numpy(np.ascontiguousarray(image))[None].to(accumulate)  # (1, C, Z, Y, X)
+    volume = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)  # (1, C, Z, Y, X)
     with torch.no_grad():
         scores = predict_volume(volume, predictor, patch_size=patch, n_classes=n_classes,
                                 overlap=options.overlap, blend=options.blend, batch_size=options.batch_size,
-                                window_device=device)[0]  # (K, Z, Y, X)
+                                out_device=accumulate)[0]  # (K, Z, Y, X)
     return scores if options.tta else torch.softmax(scores, dim=0)
 
 
