@@ -194,7 +194,7 @@ def _latency_row(ms: list[float], batch: int) -> dict:
             **{f"latency_ms_p{q}": round(float(np.percentile(ms, q)), 1) for q in (90, 95, 99)}}
 
 
-def _patch_predict_rows(args: argparse.Namespace, plans: dict, device) -> dict:
+def _patch_predict_rows(args: argparse.Namespace, plans, device) -> dict:
     """Batched patch prediction as the seed's inference benchmark: fp32 / AMP, without / with flip TTA."""
     import time
 
@@ -206,12 +206,12 @@ def _patch_predict_rows(args: argparse.Namespace, plans: dict, device) -> dict:
 
     torch.manual_seed(0)
     model = build_unet(plans).to(device).eval()
-    batch = torch.randn(args.batch_size, plans["in_channels"], *plans["patch_size"], device=device)
+    batch = torch.randn(args.batch_size, plans.in_channels, *plans.patch_size, device=device)
     rows = {}
     for tta in (False, True):
         for amp in (False, True):
             dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if amp else None
-            predict = make_predictor(model, dtype=dtype, device=device, tta=tta, n_spatial=len(plans["patch_size"]))
+            predict = make_predictor(model, dtype=dtype, device=device, tta=tta, n_spatial=len(plans.patch_size))
             ms = []
             with torch.no_grad():
                 for step in range(args.warmup_steps + args.batches):
@@ -224,23 +224,20 @@ def _patch_predict_rows(args: argparse.Namespace, plans: dict, device) -> dict:
     return rows
 
 
-def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, dict, Path]:
-    """A synthetic task in a TaskNN folder (planning applies that MSD preset) and an experiment folder holding two
-    randomly initialised members planned for it (prediction cost does not depend on the weights)."""
+def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, object, Path]:
+    """Synthetic test volumes with the MSD task's channel count and an experiment folder holding two randomly
+    initialised 3D members with that task's preset plans (patch, spacing, topology; prediction cost does not depend
+    on the weights)."""
     import torch
 
-    from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.model.unet import build_unet
-    from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
-    from nnunet_ray.planning.plans import make_plans
     from nnunet_ray.planning.presets import preset_plans
     from nnunet_ray.training.checkpoint import save_checkpoint
 
+    plans = preset_plans(args.task, 3)
     raw = work / "raw" / f"Task{args.task:02d}_Bench"
     make_synthetic_task(SynthConfig(out=str(raw), cases=2, test=args.volumes, size=args.volume_size,
-                                    modalities=preset_plans(args.task, 3)["in_channels"], seed=5).validate())
-    dataset = load_dataset(raw)
-    plans = make_plans(dataset, merge_fingerprints(dataset, [case_fingerprint(c) for c in dataset.training]), dim=3)
+                                    modalities=plans.in_channels, ct=plans.modalities[0] == "CT", seed=5).validate())
     experiment = work / "experiment"
     for fold in (0, 1):  # two members, as two folds of one configuration
         torch.manual_seed(fold)
@@ -298,7 +295,7 @@ def bench_predict(args: argparse.Namespace, work: Path) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     raw, plans, experiment = _bench_members(args, work)
     result: dict = {"mode": "predict", "device": device.type, "task": args.task,
-                    "patch": "x".join(map(str, plans["patch_size"])), "batch_size": args.batch_size,
+                    "patch": "x".join(map(str, plans.patch_size)), "batch_size": args.batch_size,
                     "patch_batches": _patch_predict_rows(args, plans, device)}
     print(f"patch batches: {result['patch_batches']}", file=sys.stderr, flush=True)
     result.update(_volume_seconds(raw, experiment, device))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,9 @@ from nnunet_ray.data.folds import read_splits
 from nnunet_ray.distributed.predict import predict_folder
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
 from nnunet_ray.inference.members import run_folders
-from nnunet_ray.training.checkpoint import STATE_FILE, best_checkpoint
+from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpoint
+
+logger = logging.getLogger(__name__)
 
 RESULT = "cv_original_space"
 
@@ -47,7 +50,7 @@ def _fold_runs(experiment: Path) -> list[tuple[str, Path, dict]]:
         checkpoint = best_checkpoint(run)
         if checkpoint is not None:
             name = "_".join(run.relative_to(experiment).parts) or run.name
-            runs.append((name, checkpoint, json.loads((checkpoint / "config.json").read_text())))
+            runs.append((name, checkpoint, json.loads((checkpoint / CONFIG_FILE).read_text())))
     if not runs:
         raise ConfigError(f"{flag_name('cv')}: {experiment} holds no training run with a checkpoint")
     return runs
@@ -89,14 +92,14 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
     runs, rows = _fold_runs(experiment), []
     for name, checkpoint, config in runs:
         out = experiment / "cv_predictions" / name
-        print(f"{name}: fold {config['fold']} with {checkpoint}", flush=True)
+        logger.info("%s: fold %s with %s", name, config["fold"], checkpoint)
         predict = PredictConfig(models=(str(checkpoint),), input=str(dataset.root), out=str(out), tta=cfg.tta,
                                 actors=cfg.actors, address=cfg.address, save_probabilities=True).validate()
         summary = predict_folder(predict, cases=_validation_cases(config, dataset, name))
         if not summary.ok:
             raise ConfigError(f"{flag_name('cv')}: run {name}: {len(summary.failed)} validation case(s) failed, "
                               f"e.g. {next(iter(summary.failed.values()))}")
-        scores = evaluate_folders(out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance, progress=print)
+        scores = evaluate_folders(out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance)
         rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
                      "training_dice": _training_dice(checkpoint), **scores["mean"]})
     result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,

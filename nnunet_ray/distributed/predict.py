@@ -7,7 +7,7 @@ them in Ray's object store; each actor builds every member's network once ([1] o
 has GPUs, else CPUs). Cases go to whichever actor is free ([2] ``ray.wait`` on the running calls), so a slow case
 never holds up the others. A case that fails is reported by name and the others go on; the exit status is 1 at the
 end. Outputs are written atomically by the actors, so a rerun predicts only the unfinished cases; ``predict.json``
-records the members (paths, plans hashes), the options and per-case timings. Multi-node clusters need ``--input``
+records the members (paths, network and preprocessing hashes), the options and per-case timings. Multi-node clusters need ``--input``
 and ``--out`` on a filesystem every node sees (as training's results).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -34,6 +34,8 @@ from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
 from nnunet_ray.inference.members import (Member, best_configuration, check_compatible, find_checkpoints,
                                           load_member)
 from nnunet_ray.inference.outputs import is_done, predict_case
+
+logger = logging.getLogger(__name__)
 
 RECORD = "predict.json"
 SAME_RESULT_OPTIONS = ("tta", "amp", "overlap", "blend", "postprocess")  # options that change the predictions
@@ -118,7 +120,7 @@ def _check_out_folder(out: Path, record: dict) -> dict:
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    key = lambda r: ([(m["path"], m["plans_hash"]) for m in r["members"]],  # noqa: E731
+    key = lambda r: ([(m["path"], m.get("network_hash")) for m in r["members"]],  # noqa: E731
                      [r["options"].get(k) for k in SAME_RESULT_OPTIONS])
     if key(earlier) != key(record):
         raise ConfigError(f"{flag_name('out')}: {out} holds predictions of other members or options "
@@ -133,8 +135,7 @@ def actor_count(cfg: PredictConfig, n_cases: int) -> tuple[int, bool]:
     fits = int(gpus // cfg.gpus_per_actor) if use_gpu else cpus // cfg.cpus_per_actor
     wanted = cfg.actors or fits
     if wanted > fits:
-        print(f"warning: {flag_name('actors')} {wanted} but the cluster holds {fits}; starting {fits}",
-              file=sys.stderr, flush=True)
+        logger.warning("%s %d but the cluster holds %d; starting %d", flag_name("actors"), wanted, fits, fits)
     return max(1, min(wanted, fits, n_cases)), use_gpu
 
 
@@ -183,8 +184,8 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
     summary = PredictSummary(out_dir=out)
     todo = [c for c in cases if not is_done(out, c.case_id, save_probabilities=cfg.save_probabilities)]
     summary.skipped = [c.case_id for c in cases if c not in todo]
-    print(f"predicting {len(todo)} of {len(cases)} cases with {len(members)} member(s) "
-          f"({len(summary.skipped)} already done)", flush=True)
+    logger.info("predicting %d of %d cases with %d member(s) (%d already done)", len(todo), len(cases), len(members),
+                len(summary.skipped))
     if todo:
         init_ray(cfg.address)
         summary.actors, use_gpu = actor_count(cfg, len(todo))
@@ -215,8 +216,8 @@ class _Progress:
         self.count += 1
         elapsed = time.perf_counter() - self.start
         left = elapsed / self.count * (self.total - self.count)
-        print(f"  [{self.count}/{self.total}] {record['case_id']} {record['status']} ({record['seconds']:.1f} s; "
-              f"elapsed {elapsed:.0f} s, ~{left:.0f} s left)", flush=True)
+        logger.info("  [%d/%d] %s %s (%.1f s; elapsed %.0f s, ~%.0f s left)", self.count, self.total,
+                    record["case_id"], record["status"], record["seconds"], elapsed, left)
 
 
 def _collect(summary: PredictSummary, timings: dict, record: dict, progress: _Progress) -> None:
@@ -224,7 +225,7 @@ def _collect(summary: PredictSummary, timings: dict, record: dict, progress: _Pr
     timings[case_id] = {"status": record["status"], "seconds": round(record["seconds"], 3), "error": record["error"]}
     if record["status"] == "failed":
         summary.failed[case_id] = record["error"]
-        print(f"error: {record['error']}", file=sys.stderr, flush=True)
+        logger.error("%s", record["error"])
     else:
         (summary.done if record["status"] == "done" else summary.skipped).append(case_id)
     progress(record)

@@ -21,7 +21,8 @@ from torch import nn
 
 from nnunet_ray.config import ConfigError
 from nnunet_ray.model.unet import build_unet
-from nnunet_ray.training.checkpoint import (CONFIG_FILE, MODEL_FILE, PLANS_FILE, best_checkpoint, is_checkpoint,
+from nnunet_ray.planning.schema import Plans, load_plans
+from nnunet_ray.training.checkpoint import (CONFIG_FILE, MODEL_FILE, best_checkpoint, is_checkpoint,
                                             model_kwargs)
 
 BEST_CONFIGURATION = "best_configuration.json"
@@ -39,37 +40,37 @@ class Member:
     """
 
     path: str
-    plans: dict
+    plans: Plans
     config: dict
     weights: dict[str, torch.Tensor]
 
     # The only place prediction reads plans fields: one edit here when the plans format changes.
     @property
     def dim(self) -> int:
-        return int(self.plans["dim"])
+        return self.plans.dim
 
     @property
     def n_classes(self) -> int:
-        return int(self.plans["n_classes"])
+        return self.plans.n_classes
 
     @property
     def in_channels(self) -> int:
-        return int(self.plans["in_channels"])
+        return self.plans.in_channels
 
     @property
     def patch_size(self) -> list[int]:
         """(Z, Y, X) in 3D, (Y, X) for a slice-wise 2D network."""
-        return [int(p) for p in self.plans["patch_size"]]
+        return list(self.plans.patch_size)
 
     @property
     def labels(self) -> dict[str, str]:
         """Class index (a string, as in JSON) -> name."""
-        return dict(self.plans.get("labels", {}))
+        return dict(self.plans.labels)
 
     @property
     def preprocessing_key(self) -> str:
         """Equal for members whose cases are preprocessed identically (they share preprocessing and restore)."""
-        return str(self.plans["hash"])
+        return self.plans.preprocessing_hash
 
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
         """The network in eval mode on ``device``."""
@@ -79,14 +80,15 @@ class Member:
 
     def describe(self) -> dict[str, Any]:
         """What predict.json records about the member."""
-        return {"path": self.path, "plans_hash": self.plans.get("hash"), "dim": self.dim,
-                "fold": self.config.get("fold"), "dataset": self.plans.get("dataset")}
+        return {"path": self.path, "network_hash": self.plans.network_hash,
+                "preprocessing_hash": self.plans.preprocessing_hash, "dim": self.dim,
+                "fold": self.config.get("fold"), "dataset": self.plans.dataset}
 
 
 def load_member(directory: str | Path) -> Member:
     """Read a checkpoint directory into a :class:`Member` (weights load with ``weights_only=True``)."""
     directory = Path(directory).resolve()
-    return Member(path=str(directory), plans=json.loads((directory / PLANS_FILE).read_text()),
+    return Member(path=str(directory), plans=load_plans(directory),
                   config=json.loads((directory / CONFIG_FILE).read_text()),
                   weights=torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
 
@@ -129,7 +131,7 @@ def find_checkpoints(paths: Sequence[str | Path], *, flag: str = "--models") -> 
         bests = [best for run in run_folders(path) if (best := best_checkpoint(run)) is not None]
         dims = chosen_dims(path)
         if dims is not None:  # the experiment's cross-validation chose these configurations
-            bests = [b for b in bests if json.loads((b / PLANS_FILE).read_text()).get("dim") in dims]
+            bests = [b for b in bests if load_plans(b).dim in dims]
         if not bests:
             raise ConfigError(f"{flag}: {path} holds no checkpoint (model.pt, config.json, plans.json) and no "
                               "training run with one")

@@ -149,7 +149,7 @@ def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.nda
     return arrays, props
 
 
-def preprocess_for_prediction(case: CaseFiles, plans: dict) -> tuple[np.ndarray, dict]:
+def preprocess_for_prediction(case: CaseFiles, plans: Plans) -> tuple[np.ndarray, dict]:
     """Preprocess a case's image in memory, exactly as ``preprocess_case(mode="test")`` would write it.
 
     The prediction path: nothing is written, the label (if any) is ignored, no padding is added (the sliding
@@ -157,7 +157,7 @@ def preprocess_for_prediction(case: CaseFiles, plans: dict) -> tuple[np.ndarray,
 
     Args:
         case: the case's image files.
-        plans: plans.json content of the model that will predict it.
+        plans: the plans of the model that will predict it.
 
     Returns:
         (image ``(C, Z, Y, X)`` float32 on the plans' grid, properties as in ``<case>.json``: ``original_shape``,

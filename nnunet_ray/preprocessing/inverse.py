@@ -46,13 +46,7 @@ def restore_prediction(probs: np.ndarray, props: dict) -> np.ndarray:
     Raises:
         ValueError: ``probs`` does not have the preprocessed shape.
     """
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 4 or list(probs.shape[1:]) != list(props["shape"]):
-        raise ValueError(f"probs shape {probs.shape} is not (K, *{props['shape']})")
-    box = props["crop_box"]
-    cropped_shape = [b - a for a, b in box]
-    inner = unpad(probs, props["pad"])
-    back = resample_image(inner, cropped_shape, aniso_axis=resampling_axis(props), order=1)
+    back, box = _restore_cropped(probs, props)
     label = np.zeros(props["original_shape"], np.uint8)
     (z0, z1), (y0, y1), (x0, x1) = box
     label[z0:z1, y0:y1, x0:x1] = np.argmax(back, axis=0)
@@ -77,17 +71,24 @@ def restore_probabilities(probs: np.ndarray, props: dict) -> np.ndarray:
     Raises:
         ValueError: ``probs`` does not have the preprocessed shape.
     """
+    back, box = _restore_cropped(probs, props)
+    out = np.zeros((back.shape[0], *props["original_shape"]), np.float32)
+    out[0] = 1.0
+    (z0, z1), (y0, y1), (x0, x1) = box
+    out[:, z0:z1, y0:y1, x0:x1] = back
+    return out
+
+
+def _restore_cropped(probs: np.ndarray, props: dict) -> tuple[np.ndarray, list[list[int]]]:
+    """Unpad ``(K, *props["shape"])`` scores and resample them to the crop box's shape with the case's stored
+    coarse axis; returns them with the crop box.
+
+    Raises:
+        ValueError: ``probs`` does not have the preprocessed shape.
+    """
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 4 or list(probs.shape[1:]) != list(props["shape"]):
         raise ValueError(f"probs shape {probs.shape} is not (K, *{props['shape']})")
     box = props["crop_box"]
     cropped_shape = [b - a for a, b in box]
-    spacing = props["original_spacing"]
-    target = [s * c / r for s, c, r in zip(spacing, cropped_shape, props["resampled_shape"])]
-    back = resample_image(unpad(probs, props["pad"]), cropped_shape, aniso_axis=anisotropic_axis(spacing, target),
-                          order=1)
-    out = np.zeros((probs.shape[0], *props["original_shape"]), np.float32)
-    out[0] = 1.0
-    (z0, z1), (y0, y1), (x0, x1) = box
-    out[:, z0:z1, y0:y1, x0:x1] = back
-    return out
+    return resample_image(unpad(probs, props["pad"]), cropped_shape, aniso_axis=resampling_axis(props), order=1), box

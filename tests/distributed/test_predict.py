@@ -66,7 +66,7 @@ def test_two_actor_pool_predicts_every_case_and_names_the_corrupt_one(tmp_path, 
     assert record["options"]["actors"] == 2 and record["labels"]["1"] == "organ"
 
     assert main(argv) == 1  # the rerun skips the finished cases and retries only the failed ones
-    assert "predicting 2 of 6 cases" in capsys.readouterr().out
+    assert "predicting 2 of 6 cases" in capsys.readouterr().err  # progress is logged (stderr)
 
 
 def test_the_pool_writes_what_the_in_process_ensemble_predicts(tmp_path, experiment, synth_task):

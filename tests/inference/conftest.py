@@ -16,41 +16,38 @@ from nnunet_ray.config import TrainConfig
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
-from nnunet_ray.planning.plans import make_plans, plans_hash
-from nnunet_ray.planning.topology import get_topology
+from nnunet_ray.planning.plans import make_plans
+from nnunet_ray.planning.schema import Plans, with_patch_size
 from nnunet_ray.training.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
 
 
-def tiny_plans(raw: Path, dim: int, *, patch: list[int] | None = None) -> dict:
+def tiny_plans(raw: Path, dim: int, *, patch: list[int] | None = None) -> Plans:
     """The dataset's real plans with a small patch and 4, 8, 16... filters."""
     dataset = load_dataset(raw)
     plans = make_plans(dataset, merge_fingerprints(dataset, [case_fingerprint(c) for c in dataset.training]), dim=dim)
-    plans["patch_size"] = patch or ([8, 16, 16] if dim == 3 else [16, 16])
-    plans["kernels"], plans["strides"] = get_topology(plans["patch_size"], plans["spacing"][3 - dim:])
-    plans["filters"] = [4 * 2**i for i in range(len(plans["strides"]))]
-    plans["hash"] = plans_hash(plans)
-    return plans
+    plans = with_patch_size(plans, patch or ([8, 16, 16] if dim == 3 else [16, 16]))
+    return dataclasses.replace(plans, filters=tuple(4 * 2**i for i in range(len(plans.strides))))
 
 
-def save_random_checkpoint(directory: Path, plans: dict, *, seed: int = 0, fold: int = 0, progress=None,
+def save_random_checkpoint(directory: Path, plans: Plans, *, seed: int = 0, fold: int = 0, progress=None,
                            data: str = "x") -> Path:
     """A checkpoint directory holding a randomly initialised network for ``plans`` (``data``: the run's
     preprocessed folder, where its splits.json is)."""
     torch.manual_seed(seed)
-    config = dataclasses.asdict(TrainConfig(data=data, results="y", dim=int(plans["dim"]), fold=fold))
+    config = dataclasses.asdict(TrainConfig(data=data, results="y", dim=plans.dim, fold=fold))
     return save_checkpoint(directory, build_unet(plans), plans, config, progress=progress)
 
 
 @pytest.fixture(scope="session")
-def plans_3d(synth_task) -> dict:
+def plans_3d(synth_task) -> Plans:
     """3D plans of the synthetic task, patch 8x16x16."""
     return tiny_plans(synth_task, 3)
 
 
 @pytest.fixture(scope="session")
-def plans_2d(synth_task) -> dict:
+def plans_2d(synth_task) -> Plans:
     """2D plans of the synthetic task, patch 16x16."""
     return tiny_plans(synth_task, 2)
 

@@ -110,6 +110,6 @@ def test_2d_and_3d_members_average_on_the_original_grid(synth_task, checkpoint_3
 
 def test_members_with_different_classes_are_refused(checkpoint_3d):
     member = load_member(checkpoint_3d)
-    other = dataclasses.replace(member, path="/other", plans={**member.plans, "n_classes": 2})
+    other = dataclasses.replace(member, path="/other", plans=dataclasses.replace(member.plans, n_classes=2))
     with pytest.raises(ConfigError, match="--models: /other has n_classes 2"):
         check_compatible([member, other])

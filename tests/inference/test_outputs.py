@@ -45,7 +45,7 @@ def test_one_hot_round_trip_restores_the_label_and_the_header(tmp_path, synth_ta
     props = json.loads((tmp_path / "pre" / "oblique.json").read_text())
     y = np.load(tmp_path / "pre" / "oblique_y.npy")[0]
     assert any(sum(p) for p in props["pad"]) and props["resampled_shape"] != props["original_shape"]
-    one_hot = np.eye(plans["n_classes"], dtype=np.float32)[y].transpose(3, 0, 1, 2)  # (K, Z, Y, X)
+    one_hot = np.eye(plans.n_classes, dtype=np.float32)[y].transpose(3, 0, 1, 2)  # (K, Z, Y, X)
     probs = restore_probabilities(one_hot, props)
     label_path = write_prediction(tmp_path / "out", case, probs, save_probabilities=True)
 
@@ -53,7 +53,7 @@ def test_one_hot_round_trip_restores_the_label_and_the_header(tmp_path, synth_ta
     original = np.asanyarray(nib.load(str(case.label)).dataobj)
     restored = np.asanyarray(written.dataobj)
     assert written.get_data_dtype() == np.uint8 and restored.shape == original.shape == source.shape
-    for c in range(1, plans["n_classes"]):
+    for c in range(1, plans.n_classes):
         a, b = restored == c, original == c
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.95, f"class {c}"
     np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
@@ -61,7 +61,7 @@ def test_one_hot_round_trip_restores_the_label_and_the_header(tmp_path, synth_ta
     assert written.header.get_zooms() == source.header.get_zooms()
     assert written.header.get_xyzt_units() == ("mm", "sec")
     saved = np.load(tmp_path / "out" / "oblique.npz")["probabilities"]
-    assert saved.dtype == np.float16 and saved.shape == (plans["n_classes"], *original.shape[::-1])
+    assert saved.dtype == np.float16 and saved.shape == (plans.n_classes, *original.shape[::-1])
 
 
 def test_a_failing_case_is_named_and_a_finished_case_is_skipped(tmp_path, synth_task):
