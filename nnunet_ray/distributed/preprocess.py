@@ -143,8 +143,8 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     """
     cfg.validate()
     dataset = load_dataset(cfg.data)
-    plans = _ensure_plans(cfg, dataset)  # existing plans are read (and a bad file refused) before Ray starts
     imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any case is processed
+    plans = _ensure_plans(cfg, dataset)  # existing plans are read (and a bad file refused) before Ray starts
     init_ray(cfg.address)
     out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
     cases = dataset.test if cfg.exec_mode == "test" else dataset.training

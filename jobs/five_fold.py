@@ -1,0 +1,69 @@
+"""Five-fold job: one command from a raw dataset to a cross-validated, evaluated ensemble with test predictions.
+
+    RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 -- \
+        python jobs/five_fold.py --data /shared/Task04_Hippocampus --results /shared/results
+    python jobs/five_fold.py --smoke-test --results /tmp/smoke        # a synthetic task, a tiny budget
+
+Steps, each an `nnunet-ray` command on the cluster the job runs on (`RAY_ADDRESS` under `ray job submit`):
+  1. cv        plan + preprocess (Ray Data), then every fold x dim a Ray Tune trial (Ray Train DDP + AMP)
+  2. evaluate  --cv: each fold's validation cases predicted from the raw images with its best checkpoint and scored
+               in the original space (Dice, HD95, NSD); writes best_configuration.json (2D / 3D / 2D+3D ensemble)
+  3. predict   the dataset's test images (imagesTs) with the ensemble of every fold (Ray actor pool), as NIfTI
+  4. evaluate  the test predictions, when the dataset has test labels (labelsTs)
+Options this script does not know (any training option such as --max-epochs, --amp, --gpus-per-trial) go to `cv`.
+A rerun with --resume continues the experiment: finished trials, cases and predictions are kept.
+Needs nothing but the installed `nnunet_ray` package (the launcher's `ray submit` copies only this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="", help="raw dataset folder (MSD or nnU-Net v2 layout)")
+    parser.add_argument("--results", required=True, help="results root (a shared filesystem path on a cluster)")
+    parser.add_argument("--name", default="", help="experiment name (default <dataset>_five_fold)")
+    parser.add_argument("--dims", default="3", help="dims to cross-validate: 3, 2 or 2,3")
+    parser.add_argument("--folds", default="", help="folds to train (default 0-4; the smoke test trains 0,1)")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation when predicting")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted job of the same --name")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="a tiny budget (1 epoch, 2 folds); without --data, a synthetic task under --results")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cv_options = parse_args(argv)
+    results = Path(args.results).resolve()
+    try:
+        data = Path(args.data).resolve() if args.data else synthetic_dataset(results, smoke=args.smoke_test)
+        experiment = results / (args.name or f"{data.name}_five_fold")
+        folds = args.folds or ("0,1" if args.smoke_test else "0-4")
+        budget = SMOKE_TRAINING if args.smoke_test else []
+        run_step("cv", ["cv", "--data", str(data), "--results", str(results), "--name", experiment.name,
+                        "--dims", args.dims, "--folds", folds, *(["--resume"] if args.resume else []),
+                        *budget, *cv_options])
+        run_step("evaluate --cv", ["evaluate", "--cv", str(experiment), "--data", str(data)])
+        predictions = experiment / "test_predictions"
+        run_step("predict", ["predict", "--models", str(experiment), "--input", str(data), "--out", str(predictions),
+                             *(["--tta"] if args.tta else [])])
+        if (data / "labelsTs").is_dir():
+            run_step("evaluate", ["evaluate", "--preds", str(predictions), "--labels", str(data / "labelsTs")])
+    except JobError as err:
+        print(f"five_fold: error: {err}", file=sys.stderr)
+        return 1
+    print(f"cross-validation summary: {experiment / 'cv_summary.csv'}")
+    print(f"original-space evaluation: {experiment / 'cv_original_space.csv'}")
+    print(f"test predictions: {predictions}")
+    print(f"compare folds: tensorboard --logdir {experiment}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

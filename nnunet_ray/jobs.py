@@ -1,0 +1,50 @@
+"""What the `jobs/` entry points share: run one `nnunet-ray` command as a job step, and the smoke-test dataset.
+
+The job scripts are copied alone to a head node (`ray submit cluster.yaml jobs/five_fold.py`) or uploaded by
+`ray job submit`, so everything they need beyond argument parsing lives here, in the installed package.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from nnunet_ray.cli import main as nnunet_ray
+from nnunet_ray.config import SynthConfig
+
+# A training budget that exercises every stage in seconds per trial (the smoke test's correctness, not its Dice).
+SMOKE_TRAINING = ["--min-epochs", "1", "--max-epochs", "1", "--train-batches", "2", "--val-cases", "1"]
+
+
+class JobError(RuntimeError):
+    """A job step failed; the message names the step and its exit status."""
+
+
+def run_step(title: str, argv: list[str]) -> None:
+    """Run ``nnunet-ray ARGV`` in this process and print one line when it ends.
+
+    Raises:
+        JobError: the command exited non-zero (its own one-line error is already on stderr).
+    """
+    print(f"== {title}: nnunet-ray {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    status = nnunet_ray(argv)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise JobError(f"step '{title}' failed with exit status {status} after {seconds:.0f} s")
+    print(f"== {title}: done in {seconds:.0f} s", flush=True)
+
+
+def synthetic_dataset(results: Path, *, smoke: bool) -> Path:
+    """The built-in synthetic task under ``results`` (written once; reruns reuse it), for ``--smoke-test``.
+
+    Raises:
+        JobError: no ``--data`` was given outside a smoke test.
+    """
+    if not smoke:
+        raise JobError("--data is required (a raw dataset folder), unless --smoke-test")
+    raw = results / "raw" / "Task99_Synthetic"
+    if not (raw / "dataset.json").exists():
+        from nnunet_ray.data.synth import make_synthetic_task
+        make_synthetic_task(SynthConfig(out=str(raw), cases=10, test=2, size=40, seed=0).validate())
+    return raw
