@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_ray.data import storage
 from nnunet_ray.data.atomic import atomic_path, leftover_temporaries, save_json
 from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles
@@ -161,17 +162,21 @@ def _write(out_dir: Path, case_id: str, arrays: dict[str, np.ndarray], props: di
     save_json(out_dir / f"{case_id}.json", props, indent=None)
 
 
-def is_done(out_dir: Path, case_id: str, plans_hash: str, mode: str) -> bool:
-    """Whether ``<case>.json`` exists for this plans hash and mode and its arrays are there."""
+def is_done(out_dir: str | Path, case_id: str, plans_hash: str, mode: str) -> bool:
+    """Whether ``<case>.json`` exists for this plans hash and mode and its arrays are there.
+
+    Args:
+        out_dir: the preprocessed folder, a path or a URI (``s3://``...; see ``nnunet_ray.data.storage``).
+    """
     try:
-        props = json.loads((out_dir / f"{case_id}.json").read_text())
+        props = json.loads(storage.read_text(storage.join(out_dir, f"{case_id}.json")))
     except (OSError, ValueError):
         return False
     suffixes = ("_x.npy",) if mode == "test" else ("_x.npy", "_y.npy")
     return (
         props.get("plans_hash") == plans_hash
         and props.get("mode") == mode
-        and all((out_dir / f"{case_id}{s}").is_file() for s in suffixes)
+        and all(storage.is_file(storage.join(out_dir, f"{case_id}{s}")) for s in suffixes)
     )
 
 

@@ -1,0 +1,114 @@
+"""The preprocessed folder and the results root at a location that may be a URI (``s3://``, ``gs://``).
+
+The pure stages read and write local files; this module bridges them to a root anywhere:
+``read_plans`` / ``read_splits`` / ``write_splits`` go through small local copies, ``case_writer`` preprocesses a
+case into node-local scratch and uploads it (the ``.json`` that marks a case done goes last, so a reader never sees
+a half case), and ``case_memory_bytes`` sizes a preprocessing actor from the dataset fingerprint.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from nnunet_ray.data import storage
+from nnunet_ray.data.folds import read_splits as read_local_splits
+from nnunet_ray.data.folds import write_splits as write_local_splits
+from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
+from nnunet_ray.preprocessing.case import is_done, preprocess_case
+
+PLANS_FILE, SPLITS_FILE, FINGERPRINT_FILE = "plans.json", "splits.json", "fingerprint.json"
+BASE_MEMORY = 768 * 1024**2  # bytes: an actor's interpreter with numpy, scipy, nibabel and torch imported
+WORKING_COPIES = 6  # float64 copies of a resampled case alive at once (zoom input/output, normalised, padded)
+
+
+def read_plans(folder: str) -> dict[str, Any]:
+    """``load_plans`` for a folder path or URI (a URI's plans.json is read through a local copy).
+
+    Raises:
+        PlansNotFoundError: there is no plans.json in ``folder``.
+    """
+    if not storage.is_uri(folder):
+        return load_plans(folder)
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_plans_") as tmp:
+        try:
+            storage.download(storage.join(folder, PLANS_FILE), Path(tmp) / PLANS_FILE)
+        except FileNotFoundError as err:
+            raise PlansNotFoundError(f"no plans.json in {storage.display(folder)}: run `nnunet-ray plan` "
+                                     "(or preprocess) first") from err
+        return load_plans(tmp)
+
+
+def read_splits(folder: str) -> list[dict[str, list[str]]]:
+    """The folds of ``folder/splits.json`` (path or URI); FileNotFoundError when there is none."""
+    if not storage.is_uri(folder):
+        return read_local_splits(Path(folder) / SPLITS_FILE)
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_splits_") as tmp:
+        storage.download(storage.join(folder, SPLITS_FILE), Path(tmp) / SPLITS_FILE)
+        return read_local_splits(Path(tmp) / SPLITS_FILE)
+
+
+def write_splits(folder: str, splits: list[dict[str, list[str]]]) -> None:
+    """``write_splits`` (validated, atomic) into ``folder`` (path or URI)."""
+    if not storage.is_uri(folder):
+        write_local_splits(Path(folder) / SPLITS_FILE, splits)
+        return
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_splits_") as tmp:
+        write_local_splits(Path(tmp) / SPLITS_FILE, splits)
+        storage.upload(Path(tmp) / SPLITS_FILE, storage.join(folder, SPLITS_FILE))
+
+
+def case_writer(plans: dict, out: str, mode: str) -> Callable[[CaseFiles], dict]:
+    """The per-case function Ray Data maps: ``preprocess_case`` into ``out``, a folder path or a URI."""
+    if not storage.is_uri(out):
+        return functools.partial(_preprocess_in_place, plans=plans, out=Path(out), mode=mode)
+    return functools.partial(_preprocess_and_upload, plans=plans, out=out, mode=mode)
+
+
+def _preprocess_in_place(case: CaseFiles, *, plans: dict, out: Path, mode: str) -> dict:
+    return preprocess_case(case, plans, out, mode=mode)
+
+
+def _preprocess_and_upload(case: CaseFiles, *, plans: dict, out: str, mode: str) -> dict:
+    """Preprocess into node-local scratch, then upload the arrays and, last, the ``.json`` that marks it done."""
+    if is_done(out, case.case_id, plans["hash"], mode):
+        return {"case_id": case.case_id, "status": "skipped", "error": None, "seconds": 0.0}
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_case_") as tmp:
+        record = preprocess_case(case, plans, Path(tmp), mode=mode)
+        if record["status"] != "done":
+            return record
+        names = sorted(p.name for p in Path(tmp).iterdir())
+        try:
+            for name in sorted(names, key=lambda n: n.endswith(".json")):  # the marker last
+                storage.upload(Path(tmp) / name, storage.join(out, name))
+        except OSError as err:
+            record.update(status="failed", error=f"{case.case_id}: cannot upload to {storage.display(out)} "
+                                                  f"({err})")
+    return record
+
+
+def case_memory_bytes(fingerprint: dict | None, plans: dict) -> int:
+    """Memory one preprocessing actor needs for the largest case: its resampled size times the working copies.
+
+    Args:
+        fingerprint: fingerprint.json content (per-case ``shapes`` and ``spacings``), or None when unknown.
+        plans: plans.json content (target ``spacing``, ``modalities``).
+
+    Returns:
+        Bytes to reserve per actor (Ray schedules actors only where that much memory is free).
+    """
+    if not fingerprint or not fingerprint.get("shapes"):
+        return BASE_MEMORY * 2
+    shapes = np.asarray(fingerprint["shapes"], dtype=np.float64)  # (cases, 3) voxels (z, y, x)
+    spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)  # (cases, 3) mm
+    target = np.asarray(plans["spacing"], dtype=np.float64)
+    if int(plans.get("dim", 3)) == 2:  # 2D keeps each case's own z spacing
+        target = np.column_stack([spacings[:, 0], np.broadcast_to(target[1:], (len(spacings), 2))])
+    voxels = float(np.max(np.prod(np.maximum(shapes * spacings / target, shapes), axis=1)))
+    channels = len(plans.get("modalities") or fingerprint.get("modalities") or [0]) + 1  # + the label
+    return int(BASE_MEMORY + voxels * channels * 8 * WORKING_COPIES)
