@@ -15,10 +15,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nnunet_ray.config import ConfigError
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import read_splits as read_local_splits
 from nnunet_ray.data.folds import write_splits as write_local_splits
 from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.loading.fold_data import fold_cases
 from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
 from nnunet_ray.preprocessing.case import is_done, preprocess_case
 
@@ -51,6 +53,24 @@ def read_splits(folder: str) -> list[dict[str, list[str]]]:
     with tempfile.TemporaryDirectory(prefix="nnunet_ray_splits_") as tmp:
         storage.download(storage.join(folder, SPLITS_FILE), Path(tmp) / SPLITS_FILE)
         return read_local_splits(Path(tmp) / SPLITS_FILE)
+
+
+def fold_case_ids(folder: str, fold: int) -> tuple[list[str], list[str]]:
+    """``fold_cases`` (training and validation case ids of ``fold``) for a folder path or URI.
+
+    Raises:
+        ConfigError: no splits.json, or the fold does not exist (naming the flag).
+    """
+    if not storage.is_uri(folder):
+        return fold_cases(folder, fold)
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_splits_") as tmp:
+        if storage.is_file(storage.join(folder, SPLITS_FILE)):
+            storage.download(storage.join(folder, SPLITS_FILE), Path(tmp) / SPLITS_FILE)
+        try:
+            return fold_cases(tmp, fold)
+        except ConfigError as err:  # name the real folder, not the temporary copy
+            raise ConfigError(str(err).replace(str(Path(tmp) / SPLITS_FILE),
+                                               storage.display(storage.join(folder, SPLITS_FILE)))) from err
 
 
 def write_splits(folder: str, splits: list[dict[str, list[str]]]) -> None:
