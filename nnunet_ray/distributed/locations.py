@@ -8,9 +8,11 @@ a half case), and ``case_memory_bytes`` sizes a preprocessing actor from the dat
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import numpy as np
@@ -19,7 +21,9 @@ from nnunet_ray.config import ConfigError
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import read_splits as read_local_splits
 from nnunet_ray.data.folds import write_splits as write_local_splits
-from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.staging import stage_folder
+from nnunet_ray.data.types import CaseFiles, DatasetError, DatasetInfo
 from nnunet_ray.loading.fold_data import fold_cases
 from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
 from nnunet_ray.preprocessing.case import is_done, preprocess_case
@@ -27,6 +31,37 @@ from nnunet_ray.preprocessing.case import is_done, preprocess_case
 PLANS_FILE, SPLITS_FILE, FINGERPRINT_FILE = "plans.json", "splits.json", "fingerprint.json"
 BASE_MEMORY = 768 * 1024**2  # bytes: an actor's interpreter with numpy, scipy, nibabel and torch imported
 WORKING_COPIES = 6  # float64 copies of a resampled case alive at once (zoom input/output, normalised, padded)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawData:
+    """Where a raw dataset lives: a folder path read in place, or a URI staged once per node (``key``)."""
+
+    location: str
+    key: str = ""
+
+    def local_root(self) -> Path:
+        """This node's folder holding the dataset (downloads it first on a URI, once per node)."""
+        return stage_folder(self.location, self.key) if self.key else Path(self.location)
+
+
+def open_raw_dataset(data: str) -> tuple[DatasetInfo, RawData]:
+    """``load_dataset`` for a raw dataset folder path or URI (staged on this node, keyed by its dataset.json).
+
+    Raises:
+        DatasetError: no dataset.json there, or it is invalid (as ``load_dataset``).
+    """
+    location = storage.absolute(data)
+    if not storage.is_uri(location):
+        return load_dataset(location), RawData(location)
+    name = PurePosixPath(storage.display(location).rstrip("/")).name
+    try:
+        digest = hashlib.sha1(storage.read_bytes(storage.join(location, "dataset.json"))).hexdigest()[:16]
+    except FileNotFoundError as err:
+        raise DatasetError(f"{storage.display(location)}/dataset.json: dataset.json not found") from err
+    raw = RawData(location, key=f"raw_{name}_{digest}")
+    # The staged folder is named by its key; the dataset keeps its own name (it selects MSD presets and names outputs).
+    return dataclasses.replace(load_dataset(raw.local_root()), name=name), raw
 
 
 def read_plans(folder: str) -> dict[str, Any]:

@@ -27,12 +27,11 @@ import ray.data
 
 from nnunet_ray.config import PlanConfig, PreprocessConfig
 from nnunet_ray.data import storage
-from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import cluster_cpus, init_ray, node_memory
-from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, PLANS_FILE, case_memory_bytes, case_writer,
-                                              read_plans, write_splits)
+from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, PLANS_FILE, RawData, case_memory_bytes, case_writer,
+                                              open_raw_dataset, read_plans, write_splits)
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import PlansNotFoundError, make_plans
@@ -57,15 +56,16 @@ class PreprocessSummary:
                 f"in {self.seconds:.1f} s -> {storage.display(self.out_dir)}")
 
 
-def _case_to_row(case: CaseFiles) -> dict[str, Any]:
-    # Arrow rows: plain strings only ("" = no label) so blocks of train and test cases share one schema.
-    return {"case_id": case.case_id, "images": [str(p) for p in case.images],
-            "label": str(case.label) if case.label else ""}
+def _case_to_row(case: CaseFiles, root: Path) -> dict[str, Any]:
+    # Arrow rows: plain strings only ("" = no label) so blocks of train and test cases share one schema. Paths are
+    # relative to the dataset folder: a staged copy sits in a different folder on each node.
+    return {"case_id": case.case_id, "images": [str(p.relative_to(root)) for p in case.images],
+            "label": str(case.label.relative_to(root)) if case.label else ""}
 
 
-def _row_to_case(row: dict[str, Any]) -> CaseFiles:
-    return CaseFiles(case_id=row["case_id"], images=tuple(Path(p) for p in row["images"]),
-                     label=Path(row["label"]) if row["label"] else None)
+def _row_to_case(row: dict[str, Any], root: Path) -> CaseFiles:
+    return CaseFiles(case_id=row["case_id"], images=tuple(root / p for p in row["images"]),
+                     label=root / row["label"] if row["label"] else None)
 
 
 class _CaseMapper:
@@ -75,11 +75,12 @@ class _CaseMapper:
     idles between cases (per-task scheduling left ~30 % of two CPUs idle on sub-second cases).
     """
 
-    def __init__(self, fn: Callable[[CaseFiles], dict]):
+    def __init__(self, fn: Callable[[CaseFiles], dict], raw: RawData):
         self.fn = fn
+        self.root = raw.local_root()  # a raw dataset on a URI: staged once per node
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        record = self.fn(_row_to_case(row))
+        record = self.fn(_row_to_case(row, self.root))
         return {k: ("" if v is None else v) for k, v in record.items()}
 
 
@@ -98,8 +99,8 @@ def actor_pool(num_workers: int, n_cases: int, memory: int | None = None) -> ray
     return ray.data.ActorPoolStrategy(min_size=1, max_size=max(cases, initial), initial_size=initial)
 
 
-def _map_cases(cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *, num_workers: int,
-               memory: int | None = None) -> Iterator[dict[str, Any]]:
+def _map_cases(dataset: DatasetInfo, raw: RawData, cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
+               num_workers: int, memory: int | None = None) -> Iterator[dict[str, Any]]:
     """Run ``fn`` on every case with Ray Data, one case per block, each actor reserving ``memory`` bytes.
 
     ``memory`` is capped at the largest node's, so a huge estimate still runs (one actor per node) instead of
@@ -107,8 +108,8 @@ def _map_cases(cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
     """
     if memory:
         memory = min(memory, max(node_memory(), default=memory))
-    dataset = ray.data.from_items([_case_to_row(c) for c in cases], override_num_blocks=max(1, len(cases)))
-    mapped = dataset.map(_CaseMapper, fn_constructor_args=(fn,), num_cpus=1, memory=memory,
+    rows = ray.data.from_items([_case_to_row(c, dataset.root) for c in cases], override_num_blocks=max(1, len(cases)))
+    mapped = rows.map(_CaseMapper, fn_constructor_args=(fn, raw), num_cpus=1, memory=memory,
                          compute=actor_pool(num_workers, len(cases), memory))
     yield from mapped.iter_rows()
 
@@ -132,11 +133,11 @@ def plan_dataset(cfg: PlanConfig) -> dict[str, Any]:
         The plans dict.
     """
     cfg.validate()
-    dataset = load_dataset(cfg.data)
+    dataset, raw = open_raw_dataset(cfg.data)
     init_ray(cfg.address)
     if cfg.results:
         _probe(cfg.data, cfg.results)
-    records = list(_map_cases(dataset.training, case_fingerprint, num_workers=0))
+    records = list(_map_cases(dataset, raw, dataset.training, case_fingerprint, num_workers=0))
     for record in records:
         if record.get("error"):
             print(f"warning: {record['error']} (left out of the fingerprint)", file=sys.stderr)
@@ -166,7 +167,7 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     A bad case is reported on one line and left out; every other case is still written.
     """
     cfg.validate()
-    dataset = load_dataset(cfg.data)
+    dataset, raw = open_raw_dataset(cfg.data)
     init_ray(cfg.address)
     _probe(cfg.data, cfg.results)
     plans = _ensure_plans(cfg, dataset)
@@ -176,7 +177,8 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     start = time.perf_counter()
     memory = case_memory_bytes(_read_fingerprint(cfg, dataset), plans)
     run = case_writer(plans, out, cfg.exec_mode)
-    for index, record in enumerate(_map_cases(cases, run, num_workers=cfg.num_workers, memory=memory), start=1):
+    mapped = _map_cases(dataset, raw, cases, run, num_workers=cfg.num_workers, memory=memory)
+    for index, record in enumerate(mapped, start=1):
         _record(summary, record)
         if record["status"] != "failed":
             print(f"  [{index}/{len(cases)}] {record['case_id']} {record['status']} ({record['seconds']:.1f} s)",

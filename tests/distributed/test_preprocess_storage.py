@@ -50,3 +50,17 @@ def test_case_memory_scales_with_the_largest_resampled_case(shapes, spacings, ta
     memory = case_memory_bytes({"shapes": shapes, "spacings": spacings}, plans)
     assert memory == 768 * 1024**2 + expected_voxels * 2 * 8 * 6  # 1 channel + label, float64, 6 copies
     assert case_memory_bytes(None, plans) == 2 * 768 * 1024**2
+
+
+def test_a_raw_dataset_on_s3_is_staged_and_keeps_its_name(synth_task, s3_root, tmp_path):
+    raw = storage.join(s3_root, "raw", synth_task.name)
+    storage.upload(synth_task, raw)
+    summary = preprocess_dataset(PreprocessConfig(data=raw, results=str(tmp_path / "pre"), dim=3, nfolds=3))
+    assert summary.ok and len(summary.done) == 6
+    assert summary.out_dir == tmp_path / "pre" / synth_task.name / "3d"  # named after the dataset, not the copy
+
+
+def test_a_raw_uri_without_dataset_json_is_one_line(s3_root, tmp_path, capsys):
+    status = cli.main(["preprocess", "--data", storage.join(s3_root, "nothing"), "--results", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].endswith("/nothing/dataset.json: dataset.json not found")
