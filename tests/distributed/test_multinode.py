@@ -1,11 +1,12 @@
 """Three Ray nodes on one machine (``ray.cluster_utils.Cluster``): preprocessing output lands under the one s3://
 results root whichever node wrote it, each node stages a dataset once however many workers start together, and
-the storage probe visits every node. Each node gets its own staging folder (``NNUNET_RAY_STAGE_DIR``), as separate
+the storage probe visits every node, and a fold survives losing a worker node. Each node gets its own staging folder (``NNUNET_RAY_STAGE_DIR``), as separate
 machines have their own disks."""
 
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -32,7 +33,7 @@ def cluster(tmp_path_factory):
         nodes.add_node(num_cpus=1, env_vars={staging.STAGE_DIR_ENV: str(stage / f"node{index}")})
     ray.init(address=nodes.address, logging_level="WARNING")
     nodes.wait_for_nodes()
-    yield stage
+    yield SimpleNamespace(stage=stage, nodes=nodes)
     ray.shutdown()
     nodes.shutdown()
     init_ray(num_cpus=2)
@@ -71,7 +72,43 @@ def test_each_node_stages_a_dataset_once_when_its_workers_start_together(cluster
     answers = ray.get(refs)
     assert len({node for node, _ in answers}) == NODES
     for index in range(NODES):
-        root = cluster / f"node{index}"
+        root = cluster.stage / f"node{index}"
         assert len(staging.staged_copies(root)) == 1  # one download per node
         assert sorted(p.name for p in (root / "Task_3d_abc").iterdir() if p.name != staging.MARKER) == \
             sorted(p.name for p in src.iterdir())
+
+
+def _train_worker_nodes() -> set[str]:
+    return {a["Address"]["NodeID"] for a in ray._private.state.actors().values()
+            if "RayTrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"}
+
+
+def test_removing_a_worker_node_mid_fold_still_finishes_the_fold(cluster, tmp_path):
+    """Last in the module: it takes a node away for good."""
+    import threading
+    import time
+
+    from nnunet_ray.config import TrainConfig
+    from nnunet_ray.distributed.train import train_fold
+    from nnunet_ray.training.logs import read_metrics
+    from tests.training.conftest import build_tiny_task
+
+    task = build_tiny_task(tmp_path / "task", dim=3)
+    cfg = TrainConfig(data=str(task), results=str(tmp_path / "results"), dim=3, workers=2, max_epochs=25,
+                      min_epochs=25, warmup=0, batch_size=2, num_workers=1, image_every=0, max_failures=3)
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(summary=train_fold(cfg)), daemon=True)
+    runner.start()
+    metrics = tmp_path / "results" / "Task97_Tiny_3d_fold0" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while len(read_metrics(metrics)) < 3 and time.time() < deadline:  # a few epochs, so a checkpoint exists
+        time.sleep(0.2)
+    head = ray.get_runtime_context().get_node_id()
+    victims = [n for n in cluster.nodes.worker_nodes if n.node_id in _train_worker_nodes() - {head}]
+    assert victims, "no training worker on a removable node"
+    removed_at = len(read_metrics(metrics))
+    assert runner.is_alive() and removed_at < 25  # mid-fold
+    cluster.nodes.remove_node(victims[0], allow_graceful=False)  # a spot node gone without notice
+    runner.join(timeout=600)
+    assert outcome["summary"]["epochs"] == 25
+    assert [r["epoch"] for r in read_metrics(metrics)] == list(range(25))  # resumed: nothing repeated or skipped

@@ -75,3 +75,10 @@ def test_location_of_rebuilds_a_uri_with_its_credentials_and_options():
     assert location_of(root, "bucket/results/run/epoch_0001") == \
         "s3://k:s@bucket/results/run/epoch_0001?endpoint_override=h:1&scheme=http"
     assert location_of("/local/results", "/local/results/run/epoch_0001") == "/local/results/run/epoch_0001"
+
+
+def test_missing_splits_on_s3_names_the_data_flag_and_the_uri(task, s3_root):
+    data = storage.join(s3_root, "nosplits")
+    storage.upload(task / "plans.json", storage.join(data, "plans.json"))
+    with pytest.raises(ConfigError, match=r"^--data: s3://[^ ]+/nosplits/splits.json not found"):
+        train_fold(_cfg(data, storage.join(s3_root, "results")))
