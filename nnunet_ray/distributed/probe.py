@@ -9,6 +9,8 @@ must read it back, so a "results root" that is really each node's own local disk
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import uuid
 
@@ -83,6 +85,9 @@ def probe_storage(*, readable: dict[str, str], results: str, results_flag: str =
                 raise ConfigError(f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]}) {problem}")
     finally:
         _remove_quietly(probe_dir)
+        if not storage.is_uri(results):  # an empty local folder would be left in the results root
+            with contextlib.suppress(OSError):
+                os.rmdir(storage.join(results, PROBE_DIR))  # fails (harmlessly) while another probe runs
     return len(nodes)
 
 

@@ -14,7 +14,7 @@ def test_reachable_local_storage_passes_and_leaves_no_probe_files(tmp_path):
     (tmp_path / "data" / "plans.json").write_text("{}")
     nodes = probe_storage(readable={"data": str(tmp_path / "data" / "plans.json")}, results=str(tmp_path / "res"))
     assert nodes == 1
-    assert list((tmp_path / "res" / PROBE_DIR).iterdir()) == []
+    assert list((tmp_path / "res").iterdir()) == []  # nothing left in the results root
 
 
 def test_reachable_s3_storage_passes(s3_root):
