@@ -6,7 +6,7 @@ DEMO_DIR ?= demo_data
 PYTEST_ARGS ?=
 IMAGE ?= nnunet-ray:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install test demo bench lint clean docker
+.PHONY: install test demo bench gpu-check lint clean docker
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for mode in preprocess loader step train; do $(PY) scripts/benchmark.py --mode $$mode || exit 1; done
+
+# The GPU paths (AMP training, DALI on GPU, NCCL DDP, Task01 benchmark, prediction); CPU smoke path without CUDA.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py
 
 lint: $(STAMP)
 	$(PY) -m compileall -q nnunet_ray jobs scripts tests

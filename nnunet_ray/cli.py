@@ -7,7 +7,9 @@
     nnunet-ray train --data pre/Task99_Synth/3d --results results --fold 0 --workers 2
 
 Every flag is the kebab-case name of a config field (``--learning-rate``); the reference's snake_case spelling
-(``--learning_rate``) is accepted as an alias. A bad option exits with status 2 and one line naming the flag.
+(``--learning_rate``) is accepted as an alias, as are a few of its names where ours differ (``--num_workers`` is
+``--dali-threads`` in train and ``--case-workers`` in preprocess). Each bool has ``--x`` and ``--no-x``. A bad
+option exits with status 2 and one line naming the flag.
 """
 
 from __future__ import annotations
@@ -15,29 +17,81 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
+import typing
 from typing import Any, Callable
 
 from nnunet_ray.config import (ConfigError, DownloadConfig, PlanConfig, PreprocessConfig, RunError, SynthConfig,
                                TrainConfig, flag_name)
 from nnunet_ray.data.types import CaseError, DatasetError
+from nnunet_ray.planning.schema import PlansError
 
-_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+SCALARS: dict[type, Callable[[str], Any]] = {int: int, float: float, str: str}
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+def _flag_names(f: dataclasses.Field) -> list[str]:
+    """The field's flag (``cli`` metadata or kebab-case), its snake_case spelling, then any ``aliases``."""
     names = [f.metadata.get("cli", flag_name(f.name))]
     if "_" in f.name:
         names.append("--" + f.name)  # the reference's snake_case spelling
-    help_text = f.metadata.get("help", "")
-    if f.type == "bool":
-        parser.add_argument(*names, dest=f.name, action="store_true", help=help_text)
-    elif f.type.startswith("tuple"):
-        parser.add_argument(*names, dest=f.name, type=int, nargs="+", default=list(f.default),
+    return names + [a for a in f.metadata.get("aliases", ()) if a not in names]
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind: Any) -> None:
+    """Add one config field as a flag: bool -> ``--x`` / ``--no-x``, ``tuple[T, ...]`` -> one or more T values
+    (``tuple[T, T]`` -> exactly two), int / float / str -> one value (with ``choices`` when given).
+
+    Raises:
+        TypeError: a field type the generator cannot express, naming the field.
+    """
+    names, help_text = _flag_names(f), f.metadata.get("help", "")
+    if kind is bool:
+        parser.add_argument(*names, dest=f.name, action="store_true", default=f.default, help=help_text)
+        parser.add_argument("--no-" + names[0][2:], dest=f.name, action="store_false", default=argparse.SUPPRESS,
+                            help=f"turn {names[0]} off")
+        return
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple and args and all(a in SCALARS for a in args if a is not Ellipsis):
+        nargs = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
+        parser.add_argument(*names, dest=f.name, type=SCALARS[args[0]], nargs=nargs, default=list(f.default),
                             help=help_text)
-    else:
-        parser.add_argument(*names, dest=f.name, type=_TYPES[f.type], default=f.default,
-                            choices=f.metadata.get("choices"), help=help_text)
+        return
+    if kind not in SCALARS:
+        raise TypeError(f"{f.name}: the CLI cannot express type {kind!r}; use bool, int, float, str or tuple[T, ...]")
+    parser.add_argument(*names, dest=f.name, type=SCALARS[kind], default=f.default,
+                        choices=f.metadata.get("choices"), help=help_text)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add a flag for every field of the config dataclass ``cls`` (see ``_add_field``)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        _add_field(parser, f, hints[f.name])
+
+
+class CommandLogHandler(logging.Handler):
+    """Writes the package's records to the current ``sys.stderr``: progress as is, warnings and errors prefixed
+    ``warning:`` / ``error:`` like the commands' own messages."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.WARNING:
+                message = f"{record.levelname.lower()}: {message}"
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never break a command
+            self.handleError(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show the package's log records (progress, warnings, errors) on stderr; library users and Tune trials that
+    skip this see only warnings (Python's last-resort handler). Calling it again keeps a single handler."""
+    package = logging.getLogger("nnunet_ray")
+    if not any(isinstance(h, CommandLogHandler) for h in package.handlers):
+        package.addHandler(CommandLogHandler())
+    package.setLevel(level)
 
 
 def _config_from(cls: type, args: argparse.Namespace) -> Any:
@@ -64,13 +118,17 @@ def cmd_download(cfg: DownloadConfig) -> int:
 
 
 def cmd_plan(cfg: PlanConfig) -> int:
+    from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.distributed.preprocess import plan_dataset
+    from nnunet_ray.planning.presets import match_preset
     plans = plan_dataset(cfg)
     if cfg.print_plans:
-        print(json.dumps(plans, indent=2))
+        print(json.dumps(plans.to_json(), indent=2))
     else:
-        print(f"patch {plans['patch_size']}, spacing {plans['spacing']}, strides {plans['strides']}, "
-              f"preset {plans['preset']}")
+        dataset = load_dataset(cfg.data)
+        _, reason = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
+        print(f"patch {list(plans.patch_size)}, spacing {list(plans.spacing)}, "
+              f"strides {[list(s) for s in plans.strides]}, preset {plans.preset} ({reason})")
     return 0
 
 
@@ -101,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-ray", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text,
+        # allow_abbrev off: with --x / --no-x pairs and aliases, a prefix could silently pick another flag.
+        cmd = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False,
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        for f in dataclasses.fields(cls):
-            _add_field(cmd, f)
+        add_config_flags(cmd, cls)
     return parser
 
 
@@ -112,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nnunet-ray` console command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging()
     cls, run, _ = COMMANDS[args.command]
     try:
         return run(_config_from(cls, args))
-    except (ConfigError, DatasetError, CaseError) as err:
+    except (ConfigError, DatasetError, CaseError, PlansError) as err:
         print(f"nnunet-ray {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RunError as err:

@@ -23,7 +23,8 @@ class RunError(RuntimeError):
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field with CLI help text (and optional ``choices`` / ``short`` metadata)."""
+    """A dataclass field with CLI help text and optional metadata: ``choices``, ``cli`` (the flag, when not the
+    field's kebab-case name) and ``aliases`` (more accepted spellings, e.g. the reference's)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -37,6 +38,16 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in names}
     return cls(**kwargs)
+
+
+def parse_duration(text: str, name: str) -> float:
+    """``HH:MM:SS`` (hours may exceed 23) -> seconds; a ConfigError names the flag otherwise."""
+    parts = text.split(":")
+    valid = len(parts) == 3 and all(p.isdigit() for p in parts) and int(parts[1]) < 60 and int(parts[2]) < 60
+    _check(valid, name, f"{text!r} is not HH:MM:SS")
+    hours, minutes, seconds = (int(p) for p in parts)
+    _check(hours * 3600 + minutes * 60 + seconds > 0, name, "must be longer than 00:00:00")
+    return float(hours * 3600 + minutes * 60 + seconds)
 
 
 def _check(condition: bool, name: str, problem: str) -> None:
@@ -125,8 +136,11 @@ class PreprocessConfig:
     dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
     exec_mode: str = opt("training", "which cases: training (with labels), val (labels kept, no padding), "
                          "test (imagesTs)", choices=("training", "val", "test"))
-    num_workers: int = opt(0, "parallel case workers (0 = one per available CPU)")
+    case_workers: int = opt(0, "parallel case workers (0 = one per available CPU)",
+                            aliases=("--num-workers", "--num_workers"))
     nfolds: int = opt(5, "cross-validation folds written to splits.json (KFold, shuffled with seed 12345)")
+    splits: str = opt("", "import the folds from this nnU-Net v2 splits_final.json instead of making --nfolds "
+                      "(checked: every id a case, each case validated in exactly one fold)")
     min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
     max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
@@ -135,8 +149,9 @@ class PreprocessConfig:
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
         _check_choices(self)
-        _check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _check(self.case_workers >= 0, "case_workers", "must be >= 0")
         _check(self.nfolds >= 2, "nfolds", "must be >= 2")
+        _check(not self.splits or self.exec_mode == "training", "splits", "needs --exec-mode training")
         return self
 
 
@@ -154,7 +169,7 @@ class TrainConfig:
     gpus: int = opt(0, "GPU workers (one GPU each); 0 trains on CPU workers")
     workers: int = opt(1, "CPU workers when --gpus is 0")
     cpus_per_worker: int = opt(1, "CPUs reserved per worker (DALI threads use them)")
-    num_workers: int = opt(2, "DALI CPU threads per pipeline")
+    dali_threads: int = opt(2, "DALI CPU threads per pipeline", aliases=("--num-workers", "--num_workers"))
     amp: bool = opt(False, "mixed precision: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU")
     amp_dtype: str = opt("float16", "autocast dtype on CUDA", choices=("float16", "bfloat16"))
     benchmark: bool = opt(False, "benchmark mode: time --train-batches steps after --warmup, write perf.json")
@@ -164,7 +179,8 @@ class TrainConfig:
     weight_decay: float = opt(1e-4, "weight decay (Adam/RAdam)")
     momentum: float = opt(0.99, "SGD momentum")
     scheduler: str = opt("none", "LR schedule", choices=("none", "multistep", "cosine", "plateau"))
-    steps: tuple[int, ...] = opt((), "multistep milestones (epochs)")
+    lr_milestones: tuple[int, ...] = opt((), "multistep schedule: epochs at which the rate is multiplied by --factor",
+                                         aliases=("--steps",))
     factor: float = opt(0.3, "multistep / plateau decay factor")
     lr_patience: int = opt(70, "plateau scheduler patience (epochs)")
     warmup: int = opt(5, "benchmark mode: untimed warm-up steps before timing (as the reference's --warmup)")
@@ -172,10 +188,19 @@ class TrainConfig:
     gradient_clip_val: float = opt(0.0, "gradient-norm clipping (0 = off)")
     min_epochs: int = opt(30, "never stop before this many epochs")
     max_epochs: int = opt(10000, "stop after this many epochs")
-    patience: int = opt(100, "early stopping: epochs without a better validation mean Dice")
+    patience: int = opt(100, "early stopping: validations without a better validation mean Dice (with "
+                        "--val-every 1, epochs)")
     skip_first_n_eval: int = opt(0, "skip validation for the first N epochs")
-    train_batches: int = opt(0, "limit training batches per epoch (0 = one pass over the fold's cases)")
-    test_batches: int = opt(0, "limit validation cases per epoch (0 = all)")
+    val_every: int = opt(1, "validate every N epochs, and always at the last one")
+    checkpoint_every: int = opt(1, "write a checkpoint every N epochs; also whenever validation improves (the best "
+                                "is never lost) and at the last epoch")
+    max_time: str = opt("", "stop after this wall time, HH:MM:SS (as Lightning's max_time): the epoch running "
+                        "then is validated and checkpointed, the best checkpoint is kept, stop_reason says why")
+    train_batches: int = opt(0, "training steps per epoch, i.e. the epoch length (as nnU-Net v2's 250 "
+                             "iterations); the patch stream is endless, so it may exceed one pass "
+                             "(0 = one pass over this rank's share of the fold's cases)")
+    val_cases: int = opt(0, "limit validation cases per epoch (0 = all)",
+                         aliases=("--test-batches", "--test_batches"))
     # --- data
     batch_size: int = opt(2, "per-worker batch size (2D: slices)")
     val_batch_size: int = opt(4, "sliding-window batch size")
@@ -184,6 +209,8 @@ class TrainConfig:
     overlap: float = opt(0.5, "sliding-window overlap for validation")
     blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
     tta: bool = opt(False, "flip test-time augmentation during validation")
+    val_scores_on: str = opt("auto", "where validation accumulates a case's whole-volume class scores: auto (the "
+                             "CPU when they exceed 1 GiB on a GPU), cpu, or device", choices=("auto", "cpu", "device"))
     # --- model
     norm: str = opt("instance", "normalization layer", choices=("instance", "batch", "group"))
     residual: bool = opt(False, "residual encoder blocks")
@@ -210,11 +237,11 @@ class TrainConfig:
         _check_choices(self)
         for name in ("max_failures", "max_preemption_failures"):
             _check(getattr(self, name) >= -1, name, "must be >= 0, or -1 for no limit")
-        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "test_batches", "seed",
+        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "seed",
                      "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
-        for name in ("workers", "cpus_per_worker", "num_workers", "batch_size", "val_batch_size", "nvol",
-                     "patience", "max_epochs"):
+        for name in ("workers", "cpus_per_worker", "dali_threads", "batch_size", "val_batch_size", "nvol",
+                     "patience", "max_epochs", "val_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, "must be >= 1")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
         _check(0 <= self.oversampling <= 1, "oversampling", "must be in [0, 1]")
@@ -224,8 +251,16 @@ class TrainConfig:
         _check(0 < self.factor <= 1, "factor", "must be in (0, 1]")
         _check(self.gradient_clip_val >= 0, "gradient_clip_val", "must be >= 0")
         _check(not self.sync_batchnorm or self.norm == "batch", "sync_batchnorm", "needs --norm batch")
-        _check(self.scheduler != "multistep" or bool(self.steps), "steps", "is required with --scheduler multistep")
+        _check(self.scheduler != "multistep" or bool(self.lr_milestones), "lr_milestones",
+               "is required with --scheduler multistep")
+        if self.max_time:
+            parse_duration(self.max_time, "max_time")
         return self
+
+    @property
+    def max_seconds(self) -> float | None:
+        """``--max-time`` in seconds, or None without a limit."""
+        return parse_duration(self.max_time, "max_time") if self.max_time else None
 
     @property
     def world_size(self) -> int:

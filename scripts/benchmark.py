@@ -12,12 +12,16 @@ step: one training step (forward, Dice+CE, backward, RAdam) of an MSD preset's U
 train: benchmark mode on Ray Train workers for a synthetic task planned with the Task04 (Hippocampus) preset:
 img/s with 1 worker and with 2 (DDP), then the wall-clock overhead of a 1-epoch TorchTrainer run over the same
 loop run in-process without Ray.
+epoch: where an epoch's time goes on a small task (a synthetic 10-case task, fold 0: 8 training and 2 validation
+cases, one process): mean seconds per epoch of training, validation and checkpointing, over --epochs epochs, with
+the default --val-every / --checkpoint-every 1 and then with the values given here (default 5 / 5).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -41,7 +45,7 @@ def bench_preprocess(args: argparse.Namespace, work: Path) -> dict:
     for round_index in range(args.rounds):
         for workers in (1, all_cpus):
             cfg = PreprocessConfig(data=str(raw), results=str(work / f"pre_r{round_index}_w{workers}"),
-                                   dim=args.dim, num_workers=workers)
+                                   dim=args.dim, case_workers=workers)
             summary = preprocess_dataset(cfg)
             assert summary.ok and len(summary.done) == args.cases, summary.line()
             times[workers].append(summary.seconds)
@@ -80,9 +84,9 @@ def bench_step(args: argparse.Namespace, work: Path) -> dict:
 
     plans = preset_plans(args.task, args.dim)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    shape = (args.batch_size, plans["in_channels"], *plans["patch_size"])
+    shape = (args.batch_size, plans.in_channels, *plans.patch_size)
     image = torch.randn(shape, device=device)
-    label = torch.randint(0, plans["n_classes"], (args.batch_size, 1, *plans["patch_size"]), device=device)
+    label = torch.randint(0, plans.n_classes, (args.batch_size, 1, *plans.patch_size), device=device)
     result = {"mode": "step", "task": args.task, "dim": args.dim, "batch_size": args.batch_size, "device": device}
     for amp in (False, True):
         torch.manual_seed(0)
@@ -106,11 +110,27 @@ def bench_step(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
+def _merge_last_class(raw: Path) -> None:
+    """Hippocampus has 3 classes, the synthetic task 4: relabel class 3 as 2 so the MSD preset applies."""
+    import nibabel as nib
+    import numpy as np
+
+    meta = json.loads((raw / "dataset.json").read_text())
+    meta["labels"].pop("3")
+    (raw / "dataset.json").write_text(json.dumps(meta, indent=2))
+    for path in sorted((raw / "labelsTr").glob("*.nii.gz")):
+        image = nib.load(str(path))
+        label = np.asarray(image.dataobj).astype(np.uint8)
+        nib.save(nib.Nifti1Image(np.where(label == 3, 2, label).astype(np.uint8), image.affine, image.header),
+                 str(path))
+
+
 def _task04_data(work: Path, cases: int) -> Path:
     from nnunet_ray.distributed.preprocess import preprocess_dataset
 
-    raw = work / "raw" / "Task04_Hippocampus"  # the folder name selects the MSD preset (patch 40x56x40, 1 mm)
+    raw = work / "raw" / "Task04_Hippocampus"  # name + 1 channel + 3 classes select the preset (40x56x40, 1 mm)
     make_synthetic_task(SynthConfig(out=str(raw), cases=cases, test=0, size=48, seed=4).validate())
+    _merge_last_class(raw)
     summary = preprocess_dataset(PreprocessConfig(data=str(raw), results=str(work / "pre"), dim=3))
     assert summary.ok, summary.line()
     return summary.out_dir
@@ -122,7 +142,7 @@ def _fit_without_ray(cfg) -> float:
 
     import torch
 
-    from nnunet_ray.planning.plans import load_plans
+    from nnunet_ray.planning.schema import load_plans
     from nnunet_ray.training.checkpoint import LocalCheckpoints
     from nnunet_ray.loading.fold_data import fold_loaders
     from nnunet_ray.training.loop import fit
@@ -146,7 +166,7 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict:
 
     data = _task04_data(work, args.cases)
     base = TrainConfig(data=str(data), results=str(work / "results"), batch_size=args.batch_size,
-                       warmup=args.warmup_steps, train_batches=args.batches, num_workers=1).validate()
+                       warmup=args.warmup_steps, train_batches=args.batches, dali_threads=1).validate()
     result: dict = {"mode": "train", "preset": "Task04 3D (patch 40x56x40)", "batch_size": args.batch_size}
     for workers in (1, 2):
         perf = benchmark_train(dataclasses.replace(base, workers=workers))
@@ -163,7 +183,85 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
-MODES = {"preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step, "train": bench_train}
+class _TimedCheckpoints:
+    """``LocalCheckpoints`` that also times what an epoch spends outside ``fit``'s train + validation timers.
+
+    The gap between two reports, minus the epoch's ``epoch_seconds`` (training + validation + logs), is the
+    checkpoint write; the report itself (copying it to last/ and best/) is added to it. The first gap also holds
+    ``fit``'s setup (building the model and optimizer), a fraction of a second here.
+    """
+
+    def __init__(self, run_dir: Path):
+        import time
+
+        from nnunet_ray.training.checkpoint import LocalCheckpoints
+
+        self.inner, self.clock = LocalCheckpoints(run_dir), time.perf_counter
+        self.last = self.clock()
+        self.rows: list[dict] = []
+
+    def __call__(self, metrics: dict, checkpoint_dir) -> None:
+        start = self.clock()
+        self.inner(metrics, checkpoint_dir)
+        end = self.clock()
+        validation = metrics["epoch_seconds"] - metrics["train_seconds"]
+        self.rows.append({"train": metrics["train_seconds"], "validation": validation,
+                          "checkpoint": start - self.last - metrics["epoch_seconds"] + end - start,
+                          "validated": not math.isnan(metrics["dice_mean"]),
+                          "checkpointed": checkpoint_dir is not None})
+        self.last = end
+
+
+def _epoch_split(cfg, data: Path) -> dict:
+    import torch
+
+    from nnunet_ray.loading.fold_data import fold_loaders
+    from nnunet_ray.planning.schema import load_plans
+    from nnunet_ray.training.loop import fit
+
+    plans, device = load_plans(data), torch.device("cpu")
+    loader, val_data = fold_loaders(cfg, plans, device=device)
+    timed = _TimedCheckpoints(Path(cfg.results))
+    timed.last = timed.clock()
+    fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
+        device=device, report=timed, log_dir=cfg.results)
+    rows, n = timed.rows, len(timed.rows)
+    split = {k: round(sum(r[k] for r in rows) / n, 2) for k in ("train", "validation", "checkpoint")}
+    validated, written = [r for r in rows if r["validated"]], [r for r in rows if r["checkpointed"]]
+    return {**split, "epoch": round(sum(split.values()), 2), "epochs": n, "validations": len(validated),
+            "seconds_per_validation": round(sum(r["validation"] for r in validated) / max(1, len(validated)), 2),
+            "checkpoints": len(written),
+            "seconds_per_checkpoint": round(sum(r["checkpoint"] for r in written) / max(1, len(written)), 2)}
+
+
+def bench_epoch(args: argparse.Namespace, work: Path) -> dict:
+    import dataclasses
+
+    import torch
+
+    from nnunet_ray.config import TrainConfig
+    from nnunet_ray.distributed.preprocess import preprocess_dataset
+
+    raw = work / "raw" / "Task99_EpochBench"
+    make_synthetic_task(SynthConfig(out=str(raw), cases=10, test=0, size=args.size, seed=8).validate())
+    summary = preprocess_dataset(PreprocessConfig(data=str(raw), results=str(work / "pre"), dim=args.dim))
+    assert summary.ok, summary.line()
+    torch.set_num_threads(2)
+    base = TrainConfig(data=str(summary.out_dir), results=str(work / "default"), batch_size=args.batch_size,
+                       min_epochs=args.epochs, max_epochs=args.epochs, dali_threads=1, cpus_per_worker=2,
+                       image_every=0).validate()
+    result: dict = {"mode": "epoch", "cases": 10, "size": args.size, "dim": args.dim, "epochs": args.epochs,
+                    "patch_size": json.loads((summary.out_dir / "plans.json").read_text())["patch_size"]}
+    result["every_epoch"] = _epoch_split(base, summary.out_dir)
+    if args.val_every or args.checkpoint_every:
+        cheaper = dataclasses.replace(base, results=str(work / "cheaper"), val_every=args.val_every,
+                                      checkpoint_every=args.checkpoint_every).validate()
+        result[f"val_every_{args.val_every}_checkpoint_every_{args.checkpoint_every}"] = \
+            _epoch_split(cheaper, summary.out_dir)
+    return result
+
+
+MODES = {"epoch": bench_epoch, "preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step, "train": bench_train}
 
 
 def main() -> int:
@@ -178,6 +276,9 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=5, help="loader/step/train: timed batches (train: also the steps of the 1-epoch overhead run)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="step/train: untimed steps first")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the side-by-side pair; medians are reported")
+    parser.add_argument("--epochs", type=int, default=10, help="epoch: epochs per run")
+    parser.add_argument("--val-every", type=int, default=0, help="epoch: second run's --val-every (0 = no second run)")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="epoch: second run's --checkpoint-every")
     parser.add_argument("--workdir", default="", help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", default="", help="also write the result to this file")
     args = parser.parse_args()

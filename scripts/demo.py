@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnunet_ray.cli import configure_logging
 from nnunet_ray.config import PreprocessConfig, SynthConfig, TrainConfig
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed.cluster import cluster_gpus
@@ -26,6 +27,7 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=3, choices=(2, 3))
     parser.add_argument("--epochs", type=int, default=15, help="training epochs of fold 0")
     args = parser.parse_args()
+    configure_logging()  # preprocessing progress and warnings on stderr
     work = Path(args.workdir).resolve()
     raw = work / "raw" / "Task99_Synthetic"
     if not (raw / "dataset.json").exists():

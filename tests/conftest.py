@@ -11,16 +11,26 @@ stage's own ``conftest.py``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from nnunet_ray.config import SynthConfig
 from nnunet_ray.data.synth import make_synthetic_task
+from nnunet_ray.planning.schema import Plans, synthetic_plans
 
 SYNTH_CASES = 6
 SYNTH_TEST = 2
 SYNTH_SIZE = 32
+
+
+def make_test_plans(dim: int = 3, **fields) -> Plans:
+    """Plans for hand-built tests: 1 MRI channel, 3 classes, a 16-voxel patch with the rule's topology at 1 mm and
+    filters 4, 8, 16, ...; ``fields`` then replace any field verbatim (the topology is not re-derived)."""
+    plans = synthetic_plans(dim, (16,) * dim, n_classes=3, dataset="Task99_Test")
+    plans = dataclasses.replace(plans, filters=[4 * 2**i for i in range(len(plans.strides))])
+    return dataclasses.replace(plans, **fields)
 
 
 def _make(factory: pytest.TempPathFactory, name: str, **overrides) -> Path:

@@ -50,3 +50,15 @@ def test_loading_does_not_import_ray():
             "sys.exit(1 if 'ray' in sys.modules else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _calls_print(path: Path) -> bool:
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+               for node in ast.walk(ast.parse(path.read_text())))
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if p.name != "cli.py"),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_library_code_logs_and_only_commands_print(path):
+    # A Tune trial or a notebook can quiet logging; it cannot quiet print().
+    assert not _calls_print(path), f"{path} calls print(); use logging.getLogger(__name__)"

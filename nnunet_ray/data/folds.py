@@ -1,10 +1,14 @@
-"""Cross-validation folds, identical to the reference's and to nnU-Net's.
+"""Cross-validation folds, identical to the reference's (or to nnU-Net v2's), and imported splits files.
 
-The reference (and nnU-Net v1/v2) split the sorted case ids with
-``sklearn.model_selection.KFold(n_splits, shuffle=True, random_state=12345)``. That is reproduced here without
-scikit-learn: the same ``np.random.RandomState(seed).shuffle`` of ``arange(n)``, the same fold sizes (``n // k``,
-one more for the first ``n % k`` folds), and train/val listed in sorted-id order, as KFold's sorted indices give.
-So fold ``i`` here validates on exactly the cases the reference's fold ``i`` does.
+NVIDIA's reference (``data_loading/data_module.py``) runs
+``sklearn.model_selection.KFold(n_splits, shuffle=True, random_state=12345)`` over ``sorted(glob("*_x.npy"))``:
+the preprocessed *file names*, which order unpadded ids differently from the bare ids nnU-Net v2 sorts
+(``liver_100_x.npy`` < ``liver_10_x.npy`` because ``"0" < "_"``, while ``liver_10`` < ``liver_100``). That is
+reproduced here without scikit-learn: the same ``np.random.RandomState(seed).shuffle`` of ``arange(n)``, the same
+fold sizes (``n // k``, one more for the first ``n % k`` folds), and train/val listed in that sorted order, as
+KFold's sorted indices give. So fold ``i`` validates on exactly the cases the reference's fold ``i`` does
+(``order="ids"`` gives nnU-Net v2's folds instead). :func:`import_splits` takes an nnU-Net v2
+``splits_final.json`` as is, after checking it against the dataset's cases.
 """
 
 from __future__ import annotations
@@ -19,22 +23,35 @@ import numpy as np
 from nnunet_ray.data.atomic import save_json
 
 
-def kfold_splits(case_ids: Sequence[str], n_splits: int = 5, seed: int = 12345) -> list[dict[str, list[str]]]:
+ORDERS = ("reference", "ids")
+
+
+def sorted_case_ids(case_ids: Sequence[str], order: str = "reference") -> list[str]:
+    """Case ids in the order KFold sees them: by ``<id>_x.npy`` file name (the reference's) or by bare id."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    return sorted(case_ids, key=(lambda c: f"{c}_x.npy") if order == "reference" else None)
+
+
+def kfold_splits(case_ids: Sequence[str], n_splits: int = 5, seed: int = 12345, *,
+                 order: str = "reference") -> list[dict[str, list[str]]]:
     """Split case ids into ``n_splits`` folds as ``KFold(n_splits, shuffle=True, random_state=seed)`` does.
 
     Args:
-        case_ids: the training case ids, any order (they are sorted first).
+        case_ids: the training case ids, any order (they are sorted first, see ``order``).
         n_splits: number of folds, 2..len(case_ids).
         seed: the shuffle seed; 12345 is the reference's.
+        order: ``"reference"`` sorts by ``<id>_x.npy`` as the reference's glob does; ``"ids"`` sorts the bare
+            ids as nnU-Net v2 does.
 
     Returns:
-        One ``{"train": [...], "val": [...]}`` per fold, both lists in sorted order; every case is in exactly
-        one ``val`` list.
+        One ``{"train": [...], "val": [...]}`` per fold, both lists in that sorted order; every case is in
+        exactly one ``val`` list.
 
     Raises:
         ValueError: fewer than 2 folds, more folds than cases, or duplicate case ids.
     """
-    ids = sorted(case_ids)
+    ids = sorted_case_ids(case_ids, order)
     if len(set(ids)) != len(ids):
         dupes = sorted(c for c, count in Counter(ids).items() if count > 1)
         raise ValueError(f"duplicate case ids: {dupes}")
@@ -95,3 +112,36 @@ def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
     return _check_splits(splits, str(path))
+
+
+def import_splits(path: str | Path, case_ids: Sequence[str]) -> list[dict[str, list[str]]]:
+    """Read an nnU-Net v2 ``splits_final.json`` (or a splits.json) and check it fits the dataset's cases.
+
+    Args:
+        path: the splits file.
+        case_ids: every training case of the dataset.
+
+    Returns:
+        the folds, as read.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a splits file, an id that is not a case, two folds validating the same case, or
+            cases no fold validates; the message names the file.
+    """
+    splits = read_splits(path)
+    known = set(case_ids)
+    for i, fold in enumerate(splits):
+        unknown = sorted(set(fold["train"] + fold["val"]) - known)
+        if unknown:
+            raise ValueError(f"{path}: fold {i} names cases that are not in the dataset: {unknown[:5]}")
+    seen: dict[str, int] = {}
+    for i, fold in enumerate(splits):
+        for case_id in fold["val"]:
+            if case_id in seen:
+                raise ValueError(f"{path}: {case_id} is validated in fold {seen[case_id]} and fold {i}")
+            seen[case_id] = i
+    missing = sorted(known - set(seen))
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} cases are in no fold's val list: {missing[:5]}")
+    return splits

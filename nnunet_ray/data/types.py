@@ -74,7 +74,7 @@ class DatasetInfo:
 
     @property
     def task_number(self) -> int | None:
-        """NN of a ``TaskNN_*`` folder name (selects the MSD presets for 01..10), else None."""
+        """NN of a ``TaskNN_*`` folder name, else None (the MSD presets match the full task name, not NN)."""
         head = self.name.split("_", 1)[0]
         if head.startswith("Task") and head[4:].isdigit():
             return int(head[4:])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import ray
@@ -22,14 +23,62 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     """
     if ray.is_initialized():
         return
+    _quiet_token_auth_notice()
     # The pipelines print their own progress; Ray's INFO chatter (dashboard URL, etc.) is noise here.
     kwargs = {"logging_level": logging.WARNING, "configure_logging": True}
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target:
         ray.init(address=target, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # "local": a new cluster even when a `ray start` instance runs on this machine (plain ray.init() would
+        # silently join the latest one, e.g. another user's on a shared machine).
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    _drop_forwarded_ray_noise()
     _quiet_ray_data()
+
+
+class _DropDefaultTokenAuthNotice(logging.Filter):
+    """Drops Ray 2.60's notice that a new local cluster has token authentication on (its secure default): new users
+    read the WARNING as a failure. Its other auth messages (auth disabled, bad tokens) still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_token_auth_notice() -> None:
+    auth_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropDefaultTokenAuthNotice) for f in auth_logger.filters):
+        auth_logger.addFilter(_DropDefaultTokenAuthNotice())
+
+
+# Ray's core worker logs this at ERROR for every actor it creates with object-store constructor arguments and
+# restarts enabled (ray-project/ray#53727): Ray Train's own controller actors trigger it on every run.
+RAY_NOISE = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store "
+                       r"and max_restarts > 0")
+
+
+def is_ray_noise(line: str) -> bool:
+    """Whether a log line is one of Ray's internal notices that read like failures but are not."""
+    return RAY_NOISE.search(line) is not None
+
+
+def _drop_forwarded_ray_noise() -> None:
+    """Filter ``is_ray_noise`` lines out of the worker logs Ray forwards to this driver; every other line passes."""
+    try:  # Ray's driver-side log dispatcher (private, so a missing one just leaves the logs as they are)
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    printer = next((handler for name, handler in dispatcher.handlers if name == "ray_print_logs"), None)
+    if printer is None:  # log_to_driver=False: nothing is forwarded
+        return
+
+    def print_without_noise(data: dict) -> None:
+        lines = [line for line in data.get("lines", []) if not is_ray_noise(line)]
+        if lines:
+            printer({**data, "lines": lines})
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", print_without_noise)
 
 
 def _quiet_ray_data() -> None:
@@ -38,6 +87,8 @@ def _quiet_ray_data() -> None:
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data then warns once that the bars are disabled: we chose that, so the WARNING would only alarm.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
 
 

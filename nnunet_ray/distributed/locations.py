@@ -1,7 +1,7 @@
 """The preprocessed folder and the results root at a location that may be a URI (``s3://``, ``gs://``).
 
 The pure stages read and write local files; this module bridges them to a root anywhere:
-``read_plans`` / ``read_splits`` / ``write_splits`` go through small local copies, ``case_writer`` preprocesses a
+``read_plans`` / ``write_plans`` / ``read_splits`` / ``write_splits`` read and write small files there, ``case_writer`` preprocesses a
 case into node-local scratch and uploads it (the ``.json`` that marks a case done goes last, so a reader never sees
 a half case), and ``case_memory_bytes`` sizes a preprocessing actor from the dataset fingerprint.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -25,10 +26,11 @@ from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.staging import stage_folder
 from nnunet_ray.data.types import CaseFiles, DatasetError, DatasetInfo
 from nnunet_ray.loading.fold_data import fold_cases
-from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
+from nnunet_ray.planning.schema import (PLANS_FILE, Plans, PlansError, PlansNotFoundError, load_plans, plans_from_json,
+                                        save_plans)
 from nnunet_ray.preprocessing.case import is_done, preprocess_case
 
-PLANS_FILE, SPLITS_FILE, FINGERPRINT_FILE = "plans.json", "splits.json", "fingerprint.json"
+SPLITS_FILE, FINGERPRINT_FILE = "splits.json", "fingerprint.json"
 BASE_MEMORY = 768 * 1024**2  # bytes: an actor's interpreter with numpy, scipy, nibabel and torch imported
 WORKING_COPIES = 6  # float64 copies of a resampled case alive at once (zoom input/output, normalised, padded)
 
@@ -64,21 +66,34 @@ def open_raw_dataset(data: str) -> tuple[DatasetInfo, RawData]:
     return dataclasses.replace(load_dataset(raw.local_root()), name=name), raw
 
 
-def read_plans(folder: str) -> dict[str, Any]:
-    """``load_plans`` for a folder path or URI (a URI's plans.json is read through a local copy).
+def read_plans(folder: str) -> Plans:
+    """``load_plans`` for a folder path or URI.
 
     Raises:
         PlansNotFoundError: there is no plans.json in ``folder``.
+        PlansError: it is not valid JSON, misses a key, or is of a newer version.
     """
     if not storage.is_uri(folder):
         return load_plans(folder)
-    with tempfile.TemporaryDirectory(prefix="nnunet_ray_plans_") as tmp:
-        try:
-            storage.download(storage.join(folder, PLANS_FILE), Path(tmp) / PLANS_FILE)
-        except FileNotFoundError as err:
-            raise PlansNotFoundError(f"no plans.json in {storage.display(folder)}: run `nnunet-ray plan` "
-                                     "(or preprocess) first") from err
-        return load_plans(tmp)
+    location = storage.join(folder, PLANS_FILE)
+    try:
+        text = storage.read_text(location)
+    except FileNotFoundError as err:
+        raise PlansNotFoundError(f"no plans.json in {storage.display(folder)}: run `nnunet-ray plan` "
+                                 "(or preprocess) first") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PlansError(f"{storage.display(location)}: not valid JSON ({err})") from err
+    return plans_from_json(data, source=storage.display(location))
+
+
+def write_plans(folder: str, plans: Plans) -> None:
+    """``save_plans`` (atomic) into ``folder``, a path or a URI."""
+    if storage.is_uri(folder):
+        storage.write_json(storage.join(folder, PLANS_FILE), plans.to_json())
+    else:
+        save_plans(folder, plans)
 
 
 def read_splits(folder: str) -> list[dict[str, list[str]]]:
@@ -118,20 +133,20 @@ def write_splits(folder: str, splits: list[dict[str, list[str]]]) -> None:
         storage.upload(Path(tmp) / SPLITS_FILE, storage.join(folder, SPLITS_FILE))
 
 
-def case_writer(plans: dict, out: str, mode: str) -> Callable[[CaseFiles], dict]:
+def case_writer(plans: Plans, out: str, mode: str) -> Callable[[CaseFiles], dict]:
     """The per-case function Ray Data maps: ``preprocess_case`` into ``out``, a folder path or a URI."""
     if not storage.is_uri(out):
         return functools.partial(_preprocess_in_place, plans=plans, out=Path(out), mode=mode)
     return functools.partial(_preprocess_and_upload, plans=plans, out=out, mode=mode)
 
 
-def _preprocess_in_place(case: CaseFiles, *, plans: dict, out: Path, mode: str) -> dict:
+def _preprocess_in_place(case: CaseFiles, *, plans: Plans, out: Path, mode: str) -> dict:
     return preprocess_case(case, plans, out, mode=mode)
 
 
-def _preprocess_and_upload(case: CaseFiles, *, plans: dict, out: str, mode: str) -> dict:
+def _preprocess_and_upload(case: CaseFiles, *, plans: Plans, out: str, mode: str) -> dict:
     """Preprocess into node-local scratch, then upload the arrays and, last, the ``.json`` that marks it done."""
-    if is_done(out, case.case_id, plans["hash"], mode):
+    if is_done(out, case.case_id, plans.preprocessing_hash, mode):
         return {"case_id": case.case_id, "status": "skipped", "error": None, "seconds": 0.0}
     with tempfile.TemporaryDirectory(prefix="nnunet_ray_case_") as tmp:
         record = preprocess_case(case, plans, Path(tmp), mode=mode)
@@ -147,12 +162,12 @@ def _preprocess_and_upload(case: CaseFiles, *, plans: dict, out: str, mode: str)
     return record
 
 
-def case_memory_bytes(fingerprint: dict | None, plans: dict) -> int:
+def case_memory_bytes(fingerprint: dict | None, plans: Plans) -> int:
     """Memory one preprocessing actor needs for the largest case: its resampled size times the working copies.
 
     Args:
         fingerprint: fingerprint.json content (per-case ``shapes`` and ``spacings``), or None when unknown.
-        plans: plans.json content (target ``spacing``, ``modalities``).
+        plans: the plans (target ``spacing``, ``dim``, ``in_channels``).
 
     Returns:
         Bytes to reserve per actor (Ray schedules actors only where that much memory is free).
@@ -161,9 +176,9 @@ def case_memory_bytes(fingerprint: dict | None, plans: dict) -> int:
         return BASE_MEMORY * 2
     shapes = np.asarray(fingerprint["shapes"], dtype=np.float64)  # (cases, 3) voxels (z, y, x)
     spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)  # (cases, 3) mm
-    target = np.asarray(plans["spacing"], dtype=np.float64)
-    if int(plans.get("dim", 3)) == 2:  # 2D keeps each case's own z spacing
+    target = np.asarray(plans.spacing, dtype=np.float64)
+    if plans.dim == 2:  # 2D keeps each case's own z spacing
         target = np.column_stack([spacings[:, 0], np.broadcast_to(target[1:], (len(spacings), 2))])
     voxels = float(np.max(np.prod(np.maximum(shapes * spacings / target, shapes), axis=1)))
-    channels = len(plans.get("modalities") or fingerprint.get("modalities") or [0]) + 1  # + the label
+    channels = plans.in_channels + 1  # + the label
     return int(BASE_MEMORY + voxels * channels * 8 * WORKING_COPIES)

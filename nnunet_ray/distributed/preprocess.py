@@ -16,8 +16,9 @@ whole run, or silently drop the block with ``max_errored_blocks``).
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,16 +26,19 @@ from typing import Any, Callable, Iterator
 import ray
 import ray.data
 
-from nnunet_ray.config import PlanConfig, PreprocessConfig
+from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig
 from nnunet_ray.data import storage
-from nnunet_ray.data.folds import kfold_splits
+from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import cluster_cpus, init_ray, node_memory
 from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, PLANS_FILE, RawData, case_memory_bytes, case_writer,
-                                              open_raw_dataset, read_plans, write_splits)
+                                              open_raw_dataset, read_plans, write_plans, write_splits)
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
-from nnunet_ray.planning.plans import PlansNotFoundError, make_plans
+from nnunet_ray.planning.plans import make_plans
+from nnunet_ray.planning.schema import Plans, PlansNotFoundError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,8 +113,14 @@ def _map_cases(dataset: DatasetInfo, raw: RawData, cases: tuple[CaseFiles, ...],
     if memory:
         memory = min(memory, max(node_memory(), default=memory))
     rows = ray.data.from_items([_case_to_row(c, dataset.root) for c in cases], override_num_blocks=max(1, len(cases)))
-    mapped = rows.map(_CaseMapper, fn_constructor_args=(fn, raw), num_cpus=1, memory=memory,
-                         compute=actor_pool(num_workers, len(cases), memory))
+    # max_restarts=0: Ray Data passes its actors' constructor arguments through the object store, and Ray logs an
+    # error line per actor when such an actor may restart, because its restart would fail if they were lost
+    # (ray-project/ray#53727). A crashed case worker fails the run instead; a rerun skips the finished cases.
+    # Ray 2.60 has no named parameter for it yet (the kwargs route is deprecated for 2.64; Ray is pinned < 2.61).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        mapped = rows.map(_CaseMapper, fn_constructor_args=(fn, raw), num_cpus=1, memory=memory, max_restarts=0,
+                          compute=actor_pool(num_workers, len(cases), memory))
     yield from mapped.iter_rows()
 
 
@@ -126,11 +136,11 @@ def _probe(data: str, results: str) -> None:
                   results=storage.absolute(results))
 
 
-def plan_dataset(cfg: PlanConfig) -> dict[str, Any]:
+def plan_dataset(cfg: PlanConfig) -> Plans:
     """Fingerprint every training case on Ray Data and derive plans.json (written when ``cfg.results`` is set).
 
     Returns:
-        The plans dict.
+        The plans.
     """
     cfg.validate()
     dataset, raw = open_raw_dataset(cfg.data)
@@ -140,23 +150,27 @@ def plan_dataset(cfg: PlanConfig) -> dict[str, Any]:
     records = list(_map_cases(dataset, raw, dataset.training, case_fingerprint, num_workers=0))
     for record in records:
         if record.get("error"):
-            print(f"warning: {record['error']} (left out of the fingerprint)", file=sys.stderr)
+            logger.warning("%s (left out of the fingerprint)", record["error"])
     fingerprint = merge_fingerprints(dataset, records)  # a failed case's "error" is non-empty
     plans = make_plans(dataset, fingerprint, dim=cfg.dim, min_fmap=cfg.min_fmap, max_depth=cfg.max_depth,
                        memory_budget_mvox=cfg.memory_budget_mvox)
     if cfg.results:
         out = output_dir(cfg.results, dataset, cfg.dim)
         storage.write_json(storage.join(out, FINGERPRINT_FILE), fingerprint)
-        storage.write_json(storage.join(out, PLANS_FILE), plans)
+        write_plans(out, plans)
     return plans
 
 
-def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> dict[str, Any]:
+def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> Plans:
+    plans_dir = output_dir(cfg.results, dataset, cfg.dim)
     try:  # reuse: a rerun must keep the hash the finished cases were written with
-        return read_plans(output_dir(cfg.results, dataset, cfg.dim))
+        plans = read_plans(plans_dir)
     except PlansNotFoundError:
-        pass
-    print(f"planning {dataset.name} ({cfg.dim}d) ...", flush=True)
+        logger.info("planning %s (%dd) ...", dataset.name, cfg.dim)
+        return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
+                                       max_depth=cfg.max_depth, address=cfg.address))
+    write_plans(plans_dir, plans)  # the same content, in the current format when the file was older
+    return plans
     return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
                                    max_depth=cfg.max_depth, address=cfg.address))
 
@@ -168,32 +182,45 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     """
     cfg.validate()
     dataset, raw = open_raw_dataset(cfg.data)
+    plans = _ensure_plans(cfg, dataset)  # existing plans are read (and a bad file refused) before Ray starts
+    imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any case is processed
     init_ray(cfg.address)
     _probe(cfg.data, cfg.results)
-    plans = _ensure_plans(cfg, dataset)
     out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
     cases = dataset.test if cfg.exec_mode == "test" else dataset.training
     summary = PreprocessSummary(out_dir=out if storage.is_uri(out) else Path(out))
     start = time.perf_counter()
     memory = case_memory_bytes(_read_fingerprint(cfg, dataset), plans)
     run = case_writer(plans, out, cfg.exec_mode)
-    mapped = _map_cases(dataset, raw, cases, run, num_workers=cfg.num_workers, memory=memory)
+    mapped = _map_cases(dataset, raw, cases, run, num_workers=cfg.case_workers, memory=memory)
     for index, record in enumerate(mapped, start=1):
         _record(summary, record)
         if record["status"] != "failed":
-            print(f"  [{index}/{len(cases)}] {record['case_id']} {record['status']} ({record['seconds']:.1f} s)",
-                  flush=True)
+            logger.info("  [%d/%d] %s %s (%.1f s)", index, len(cases), record["case_id"], record["status"],
+                        record["seconds"])
     summary.seconds = time.perf_counter() - start
-    if cfg.exec_mode == "training":
+    if imported is not None:
+        write_splits(out, imported)
+    elif cfg.exec_mode == "training":
         _write_splits(out, summary, cfg.nfolds)
     return summary
+
+
+def _imported_splits(cfg: PreprocessConfig, dataset: DatasetInfo) -> list[dict[str, list[str]]] | None:
+    """``--splits``: the folds from the file, checked against the dataset's training cases; None without it."""
+    if not cfg.splits:
+        return None
+    try:
+        return import_splits(Path(cfg.splits).expanduser(), [case.case_id for case in dataset.training])
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--splits: {err}") from err
 
 
 def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
     status, case_id = record["status"], record["case_id"]
     if status == "failed":
         summary.failed[case_id] = record["error"]
-        print(f"error: {record['error']}", file=sys.stderr, flush=True)
+        logger.error("%s", record["error"])
     else:
         (summary.done if status == "done" else summary.skipped).append(case_id)
 
@@ -206,10 +233,10 @@ def _read_fingerprint(cfg: PreprocessConfig, dataset: DatasetInfo) -> dict | Non
 
 
 def _write_splits(out: str, summary: PreprocessSummary, nfolds: int) -> None:
-    # Folds over the cases that are actually on disk, sorted: the reference's KFold over its *_x.npy files.
-    case_ids = sorted(summary.done + summary.skipped)
+    # Folds over the cases that are actually on disk, ordered as the reference's sorted(glob("*_x.npy")).
+    case_ids = sorted_case_ids(summary.done + summary.skipped)
     if len(case_ids) < nfolds:
-        print(f"warning: {len(case_ids)} cases for {nfolds} folds; writing {len(case_ids)} folds", file=sys.stderr)
+        logger.warning("%d cases for %d folds; writing %d folds", len(case_ids), nfolds, len(case_ids))
     if len(case_ids) >= 2:
         write_splits(out, kfold_splits(case_ids, n_splits=min(nfolds, len(case_ids))))
 

@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fnmatch
 import shutil
 import tempfile
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import pyarrow.fs as pafs
@@ -26,6 +29,8 @@ from ray.train import Checkpoint, CheckpointUploadMode
 from nnunet_ray.config import TrainConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.staging import stage_folder
+from nnunet_ray.planning.schema import PLANS_FILE, Plans
+from nnunet_ray.training.resume import CHECKPOINT_GLOB
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR
 
 UPLOAD_MODES = {"async": CheckpointUploadMode.ASYNC, "sync": CheckpointUploadMode.SYNC}
@@ -54,14 +59,32 @@ def location_of(results: str, fs_path: str) -> str:
     return prefix + fs_path + (f"?{query}" if query else "")
 
 
-def stage_key(plans: dict, dim: int) -> str:
-    """The staging key of a preprocessed dataset: a new plans hash means a new copy."""
-    return f"{plans['dataset']}_{dim}d_{plans['hash'][:16]}"
+def stage_key(plans: Plans, dim: int) -> str:
+    """The staging key of a preprocessed dataset: a new preprocessing hash means new arrays, so a new copy."""
+    return f"{plans.dataset}_{dim}d_{plans.preprocessing_hash[:16]}"
 
 
 def staged_config(cfg: TrainConfig, key: str) -> TrainConfig:
     """``cfg`` with ``data`` pointing at this node's local copy (itself when it is already a path)."""
     return dataclasses.replace(cfg, data=str(stage_folder(cfg.data, key)))
+
+
+@contextlib.contextmanager
+def resume_view(run_dir: str) -> Iterator[str | Path]:
+    """What ``training.resume.check_resume`` reads: the run folder itself when it is a path; for a URI, a local
+    folder of the run's name holding its newest checkpoint's config.json and plans.json (nothing else is fetched)."""
+    if not storage.is_uri(run_dir):
+        yield run_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_resume_") as tmp:
+        local = Path(tmp) / PurePosixPath(storage.display(run_dir).rstrip("/")).name
+        for name in reversed([n for n in storage.list_names(run_dir) if fnmatch.fnmatch(n, CHECKPOINT_GLOB)]):
+            files = {f: storage.join(run_dir, name, f) for f in ("config.json", PLANS_FILE)}
+            if all(storage.is_file(location) for location in files.values()):
+                for file, location in files.items():
+                    storage.download(location, local / name / file)
+                break
+        yield local
 
 
 class LogMirror:

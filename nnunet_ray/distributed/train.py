@@ -18,7 +18,6 @@ a finished run is only continued with ``--resume-training``; otherwise ``train_f
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -37,24 +36,22 @@ from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.locations import PLANS_FILE, fold_case_ids, read_plans
 from nnunet_ray.distributed.probe import probe_storage
-from nnunet_ray.distributed.run_storage import (LogMirror, epoch_reporter, location_of, stage_key, staged_config,
-                                                storage_location)
-from nnunet_ray.loading.fold_data import fold_loaders
-from nnunet_ray.planning.plans import PlansNotFoundError, load_plans
+from nnunet_ray.distributed.ray_internals import KILL_DELAY_S, quiet_report_logs, run_exists
+from nnunet_ray.distributed.run_storage import (LogMirror, epoch_reporter, location_of, resume_view, stage_key,
+                                                staged_config, storage_location)
+from nnunet_ray.loading.fold_data import check_fold_arrays, fold_loaders
+from nnunet_ray.planning.schema import Plans, PlansError, load_plans
+from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.training.checkpoint import load_checkpoint
-from nnunet_ray.training.loop import CHECKPOINT_SCORE, benchmark, fit
+from nnunet_ray.training.loop import PERF_FILE, benchmark, fit
+from nnunet_ray.training.resume import check_resume
 
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray's record of a run's checkpoints: its presence = a run exists
-# Test-only fault injection: the last worker calls os._exit(1) at the start of this epoch, once (the marker file
-# records that it happened, so the restarted group trains on).
-KILL_AT_EPOCH_ENV = "NNUNET_RAY_TEST_KILL_AT_EPOCH"
-KILL_MARKER_ENV = "NNUNET_RAY_TEST_KILL_MARKER"
-KILL_DELAY_S = 3.0  # > Ray's 2 s health-check poll, so the previous epoch's checkpoint registration lands first
+logger = logging.getLogger(__name__)
 
 
-def run_name(cfg: TrainConfig, plans: dict) -> str:
+def run_name(cfg: TrainConfig, plans: Plans) -> str:
     """The run's stable name: ``--experiment``, else ``<dataset>_<dim>d_fold<F>`` (never a timestamp)."""
-    return cfg.experiment or f"{plans['dataset']}_{cfg.dim}d_fold{cfg.fold}"
+    return cfg.experiment or f"{plans.dataset}_{cfg.dim}d_fold{cfg.fold}"
 
 
 # ----------------------------------------------------------------------------------------------- worker side
@@ -67,7 +64,7 @@ def train_worker(config: dict) -> dict:
             "kill_at_epoch": int, "kill_marker": str}.
     """
     cfg = staged_config(from_dict(TrainConfig, config["cfg"]), config["stage_key"])  # --data on a URI: local copy
-    _quiet_report_logs()
+    quiet_report_logs()
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -99,16 +96,6 @@ def train_worker(config: dict) -> dict:
             mirror.close()
 
 
-def _quiet_report_logs() -> None:
-    """Ray Train 2.60 logs each report (with all metrics) at INFO under a logger named by its source path, outside
-    ``ray.train``, so ``LoggingConfig`` cannot quiet it; rank 0's progress line already says the same."""
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:  # another Ray version: its logs are its own business
-        return
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-
-
 def _restored_checkpoint() -> dict | None:
     """The run's latest registered checkpoint (after a worker failure or on --resume-training), loaded."""
     checkpoint = ray.train.get_checkpoint()
@@ -119,7 +106,8 @@ def _restored_checkpoint() -> dict | None:
 
 
 def _fault_hook(config: dict, rank: int, world_size: int):
-    """Test-only: kill the last worker for real at the start of ``kill_at_epoch``, once."""
+    """Test-only (the tests pass ``worker_faults``): kill the last worker for real at the start of
+    ``kill_at_epoch``, once; the ``kill_marker`` file records that it happened, so the restarted group trains on."""
     kill_epoch, marker = config.get("kill_at_epoch"), config.get("kill_marker")
     if kill_epoch is None or marker is None or rank != world_size - 1:
         return None
@@ -136,14 +124,13 @@ def _fault_hook(config: dict, rank: int, world_size: int):
 # ----------------------------------------------------------------------------------------------- driver side
 
 def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
-                  plans: dict | None = None) -> TorchTrainer:
-    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``)."""
+                  plans: Plans | None = None, worker_faults: dict | None = None) -> TorchTrainer:
+    """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``; fault-injection
+    tests pass ``worker_faults={"kill_at_epoch": E, "kill_marker": path}``)."""
     storage_path, storage_filesystem = storage_location(cfg.results)
     plans = plans if plans is not None else read_plans(cfg.data)
     loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": storage.join(cfg.results, name),
-                                   "stage_key": stage_key(plans, cfg.dim)}
-    if os.environ.get(KILL_AT_EPOCH_ENV) and os.environ.get(KILL_MARKER_ENV):
-        loop_config.update(kill_at_epoch=int(os.environ[KILL_AT_EPOCH_ENV]), kill_marker=os.environ[KILL_MARKER_ENV])
+                                   "stage_key": stage_key(plans, cfg.dim), **(worker_faults or {})}
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpus > 0 else {})}
     return TorchTrainer(
         train_worker,
@@ -159,7 +146,7 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
                                          max_preemption_failures=cfg.max_preemption_failures),
             # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
-                                               checkpoint_score_order="max")),
+                                               checkpoint_score_order=SCORE_ORDER)),
     )
 
 
@@ -173,12 +160,12 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, str, str]:
     cfg = dataclasses.replace(cfg, data=storage.absolute(cfg.data), results=storage.absolute(cfg.results))
     try:
         plans = read_plans(cfg.data)
-    except (PlansNotFoundError, ValueError) as err:
+    except PlansError as err:
         raise ConfigError(f"{flag_name('data')}: {err}") from err
-    if int(plans["dim"]) != cfg.dim:
-        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {storage.display(cfg.data)} holds {plans['dim']}d "
-                          "plans")
-    train_ids, _ = fold_case_ids(cfg.data, cfg.fold)
+    if plans.dim != cfg.dim:
+        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {storage.display(cfg.data)} holds {plans.dim}d plans")
+    train_ids, val_ids = fold_case_ids(cfg.data, cfg.fold)
+    check_fold_arrays(cfg.data, cfg.fold, plans, case_ids=[*train_ids, *val_ids])
     if len(train_ids) < cfg.world_size:
         raise ConfigError(f"{flag_name('workers')}: {cfg.world_size} workers but fold {cfg.fold} has only "
                           f"{len(train_ids)} training cases")
@@ -202,39 +189,47 @@ def _fit(trainer: TorchTrainer, cfg: TrainConfig, run_dir: str) -> ray.train.Res
                        f"run folder {storage.display(run_dir)}") from err
 
 
-def train_fold(cfg: TrainConfig) -> dict:
-    """Train one fold on Ray Train workers and summarise the run.
+def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
+    """Train one fold on Ray Train workers and summarise the run (with ``--benchmark``: ``benchmark_train``).
 
     Args:
         cfg: the training options (``--data`` a preprocessed folder with plans.json and splits.json).
+        worker_faults: test-only fault injection, see ``_fault_hook``.
 
     Returns:
         {"name", "run_dir", "best_dice", "best_epoch", "epochs" (completed in total), "stopped_early",
+        "stop_reason" (early_stopping / max_time / max_epochs),
         "best_checkpoint", "last_checkpoint" (directories), "metrics" (metrics.jsonl), "tensorboard",
         "seconds"}; also written to ``<run_dir>/summary.json``.
 
     Raises:
-        ConfigError: a bad option, or a run of that name exists and ``--resume-training`` is not set.
+        ConfigError: a bad option, a run of that name exists and ``--resume-training`` is not set, or it is set
+            with an option or plans that cannot change on resume (``training.resume``).
         ray.train.TrainingFailedError: the workers failed more than ``--max-failures`` times.
     """
+    if cfg.benchmark:
+        return benchmark_train(cfg)
     start = time.perf_counter()
     cfg, name, run_dir = _prepare(cfg)
-    init_ray(cfg.address)
-    _probe(cfg)
-    exists = storage.is_file(storage.join(run_dir, SNAPSHOT))
+    exists = run_exists(run_dir)
     if exists and not cfg.resume_training:
         raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in "
                           f"{storage.display(cfg.results)}; "
                           f"pass {flag_name('resume_training')} to continue it or {flag_name('experiment')} NEW "
                           "to start another")
     if cfg.resume_training and not exists:
-        print(f"nnunet-ray train: no earlier run named {name!r}; starting from epoch 0", flush=True)
-    result = _fit(build_trainer(cfg, name=name), cfg, run_dir)
+        logger.info("no earlier run named %r; starting from epoch 0", name)
+    if cfg.resume_training and exists:
+        with resume_view(run_dir) as local_run:  # on the driver: workers would fail on the state dict
+            check_resume(cfg, read_plans(cfg.data), local_run)
+    init_ray(cfg.address)
+    _probe(cfg)
+    result = _fit(build_trainer(cfg, name=name, worker_faults=worker_faults), cfg, run_dir)
     returned = result.return_value or {}
-    best = result.get_best_checkpoint(CHECKPOINT_SCORE, "max")
+    best = result.get_best_checkpoint(CHECKPOINT_SCORE, SCORE_ORDER)
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
                "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
-               "stopped_early": returned.get("stopped_early"),
+               "stopped_early": returned.get("stopped_early"), "stop_reason": returned.get("stop_reason"),
                "best_checkpoint": location_of(cfg.results, best.path) if best is not None else None,
                "last_checkpoint": location_of(cfg.results, result.checkpoint.path) if result.checkpoint else None,
                "metrics": storage.join(run_dir, "metrics.jsonl"), "tensorboard": storage.join(run_dir, "tensorboard"),
@@ -260,6 +255,6 @@ def benchmark_train(cfg: TrainConfig) -> dict:
     _probe(cfg)
     run_dir = storage.join(cfg.results, name)
     perf = _fit(build_trainer(cfg, name=name), cfg, run_dir).return_value
-    storage.write_json(storage.join(run_dir, "perf.json"), perf)
-    print(json.dumps({"name": name, **perf}), flush=True)
+    storage.write_json(storage.join(run_dir, PERF_FILE), perf)
+    logger.info("benchmark %s: %s", name, storage.display(storage.join(run_dir, PERF_FILE)))
     return perf

@@ -1,6 +1,7 @@
 """Sliding-window prediction over whole volumes: overlapping patches, Gaussian blending, slice-wise 2D.
 
-What the reference does with MONAI's ``sliding_window_inference`` (research/reference-nnunet.md §7.1): windows of
+What the reference (NVIDIA nnU-Net ``models/nn_unet.py::NNUnet.sliding_window_inference``) does with MONAI's
+``monai.inferers.sliding_window_inference``: windows of
 the patch size, step ``int(patch * (1 - overlap))`` per axis with the last window moved to end at the border,
 zero padding of volumes smaller than the patch, window outputs weighted by a Gaussian importance map
 (sigma = 0.125 * patch) and divided by the accumulated weight. The predictor is any callable from a batch of
@@ -71,7 +72,8 @@ def importance_map(patch_size: Sequence[int], blend: str = "gaussian", *,
 
 
 def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_size: Sequence[int], n_classes: int,
-                           overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4) -> torch.Tensor:
+                           overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4,
+                           out_device: torch.device | str | None = None) -> torch.Tensor:
     """Predict a whole image window by window and blend the windows into one map.
 
     Args:
@@ -84,9 +86,11 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_s
         overlap: fraction of a window shared with its neighbour, in [0, 1).
         blend: ``gaussian`` or ``constant`` window weights.
         batch_size: windows per predictor call.
+        out_device: where the blended whole-image map is accumulated (MONAI's ``device``); windows still run
+            on ``image``'s device. Default: ``image``'s device.
 
     Returns:
-        (N, n_classes, *spatial) float32 blended scores on ``image``'s device.
+        (N, n_classes, *spatial) float32 blended scores on ``out_device``.
 
     Raises:
         ValueError: the image rank does not match the patch, or the predictor returns the wrong shape.
@@ -98,8 +102,10 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_s
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     padded, crop = _pad_to_patch(image, patch)
     weights = importance_map(patch, blend, device=image.device)
-    out = torch.zeros((padded.shape[0], n_classes, *padded.shape[2:]), device=image.device)
-    norm = torch.zeros((padded.shape[0], 1, *padded.shape[2:]), device=image.device)
+    out_device = image.device if out_device is None else torch.device(out_device)
+    out = torch.zeros((padded.shape[0], n_classes, *padded.shape[2:]), device=out_device)
+    norm = torch.zeros((padded.shape[0], 1, *padded.shape[2:]), device=out_device)
+    window_weights = weights.to(out_device)
     starts = [window_starts(size, edge, overlap) for size, edge in zip(padded.shape[2:], patch)]
     windows = [(n, corner) for n in range(padded.shape[0]) for corner in itertools.product(*starts)]
     with torch.no_grad():
@@ -112,14 +118,15 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_s
                 raise ValueError(f"predictor returned {tuple(scores.shape)}, expected "
                                  f"{(len(chunk), n_classes, *patch)}")
             for (n, *box), score in zip(slices, scores.float()):
-                out[(n, slice(None), *box)] += score * weights
-                norm[(n, slice(None), *box)] += weights
-    result = out / norm
+                out[(n, slice(None), *box)] += (score * weights).to(out_device)
+                norm[(n, slice(None), *box)] += window_weights
+    result = out.div_(norm)  # in place: no second K-class map
     return result if crop is None else result[(slice(None), slice(None), *crop)]
 
 
 def predict_volume(image: torch.Tensor, predictor: Predictor, *, patch_size: Sequence[int], n_classes: int,
-                   overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4) -> torch.Tensor:
+                   overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4,
+                   out_device: torch.device | str | None = None) -> torch.Tensor:
     """Predict a (1, C, Z, Y, X) volume with a 3D model, or slice by slice with a 2D model.
 
     A 2D ``patch_size`` (Y, X) treats each Z slice as an image: the slices become the batch axis of one 2D
@@ -133,13 +140,15 @@ def predict_volume(image: torch.Tensor, predictor: Predictor, *, patch_size: Seq
         overlap: window overlap fraction.
         blend: ``gaussian`` or ``constant``.
         batch_size: windows per predictor call.
+        out_device: where the whole-volume scores are accumulated (default: ``image``'s device).
 
     Returns:
-        (1, n_classes, Z, Y, X) float32 scores.
+        (1, n_classes, Z, Y, X) float32 scores on ``out_device``.
     """
     if image.dim() != 5 or image.shape[0] != 1:
         raise ValueError(f"image must be (1, C, Z, Y, X), got shape {tuple(image.shape)}")
-    kwargs = dict(patch_size=patch_size, n_classes=n_classes, overlap=overlap, blend=blend, batch_size=batch_size)
+    kwargs = dict(patch_size=patch_size, n_classes=n_classes, overlap=overlap, blend=blend, batch_size=batch_size,
+                  out_device=out_device)
     if len(patch_size) == 3:
         return sliding_window_predict(image, predictor, **kwargs)
     if len(patch_size) != 2:

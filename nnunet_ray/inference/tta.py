@@ -1,9 +1,9 @@
 """Flip test-time augmentation: average softmax probabilities over every combination of spatial flips.
 
 3D: all subsets of {Z, Y, X} = 8 passes. 2D: all subsets of {Y, X} = 4 passes (the reference flips the slice
-axis instead of X, which is a no-op for a slice-wise model; research/reference-nnunet.md §7.3). The wrapper acts on
-a batch of windows, so it composes with ``sliding_window_predict``: every window is flipped, predicted, flipped
-back and averaged before blending.
+axis instead of X, a no-op for a slice-wise model: NVIDIA nnU-Net ``models/nn_unet.py::NNUnet.tta_inference``).
+The wrapper acts on a batch of windows, so it composes with ``sliding_window_predict``: every window is flipped,
+predicted, flipped back and averaged before blending.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import numpy as np
 
 from nnunet_ray.loading.augment import Augmentations
 from nnunet_ray.loading.pipelines import train_loader
+from nnunet_ray.planning.schema import synthetic_plans
 
 
 def write_synthetic_cases(folder: Path, *, n_cases: int, channels: int, shape: Sequence[int],
@@ -77,7 +78,7 @@ def loader_throughput(*, dim: int = 3, channels: int = 4, patch_size: Sequence[i
 
     patch = [int(s) for s in patch_size]
     shape = [s + margin for s in patch] if dim == 3 else [depth] + [s + margin for s in patch]
-    plans = {"dim": dim, "patch_size": patch, "in_channels": channels}
+    plans = synthetic_plans(dim, patch, in_channels=channels)
     aug = Augmentations()
     if worst_case:
         aug = Augmentations(zoom=1.0, flip=1.0, noise=1.0, blur=1.0, brightness=1.0, contrast=1.0)

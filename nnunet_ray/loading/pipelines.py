@@ -39,6 +39,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from nnunet_ray.loading.augment import Augmentations, augment
 from nnunet_ray.loading.iterators import TABLE_HEADER, batches_per_epoch, check_case, crop_table
+from nnunet_ray.planning.schema import Plans
 
 
 def _floor_index(u, count):
@@ -152,11 +153,11 @@ class TrainLoader:
         return {"image": image, "label": label}
 
 
-def _write_tables(data_dir: Path, case_ids: list[str], plans: dict, cache_dir: Path) -> dict[str, list[str]]:
+def _write_tables(data_dir: Path, case_ids: list[str], plans: Plans, cache_dir: Path) -> dict[str, list[str]]:
     """Checks every case and writes its crop table; returns the three readers' absolute file lists."""
     files: dict[str, list[str]] = {"image": [], "label": [], "table": []}
     for case_id in case_ids:
-        props = check_case(data_dir, case_id, in_channels=plans.get("in_channels"))
+        props = check_case(data_dir, case_id, in_channels=plans.in_channels)
         table_path = cache_dir / f"{case_id}.npy"
         np.save(table_path, crop_table(case_id, props["shape"], props.get("foreground", {})))
         files["image"].append(str(data_dir / f"{case_id}_x.npy"))
@@ -165,9 +166,9 @@ def _write_tables(data_dir: Path, case_ids: list[str], plans: dict, cache_dir: P
     return files
 
 
-def _check_args(case_ids: Sequence[str], plans: dict, *, batch_size: int, nvol: int, world_size: int,
+def _check_args(case_ids: Sequence[str], plans: Plans, *, batch_size: int, nvol: int, world_size: int,
                 oversampling: float, seed: int) -> tuple[int, list[int]]:
-    dim, patch = int(plans["dim"]), [int(s) for s in plans["patch_size"]]
+    dim, patch = plans.dim, list(plans.patch_size)
     if dim not in (2, 3) or len(patch) != dim:
         raise ValueError(f"plans: dim {dim} with patch_size {patch}; expected 2 or 3 sizes matching dim")
     if batch_size < 1 or (dim == 2 and (nvol < 1 or batch_size % nvol)):
@@ -182,7 +183,7 @@ def _check_args(case_ids: Sequence[str], plans: dict, *, batch_size: int, nvol: 
     return dim, patch
 
 
-def train_loader(data_dir: Path, case_ids: list[str], plans: dict, *, batch_size: int, seed: int,
+def train_loader(data_dir: Path, case_ids: list[str], plans: Plans, *, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, oversampling: float = 0.33, nvol: int = 1,
                  device_id: int | None = None, num_threads: int = 2,
                  augment: bool | Augmentations = True) -> TrainLoader:

@@ -36,19 +36,35 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Loss of ``logits (B, K, *S)`` against integer ``label (B, 1, *S)`` in [0, K); returns a scalar."""
+        return self.from_statistics(self.statistics(logits, label))
+
+    def statistics(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """The loss's sums over a part of the volume; summed over parts, ``from_statistics`` gives the whole loss.
+
+        Lets validation compute a full-volume loss slab by slab, never holding K full-volume float maps.
+
+        Returns:
+            ``(3K + 2,)`` float32: per class sum(p * y), sum(p), sum(y), then sum of the voxel CE (or focal)
+            terms and the number of voxels.
+        """
         _check_shapes(logits, label)
         log_probs = F.log_softmax(logits.float(), dim=1)  # (B, K, *S)
         target = label.long()  # (B, 1, *S)
         onehot = torch.zeros_like(log_probs).scatter_(1, target, 1.0)  # (B, K, *S)
         probs = log_probs.exp()
         dims = (0, *range(2, logits.ndim))  # batch Dice: reduce batch and space, keep classes
-        inter = (probs * onehot).sum(dims)  # (K,)
-        denom = probs.sum(dims) + onehot.sum(dims)  # (K,)
-        dice = 1.0 - (2.0 * inter + self.smooth) / (denom + self.smooth)
         nll = -log_probs.gather(1, target)  # (B, 1, *S): -log p_true
         if self.focal:
             nll = (1.0 - torch.exp(-nll)).pow(self.gamma) * nll
-        return dice[1:].mean() + nll.mean()
+        count = nll.new_tensor([float(nll.numel())])
+        return torch.cat([(probs * onehot).sum(dims), probs.sum(dims), onehot.sum(dims), nll.sum().view(1), count])
+
+    def from_statistics(self, stats: torch.Tensor) -> torch.Tensor:
+        """The scalar loss from (summed) ``statistics``."""
+        k = (stats.numel() - 2) // 3
+        inter, probs, onehot = stats[:k], stats[k:2 * k], stats[2 * k:3 * k]
+        dice = 1.0 - (2.0 * inter + self.smooth) / (probs + onehot + self.smooth)
+        return dice[1:].mean() + stats[3 * k] / stats[3 * k + 1]
 
 
 class DeepSupervisionLoss(nn.Module):

@@ -1,4 +1,4 @@
-"""The dynamic 2D/3D U-Net of NVIDIA's nnU-Net, built only from a plans dict.
+"""The dynamic 2D/3D U-Net of NVIDIA's nnU-Net, built only from the plans.
 
 Level 0 is the input block (stride 1), levels 1..L-2 downsample with a strided first convolution, level L-1 is
 the bottleneck. The decoder mirrors the encoder with transposed convolutions and skip concatenation; a 1x1 head
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from nnunet_ray.model.blocks import NORMS, ConvBlock, ResidBlock, UpsampleBlock, conv_cls
+from nnunet_ray.planning.schema import Plans
 
-PLANS_KEYS = ("dim", "in_channels", "n_classes", "kernels", "strides", "filters")
 N_AUX_HEADS = 2  # deep-supervision heads, at decoder levels 1 and 2 (when the network is that deep)
 
 
@@ -81,29 +81,26 @@ class UNet(nn.Module):
         return [logits, *aux]
 
 
-def _check_plans(plans: dict) -> None:
-    missing = [k for k in PLANS_KEYS if k not in plans]
-    if missing:
-        raise ValueError(f"plans: missing key(s) {', '.join(missing)}")
-    dim = plans["dim"]
+def _check_plans(plans: Plans) -> None:
+    dim = plans.dim
     if dim not in (2, 3):
         raise ValueError(f"plans: dim must be 2 or 3, got {dim!r}")
-    n = len(plans["filters"])
-    if n < 2 or len(plans["kernels"]) != n or len(plans["strides"]) != n:
+    n = len(plans.filters)
+    if n < 2 or len(plans.kernels) != n or len(plans.strides) != n:
         raise ValueError(f"plans: kernels, strides and filters need the same length >= 2, got "
-                         f"{len(plans['kernels'])}, {len(plans['strides'])}, {n}")
-    if any(len(k) != dim for k in plans["kernels"]) or any(len(s) != dim for s in plans["strides"]):
+                         f"{len(plans.kernels)}, {len(plans.strides)}, {n}")
+    if any(len(k) != dim for k in plans.kernels) or any(len(s) != dim for s in plans.strides):
         raise ValueError(f"plans: every kernel and stride needs {dim} entries")
-    if any(s != 1 for s in plans["strides"][0]):
-        raise ValueError(f"plans: strides[0] (input block) must be all ones, got {plans['strides'][0]}")
+    if any(s != 1 for s in plans.strides[0]):
+        raise ValueError(f"plans: strides[0] (input block) must be all ones, got {list(plans.strides[0])}")
 
 
-def build_unet(plans: dict, *, norm: str = "instance", residual: bool = False, deep_supervision: bool = False,
+def build_unet(plans: Plans, *, norm: str = "instance", residual: bool = False, deep_supervision: bool = False,
                negative_slope: float = 0.01) -> UNet:
-    """Build the U-Net a plans dict describes.
+    """Build the U-Net the plans describe.
 
     Args:
-        plans: plans.json content; uses dim, in_channels, n_classes, kernels, strides, filters.
+        plans: uses dim, in_channels, n_classes, kernels, strides, filters.
         norm: "instance", "batch" or "group".
         residual: residual encoder blocks (the reference's ``--residual``).
         deep_supervision: add 1x1 heads at decoder levels 1 and 2 (fewer if the network is shallower);
@@ -114,11 +111,11 @@ def build_unet(plans: dict, *, norm: str = "instance", residual: bool = False, d
         The model, in train() mode, float32.
 
     Raises:
-        ValueError: the plans lack a key or are inconsistent, or ``norm`` is unknown.
+        ValueError: the plans are inconsistent, or ``norm`` is unknown.
     """
     _check_plans(plans)
     if norm not in NORMS:
         raise ValueError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
-    return UNet(dim=plans["dim"], in_channels=plans["in_channels"], n_classes=plans["n_classes"],
-                kernels=plans["kernels"], strides=plans["strides"], filters=plans["filters"], norm=norm,
+    return UNet(dim=plans.dim, in_channels=plans.in_channels, n_classes=plans.n_classes,
+                kernels=plans.kernels, strides=plans.strides, filters=plans.filters, norm=norm,
                 residual=residual, deep_supervision=deep_supervision, negative_slope=negative_slope)

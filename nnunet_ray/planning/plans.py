@@ -1,37 +1,30 @@
 """``plans.json``: everything the preprocessor, loader and model need, decided once per dataset and dim.
 
-MSD tasks 01-10 (folder ``TaskNN_*``) take the reference's patch size, spacing and CT statistics
-(``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
+MSD tasks 01-10 (folder named as the MSD task, with its channel and class counts) take the reference's patch
+size, spacing and CT statistics (``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
 spacing with the coarse axis tightened, patch from the median resampled shape within a voxel budget,
-rounded to the network's total stride. ``hash`` identifies the content so reruns can skip done work.
+rounded up to the network's total stride when that fits the budget (as nnU-Net v2), else down. The result is a
+typed ``Plans`` (``planning/schema.py`` loads, saves, migrates and hashes it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data.geometry import coarse_axis
 from nnunet_ray.data.types import DatasetError, DatasetInfo
-from nnunet_ray.planning.presets import msd_preset, preset_geometry
+from nnunet_ray.planning.presets import MSD_PRESETS, CTStats, match_preset, preset_geometry
+from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
 
-DEFAULT_BUDGET = {3: 128**3, 2: 512**2}  # patch voxels when memory_budget_mvox is 0
+# Patch voxels when memory_budget_mvox is 0. 3D: the reference's largest 3D preset, 80 x 192 x 160 (Task02/06,
+# 2.46 Mvox; more than Task01/03's 128^3), so an automatic plan never gets a smaller patch than the reference ran.
+DEFAULT_BUDGET = {3: max(math.prod(p.patch_3d) for p in MSD_PRESETS.values()), 2: 512**2}
 MIN_PATCH = 8  # smallest automatic patch edge in voxels
-PLANS_KEYS = ("dataset", "dim", "modalities", "in_channels", "n_classes", "labels", "spacing", "patch_size",
-              "kernels", "strides", "filters", "normalization", "anisotropic_axis", "preset", "hash")
-
-
-class PlansNotFoundError(FileNotFoundError, ValueError):
-    """A preprocessed folder has no plans.json (catchable as FileNotFoundError or ValueError)."""
-
 
 def anisotropic_axis(spacing: Sequence[float]) -> int | None:
     """The coarse axis of ``spacing`` when ``max / min >= 3`` (one rule with preprocessing: ``coarse_axis``).
@@ -91,6 +84,17 @@ def _round_to_strides(patch: list[int], spacing: Sequence[float], **topology: in
     raise AssertionError(f"patch rounding did not settle: {patch}")
 
 
+def _round_up_to_strides(patch: list[int], spacing: Sequence[float], **topology: int) -> list[int]:
+    """Round each edge up to a multiple of the total stride; a bigger patch may add a stride, so repeat."""
+    for _ in range(16):  # edges only grow and strides are bounded by max_depth, so this settles quickly
+        step = total_stride(get_topology(patch, spacing, **topology)[1])
+        rounded = [-(-p // s) * s for p, s in zip(patch, step)]
+        if rounded == patch:
+            return patch
+        patch = rounded
+    raise AssertionError(f"patch rounding did not settle: {patch}")
+
+
 def auto_patch_size(
     median_shape: Sequence[float],
     spacing: Sequence[float],
@@ -110,10 +114,15 @@ def auto_patch_size(
 
     Returns:
         ``dim`` ints, each >= 8 (unless the budget forced fewer axes) and a multiple of the topology's
-        total stride on that axis, with product <= ``budget`` when reachable with edges of 8.
+        total stride on that axis, with product <= ``budget`` when reachable with edges of 8. When the median
+        shape rounded *up* to the strides fits the budget, that is the patch: a median case then fits one window
+        (rounding 69 x 99 x 85 down to 64 x 96 x 80 made prediction run 8 windows instead of 1).
     """
     topology = {"min_fmap": min_fmap, "max_depth": max_depth}
     patch = [max(MIN_PATCH, int(round(s))) for s in median_shape]
+    rounded_up = _round_up_to_strides(patch, spacing, **topology)
+    if math.prod(rounded_up) <= budget:
+        return rounded_up
     # Round first: rounding alone may already fit the budget without cutting a whole stride step elsewhere.
     patch = _round_to_strides(patch, spacing, **topology)
     patch = _shrink_to_budget(patch, spacing, budget, **topology)
@@ -129,25 +138,23 @@ def _auto_geometry(fingerprint: dict, dim: int, budget: int, **topology: int) ->
     return patch, spacing
 
 
-def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: Any) -> dict[str, Any]:
+def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: CTStats | None) -> Normalization:
     """Per-channel schemes ("ct" for channels named CT, else "mri") and the CT statistics if any channel is CT.
 
     The reference normalised every channel as CT when channel 0 was CT; a PET/CT or CT/MR dataset keeps its
-    other channels' information here. ``scheme`` (channel 0's) is kept for readers of older plans.
+    other channels' information here.
     """
-    channels = ["ct" if m.upper() == "CT" else "mri" for m in dataset.modalities]
-    plans = {"scheme": channels[0], "channels": channels, "ct_min": None, "ct_max": None, "ct_mean": None,
-             "ct_std": None}
+    channels = tuple("ct" if m.upper() == "CT" else "mri" for m in dataset.modalities)
     if "ct" not in channels:
-        return plans
+        return Normalization(channels)
     if ct_preset is not None:
-        return {**plans, "ct_min": ct_preset.ct_min, "ct_max": ct_preset.ct_max, "ct_mean": ct_preset.ct_mean,
-                "ct_std": ct_preset.ct_std}
+        return Normalization(channels, ct_min=ct_preset.ct_min, ct_max=ct_preset.ct_max, ct_mean=ct_preset.ct_mean,
+                             ct_std=ct_preset.ct_std)
     stats = fingerprint["intensity"][channels.index("ct")]
     if not stats["n_samples"]:
         raise DatasetError(f"{dataset.name}: no labelled foreground voxels in any case; CT statistics need some")
-    return {**plans, "ct_min": stats["percentile_00_5"], "ct_max": stats["percentile_99_5"],
-            "ct_mean": stats["mean"], "ct_std": stats["std"]}
+    return Normalization(channels, ct_min=stats["percentile_00_5"], ct_max=stats["percentile_99_5"],
+                         ct_mean=stats["mean"], ct_std=stats["std"])
 
 
 def make_plans(
@@ -158,7 +165,7 @@ def make_plans(
     min_fmap: int = 4,
     max_depth: int = 6,
     memory_budget_mvox: float = 0.0,
-) -> dict[str, Any]:
+) -> Plans:
     """Plans for one dataset and dimensionality.
 
     Args:
@@ -167,12 +174,13 @@ def make_plans(
         dim: 2 or 3.
         min_fmap: smallest feature-map edge that may still be downsampled is ``2 * min_fmap``.
         max_depth: the most downsampling steps.
-        memory_budget_mvox: patch budget in megavoxels for automatic planning; 0 = 128^3 (3D) / 512^2 (2D).
+        memory_budget_mvox: patch budget in megavoxels for automatic planning; 0 = ``DEFAULT_BUDGET``
+            (80 x 192 x 160 in 3D, 512^2 in 2D).
 
     Returns:
-        the plans dict with keys ``PLANS_KEYS`` (see the shared contract); ``spacing`` always has 3
-        entries, ``patch_size``/kernels/strides have ``dim``; ``anisotropic_axis`` describes the data's
-        median spacing (which axis is the slow one), independent of the target.
+        the plans; ``spacing`` always has 3 entries, ``patch_size``/kernels/strides have ``dim``;
+        ``anisotropic_axis`` describes the data's median spacing (which axis is the slow one), independent of
+        the target.
 
     Raises:
         ConfigError: bad ``dim`` / ``min_fmap`` / ``max_depth`` / ``memory_budget_mvox``.
@@ -183,7 +191,7 @@ def make_plans(
     if fingerprint.get("dataset", dataset.name) != dataset.name:
         raise ValueError(f"fingerprint is for {fingerprint['dataset']!r}, not {dataset.name!r}")
     topology = {"min_fmap": min_fmap, "max_depth": max_depth}
-    preset = msd_preset(dataset.task_number)
+    preset, _ = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
     if preset is not None:
         patch, spacing, topology_spacing = preset_geometry(preset, dim)
     else:
@@ -191,24 +199,14 @@ def make_plans(
         patch, spacing = _auto_geometry(fingerprint, dim, budget, **topology)
         topology_spacing = spacing[3 - dim:]
     kernels, strides = get_topology(patch, topology_spacing, **topology)
-    plans: dict[str, Any] = {
-        "dataset": dataset.name,
-        "dim": dim,
-        "modalities": list(dataset.modalities),
-        "in_channels": len(dataset.modalities),
-        "n_classes": dataset.n_classes,
-        "labels": {str(k): v for k, v in sorted(dataset.labels.items())},
-        "spacing": [float(s) for s in spacing],
-        "patch_size": [int(p) for p in patch],
-        "kernels": kernels,
-        "strides": strides,
-        "filters": get_filters(len(strides), dim),
-        "normalization": _normalization(dataset, fingerprint, preset.ct if preset else None),
-        "anisotropic_axis": anisotropic_axis(fingerprint["median_spacing"]),
-        "preset": "msd" if preset is not None else "auto",
-    }
-    plans["hash"] = plans_hash(plans)
-    return plans
+    return Plans(
+        dataset=dataset.name, dim=dim, modalities=tuple(dataset.modalities), in_channels=len(dataset.modalities),
+        n_classes=dataset.n_classes, labels={str(k): v for k, v in sorted(dataset.labels.items())},
+        spacing=spacing, patch_size=patch, kernels=kernels, strides=strides,
+        filters=get_filters(len(strides), dim),
+        normalization=_normalization(dataset, fingerprint, preset.ct if preset else None),
+        anisotropic_axis=anisotropic_axis(fingerprint["median_spacing"]),
+        preset="msd" if preset is not None else "auto", min_fmap=min_fmap, max_depth=max_depth)
 
 
 def _check_options(dim: int, min_fmap: int, max_depth: int, memory_budget_mvox: float) -> None:
@@ -220,41 +218,3 @@ def _check_options(dim: int, min_fmap: int, max_depth: int, memory_budget_mvox: 
         raise ConfigError(f"--max-depth: must be >= 1, got {max_depth}")
     if memory_budget_mvox < 0:
         raise ConfigError(f"--memory-budget-mvox: must be >= 0, got {memory_budget_mvox}")
-
-
-def plans_hash(plans: dict) -> str:
-    """First 16 hex digits of the SHA-256 of the plans without their ``hash`` key (key order ignored)."""
-    content = {k: v for k, v in plans.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_plans(folder: str | Path) -> dict[str, Any]:
-    """Read ``folder/plans.json``.
-
-    A hand-edited file is accepted: ``hash`` is recomputed from the content so it always identifies
-    what the plans say.
-
-    Args:
-        folder: a preprocessed folder ``<root>/<dataset>/<2d|3d>/`` or a checkpoint folder.
-
-    Returns:
-        the plans dict.
-
-    Raises:
-        PlansNotFoundError: no plans.json in ``folder`` (a ValueError and a FileNotFoundError).
-        ValueError: the file is not valid JSON or lacks a required key.
-    """
-    path = Path(folder) / "plans.json"
-    if not path.is_file():
-        raise PlansNotFoundError(f"no plans.json in {folder}: run `nnunet-ray plan` (or preprocess) first")
-    try:
-        plans = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(plans, dict):
-        raise ValueError(f"{path}: not a plans file (a JSON object is expected)")
-    missing = [k for k in PLANS_KEYS if k != "hash" and k not in plans]
-    if missing:
-        raise ValueError(f"{path}: not a plans file (missing {', '.join(missing)})")
-    plans["hash"] = plans_hash(plans)
-    return plans

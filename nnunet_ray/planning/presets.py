@@ -2,13 +2,15 @@
 
 Values are those of NVIDIA nnU-Net ``data_preprocessing/configs.py`` (v21.10): patch size and target
 spacing per dimensionality, in ``(z, y, x)`` / ``(y, x)`` order, and CT clip/normalisation statistics for
-the CT tasks. A dataset folder named ``TaskNN_*`` with NN in 1..10 is planned from these.
+the CT tasks. A dataset is planned from these only when its folder has the MSD task's name (``Task04_Hippocampus``,
+not any ``Task04_*``) and the task's channel and class counts; anything else is planned from its fingerprint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.planning.topology import get_filters, get_topology
 
 
@@ -70,18 +72,28 @@ MSD_PRESETS: dict[int, MSDPreset] = {
 }
 
 
-def msd_preset(task_number: int | None) -> MSDPreset | None:
-    """The preset for an MSD task number, or None when the dataset is not one of tasks 01-10.
+def match_preset(name: str, n_channels: int, n_classes: int) -> tuple[MSDPreset | None, str]:
+    """The MSD preset for a dataset, and one line saying why it is or is not used.
+
+    A ``TaskNN_*`` number alone is not enough: a custom ``Task04_MyBrains`` must not get the Hippocampus patch.
 
     Args:
-        task_number: ``DatasetInfo.task_number`` (NN of a ``TaskNN_*`` folder), or None.
+        name: the dataset folder name.
+        n_channels: input channels of the dataset.
+        n_classes: classes, background included.
 
     Returns:
-        the task's ``MSDPreset``, or None.
+        ``(preset or None, reason)``.
     """
-    if task_number is None:
-        return None
-    return MSD_PRESETS.get(task_number)
+    preset = next((p for p in MSD_PRESETS.values() if p.name == name), None)
+    if preset is None:
+        return None, f"{name} is not an MSD task folder name: planned from the fingerprint"
+    number = next(n for n, p in MSD_PRESETS.items() if p is preset)
+    expected = MSD_CHANNELS_CLASSES[number]
+    if (n_channels, n_classes) != expected:
+        return None, (f"{name} has {n_channels} channels / {n_classes} classes, the MSD task has {expected[0]} / "
+                      f"{expected[1]}: planned from the fingerprint")
+    return preset, f"{name} matches the MSD task: the reference's preset patch size and spacing"
 
 
 def preset_geometry(preset: MSDPreset, dim: int) -> tuple[list[int], list[float], list[float]]:
@@ -114,23 +126,28 @@ MSD_CHANNELS_CLASSES: dict[int, tuple[int, int]] = {
 }
 
 
-def preset_plans(task_number: int, dim: int, *, min_fmap: int = 4, max_depth: int = 6) -> dict:
-    """The model-relevant part of an MSD task's plans, built from the preset alone (no data needed).
+def preset_plans(task_number: int, dim: int, *, min_fmap: int = 4, max_depth: int = 6) -> Plans:
+    """An MSD task's plans built from the preset alone (no data needed): benchmarks and model tests.
 
-    Used by benchmarks and model tests; real runs use ``make_plans`` on the dataset's fingerprint.
+    Real runs use ``make_plans`` on the dataset's fingerprint; here channels are named by scheme and classes by
+    index, and MRI channels are assumed for the non-CT tasks.
 
     Args:
         task_number: 1..10.
         dim: 2 or 3.
 
     Returns:
-        a dict with ``dim``, ``patch_size``, ``spacing``, ``kernels``, ``strides``, ``filters``, ``in_channels``,
-        ``n_classes`` and ``dataset``.
+        the plans, with the preset's patch size, spacing, CT statistics and the rule's topology.
     """
     preset = MSD_PRESETS[task_number]
     patch, spacing, topology_spacing = preset_geometry(preset, dim)
     kernels, strides = get_topology(patch, topology_spacing, min_fmap=min_fmap, max_depth=max_depth)
     in_channels, n_classes = MSD_CHANNELS_CLASSES[task_number]
-    return {"dataset": preset.name, "dim": dim, "patch_size": patch, "spacing": spacing, "kernels": kernels,
-            "strides": strides, "filters": get_filters(len(strides), dim), "in_channels": in_channels,
-            "n_classes": n_classes}
+    ct = preset.ct
+    normalization = Normalization(("mri",) * in_channels) if ct is None else Normalization(
+        ("ct",) * in_channels, ct_min=ct.ct_min, ct_max=ct.ct_max, ct_mean=ct.ct_mean, ct_std=ct.ct_std)
+    return Plans(dataset=preset.name, dim=dim, modalities=("CT" if ct else "MRI",) * in_channels,
+                 in_channels=in_channels, n_classes=n_classes, labels={str(c): str(c) for c in range(n_classes)},
+                 spacing=spacing, patch_size=patch, kernels=kernels, strides=strides,
+                 filters=get_filters(len(strides), dim), normalization=normalization, preset="msd",
+                 min_fmap=min_fmap, max_depth=max_depth)

@@ -2,10 +2,11 @@
 
 This is the function the Ray layer maps over a dataset; it never raises for a bad case. Outputs in ``out_dir``:
 ``<case>_x.npy`` float32 ``(C, Z, Y, X)``, ``<case>_y.npy`` uint8 ``(1, Z, Y, X)`` (not in test mode) and
-``<case>.json`` with ``case_id``, ``plans_hash``, ``mode``, ``original_shape``, ``original_spacing``, ``affine``,
-``crop_box``, ``resampled_shape``, ``pad``, ``shape`` and ``foreground`` (DESIGN.md §3). Each file is written under a
+``<case>.json`` with ``case_id``, ``plans_hash`` (the plans' ``preprocessing_hash``), ``mode``, ``original_shape``,
+``original_spacing``, ``affine``, ``crop_box``, ``target_spacing``, ``anisotropic_axis`` (the resampling's, so the
+inverse repeats it exactly), ``resampled_shape``, ``pad``, ``shape`` and ``foreground``. Each file is written under a
 temporary name and renamed; the json goes last and marks the case done, so a rerun skips finished cases and redoes
-half-written or stale ones (another plans hash).
+half-written or stale ones (another preprocessing hash: only plans fields that change the arrays count).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import json
 import time
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from nnunet_ray.data import storage
 from nnunet_ray.data.atomic import atomic_path, leftover_temporaries, save_json
 from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles
+from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
 from nnunet_ray.preprocessing.normalize import channel_schemes, normalize
 from nnunet_ray.preprocessing.resample import (anisotropic_axis, resample_image, resample_label, resample_mask,
@@ -32,21 +35,21 @@ MODES = ("training", "val", "test")
 MAX_FOREGROUND_SAMPLES = 1000  # voxel coordinates kept per class for foreground-oversampled crops
 
 
-def target_spacing(plans: dict, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+def target_spacing(plans: Plans, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
     """The spacing a case is resampled to: the plans' in 3D; in 2D the case keeps its own z spacing.
 
     Args:
-        plans: plans.json content (``dim``, ``spacing``).
+        plans: uses ``dim`` and ``spacing``.
         spacing: the case's voxel size in mm, ``(z, y, x)``.
 
     Returns:
         Target voxel size in mm, ``(z, y, x)``.
     """
-    z, y, x = (float(s) for s in plans["spacing"])
-    return (float(spacing[0]), y, x) if plans["dim"] == 2 else (z, y, x)
+    z, y, x = plans.spacing
+    return (float(spacing[0]), y, x) if plans.dim == 2 else (z, y, x)
 
 
-def pad_widths(shape: tuple[int, ...], patch_size: list[int]) -> list[list[int]]:
+def pad_widths(shape: tuple[int, ...], patch_size: tuple[int, ...]) -> list[list[int]]:
     """Symmetric zero padding so each axis reaches the patch size (odd remainders: floor before, ceil after).
 
     Args:
@@ -83,27 +86,33 @@ def foreground_samples(label: np.ndarray, n_classes: int, *, seed: int) -> dict[
     return samples
 
 
-def _check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, plans: dict) -> None:
-    if image.shape[0] != plans["in_channels"]:
-        raise CaseError(case_id, f"image has {image.shape[0]} channels, plans expect {plans['in_channels']}")
-    n_classes = int(plans["n_classes"])
+def _check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, plans: Plans) -> None:
+    if image.shape[0] != plans.in_channels:
+        raise CaseError(case_id, f"image has {image.shape[0]} channels, plans expect {plans.in_channels}")
+    n_classes = plans.n_classes
     if label is not None and label.size and int(label.max()) > n_classes - 1:
         raise CaseError(case_id, f"label has class {int(label.max())}, plans allow 0..{n_classes - 1}")
 
 
-def _normalize(image: np.ndarray, normalization: dict, nonzero: np.ndarray) -> np.ndarray:
-    """Normalise; MRI channels take statistics from the nonzero region of the image *before* resampling.
+def _normalize(image: np.ndarray, normalization: Normalization, nonzero: np.ndarray) -> np.ndarray:
+    """Normalise; each MRI channel takes statistics from its own nonzero region *before* resampling.
 
-    A cubic resample leaves no voxel exactly 0, so the nonzero mask is taken on the cropped input, resampled
-    with nearest neighbour, and the background outside it is kept at 0 (as MONAI's ``nonzero=True`` would).
+    A cubic resample leaves no voxel exactly 0, so each channel's nonzero mask ``(C, Z, Y, X)`` is taken on the
+    cropped input, resampled with nearest neighbour, and the background outside it is kept at 0 (as MONAI's
+    ``nonzero=True, channel_wise=True`` would).
     """
     mri = np.array([s == "mri" for s in channel_schemes(normalization, image.shape[0])])
     image = image.astype(np.float32)  # a copy: the resampled array may be the caller's
-    image[mri] = np.where(nonzero, image[mri], 0.0)
-    return normalize(image, normalization, nonzero_mask=nonzero)
+    image[mri] = np.where(nonzero[mri], image[mri], 0.0)
+    return normalize(image, normalization, nonzero_masks=nonzero)
 
 
-def _process(case: CaseFiles, plans: dict, mode: str) -> tuple[dict[str, np.ndarray], dict]:
+def _nonzero_masks(cropped: np.ndarray, new_shape: tuple[int, ...], axis: int | None) -> np.ndarray:
+    """``(C, *new_shape)`` bool: each channel's ``!= 0`` voxels, resampled with nearest neighbour."""
+    return np.stack([resample_mask(channel != 0, new_shape, aniso_axis=axis) for channel in cropped])
+
+
+def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays to write (by file suffix) and the properties for ``<case>.json``, hash and mode excluded."""
     image, label = read_case(case)
     labels = None if label is None else label.array
@@ -118,19 +127,21 @@ def _process(case: CaseFiles, plans: dict, mode: str) -> tuple[dict[str, np.ndar
     axis = anisotropic_axis(image.spacing, spacing)
     cropped = crop_to_box(image.array, box)
     x = resample_image(cropped, new_shape, aniso_axis=axis)
-    x = _normalize(x, plans["normalization"], resample_mask(np.any(cropped != 0, axis=0), new_shape, aniso_axis=axis))
-    pad = pad_widths(new_shape, plans["patch_size"]) if mode == "training" else [[0, 0]] * 3
+    x = _normalize(x, plans.normalization, _nonzero_masks(cropped, new_shape, axis))
+    pad = pad_widths(new_shape, plans.patch_size) if mode == "training" else [[0, 0]] * 3
     arrays = {"_x.npy": np.pad(x, [[0, 0], *pad]).astype(np.float32, copy=False)}
     foreground: dict[str, list[list[int]]] = {}
     if labels is not None:
-        y = resample_label(crop_to_box(labels, box), new_shape, n_classes=plans["n_classes"], aniso_axis=axis)
+        y = resample_label(crop_to_box(labels, box), new_shape, n_classes=plans.n_classes, aniso_axis=axis)
         arrays["_y.npy"] = np.pad(y, [[0, 0], *pad]).astype(np.uint8, copy=False)
-        foreground = foreground_samples(arrays["_y.npy"], plans["n_classes"], seed=zlib.crc32(case.case_id.encode()))
+        foreground = foreground_samples(arrays["_y.npy"], plans.n_classes, seed=zlib.crc32(case.case_id.encode()))
     props = {
         "original_shape": list(image.shape),
         "original_spacing": [float(s) for s in image.spacing],
         "affine": np.asarray(image.affine, float).tolist(),
         "crop_box": box,
+        "target_spacing": [float(s) for s in spacing],
+        "anisotropic_axis": axis,
         "resampled_shape": list(new_shape),
         "pad": pad,
         "shape": list(arrays["_x.npy"].shape[1:]),
@@ -163,7 +174,7 @@ def _write(out_dir: Path, case_id: str, arrays: dict[str, np.ndarray], props: di
 
 
 def is_done(out_dir: str | Path, case_id: str, plans_hash: str, mode: str) -> bool:
-    """Whether ``<case>.json`` exists for this plans hash and mode and its arrays are there.
+    """Whether ``<case>.json`` exists for this preprocessing hash and mode and its arrays are there.
 
     Args:
         out_dir: the preprocessed folder, a path or a URI (``s3://``...; see ``nnunet_ray.data.storage``).
@@ -180,12 +191,34 @@ def is_done(out_dir: str | Path, case_id: str, plans_hash: str, mode: str) -> bo
     )
 
 
-def preprocess_case(case: CaseFiles, plans: dict, out_dir: Path, *, mode: str = "training") -> dict:
+def stale_cases(out_dir: str | Path, case_ids: Iterable[str], plans_hash: str) -> list[str]:
+    """The cases of ``case_ids`` whose ``<case>.json`` is missing, unreadable or records another preprocessing hash.
+
+    Args:
+        out_dir: a preprocessed folder, a path or a URI.
+        case_ids: the cases to check.
+        plans_hash: the plans' ``preprocessing_hash``.
+
+    Returns:
+        the stale case ids, in the given order.
+    """
+    stale = []
+    for case_id in case_ids:
+        try:
+            recorded = json.loads(storage.read_text(storage.join(out_dir, f"{case_id}.json"))).get("plans_hash")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded != plans_hash:
+            stale.append(case_id)
+    return stale
+
+
+def preprocess_case(case: CaseFiles, plans: Plans, out_dir: Path, *, mode: str = "training") -> dict:
     """Preprocess one case into ``out_dir`` (see the module docstring for the files).
 
     Args:
         case: the case's files; its label is ignored in ``"test"`` mode and required otherwise.
-        plans: plans.json content.
+        plans: the dataset's plans.
         out_dir: the preprocessed folder, created if missing.
         mode: ``"training"`` (pad to the patch size), ``"val"`` (no padding) or ``"test"`` (no label).
 
@@ -201,7 +234,7 @@ def preprocess_case(case: CaseFiles, plans: dict, out_dir: Path, *, mode: str = 
     start, out_dir = time.perf_counter(), Path(out_dir)
     record = {"case_id": case.case_id, "status": "done", "error": None}
     try:
-        if is_done(out_dir, case.case_id, plans["hash"], mode):
+        if is_done(out_dir, case.case_id, plans.preprocessing_hash, mode):
             record["status"] = "skipped"
         else:
             if mode == "test":
@@ -209,7 +242,7 @@ def preprocess_case(case: CaseFiles, plans: dict, out_dir: Path, *, mode: str = 
             elif case.label is None:
                 raise CaseError(case.case_id, f"{mode} mode needs a label file")
             arrays, props = _process(case, plans, mode)
-            props = {"case_id": case.case_id, "plans_hash": plans["hash"], "mode": mode, **props}
+            props = {"case_id": case.case_id, "plans_hash": plans.preprocessing_hash, "mode": mode, **props}
             _write(out_dir, case.case_id, arrays, props)
     except Exception as exc:  # noqa: BLE001 - any failure of one case must not stop the others
         # A failed case leaves nothing behind: no temporary files, no outputs of an older run.

@@ -19,13 +19,26 @@ def unpad(array: np.ndarray, pad: list[list[int]]) -> np.ndarray:
     return array[(..., *slices)]
 
 
+def resampling_axis(props: dict) -> int | None:
+    """The coarse axis the case was resampled with: stored by preprocessing, so the inverse uses the same one.
+
+    Cases written before the axis was stored get it re-derived from the shapes, which is exact up to the rounding
+    of the resampled shape and can disagree near the 3.0 anisotropy threshold.
+    """
+    if "anisotropic_axis" in props:
+        return props["anisotropic_axis"]
+    spacing, box = props["original_spacing"], props["crop_box"]
+    target = [s * (b - a) / r for s, (a, b), r in zip(spacing, box, props["resampled_shape"])]
+    return anisotropic_axis(spacing, target)
+
+
 def restore_prediction(probs: np.ndarray, props: dict) -> np.ndarray:
     """Turn class probabilities on the preprocessed grid into a label map on the original grid.
 
     Args:
         probs: ``(K, Z, Y, X)`` class probabilities (or logits) of shape ``props["shape"]``, K = n_classes.
         props: the case's ``<case>.json`` (``original_shape``, ``original_spacing``, ``crop_box``,
-            ``resampled_shape``, ``pad``, ``shape``).
+            ``target_spacing``, ``anisotropic_axis``, ``resampled_shape``, ``pad``, ``shape``).
 
     Returns:
         ``(Z, Y, X)`` uint8 class indices of shape ``props["original_shape"]``; 0 outside the crop box.
@@ -38,11 +51,8 @@ def restore_prediction(probs: np.ndarray, props: dict) -> np.ndarray:
         raise ValueError(f"probs shape {probs.shape} is not (K, *{props['shape']})")
     box = props["crop_box"]
     cropped_shape = [b - a for a, b in box]
-    spacing = props["original_spacing"]
-    # The spacing the case was resampled to, recovered from the shapes (exact up to the rounding of the shape).
-    target = [s * c / r for s, c, r in zip(spacing, cropped_shape, props["resampled_shape"])]
     inner = unpad(probs, props["pad"])
-    back = resample_image(inner, cropped_shape, aniso_axis=anisotropic_axis(spacing, target), order=1)
+    back = resample_image(inner, cropped_shape, aniso_axis=resampling_axis(props), order=1)
     label = np.zeros(props["original_shape"], np.uint8)
     (z0, z1), (y0, y1), (x0, x1) = box
     label[z0:z1, y0:y1, x0:x1] = np.argmax(back, axis=0)

@@ -1,7 +1,7 @@
 """Intensity normalisation: CT clip + dataset z-score, MRI per-channel z-score over nonzero voxels.
 
-``normalization`` is ``plans["normalization"]``: ``{"scheme", "channels": ["ct" | "mri", ...], "ct_min",
-"ct_max", "ct_mean", "ct_std"}`` (the ``ct_*`` entries are null without a CT channel). The MRI rule is the
+``normalization`` is ``plans.normalization``: a scheme per channel (``"ct"`` | ``"mri"``) and the CT statistics
+(None without a CT channel). The MRI rule is the
 reference v21.10's MONAI ``NormalizeIntensity(nonzero=True, channel_wise=True)``: statistics over each channel's
 nonzero voxels, only those voxels change, zeros stay 0, a zero standard deviation divides by 1.
 """
@@ -10,50 +10,50 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnunet_ray.planning.schema import Normalization
 
-def _ct(image: np.ndarray, normalization: dict) -> np.ndarray:
+
+def _ct(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     for key in ("ct_min", "ct_max", "ct_mean", "ct_std"):
-        if normalization.get(key) is None:
-            raise ValueError(f"CT normalization needs {key} in plans['normalization']")
-    clipped = np.clip(image, normalization["ct_min"], normalization["ct_max"])
-    std = float(normalization["ct_std"]) or 1.0
-    return ((clipped - float(normalization["ct_mean"])) / std).astype(np.float32)
+        if getattr(normalization, key) is None:
+            raise ValueError(f"CT normalization needs {key} in the plans' normalization")
+    clipped = np.clip(image, normalization.ct_min, normalization.ct_max)
+    std = float(normalization.ct_std) or 1.0
+    return ((clipped - float(normalization.ct_mean)) / std).astype(np.float32)
 
 
-def _mri(image: np.ndarray, nonzero_mask: np.ndarray | None) -> np.ndarray:
-    out = image.astype(np.float32, copy=True)
-    for c, channel in enumerate(out):
-        mask = channel != 0 if nonzero_mask is None else nonzero_mask
-        if not mask.any():
-            continue
-        values = channel[mask].astype(np.float64)  # float64 sums: large volumes lose precision in float32
+def _mri(channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    out = channel.astype(np.float32, copy=True)
+    mask = out != 0 if mask is None else mask
+    if mask.any():
+        values = out[mask].astype(np.float64)  # float64 sums: large volumes lose precision in float32
         std = values.std() or 1.0  # population std (ddof=0), as torch/MONAI with unbiased=False
-        channel[mask] = (values - values.mean()) / std
+        out[mask] = (values - values.mean()) / std
     return out
 
 
-def channel_schemes(normalization: dict, n_channels: int) -> list[str]:
-    """The scheme of each channel: ``normalization["channels"]``, or ``scheme`` for all (older plans).
+def channel_schemes(normalization: Normalization, n_channels: int) -> list[str]:
+    """The scheme of each of ``n_channels`` channels.
 
     Raises:
         ValueError: the plans list another number of channels.
     """
-    channels = normalization.get("channels")
-    if channels is None:
-        return [normalization.get("scheme")] * n_channels
+    channels = normalization.channels
     if len(channels) != n_channels:
         raise ValueError(f"plans normalise {len(channels)} channels, the image has {n_channels}")
     return list(channels)
 
 
-def normalize(image: np.ndarray, normalization: dict, *, nonzero_mask: np.ndarray | None = None) -> np.ndarray:
+def normalize(image: np.ndarray, normalization: Normalization, *,
+              nonzero_masks: np.ndarray | None = None) -> np.ndarray:
     """Normalise each channel with its scheme from the plans.
 
     Args:
         image: ``(C, Z, Y, X)`` intensities (Hounsfield units for CT channels).
-        normalization: ``plans["normalization"]``.
-        nonzero_mask: MRI channels only: ``(Z, Y, X)`` bool voxels to take statistics over and normalise, used for
-            every MRI channel instead of each channel's own ``!= 0``; voxels outside keep their value.
+        normalization: ``plans.normalization``.
+        nonzero_masks: MRI channels only: ``(C, Z, Y, X)`` bool, channel c's voxels to take statistics over and
+            normalise, instead of that channel's own ``!= 0``; voxels outside keep their value. Each channel has
+            its own mask, as MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)``.
 
     Returns:
         ``(C, Z, Y, X)`` float32, a new array.
@@ -61,14 +61,14 @@ def normalize(image: np.ndarray, normalization: dict, *, nonzero_mask: np.ndarra
     Raises:
         ValueError: unknown scheme, missing CT statistics, or a mask of the wrong shape.
     """
-    if nonzero_mask is not None and nonzero_mask.shape != image.shape[1:]:
-        raise ValueError(f"nonzero_mask shape {nonzero_mask.shape} != image spatial shape {image.shape[1:]}")
+    if nonzero_masks is not None and nonzero_masks.shape != image.shape:
+        raise ValueError(f"nonzero_masks shape {nonzero_masks.shape} != image shape {image.shape}")
     out = np.empty(image.shape, np.float32)
     for c, scheme in enumerate(channel_schemes(normalization, image.shape[0])):
         if scheme == "ct":
             out[c] = _ct(image[c], normalization)
         elif scheme == "mri":
-            out[c] = _mri(image[c:c + 1], nonzero_mask)[0]
+            out[c] = _mri(image[c], None if nonzero_masks is None else nonzero_masks[c])
         else:
             raise ValueError(f"unknown normalization scheme {scheme!r} (expected 'ct' or 'mri')")
     return out

@@ -5,7 +5,7 @@ A checkpoint directory holds
   train_state.pt  optimizer, GradScaler and LR-schedule state, and ``progress`` (epoch, best Dice, early-stopping
                   counters, the epoch's metrics)
   config.json     the run's ``TrainConfig`` as ``asdict``
-  plans.json      the plans the model was built from
+  plans.json      the plans the model was built from (written and read by ``planning/schema.py``)
 so ``load_model(dir)`` rebuilds the network with nothing else. Tensors and primitive containers only: both .pt
 files load with ``torch.load(weights_only=True)``.
 """
@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from nnunet_ray.model.unet import build_unet
+from nnunet_ray.planning.schema import PLANS_FILE, Plans, load_plans, save_plans
+from nnunet_ray.training.best import BEST_METRIC, is_better
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 CONFIG_FILE = "config.json"
-PLANS_FILE = "plans.json"
 REQUIRED = (MODEL_FILE, STATE_FILE, CONFIG_FILE, PLANS_FILE)
 
 
@@ -34,7 +35,7 @@ class CheckpointError(FileNotFoundError):
     """A checkpoint directory is missing or incomplete; the message names the directory and the file."""
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, plans: dict, config: dict, *,
+def save_checkpoint(directory: str | Path, model: nn.Module, plans: Plans, config: dict, *,
                     optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
                     schedule: dict | None = None, progress: dict | None = None) -> Path:
     """Write a checkpoint directory (created if needed; existing files are overwritten).
@@ -42,7 +43,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, plans: dict, config
     Args:
         directory: where to write.
         model: the unwrapped network (not the DDP wrapper).
-        plans: plans.json content.
+        plans: the plans the model was built from.
         config: ``asdict(TrainConfig)``.
         optimizer, scaler: their state is stored when given.
         schedule: ``LRSchedule.state_dict()``.
@@ -59,7 +60,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, plans: dict, config
              "schedule": schedule, "progress": progress or {}}
     torch.save(state, directory / STATE_FILE)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-    (directory / PLANS_FILE).write_text(json.dumps(plans, indent=1))
+    save_plans(directory, plans)
     return directory
 
 
@@ -68,7 +69,7 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
 
     Returns:
         {"model": state dict, "optimizer", "scaler", "schedule" (each None when not stored), "progress": dict,
-        "config": dict, "plans": dict}.
+        "config": dict, "plans": Plans}.
 
     Raises:
         CheckpointError: the directory or one of its files is missing.
@@ -81,7 +82,7 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
     return {"model": torch.load(directory / MODEL_FILE, map_location=map_location, weights_only=True),
             **state,
             "config": json.loads((directory / CONFIG_FILE).read_text()),
-            "plans": json.loads((directory / PLANS_FILE).read_text())}
+            "plans": load_plans(directory)}
 
 
 def model_kwargs(config: dict) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def model_kwargs(config: dict) -> dict[str, Any]:
             "negative_slope": float(config.get("negative_slope", 0.01))}
 
 
-def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, dict]:
+def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, Plans, dict]:
     """Rebuild the trained network from a checkpoint directory alone.
 
     Returns:
@@ -105,7 +106,7 @@ def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> 
     if missing:
         raise CheckpointError(f"{directory}: not a checkpoint (missing {', '.join(missing)})")
     config = json.loads((directory / CONFIG_FILE).read_text())
-    plans = json.loads((directory / PLANS_FILE).read_text())
+    plans = load_plans(directory)
     model = build_unet(plans, **model_kwargs(config))
     model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
     return model.to(device).eval(), plans, config
@@ -115,11 +116,11 @@ class LocalCheckpoints:
     """Keeps ``<root>/last`` and ``<root>/best`` from the per-epoch checkpoints of a run without Ray.
 
     A ``report(metrics, checkpoint_dir)`` callback for ``fit``: the checkpoint directory is copied to ``last``
-    every epoch, and to ``best`` when ``metrics[metric]`` beats every earlier value (NaN = not validated, never
-    best). Each directory is replaced whole, so a crash leaves the previous one intact.
+    every epoch, and to ``best`` when ``metrics[metric]`` beats every earlier value (``best.is_better``). Each
+    directory is replaced whole, so a crash leaves the previous one intact.
     """
 
-    def __init__(self, root: str | Path, *, metric: str = "dice_mean") -> None:
+    def __init__(self, root: str | Path, *, metric: str = BEST_METRIC) -> None:
         self.root = Path(root)
         self.metric = metric
         self.best_score = self._stored_best()
@@ -139,7 +140,7 @@ class LocalCheckpoints:
             return
         _replace_dir(Path(checkpoint_dir), self.last)
         score = metrics.get(self.metric)
-        if score is not None and not math.isnan(score) and score > self.best_score:
+        if is_better(score, self.best_score):
             self.best_score = float(score)
             _replace_dir(Path(checkpoint_dir), self.best)
 

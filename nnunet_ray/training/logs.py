@@ -167,6 +167,12 @@ class RunLog:
             self.writer.add_scalar(f"val/dice_{name}", value, epoch)
         self.writer.flush()
 
+    def log_stop(self, line: str) -> None:
+        """Say why training ended, after the last progress line (metrics.jsonl keeps one record per epoch)."""
+        if self.echo:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
     def log_overlay(self, epoch: int, image: torch.Tensor, label: torch.Tensor, pred: torch.Tensor) -> None:
         """Write the ``overlay`` of one validation slice ((Y, X) tensors) as image ``val/overlay``."""
         picture = overlay(image.cpu(), label.cpu(), pred.cpu())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import tempfile
 import time
@@ -26,19 +27,25 @@ from torch import nn
 
 from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss
 from nnunet_ray.model.unet import build_unet
+from nnunet_ray.planning.schema import Plans
+from nnunet_ray.training.best import BEST_METRIC, CHECKPOINT_SCORE, checkpoint_score, is_better
 from nnunet_ray.training.checkpoint import model_kwargs, save_checkpoint
 from nnunet_ray.training.logs import RunLog
 from nnunet_ray.training.schedules import LRSchedule, set_lr
 from nnunet_ray.training.steps import amp_dtype, batch_stream, build_optimizer, make_scaler, timed_steps, train_epoch
 from nnunet_ray.training.validate import validate
 
+logger = logging.getLogger(__name__)
 Report = Callable[[dict, Path | None], None]
 PERF_FILE = "perf.json"
 
 
 @dataclasses.dataclass
 class EarlyStopping:
-    """Stop when the validation mean Dice has not improved for ``patience`` validations, after ``min_epochs``."""
+    """Stop when the validation mean Dice has not improved for ``patience`` validations, after ``min_epochs``.
+
+    ``bad_epochs`` counts validations (with ``--val-every N`` one per N epochs), as its ``update`` calls.
+    """
 
     patience: int
     min_epochs: int
@@ -47,8 +54,8 @@ class EarlyStopping:
     bad_epochs: int = 0
 
     def update(self, epoch: int, score: float) -> bool:
-        """Record one validation score; returns True when it is a new best."""
-        if score > self.best:
+        """Record one validation score; returns True when it is a new best (``best.is_better``)."""
+        if is_better(score, self.best):
             self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
             return True
         self.bad_epochs += 1
@@ -80,7 +87,7 @@ def all_reduce_sum(world_size: int) -> Callable[[torch.Tensor], Any] | None:
     return lambda tensor: dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
-def setup(cfg, plans: dict, *, device: torch.device, world_size: int = 1,
+def setup(cfg, plans: Plans, *, device: torch.device, world_size: int = 1,
           prepare: Callable[[nn.Module], nn.Module] = lambda m: m, resume: dict | None = None) -> Trainer:
     """Build model, optimizer, scaler, schedule and loss from the config, restoring ``resume`` when given."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -108,7 +115,7 @@ def setup(cfg, plans: dict, *, device: torch.device, world_size: int = 1,
                    loss_fn=loss_fn, dtype=dtype, device=device)
 
 
-def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_per_epoch: int,
+def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_per_epoch: int,
         device: torch.device, rank: int = 0, world_size: int = 1,
         prepare: Callable[[nn.Module], nn.Module] = lambda m: m, report: Report = lambda m, c: None,
         resume: dict | None = None, log_dir: str | Path | None = None,
@@ -117,7 +124,7 @@ def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_pe
 
     Args:
         cfg: ``TrainConfig``.
-        plans: plans.json content (the model, patch size and classes).
+        plans: the dataset's plans (the model, patch size and classes).
         train_data: this rank's training loader (``next_batch()`` or re-iterable) of
             {"image": (B, C, *patch), "label": (B, 1, *patch)}.
         val_data: re-iterable over this rank's validation cases {"case_id", "image", "label"}.
@@ -132,7 +139,7 @@ def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_pe
 
     Returns:
         {"epochs": epochs completed in total, "start_epoch", "best_dice", "best_epoch", "stopped_early",
-        "seconds"}.
+        "stop_reason": "early_stopping" | "max_time" | "max_epochs", "seconds"}.
     """
     start_time = time.perf_counter()
     tr = setup(cfg, plans, device=device, world_size=world_size, prepare=prepare, resume=resume)
@@ -142,33 +149,68 @@ def fit(cfg, plans: dict, *, train_data: Any, val_data: Iterable[dict], steps_pe
                           best_epoch=progress.get("best_epoch", -1), bad_epochs=progress.get("bad_epochs", 0))
     # A resumed run that had already stopped early (under these patience / min-epochs settings) stays stopped.
     stopped = start_epoch > 0 and early.should_stop(start_epoch - 1)
+    stop_reason = "early_stopping" if stopped else None
     log = RunLog(log_dir, start_epoch=start_epoch, class_names=_class_names(plans)) \
         if rank == 0 and log_dir is not None else None
     stream, all_reduce = batch_stream(train_data), all_reduce_sum(world_size)
+    deadline = None if cfg.max_seconds is None else start_time + cfg.max_seconds
     end_epoch = start_epoch if stopped else cfg.max_epochs
     epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, end_epoch):
             if epoch_hook is not None:
                 epoch_hook(epoch)
-            record = _run_epoch(cfg, plans, tr, epoch, stream=stream, val_data=val_data, steps=steps_per_epoch,
-                                world_size=world_size, all_reduce=all_reduce, early=early, log=log)
+            record, out_of_time = _run_epoch(cfg, plans, tr, epoch, stream=stream, val_data=val_data,
+                                             steps=steps_per_epoch, world_size=world_size, all_reduce=all_reduce,
+                                             early=early, log=log, deadline=deadline)
             stopped = early.should_stop(epoch)
-            record["stopped_early"] = stopped
+            stop_reason = _stop_reason(cfg, epoch, stopped=stopped, out_of_time=out_of_time)
+            record.update(stopped_early=stopped, stop_reason=stop_reason)
             _checkpoint_and_report(cfg, plans, tr, record, early, rank=rank, report=report)
-            if stopped:
+            if stop_reason is not None:
                 break
+        if log is not None and stop_reason is not None:
+            best = f"best dice {early.best:.4f} @ epoch {early.best_epoch}" if early.best_epoch >= 0 else "no best"
+            log.log_stop(f"stopped after epoch {epoch}: {STOP_REASONS[stop_reason]}; {best}")
     finally:
         if log is not None:
             log.close()
     return {"epochs": epoch + 1, "start_epoch": start_epoch, "best_dice": early.best if early.best_epoch >= 0
-            else None, "best_epoch": early.best_epoch, "stopped_early": stopped,
+            else None, "best_epoch": early.best_epoch, "stopped_early": stopped, "stop_reason": stop_reason,
             "seconds": time.perf_counter() - start_time}
 
 
-def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, steps: int, world_size: int,
-               all_reduce, early: EarlyStopping, log: RunLog | None) -> dict:
-    """Train one epoch, validate it unless skipped, log it; returns the epoch's metrics record."""
+STOP_REASONS = {"early_stopping": "no better validation Dice for --patience validations",
+                "max_time": "--max-time reached", "max_epochs": "--max-epochs reached"}
+
+
+def _stop_reason(cfg, epoch: int, *, stopped: bool, out_of_time: bool) -> str | None:
+    """Why training ends after ``epoch``: "early_stopping", "max_time", "max_epochs", or None to go on."""
+    if stopped:
+        return "early_stopping"
+    if out_of_time:
+        return "max_time"
+    return "max_epochs" if epoch + 1 >= cfg.max_epochs else None
+
+
+def _out_of_time(deadline: float | None, all_reduce, device: torch.device) -> bool:
+    """Whether ``--max-time`` has run out on any rank (all ranks must stop at the same epoch)."""
+    if deadline is None:
+        return False
+    flag = torch.tensor(float(time.perf_counter() >= deadline), device=device)
+    if all_reduce is not None:
+        all_reduce(flag)
+    return bool(flag > 0)
+
+
+def validation_due(cfg, epoch: int, *, last: bool) -> bool:
+    """Validate after ``epoch`` (0-based): past ``--skip-first-n-eval``, and every ``--val-every``-th or the last."""
+    return epoch >= cfg.skip_first_n_eval and ((epoch + 1) % cfg.val_every == 0 or last)
+
+
+def _run_epoch(cfg, plans: Plans, tr: Trainer, epoch: int, *, stream, val_data, steps: int, world_size: int,
+               all_reduce, early: EarlyStopping, log: RunLog | None, deadline: float | None) -> tuple[dict, bool]:
+    """Train one epoch, validate it when due, log it; returns (the epoch's metrics record, out of time)."""
     epoch_start = time.perf_counter()
     lr = tr.schedule.lr(epoch)
     set_lr(tr.optimizer, lr)
@@ -176,16 +218,17 @@ def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, s
     record.update(train_epoch(tr.net, stream, steps=steps, world_size=world_size, all_reduce=all_reduce,
                               loss_fn=tr.loss_fn, optimizer=tr.optimizer, scaler=tr.scaler, dtype=tr.dtype,
                               device=tr.device, clip=cfg.gradient_clip_val))
+    out_of_time = _out_of_time(deadline, all_reduce, tr.device)
     overlay = None
-    if epoch >= cfg.skip_first_n_eval:
+    if validation_due(cfg, epoch, last=out_of_time or epoch + 1 >= cfg.max_epochs):
         want = log is not None and cfg.image_every > 0 and epoch % cfg.image_every == 0
         val = validate(tr.model, val_data, plans=plans, loss_fn=tr.loss_fn, device=tr.device, dtype=tr.dtype,
                        tta=cfg.tta, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.val_batch_size,
-                       all_reduce=all_reduce, want_overlay=want)
+                       all_reduce=all_reduce, want_overlay=want, scores_on=cfg.val_scores_on)
         overlay = val.pop("overlay")
         record.update(val)
         tr.schedule.observe(val["val_loss"])
-        early.update(epoch, val["dice_mean"])
+        early.update(epoch, val[BEST_METRIC])
     else:
         record.update({"dice_mean": math.nan, "dice": None, "val_loss": math.nan})
     record.update({"best_dice": early.best if early.best_epoch >= 0 else math.nan, "best_epoch": early.best_epoch,
@@ -194,19 +237,17 @@ def _run_epoch(cfg, plans: dict, tr: Trainer, epoch: int, *, stream, val_data, s
         log.log_epoch(record)
         if overlay is not None:
             log.log_overlay(epoch, *overlay)
-    return record
+    return record, out_of_time
 
 
-CHECKPOINT_SCORE = "checkpoint_score"  # reported each epoch: the best Dice on the best epoch, else -1
-
-
-def _checkpoint_and_report(cfg, plans: dict, tr: Trainer, record: dict, early: EarlyStopping, *, rank: int,
+def _checkpoint_and_report(cfg, plans: Plans, tr: Trainer, record: dict, early: EarlyStopping, *, rank: int,
                            report: Report) -> None:
-    """Rank 0 writes the epoch's checkpoint to a temporary directory; every rank reports (Ray's barrier)."""
-    # Ray ranks checkpoints by this score, and on ties prefers the later one; early stopping keeps the first epoch
-    # that reached the best Dice. Scoring only that epoch keeps Ray's best checkpoint and best_epoch the same.
-    record[CHECKPOINT_SCORE] = early.best if early.best_epoch == record["epoch"] else -1.0
-    if rank != 0:
+    """Rank 0 writes the epoch's checkpoint (when due) to a temporary directory; every rank reports (a barrier)."""
+    record[CHECKPOINT_SCORE] = checkpoint_score(early.best, early.best_epoch, record["epoch"])
+    new_best = early.best_epoch == record["epoch"]
+    # --checkpoint-every N skips epochs, never a new best (Ray's best checkpoint) nor the last epoch.
+    due = (record["epoch"] + 1) % cfg.checkpoint_every == 0 or new_best or record["stop_reason"] is not None
+    if rank != 0 or not due:
         report(record, None)
         return
     progress = {"epoch": record["epoch"], "best_dice": early.best, "best_epoch": early.best_epoch,
@@ -218,12 +259,12 @@ def _checkpoint_and_report(cfg, plans: dict, tr: Trainer, record: dict, early: E
         report(record, Path(tmp))
 
 
-def benchmark(cfg, plans: dict, *, train_data: Any, device: torch.device, world_size: int = 1, rank: int = 0,
+def benchmark(cfg, plans: Plans, *, train_data: Any, device: torch.device, world_size: int = 1, rank: int = 0,
               prepare: Callable[[nn.Module], nn.Module] = lambda m: m, out_dir: str | Path | None = None) -> dict:
     """Benchmark mode: ``cfg.warmup`` untimed steps, then ``cfg.train_batches`` timed steps (default 100).
 
     Throughput counts the global batch (``batch_size * world_size``; 2D: slices). With ``out_dir``, rank 0
-    writes ``<out_dir>/perf.json`` and prints it.
+    writes ``<out_dir>/perf.json`` and logs it.
 
     Returns:
         ``timed_steps`` output plus "world_size", "batch_size", "dim", "amp".
@@ -232,16 +273,15 @@ def benchmark(cfg, plans: dict, *, train_data: Any, device: torch.device, world_
     perf = timed_steps(tr.net, batch_stream(train_data), warmup=cfg.warmup, steps=cfg.train_batches or 100,
                        global_batch=cfg.batch_size * world_size, loss_fn=tr.loss_fn, optimizer=tr.optimizer,
                        scaler=tr.scaler, dtype=tr.dtype, device=tr.device, clip=cfg.gradient_clip_val)
-    perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": int(plans["dim"]),
+    perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": plans.dim,
                  "amp": cfg.amp, "device": device.type})
     if rank == 0 and out_dir is not None:
         text = json.dumps(perf, indent=1)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / PERF_FILE).write_text(text + "\n")
-        print(text, flush=True)
+        logger.info("%s", text)
     return perf
 
 
-def _class_names(plans: dict) -> list[str]:
-    labels = plans.get("labels", {})
-    return [labels.get(str(c), str(c)) for c in range(1, int(plans["n_classes"]))]
+def _class_names(plans: Plans) -> list[str]:
+    return [plans.labels.get(str(c), str(c)) for c in range(1, plans.n_classes)]

@@ -1,6 +1,7 @@
 """Learning-rate schedules, stepped once per epoch: none / multistep / cosine / plateau, times a linear warm-up.
 
-The reference (v21.02/05, research/reference-nnunet.md §6.4) uses torch's MultiStepLR(steps, gamma=factor),
+The reference (NVIDIA nnU-Net v21.02/05, ``models/nn_unet.py::NNUnet.configure_optimizers``) uses torch's
+MultiStepLR(steps, gamma=factor),
 CosineAnnealingLR(T_max=max_epochs) and ReduceLROnPlateau(factor, patience, monitor val_loss). Here the
 epoch-indexed schedules are a pure function of the epoch, so a resumed run recomputes them exactly; only the
 plateau schedule has state, which the checkpoint stores.
@@ -67,8 +68,9 @@ class LRSchedule:
 
     @classmethod
     def from_config(cls, cfg) -> "LRSchedule":
-        """Build from a ``TrainConfig`` (learning_rate, scheduler, steps, factor, max_epochs, lr_warmup, lr_patience)."""
-        return cls(cfg.learning_rate, scheduler=cfg.scheduler, steps=cfg.steps, factor=cfg.factor,
+        """Build from a ``TrainConfig`` (learning_rate, scheduler, lr_milestones, factor, max_epochs, lr_warmup,
+        lr_patience)."""
+        return cls(cfg.learning_rate, scheduler=cfg.scheduler, steps=cfg.lr_milestones, factor=cfg.factor,
                    max_epochs=cfg.max_epochs, warmup=cfg.lr_warmup, lr_patience=cfg.lr_patience)
 
     def lr(self, epoch: int) -> float:

@@ -2,8 +2,9 @@
 
 Mixed precision (``--amp``): fp16 autocast + GradScaler on CUDA (bf16 autocast without a scaler with
 ``--amp-dtype bfloat16``), bf16 autocast on CPU (CPUs have no fast fp16), nothing without ``--amp``.
-Optimizers as the reference (research/reference-nnunet.md §6.4): RAdam with L2 weight decay, Adam with decoupled
-weight decay (apex FusedAdam's default adam_w_mode), SGD with momentum 0.99 and no weight decay.
+Optimizers as the reference (NVIDIA nnU-Net ``models/nn_unet.py::NNUnet.configure_optimizers``): RAdam from
+``torch_optimizer``, whose weight decay is decoupled (``p -= lr * wd * p``, not an L2 term in the gradient), Adam with
+decoupled weight decay (apex FusedAdam's default adam_w_mode), SGD with momentum 0.99 and no weight decay.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ AllReduce = Callable[[torch.Tensor], Any]
 def build_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
     """The optimizer ``cfg.optimizer`` names, with ``cfg.learning_rate``, ``weight_decay`` and ``momentum``."""
     if cfg.optimizer == "radam":
-        return torch.optim.RAdam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        # torch's RAdam defaults to coupled L2; torch_optimizer.RAdam (the reference's) decays decoupled.
+        return torch.optim.RAdam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                 decoupled_weight_decay=True)
     if cfg.optimizer == "adam":
         return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":

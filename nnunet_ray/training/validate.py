@@ -1,9 +1,14 @@
 """Validation: whole-volume sliding-window prediction of the rank's cases, Dice and loss reduced over ranks.
 
-As the reference (research/reference-nnunet.md §6.3): per-case Dice of the argmax over foreground classes in the
+As the reference (NVIDIA nnU-Net v21.10, ``models/metrics.py``, class ``Dice``): per-case Dice of the argmax over
+foreground classes in the
 preprocessed space, averaged per class over cases then over classes; the validation loss is the training loss
 on full-volume logits, averaged over cases. Each rank predicts its own share of the cases; the sums are
 all-reduced, so every rank gets the same numbers (and makes the same early-stopping decision).
+
+Memory: the blended whole-volume scores are the one K-class map held per case; on a GPU they are accumulated on
+the CPU when they would exceed ``SCORES_ON_DEVICE_LIMIT`` (MONAI's ``sw_device``/``device`` split), and the loss
+is computed slab by slab along Z, so no softmax / one-hot / log map of the whole volume is ever built.
 """
 
 from __future__ import annotations
@@ -11,16 +16,68 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import math
+
 import torch
 from torch import nn
 
 from nnunet_ray.evaluation.metrics import DiceAccumulator
 from nnunet_ray.inference.sliding_window import predict_volume
 from nnunet_ray.inference.tta import flip_tta
+from nnunet_ray.planning.schema import Plans
 from nnunet_ray.training.logs import pick_slice
 from nnunet_ray.training.steps import autocast
 
 AllReduce = Callable[[torch.Tensor], Any]
+SCORES_ON_DEVICE_LIMIT = 1 << 30  # bytes: larger whole-volume score maps go to the CPU with scores_on="auto"
+LOSS_SLAB_VOXELS = 1 << 21  # voxels per slab of the slab-wise validation loss (~8 MiB per float map)
+SCORES_ON = ("auto", "cpu", "device")
+
+
+def scores_device(scores_on: str, device: torch.device, n_classes: int, shape: tuple[int, ...]) -> torch.device:
+    """Where one case's whole-volume scores ``(K, *shape)`` are accumulated.
+
+    Args:
+        scores_on: ``"device"`` (the model's), ``"cpu"``, or ``"auto"``: the CPU when the float32 map would
+            exceed ``SCORES_ON_DEVICE_LIMIT`` on an accelerator.
+        device: the model's device.
+        n_classes: K.
+        shape: spatial shape of the case.
+    """
+    if scores_on not in SCORES_ON:
+        raise ValueError(f"scores_on must be one of {SCORES_ON}, got {scores_on!r}")
+    cpu = torch.device("cpu")
+    if scores_on == "cpu" or device.type == "cpu":
+        return cpu
+    too_big = 4 * n_classes * math.prod(shape) > SCORES_ON_DEVICE_LIMIT
+    return cpu if scores_on == "auto" and too_big else device
+
+
+def volume_loss(loss_fn: nn.Module, scores: torch.Tensor, label: torch.Tensor, *, probabilities: bool,
+                device: torch.device, slab_voxels: int = LOSS_SLAB_VOXELS) -> torch.Tensor:
+    """``loss_fn(logits, label)`` of a whole volume, computed slab by slab along Z on ``device``.
+
+    Args:
+        loss_fn: ``DiceCELoss`` (or ``DeepSupervisionLoss`` around one, which evaluates it on one output).
+        scores: (1, K, Z, Y, X) logits, or probabilities when ``probabilities`` (their log is the logits).
+        label: (1, 1, Z, Y, X) integer labels, any device.
+        probabilities: the scores are softmax probabilities (flip TTA).
+        device: where each slab is computed.
+        slab_voxels: at most this many voxels per slab (at least one Z slice).
+
+    Returns:
+        0-d float64 tensor on ``device``: the same value as ``loss_fn`` on the whole volume.
+    """
+    base = getattr(loss_fn, "base", loss_fn)
+    depth = max(1, slab_voxels // max(1, math.prod(scores.shape[3:])))
+    total: torch.Tensor | None = None
+    for z0 in range(0, scores.shape[2], depth):
+        part = scores[:, :, z0:z0 + depth].to(device, torch.float32)
+        logits = part.clamp_min(1e-8).log() if probabilities else part
+        stats = base.statistics(logits, label[:, :, z0:z0 + depth].to(device)).double()
+        total = stats if total is None else total + stats
+    assert total is not None, "a volume has at least one slice"
+    return base.from_statistics(total)
 
 
 def make_predictor(model: nn.Module, *, dtype: torch.dtype | None, device: torch.device, tta: bool,
@@ -37,9 +94,10 @@ def make_predictor(model: nn.Module, *, dtype: torch.dtype | None, device: torch
     return flip_tta(logits, n_spatial=n_spatial) if tta else logits
 
 
-def validate(model: nn.Module, cases: Iterable[dict], *, plans: dict, loss_fn: nn.Module, device: torch.device,
+def validate(model: nn.Module, cases: Iterable[dict], *, plans: Plans, loss_fn: nn.Module, device: torch.device,
              dtype: torch.dtype | None = None, tta: bool = False, overlap: float = 0.5, blend: str = "gaussian",
-             batch_size: int = 4, all_reduce: AllReduce | None = None, want_overlay: bool = False) -> dict:
+             batch_size: int = 4, all_reduce: AllReduce | None = None, want_overlay: bool = False,
+             scores_on: str = "auto") -> dict:
     """Predict every case of this rank and reduce Dice and loss over ranks.
 
     Args:
@@ -54,6 +112,7 @@ def validate(model: nn.Module, cases: Iterable[dict], *, plans: dict, loss_fn: n
         overlap, blend, batch_size: sliding-window settings.
         all_reduce: in-place sum over ranks, or None on one rank.
         want_overlay: also return the first case's slice with the most foreground.
+        scores_on: where whole-volume scores are accumulated (``scores_device``).
 
     Returns:
         {"dice_mean": float, "dice": per-class list, "val_loss": float, "val_cases": int (all ranks),
@@ -62,7 +121,7 @@ def validate(model: nn.Module, cases: Iterable[dict], *, plans: dict, loss_fn: n
     Raises:
         RuntimeError: no rank had a validation case.
     """
-    n_classes, patch = int(plans["n_classes"]), plans["patch_size"]
+    n_classes, patch = plans.n_classes, list(plans.patch_size)
     predictor = make_predictor(model, dtype=dtype, device=device, tta=tta, n_spatial=len(patch))
     dice = DiceAccumulator(n_classes, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -71,17 +130,19 @@ def validate(model: nn.Module, cases: Iterable[dict], *, plans: dict, loss_fn: n
     try:
         for case in cases:
             image = torch.as_tensor(case["image"]).to(device, torch.float32)
-            label = torch.as_tensor(case["label"]).to(device)
+            label = torch.as_tensor(case["label"])
+            where = scores_device(scores_on, device, n_classes, tuple(image.shape[2:]))
             with torch.no_grad():
                 scores = predict_volume(image, predictor, patch_size=patch, n_classes=n_classes, overlap=overlap,
-                                        blend=blend, batch_size=batch_size)  # (1, K, Z, Y, X)
-                logits = scores.clamp_min(1e-8).log() if tta else scores
-                loss_sum += loss_fn(logits, label).double()
-            pred = scores.argmax(1)[0]  # (Z, Y, X)
+                                        blend=blend, batch_size=batch_size, out_device=where)  # (1, K, Z, Y, X)
+                loss_sum += volume_loss(loss_fn, scores, label, probabilities=tta, device=device)
+            pred = scores.argmax(1)[0].to(device, torch.uint8)  # (Z, Y, X); K <= 255 classes
+            del scores
+            label = label.to(device)
             dice.update(pred, label[0, 0])
             if want_overlay and picture is None:
                 z = pick_slice(label[0, 0])
-                picture = (image[0, 0, z].cpu(), label[0, 0, z].cpu(), pred[z].cpu())
+                picture = (image[0, 0, z].cpu(), label[0, 0, z].cpu(), pred[z].long().cpu())
     finally:
         model.train()
     per_class, mean = dice.compute(all_reduce)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_ray.data.folds import kfold_splits, read_splits, write_splits
+from nnunet_ray.data.folds import import_splits, kfold_splits, read_splits, sorted_case_ids, write_splits
 
 # nnU-Net writes splits_final.json with KFold(5, shuffle=True, random_state=12345) on the sorted case ids, the
 # same call as NVIDIA's reference. These are folds 0-2 of one such file published for a 30-case dataset
@@ -24,7 +24,8 @@ PUBLISHED_VAL = [
 
 
 def test_matches_published_nnunet_splits() -> None:
-    splits = kfold_splits(PUBLISHED_IDS[::-1], n_splits=5, seed=12345)  # input order must not matter
+    # nnU-Net v2 sorts bare ids (Diseased_2 < Diseased_20); input order must not matter.
+    splits = kfold_splits(PUBLISHED_IDS[::-1], n_splits=5, seed=12345, order="ids")
     assert [fold["val"] for fold in splits[:3]] == PUBLISHED_VAL
 
 
@@ -117,3 +118,53 @@ def test_reads_nnunet_splits_final(tmp_path: Path) -> None:
     path = tmp_path / "splits_final.json"
     path.write_text(json.dumps([{"train": ["b", "c"], "val": ["a"]}], indent=4))
     assert read_splits(path) == [{"train": ["b", "c"], "val": ["a"]}]
+
+
+UNPADDED = [f"liver_{i}" for i in (1, 2, 10, 11, 100, 101, 3, 30)]
+
+
+def test_reference_order_is_the_sorted_file_names() -> None:
+    # sorted(glob("*_x.npy")): "liver_100_x.npy" < "liver_10_x.npy" since "0" < "_"; bare ids sort the other way.
+    assert sorted_case_ids(["liver_10", "liver_100", "liver_2"]) == ["liver_100", "liver_10", "liver_2"]
+    assert sorted_case_ids(["liver_10", "liver_100", "liver_2"], order="ids") == ["liver_10", "liver_100", "liver_2"]
+
+
+def test_default_folds_follow_the_reference_file_order() -> None:
+    files = sorted(f"{c}_x.npy" for c in UNPADDED)  # what the reference globs
+    order = np.arange(len(files))
+    np.random.RandomState(12345).shuffle(order)  # KFold(shuffle=True, random_state=12345)'s permutation
+    # 8 cases, 4 folds of 2: fold 0 validates the files at the first two shuffled positions.
+    first_val = sorted(files[i] for i in order[:2])
+    splits = kfold_splits(UNPADDED, n_splits=4)
+    assert sorted(f"{c}_x.npy" for c in splits[0]["val"]) == first_val
+    assert splits != kfold_splits(UNPADDED, n_splits=4, order="ids")  # the bare-id order really differs here
+
+
+def test_reference_order_same_as_sklearn_over_file_names() -> None:
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    files = sorted(f"{c}_x.npy" for c in UNPADDED)
+    expected = [{"train": [files[i][:-6] for i in tr], "val": [files[i][:-6] for i in va]}
+                for tr, va in model_selection.KFold(4, shuffle=True, random_state=12345).split(files)]
+    assert kfold_splits(UNPADDED, n_splits=4) == expected
+
+
+def _write(tmp_path: Path, splits: object) -> Path:
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps(splits))
+    return path
+
+
+def test_import_splits_accepts_an_nnunet_v2_file(tmp_path: Path) -> None:
+    splits = kfold_splits(UNPADDED, n_splits=4, order="ids")  # as nnU-Net v2 writes it
+    assert import_splits(_write(tmp_path, splits), UNPADDED) == splits
+
+
+@pytest.mark.parametrize("splits, match", [
+    ([{"train": ["liver_1"], "val": ["liver_2", "liver_9"]}], r"not in the dataset: \['liver_9'\]"),
+    ([{"train": [], "val": ["liver_1", "liver_2"]}, {"train": [], "val": ["liver_2"]}],
+     "liver_2 is validated in fold 0 and fold 1"),
+    ([{"train": ["liver_2"], "val": ["liver_1"]}], r"2 cases are in no fold's val list: \['liver_2', 'liver_3'\]"),
+])
+def test_import_splits_rejects(tmp_path: Path, splits: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        import_splits(_write(tmp_path, splits), ["liver_1", "liver_2", "liver_3"])

@@ -95,7 +95,7 @@ def test_removing_a_worker_node_mid_fold_still_finishes_the_fold(cluster, tmp_pa
 
     task = build_tiny_task(tmp_path / "task", dim=3)
     cfg = TrainConfig(data=str(task), results=str(tmp_path / "results"), dim=3, workers=2, max_epochs=25,
-                      min_epochs=25, warmup=0, batch_size=2, num_workers=1, image_every=0, max_failures=3)
+                      min_epochs=25, warmup=0, batch_size=2, dali_threads=1, image_every=0, max_failures=3)
     outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.update(summary=train_fold(cfg)), daemon=True)
     runner.start()

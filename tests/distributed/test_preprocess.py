@@ -8,12 +8,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from nnunet_ray.config import PlanConfig, PreprocessConfig, SynthConfig
+from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig, SynthConfig
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.preprocess import plan_dataset, preprocess_dataset
+from nnunet_ray.planning.schema import load_plans
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,16 +108,38 @@ def test_preprocess_writes_arrays_plans_and_kfold_splits(synth_task, tmp_path):
         assert x.dtype == np.float32 and y.dtype == np.uint8 and x.shape[1:] == y.shape[1:]
         assert all(s >= p for s, p in zip(x.shape[1:], plans["patch_size"]))
     assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=5)
+    # The same plans in the pre-version format (one "hash", a "scheme"): migrated, rewritten, and nothing redone.
+    old = {k: v for k, v in plans.items() if k not in ("version", "min_fmap", "max_depth", "preprocessing_hash",
+                                                        "network_hash")}
+    (out / "plans.json").write_text(json.dumps({**old, "hash": "0" * 16,
+                                                "normalization": {**old["normalization"], "scheme": "mri"}}))
     rerun = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3, nfolds=3))
     assert rerun.ok and sorted(rerun.skipped) == ids and not rerun.done
+    assert json.loads((out / "plans.json").read_text()) == plans
     assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=3)
+    # --splits: an nnU-Net v2 splits_final.json replaces the generated folds, as is.
+    final = [{"train": ids[2:], "val": ids[:2]}, {"train": ids[:2], "val": ids[2:]}]
+    (tmp_path / "splits_final.json").write_text(json.dumps(final))
+    imported = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3,
+                                                   splits=str(tmp_path / "splits_final.json")))
+    assert imported.ok and json.loads((out / "splits.json").read_text()) == final
+
+
+def test_bad_splits_file_fails_before_any_case(synth_task, tmp_path):
+    ids = [c.case_id for c in load_dataset(synth_task).training]
+    bad = tmp_path / "splits_final.json"
+    bad.write_text(json.dumps([{"train": ids[1:], "val": ["nope"]}]))
+    with pytest.raises(ConfigError, match=r"--splits: .*splits_final.json: fold 0 names cases that are not in the "
+                                          r"dataset: \['nope'\]"):
+        preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path / "pre"), splits=str(bad)))
+    assert not (tmp_path / "pre").exists()
 
 
 def test_plan_dataset_writes_plans_and_fingerprint(synth_task, tmp_path):
     plans = plan_dataset(PlanConfig(data=str(synth_task), results=str(tmp_path), dim=2))
     out = tmp_path / synth_task.name / "2d"
-    assert json.loads((out / "plans.json").read_text()) == plans
-    assert len(plans["patch_size"]) == 2 and (out / "fingerprint.json").exists()
+    assert load_plans(out) == plans
+    assert len(plans.patch_size) == 2 and (out / "fingerprint.json").exists()
 
 
 @pytest.mark.parametrize("kind", list(BAD_KINDS))

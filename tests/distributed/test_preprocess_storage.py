@@ -11,6 +11,7 @@ from nnunet_ray.data import storage
 from nnunet_ray.data.folds import kfold_splits
 from nnunet_ray.distributed.locations import case_memory_bytes, read_plans, read_splits
 from nnunet_ray.distributed.preprocess import preprocess_dataset
+from tests.conftest import make_test_plans
 
 
 def test_preprocess_writes_cases_plans_and_splits_under_an_s3_root_and_a_rerun_skips_them(synth_task, s3_root):
@@ -21,7 +22,7 @@ def test_preprocess_writes_cases_plans_and_splits_under_an_s3_root_and_a_rerun_s
     names = storage.list_names(out)
     for case_id in summary.done:
         assert {f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json"} <= set(names)
-    assert read_plans(out)["dataset"] == synth_task.name
+    assert read_plans(out).dataset == synth_task.name
     assert read_splits(out) == kfold_splits(sorted(summary.done), n_splits=3)
     assert storage.read_json(storage.join(out, "fingerprint.json"))["n_cases"] == 6
     image = np.load(__import__("io").BytesIO(storage.read_bytes(storage.join(out, f"{summary.done[0]}_x.npy"))))
@@ -46,7 +47,7 @@ def test_cli_preprocess_with_an_unreachable_results_root_fails_before_any_work(s
     ([[10, 20, 20]], [[3.0, 0.5, 0.5]], [1.0, 1.0, 1.0], 2, 4000),  # 2D keeps z; in-plane shrinks: raw rules
 ])
 def test_case_memory_scales_with_the_largest_resampled_case(shapes, spacings, target, dim, expected_voxels):
-    plans = {"spacing": target, "dim": dim, "modalities": ["MRI"]}
+    plans = make_test_plans(dim, spacing=tuple(target), in_channels=1)
     memory = case_memory_bytes({"shapes": shapes, "spacings": spacings}, plans)
     assert memory == 768 * 1024**2 + expected_voxels * 2 * 8 * 6  # 1 channel + label, float64, 6 copies
     assert case_memory_bytes(None, plans) == 2 * 768 * 1024**2

@@ -8,16 +8,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+import time
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnunet_ray.config import ConfigError, TrainConfig
-from nnunet_ray.distributed.train import (KILL_AT_EPOCH_ENV, KILL_MARKER_ENV, benchmark_train, run_name,
-                                          train_fold)
+from nnunet_ray.distributed.ray_internals import run_exists
+from nnunet_ray.distributed.train import run_name, train_fold
+from nnunet_ray.planning.schema import load_plans, save_plans
 from nnunet_ray.training.checkpoint import load_checkpoint, load_model
 from nnunet_ray.training.logs import read_metrics
+from tests.conftest import make_test_plans
 from tests.training.conftest import build_tiny_task
 
 
@@ -29,7 +33,7 @@ def task(tmp_path_factory):
 
 def _cfg(task, results, **overrides):
     base = dict(data=str(task), results=str(results), dim=3, fold=0, workers=2, max_epochs=2, min_epochs=1,
-                warmup=0, batch_size=2, num_workers=1, image_every=1, max_failures=2)
+                warmup=0, batch_size=2, dali_threads=1, image_every=1, max_failures=2)
     return TrainConfig(**{**base, **overrides})
 
 
@@ -51,6 +55,14 @@ def test_bad_options_are_refused_before_ray_starts(task, tmp_path, overrides, fl
         train_fold(dataclasses.replace(_cfg(task, tmp_path), **overrides))
 
 
+def test_arrays_made_with_other_plans_are_refused_before_ray_starts(task, tmp_path):
+    data = shutil.copytree(task, tmp_path / "3d")
+    plans = load_plans(data)
+    save_plans(data, dataclasses.replace(plans, spacing=[2 * s for s in plans.spacing]))
+    with pytest.raises(ConfigError, match="--data: .*rerun `nnunet-ray preprocess`"):
+        train_fold(_cfg(data, tmp_path))
+
+
 def test_missing_splits_names_the_data_flag(task, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "plans.json").write_text((task / "plans.json").read_text())
@@ -59,7 +71,7 @@ def test_missing_splits_names_the_data_flag(task, tmp_path):
 
 
 def test_run_name_is_stable():
-    plans = {"dataset": "Task04_Hippocampus"}
+    plans = make_test_plans(dataset="Task04_Hippocampus")
     assert run_name(TrainConfig(dim=2, fold=3), plans) == "Task04_Hippocampus_2d_fold3"
     assert run_name(TrainConfig(experiment="lr_sweep_7"), plans) == "lr_sweep_7"
 
@@ -83,11 +95,17 @@ def test_two_worker_ddp_run_then_refuse_then_resume(task, tmp_path):
     last = load_checkpoint(summary["last_checkpoint"])
     assert last["progress"]["epoch"] == 1
     model, plans, config = load_model(summary["best_checkpoint"])
-    assert config["workers"] == 2 and plans["patch_size"] == [16, 16, 16]
+    assert config["workers"] == 2 and plans.patch_size == (16, 16, 16)
     assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 4, 16, 16, 16)
 
+    assert run_exists(run_dir)  # Ray's snapshot file is where ray_internals says it is
     with pytest.raises(ConfigError, match="--resume-training"):
         train_fold(cfg)  # a finished run of that name: Ray would silently resume it
+
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="^--norm: 'batch', but run 'Task97_Tiny_3d_fold0' was trained with"):
+        train_fold(dataclasses.replace(cfg, norm="batch", resume_training=True))
+    assert time.perf_counter() - start < 5  # refused on the driver, not after --max-failures worker restarts
 
     resumed = train_fold(dataclasses.replace(cfg, max_epochs=3, resume_training=True))
     assert resumed["epochs"] == 3 and _epochs(run_dir) == [0, 1, 2]
@@ -97,12 +115,10 @@ def test_two_worker_ddp_run_then_refuse_then_resume(task, tmp_path):
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {3}
 
 
-def test_killed_worker_restarts_from_checkpoint_without_gap_or_repeat(task, tmp_path, monkeypatch):
+def test_killed_worker_restarts_from_checkpoint_without_gap_or_repeat(task, tmp_path):
     marker = tmp_path / "killed.txt"
-    monkeypatch.setenv(KILL_AT_EPOCH_ENV, "2")
-    monkeypatch.setenv(KILL_MARKER_ENV, str(marker))
     cfg = _cfg(task, tmp_path / "results", max_epochs=4, skip_first_n_eval=1, experiment="fault")
-    summary = train_fold(cfg)
+    summary = train_fold(cfg, worker_faults={"kill_at_epoch": 2, "kill_marker": str(marker)})
     assert marker.read_text().startswith("killed rank 1 at epoch 2")  # the worker really died, once
     run_dir = tmp_path / "results" / "fault"
     records = read_metrics(run_dir / "metrics.jsonl")
@@ -113,13 +129,15 @@ def test_killed_worker_restarts_from_checkpoint_without_gap_or_repeat(task, tmp_
     assert summary["epochs"] == 4 and load_checkpoint(summary["last_checkpoint"])["progress"]["epoch"] == 3
 
 
-def test_benchmark_train_writes_perf_json(task, tmp_path):
-    perf = benchmark_train(_cfg(task, tmp_path, workers=1, warmup=1, train_batches=3))
+def test_train_benchmark_writes_perf_json_through_the_benchmark_path(task, tmp_path):
+    # `nnunet-ray train --benchmark` calls train_fold with benchmark=True: it must take benchmark_train's path.
+    perf = train_fold(_cfg(task, tmp_path, workers=1, warmup=1, train_batches=3, benchmark=True))
     run_dir = tmp_path / "Task97_Tiny_3d_fold0_bench_1w"
     assert json.loads((run_dir / "perf.json").read_text()) == perf
+    assert not list(tmp_path.rglob("summary.json"))  # no summary of nulls
     assert perf["timed_steps"] == 3 and perf["world_size"] == 1 and perf["global_batch"] == 2
     assert perf["throughput_train"] == pytest.approx(2000 / perf["latency_train_mean"])
-    assert not (run_dir / "checkpoint_manager_snapshot.json").exists()  # nothing to resume: reruns start afresh
+    assert not run_exists(run_dir)  # nothing to resume: reruns start afresh
 
 
 @pytest.mark.slow

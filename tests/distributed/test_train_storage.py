@@ -4,6 +4,7 @@ its earlier epochs there."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from nnunet_ray.data import staging, storage
 from nnunet_ray.distributed.locations import read_plans
 from nnunet_ray.distributed.run_storage import location_of, stage_key
 from nnunet_ray.distributed.train import train_fold
+from nnunet_ray.planning.schema import load_plans
 from tests.training.conftest import build_tiny_task
 
 
@@ -23,7 +25,7 @@ def task(tmp_path_factory):
 
 def _cfg(data, results, **overrides):
     base = dict(data=data, results=results, dim=3, fold=0, workers=2, max_epochs=2, min_epochs=1, warmup=0,
-                batch_size=2, num_workers=1, image_every=1, max_failures=1)
+                batch_size=2, dali_threads=1, image_every=1, max_failures=1)
     return TrainConfig(**{**base, **overrides})
 
 
@@ -54,6 +56,9 @@ def test_a_run_on_s3_keeps_everything_in_the_bucket_and_resumes_from_it(task, s3
     staged = staging.stage_root() / stage_key(read_plans(data), 3)
     assert (staged / staging.MARKER).is_file() and (staged / "splits.json").is_file()
 
+    with pytest.raises(ConfigError, match="^--norm: 'batch', but run 'Task97_Tiny_3d_fold0' was trained with"):
+        train_fold(_cfg(data, results, norm="batch", resume_training=True))  # the checkpoint read from the bucket
+
     resumed = train_fold(_cfg(data, results, max_epochs=3, resume_training=True))
     assert resumed["epochs"] == 3
     assert _metrics_epochs(run_dir) == [0, 1, 2]  # the earlier epochs came back from the bucket, none repeated
@@ -81,4 +86,14 @@ def test_missing_splits_on_s3_names_the_data_flag_and_the_uri(task, s3_root):
     data = storage.join(s3_root, "nosplits")
     storage.upload(task / "plans.json", storage.join(data, "plans.json"))
     with pytest.raises(ConfigError, match=r"^--data: s3://[^ ]+/nosplits/splits.json not found"):
+        train_fold(_cfg(data, storage.join(s3_root, "results")))
+
+
+def test_arrays_on_s3_made_with_other_plans_are_refused_before_ray_starts(task, s3_root):
+    data = storage.join(s3_root, "stale", task.name, "3d")
+    storage.upload(task, data)
+    plans = load_plans(task)
+    other = dataclasses.replace(plans, spacing=tuple(2 * s for s in plans.spacing))
+    storage.write_json(storage.join(data, "plans.json"), other.to_json())
+    with pytest.raises(ConfigError, match=r"^--data: .* s3://[^ ]+/stale/.*/plans.json .*rerun `nnunet-ray preprocess`"):
         train_fold(_cfg(data, storage.join(s3_root, "results")))

@@ -8,8 +8,9 @@ import torch
 
 from nnunet_ray.loading.augment import Augmentations
 from nnunet_ray.loading.pipelines import train_loader
+from tests.conftest import make_test_plans
 
-PLANS_3D = {"dim": 3, "patch_size": [16, 16, 16], "in_channels": 2}
+PLANS_3D = make_test_plans(dim=3, in_channels=2)
 NONE = Augmentations.none()
 
 
@@ -65,7 +66,7 @@ def test_2d_blur_and_zoom_stay_in_plane(case_writer, aug):
     label = np.zeros((1, 10, 16, 16), np.uint8)
     label[0, :, 8, 8] = 1
     folder = case_writer("s", image, label)
-    plans = {"dim": 2, "patch_size": [16, 16], "in_channels": 2}
+    plans = make_test_plans(dim=2, patch_size=[16, 16], in_channels=2)
     batch = train_loader(folder, ["s"], plans, batch_size=8, seed=0,
                          augment=replace(aug, noise=0.0, brightness=0.0, contrast=0.0)).next_batch()
     per_slice = batch["image"].flatten(1)

@@ -7,9 +7,10 @@ import torch
 from nnunet_ray.data.types import CaseError
 from nnunet_ray.loading.augment import Augmentations
 from nnunet_ray.loading.pipelines import rank_seed, train_loader
+from tests.conftest import make_test_plans
 
-PLANS_3D = {"dim": 3, "patch_size": [16, 16, 16], "in_channels": 2, "n_classes": 2}
-PLANS_2D = {"dim": 2, "patch_size": [16, 16], "in_channels": 2, "n_classes": 2}
+PLANS_3D = make_test_plans(dim=3, in_channels=2, n_classes=2)
+PLANS_2D = make_test_plans(dim=2, in_channels=2, n_classes=2)
 
 
 def _batches(loader, n):
@@ -149,7 +150,7 @@ def test_missing_case_file_names_the_case(indexed_cases):
     (PLANS_2D, {"batch_size": 6, "nvol": 4}, "multiple of --nvol"),
     (PLANS_3D, {"batch_size": 1, "world_size": 3}, "cannot be shared by 3 workers"),
     (PLANS_3D, {"batch_size": 1, "oversampling": 1.5}, "--oversampling"),
-    ({**PLANS_3D, "patch_size": [16, 16]}, {"batch_size": 1}, "patch_size"),
+    (make_test_plans(dim=3, in_channels=2, patch_size=[16, 16]), {"batch_size": 1}, "patch_size"),
     (PLANS_3D, {"batch_size": 1, "seed": -1}, "--seed"),
 ])
 def test_bad_arguments(indexed_cases, plans, kwargs, message):

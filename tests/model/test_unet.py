@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,11 +11,13 @@ from torch import nn
 
 from nnunet_ray.model.blocks import ResidBlock, make_norm
 from nnunet_ray.model.unet import build_unet
+from nnunet_ray.planning.schema import Plans, synthetic_plans
 
 torch.set_num_threads(1)
 
 K3, K2 = [3, 3, 3], [3, 3]
-# Reference topologies (research notes §4.5, v21.10 rule): (dim, in_channels, n_classes, kernels, strides, filters).
+# Reference topologies (NVIDIA nnU-Net v21.10 ``utils/utils.py::get_unet_params`` on the MSD presets):
+# (dim, in_channels, n_classes, kernels, strides, filters).
 PRESETS = {
     "01_3d": (3, 4, 4, [K3] * 6, [[1, 1, 1]] + [[2, 2, 2]] * 5, [32, 64, 128, 256, 320, 320]),
     "04_3d": (3, 1, 3, [K3] * 4, [[1, 1, 1]] + [[2, 2, 2]] * 3, [32, 64, 128, 256]),
@@ -29,16 +32,21 @@ PRESETS = {
 }
 
 
-def make_plans(name: str, *, width_div: int = 1) -> dict:
-    """A hand-written plans dict for a preset; ``width_div`` shrinks the filters to keep CPU tests fast."""
+def network_plans(dim: int, cin: int, ncls: int, kernels: list, strides: list, filters: list) -> Plans:
+    """Plans whose network fields are given; the rest (unused by the model) are placeholders."""
+    return dataclasses.replace(synthetic_plans(dim, (64,) * dim, in_channels=cin, n_classes=ncls), kernels=kernels,
+                               strides=strides, filters=filters)
+
+
+def make_plans(name: str, *, width_div: int = 1) -> Plans:
+    """Hand-written plans for a preset; ``width_div`` shrinks the filters to keep CPU tests fast."""
     dim, cin, ncls, kernels, strides, filters = PRESETS[name]
-    return {"dim": dim, "in_channels": cin, "n_classes": ncls, "kernels": kernels, "strides": strides,
-            "filters": [max(f // width_div, 2) for f in filters]}
+    return network_plans(dim, cin, ncls, kernels, strides, [max(f // width_div, 2) for f in filters])
 
 
-def small_shape(plans: dict) -> list[int]:
+def small_shape(plans: Plans) -> list[int]:
     """Twice the stride product per axis: the smallest input whose bottleneck has > 1 voxel (instance norm)."""
-    return [2 * math.prod(s[a] for s in plans["strides"]) for a in range(plans["dim"])]
+    return [2 * math.prod(s[a] for s in plans.strides) for a in range(plans.dim)]
 
 
 def n_params(model: nn.Module) -> int:
@@ -64,8 +72,8 @@ def test_output_shape_equals_input_shape(name: str) -> None:
     model = build_unet(plans)
     spatial = small_shape(plans)
     with torch.no_grad():
-        out = model(torch.randn(1, plans["in_channels"], *spatial))
-    assert out.shape == (1, plans["n_classes"], *spatial)
+        out = model(torch.randn(1, plans.in_channels, *spatial))
+    assert out.shape == (1, plans.n_classes, *spatial)
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch", "group"])
@@ -103,8 +111,7 @@ def test_deep_supervision_outputs_in_train_mode_only() -> None:
 
 
 def test_deep_supervision_on_shallow_net_has_fewer_heads() -> None:
-    plans = {"dim": 2, "in_channels": 1, "n_classes": 2, "kernels": [K2] * 3, "strides": [[1, 1], [2, 2], [2, 2]],
-             "filters": [4, 8, 16]}
+    plans = network_plans(2, 1, 2, [K2] * 3, [[1, 1], [2, 2], [2, 2]], [4, 8, 16])
     outs = build_unet(plans, deep_supervision=True)(torch.randn(1, 1, 16, 16))
     assert [tuple(o.shape[2:]) for o in outs] == [(16, 16), (8, 8)]
 
@@ -122,7 +129,7 @@ def test_init_kaiming_and_zero_head_bias() -> None:
 def test_channels_last_matches_contiguous(name: str, fmt: torch.memory_format) -> None:
     plans = make_plans(name, width_div=16)
     model = build_unet(plans).eval()
-    x = torch.randn(1, plans["in_channels"], *small_shape(plans))
+    x = torch.randn(1, plans.in_channels, *small_shape(plans))
     with torch.no_grad():
         ref = model(x)
         out = model.to(memory_format=fmt)(x.to(memory_format=fmt))
@@ -149,16 +156,13 @@ def test_input_not_divisible_by_strides_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"filters": None}, "missing key"),
     ({"dim": 4}, "dim must be 2 or 3"),
     ({"filters": [4, 8]}, "same length"),
     ({"kernels": [[3, 3, 3]] * 4}, "entries"),
     ({"strides": [[2, 2]] * 4}, "strides\\[0\\]"),
 ])
 def test_bad_plans_are_rejected(change: dict, match: str) -> None:
-    plans = make_plans("04_2d", width_div=16)
-    plans.update(change)
-    plans = {k: v for k, v in plans.items() if v is not None}
+    plans = dataclasses.replace(make_plans("04_2d", width_div=16), **change)
     with pytest.raises(ValueError, match=match):
         build_unet(plans)
 

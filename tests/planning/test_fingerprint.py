@@ -130,8 +130,8 @@ def test_files_to_plans(tmp_path: Path) -> None:
     plans = make_plans(ds, merged, dim=3)
     _, image, label = make_case(tmp_path, "ref")
     foreground = np.concatenate([image[label > 0]] * 2)  # both cases pooled
-    assert plans["normalization"]["ct_mean"] == pytest.approx(float(foreground.mean()))
-    assert plans["normalization"]["ct_max"] == pytest.approx(float(np.percentile(foreground, 99.5)))
-    assert plans["anisotropic_axis"] == 0 and plans["preset"] == "auto"
+    assert plans.normalization.ct_mean == pytest.approx(float(foreground.mean()))
+    assert plans.normalization.ct_max == pytest.approx(float(np.percentile(foreground, 99.5)))
+    assert plans.anisotropic_axis == 0 and plans.preset == "auto"
     # cropped (4, 5, 6) at (3, 0.5, 0.7) mm; target: z tightened to max(10th pct 3.0, 0.7) = 3.0
-    assert plans["spacing"] == pytest.approx([3.0, 0.5, 0.7]) and plans["patch_size"] == [8, 8, 8]
+    assert plans.spacing == pytest.approx([3.0, 0.5, 0.7]) and plans.patch_size == (8, 8, 8)

@@ -1,8 +1,7 @@
-"""Plans from a fingerprint dict: presets, automatic planning, hashing and the plans.json file."""
+"""Plans from a fingerprint dict: presets and automatic planning (the plans.json file: test_schema.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,18 +9,10 @@ import numpy as np
 import pytest
 
 from nnunet_ray.config import ConfigError
-from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.types import DatasetError, DatasetInfo
-from nnunet_ray.planning.plans import (
-    PLANS_KEYS,
-    PlansNotFoundError,
-    anisotropic_axis,
-    auto_patch_size,
-    load_plans,
-    make_plans,
-    plans_hash,
-    target_spacing,
-)
+from nnunet_ray.planning.plans import DEFAULT_BUDGET, anisotropic_axis, auto_patch_size, make_plans, target_spacing
+from nnunet_ray.planning.presets import MSD_PRESETS, match_preset
+from nnunet_ray.planning.schema import Normalization
 from nnunet_ray.planning.topology import total_stride
 
 
@@ -67,18 +58,38 @@ def test_task04_uses_msd_preset() -> None:
     ds = dataset("Task04_Hippocampus")
     fp = fingerprint(ds.name, [[1.0, 1.0, 1.0]] * 3, [[36, 50, 35]] * 3)
     plans = make_plans(ds, fp, dim=3)
-    assert plans["preset"] == "msd"
-    assert plans["patch_size"] == [40, 56, 40] and plans["spacing"] == [1.0, 1.0, 1.0]
-    assert plans["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
-    assert plans["kernels"] == [[3, 3, 3]] * 4 and plans["filters"] == [32, 64, 128, 256]
-    assert plans["normalization"] == {"scheme": "mri", "channels": ["mri"], "ct_min": None, "ct_max": None,
-                                      "ct_mean": None, "ct_std": None}
-    assert plans["in_channels"] == 1 and plans["n_classes"] == 3
-    assert plans["labels"] == {"0": "background", "1": "class1", "2": "class2"}
-    assert plans["anisotropic_axis"] is None and set(plans) == set(PLANS_KEYS)
+    assert plans.preset == "msd"
+    assert plans.patch_size == (40, 56, 40) and plans.spacing == (1.0, 1.0, 1.0)
+    assert plans.strides == ((1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2))
+    assert plans.kernels == ((3, 3, 3),) * 4 and plans.filters == (32, 64, 128, 256)
+    assert plans.normalization == Normalization(("mri",))
+    assert plans.in_channels == 1 and plans.n_classes == 3
+    assert plans.labels == {"0": "background", "1": "class1", "2": "class2"}
+    assert plans.anisotropic_axis is None and plans.min_fmap == 4 and plans.max_depth == 6
     plans_2d = make_plans(ds, fp, dim=2)
-    assert plans_2d["patch_size"] == [56, 40] and plans_2d["spacing"] == [1.0, 1.0, 1.0]
-    assert plans_2d["kernels"] == [[3, 3]] * 4 and plans_2d["strides"][0] == [1, 1]
+    assert plans_2d.patch_size == (56, 40) and plans_2d.spacing == (1.0, 1.0, 1.0)
+    assert plans_2d.kernels == ((3, 3),) * 4 and plans_2d.strides[0] == (1, 1)
+
+
+@pytest.mark.parametrize("name, modalities, n_classes, why", [
+    ("Task04_MyBrains", ("MRI",), 3, "not an MSD task folder name"),  # the number alone is not the task
+    ("Task03_Liver", ("CT",), 2, "has 1 channels / 2 classes, the MSD task has 1 / 3"),
+    ("Task01_BrainTumour", ("T1",), 4, "has 1 channels / 4 classes, the MSD task has 4 / 4"),
+])
+def test_msd_preset_needs_the_task_name_and_counts(name, modalities, n_classes, why) -> None:
+    ds = dataset(name, modalities, n_classes)
+    fp = fingerprint(ds.name, [[1.0, 1.0, 1.0]] * 3, [[100, 100, 100]] * 3,
+                     ct_stats={"n_samples": 5, "mean": 1.0, "std": 2.0, "percentile_00_5": 0.0, "percentile_99_5": 3.0})
+    plans = make_plans(ds, fp, dim=3)
+    assert plans.preset == "auto" and plans.patch_size != tuple(MSD_PRESETS[4].patch_3d)
+    assert plans.normalization.ct_mean in (None, 1.0)  # never the liver preset's 99.4
+    preset, reason = match_preset(name, len(modalities), n_classes)
+    assert preset is None and why in reason and reason.endswith("planned from the fingerprint")
+
+
+def test_msd_preset_reason_when_it_matches() -> None:
+    preset, reason = match_preset("Task04_Hippocampus", 1, 3)
+    assert preset is MSD_PRESETS[4] and "preset" in reason
 
 
 def test_msd_ct_task_uses_preset_statistics() -> None:
@@ -86,38 +97,56 @@ def test_msd_ct_task_uses_preset_statistics() -> None:
     fp = fingerprint(ds.name, [[5.0, 0.79, 0.79]] * 2, [[90, 512, 512]] * 2,
                      ct_stats={"n_samples": 5, "mean": 1.0, "std": 2.0, "percentile_00_5": 0.0, "percentile_99_5": 3.0})
     plans = make_plans(ds, fp, dim=3)
-    assert plans["normalization"] == {"scheme": "ct", "channels": ["ct"], "ct_min": -41.0, "ct_max": 176.0,
-                                      "ct_mean": 99.29, "ct_std": 39.47}
-    assert plans["patch_size"] == [64, 192, 160] and plans["spacing"] == [1.6, 0.79, 0.79]
-    assert plans["anisotropic_axis"] == 0  # the data (5 mm slices) is anisotropic even if the target is not
+    assert plans.normalization == Normalization(("ct",), ct_min=-41.0, ct_max=176.0, ct_mean=99.29, ct_std=39.47)
+    assert plans.patch_size == (64, 192, 160) and plans.spacing == (1.6, 0.79, 0.79)
+    assert plans.anisotropic_axis == 0  # the data (5 mm slices) is anisotropic even if the target is not
 
 
 def test_auto_plan_isotropic_hand_checked() -> None:
     ds = dataset()
     fp = fingerprint(ds.name, [[1.0, 1.0, 1.0]] * 3, [[100, 100, 100]] * 3)
     plans = make_plans(ds, fp, dim=3)
-    # 100^3 fits 128^3; 100 -> 4 strides (100, 50, 25, 12.5 >= 8) -> multiple of 16 -> 96.
-    assert plans["preset"] == "auto" and plans["patch_size"] == [96, 96, 96]
-    assert plans["spacing"] == [1.0, 1.0, 1.0] and plans["filters"] == [32, 64, 128, 256, 320]
+    # 100 -> 4 strides (100, 50, 25, 12.5 >= 8) -> rounded up to a multiple of 16 -> 112; 112^3 fits the budget.
+    assert plans.preset == "auto" and plans.patch_size == (112, 112, 112)
+    assert plans.spacing == (1.0, 1.0, 1.0) and plans.filters == (32, 64, 128, 256, 320)
     # Budget 0.5 Mvox: cut the longest-in-mm axis one stride multiple at a time (worked by hand).
-    assert make_plans(ds, fp, dim=3, memory_budget_mvox=0.5)["patch_size"] == [64, 80, 80]
+    assert make_plans(ds, fp, dim=3, memory_budget_mvox=0.5).patch_size == (64, 80, 80)
+
+
+def test_auto_patch_rounds_the_median_up_like_nnunet_v2() -> None:
+    # A brain MRI task: median resampled shape 69 x 99 x 85 at 1 mm. nnU-Net v2 plans 80 x 112 x 96 (each edge
+    # up to a multiple of 16), so the median case is one window; rounding down gave 64 x 96 x 80 (8 windows).
+    ds = dataset()
+    fp = fingerprint(ds.name, [[1.0, 1.0, 1.0]] * 3, [[69, 99, 85]] * 3)
+    assert make_plans(ds, fp, dim=3).patch_size == (80, 112, 96)
+    assert make_plans(ds, fp, dim=2).patch_size == (112, 96)  # 99 x 85: 5 strides in-plane -> multiples of 16
+
+
+def test_auto_patch_rounds_down_when_up_does_not_fit() -> None:
+    # 112^3 = 1.40 Mvox > 1.2 Mvox: the rounded-up patch does not fit, so the old path (round down) is taken.
+    assert auto_patch_size([100, 100, 100], [1.0, 1.0, 1.0], budget=1_200_000) == [96, 96, 96]
+
+
+def test_default_3d_budget_holds_the_largest_reference_preset() -> None:
+    # Task02/06's 80 x 192 x 160 (2.46 Mvox) is larger than Task01/03's 128^3.
+    assert DEFAULT_BUDGET[3] >= max(math.prod(p.patch_3d) for p in MSD_PRESETS.values()) >= 128**3
 
 
 def test_auto_plan_anisotropic_within_budget_and_divisible() -> None:
     ds = dataset()
     spacings = [[5.0, 0.8, 0.8]] * 5 + [[3.0, 0.7, 0.7]] * 5
     fp = fingerprint(ds.name, spacings, [[36, 400, 420]] * 10)
-    for dim, budget in ((3, 128**3), (2, 512**2)):
+    for dim, budget in ((3, DEFAULT_BUDGET[3]), (2, 512**2)):
         plans = make_plans(ds, fp, dim=dim)
-        patch, strides, kernels = plans["patch_size"], plans["strides"], plans["kernels"]
+        patch, strides, kernels = plans.patch_size, plans.strides, plans.kernels
         assert len(patch) == dim and all(len(k) == dim for k in kernels + strides)
         assert math.prod(patch) <= budget
         assert all(p % s == 0 for p, s in zip(patch, total_stride(strides)))
-        assert len(kernels) == len(strides) == len(plans["filters"])
-        assert plans["spacing"] == pytest.approx([3.0, 0.75, 0.75]) and plans["anisotropic_axis"] == 0
+        assert len(kernels) == len(strides) == len(plans.filters)
+        assert plans.spacing == pytest.approx([3.0, 0.75, 0.75]) and plans.anisotropic_axis == 0
     plans = make_plans(ds, fp, dim=3)
-    assert plans["kernels"][0] == [1, 3, 3] and plans["strides"][1] == [1, 2, 2]  # z is 4x coarser at first
-    assert plans["patch_size"] == [48, 192, 192]
+    assert plans.kernels[0] == (1, 3, 3) and plans.strides[1] == (1, 2, 2)  # z is 4x coarser at first
+    assert plans.patch_size == (48, 192, 256)  # median 48 x 400 x 420 cut to the 2.46 Mvox default budget
 
 
 def test_auto_patch_size_respects_custom_budget_and_minimum() -> None:
@@ -129,8 +158,7 @@ def test_auto_ct_uses_fingerprint_statistics() -> None:
     ds = dataset(modalities=("CT",), n_classes=2)
     stats = {"n_samples": 10, "mean": 40.0, "std": 12.5, "percentile_00_5": -80.0, "percentile_99_5": 250.0}
     plans = make_plans(ds, fingerprint(ds.name, [[1, 1, 1]] * 2, [[64, 64, 64]] * 2, ct_stats=stats), dim=3)
-    assert plans["normalization"] == {"scheme": "ct", "channels": ["ct"], "ct_min": -80.0, "ct_max": 250.0,
-                                      "ct_mean": 40.0, "ct_std": 12.5}
+    assert plans.normalization == Normalization(("ct",), ct_min=-80.0, ct_max=250.0, ct_mean=40.0, ct_std=12.5)
 
 
 def test_auto_ct_without_foreground_raises() -> None:
@@ -155,57 +183,12 @@ def test_fingerprint_of_another_dataset_rejected() -> None:
         make_plans(dataset(), fingerprint("Other", [[1, 1, 1]], [[64, 64, 64]]), dim=3)
 
 
-def test_hash_stable_and_content_sensitive() -> None:
-    ds = dataset()
-    fp = fingerprint(ds.name, [[1.0, 1.0, 1.0]] * 3, [[100, 100, 100]] * 3)
-    plans = make_plans(ds, fp, dim=3)
-    assert plans["hash"] == make_plans(ds, fp, dim=3)["hash"] == plans_hash(plans)
-    assert len(plans["hash"]) == 16 and int(plans["hash"], 16) >= 0
-    assert plans_hash(dict(reversed(list(plans.items())))) == plans["hash"]  # key order is irrelevant
-    changed = {**plans, "patch_size": [64, 96, 96]}
-    assert plans_hash(changed) != plans["hash"]
-    assert make_plans(ds, fp, dim=3, memory_budget_mvox=0.5)["hash"] != plans["hash"]
-
-
-def test_save_and_load_roundtrip(tmp_path: Path) -> None:
-    ds = dataset()
-    plans = make_plans(ds, fingerprint(ds.name, [[1, 1, 1]], [[64, 64, 64]]), dim=3)
-    save_json(tmp_path / "sub" / "plans.json", plans)
-    assert load_plans(tmp_path / "sub") == plans
-    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["plans.json"]  # no temporary file left
-
-
-def test_load_recomputes_hash_of_hand_edited_plans(tmp_path: Path) -> None:
-    ds = dataset()
-    plans = make_plans(ds, fingerprint(ds.name, [[1, 1, 1]], [[64, 64, 64]]), dim=3)
-    edited = {**plans, "patch_size": [32, 32, 32]}
-    save_json(tmp_path / "plans.json", edited)
-    assert load_plans(tmp_path)["hash"] == plans_hash(edited) != plans["hash"]
-
-
-def test_load_missing_plans_names_the_folder(tmp_path: Path) -> None:
-    with pytest.raises(PlansNotFoundError, match=str(tmp_path)):
-        load_plans(tmp_path)
-    with pytest.raises(ValueError):  # also catchable as ValueError / FileNotFoundError
-        load_plans(tmp_path)
-    with pytest.raises(FileNotFoundError):
-        load_plans(tmp_path)
-
-
-@pytest.mark.parametrize(("text", "problem"), [("{not json", "valid JSON"), ("[1, 2]", "JSON object"),
-                                               (json.dumps({"dim": 3}), "missing dataset")])
-def test_load_bad_plans_file(tmp_path: Path, text: str, problem: str) -> None:
-    (tmp_path / "plans.json").write_text(text)
-    with pytest.raises(ValueError, match=problem):
-        load_plans(tmp_path)
-
-
 def test_preset_plans_task04_3d_matches_reference_geometry():
     from nnunet_ray.planning.presets import preset_plans
 
     plans = preset_plans(4, 3)
-    assert plans["patch_size"] == [40, 56, 40] and plans["in_channels"] == 1 and plans["n_classes"] == 3
-    assert plans["strides"][0] == [1, 1, 1] and len(plans["filters"]) == len(plans["strides"])
+    assert plans.patch_size == (40, 56, 40) and plans.in_channels == 1 and plans.n_classes == 3
+    assert plans.strides[0] == (1, 1, 1) and len(plans.filters) == len(plans.strides)
 
 
 def test_auto_patch_rounds_to_strides_before_cutting_an_axis():

@@ -1,4 +1,4 @@
-"""Topology rule against the reference's 20 MSD configurations (research notes §4.5, v21.10 rows)."""
+"""Topology rule against the reference's 20 MSD configurations (NVIDIA nnU-Net v21.10 ``get_unet_params``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def levels(text: str) -> list[list[int]]:
     return out
 
 
-# (task, dim): (kernels, strides, bottleneck feature map) — research/reference-nnunet.md §4.5, v21.10.
+# (task, dim): (kernels, strides, bottleneck feature map): ``utils/utils.py::get_unet_params`` (v21.10) applied to
+# ``data_preprocessing/configs.py`` patch sizes and spacings.
 TABLE = {
     (1, 3): ("333x6", "111 222x5", (4, 4, 4)),
     (2, 3): ("333x6", "111 222x4 122", (5, 6, 5)),

@@ -1,5 +1,6 @@
 """preprocess_case end to end on synthetic cases: files, properties, padding, skip/redo, failures."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -12,17 +13,14 @@ from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.nifti import read_case, write_nifti
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
-from nnunet_ray.planning.plans import make_plans, plans_hash
+from nnunet_ray.planning.plans import make_plans
+from nnunet_ray.planning.schema import Normalization
 from nnunet_ray.preprocessing.case import foreground_samples, pad_widths, preprocess_case, target_spacing
 from nnunet_ray.preprocessing.inverse import restore_prediction
+from tests.conftest import make_test_plans
 
 JSON_KEYS = {"case_id", "plans_hash", "mode", "original_shape", "original_spacing", "affine", "crop_box",
-             "resampled_shape", "pad", "shape", "foreground"}
-
-
-def _rehash(plans: dict, **changes) -> dict:
-    plans = {**plans, **changes}
-    return {**plans, "hash": plans_hash(plans)}
+             "target_spacing", "anisotropic_axis", "resampled_shape", "pad", "shape", "foreground"}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +33,8 @@ def plans(dataset):
     """3D plans with a patch larger than the cases, so training mode must pad every axis."""
     fingerprint = merge_fingerprints(dataset, [case_fingerprint(c) for c in dataset.training])
     return {
-        3: _rehash(make_plans(dataset, fingerprint, dim=3), patch_size=[16, 40, 40]),
-        2: _rehash(make_plans(dataset, fingerprint, dim=2), patch_size=[40, 40]),
+        3: dataclasses.replace(make_plans(dataset, fingerprint, dim=3), patch_size=[16, 40, 40]),
+        2: dataclasses.replace(make_plans(dataset, fingerprint, dim=2), patch_size=[40, 40]),
     }
 
 
@@ -73,8 +71,8 @@ def test_pad_widths(shape, patch, expected):
 
 
 def test_target_spacing_keeps_case_z_in_2d():
-    assert target_spacing({"dim": 3, "spacing": [3.0, 1.0, 0.5]}, (5.0, 0.7, 0.7)) == (3.0, 1.0, 0.5)
-    assert target_spacing({"dim": 2, "spacing": [3.0, 1.0, 0.5]}, (5.0, 0.7, 0.7)) == (5.0, 1.0, 0.5)
+    assert target_spacing(make_test_plans(dim=3, spacing=[3.0, 1.0, 0.5]), (5.0, 0.7, 0.7)) == (3.0, 1.0, 0.5)
+    assert target_spacing(make_test_plans(dim=2, spacing=[3.0, 1.0, 0.5]), (5.0, 0.7, 0.7)) == (5.0, 1.0, 0.5)
 
 
 def test_foreground_samples_capped_seeded_and_on_class():
@@ -97,11 +95,12 @@ def test_training_case_end_to_end(dataset, plans, tmp_path):
     assert _case_files(tmp_path, case.case_id) == [f"{case.case_id}.json", f"{case.case_id}_x.npy",
                                                    f"{case.case_id}_y.npy"]
     props = json.loads((tmp_path / f"{case.case_id}.json").read_text())
-    assert set(props) == JSON_KEYS and props["plans_hash"] == plan["hash"] and props["mode"] == "training"
+    assert set(props) == JSON_KEYS and props["plans_hash"] == plan.preprocessing_hash and props["mode"] == "training"
+    assert props["target_spacing"] == pytest.approx(plan.spacing)  # 3D: the plans' spacing, stored as used
     x, y = np.load(tmp_path / f"{case.case_id}_x.npy"), np.load(tmp_path / f"{case.case_id}_y.npy")
     assert x.dtype == np.float32 and y.dtype == np.uint8
     assert x.shape == (1, *props["shape"]) and y.shape == (1, *props["shape"])
-    assert all(s >= p for s, p in zip(props["shape"], plan["patch_size"]))
+    assert all(s >= p for s, p in zip(props["shape"], plan.patch_size))
     assert props["shape"] == [r + a + b for r, (a, b) in zip(props["resampled_shape"], props["pad"])]
     image, label = read_case(case)
     assert props["original_shape"] == list(image.shape)
@@ -160,7 +159,7 @@ def test_ct_case_is_clipped_and_scaled(synth_task_ct, tmp_path):
     dataset = load_dataset(synth_task_ct)
     fingerprint = merge_fingerprints(dataset, [case_fingerprint(c) for c in dataset.training])
     plan = make_plans(dataset, fingerprint, dim=3)
-    norm = plan["normalization"]
+    norm = dataclasses.asdict(plan.normalization)
     assert preprocess_case(dataset.training[0], plan, tmp_path, mode="val")["status"] == "done"
     x = np.load(tmp_path / f"{dataset.training[0].case_id}_x.npy")
     lo, hi = [(norm[k] - norm["ct_mean"]) / norm["ct_std"] for k in ("ct_min", "ct_max")]
@@ -185,13 +184,20 @@ def test_rerun_skips(dataset, plans, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 
 
+def test_network_only_plans_change_keeps_cases_done(dataset, plans, tmp_path):
+    case = dataset.training[0]
+    preprocess_case(case, plans[3], tmp_path)
+    wider = dataclasses.replace(plans[3], filters=[2 * f for f in plans[3].filters], labels={"0": "bg"})
+    assert preprocess_case(case, wider, tmp_path)["status"] == "skipped"
+
+
 def test_stale_hash_is_redone(dataset, plans, tmp_path):
     case = dataset.training[0]
     preprocess_case(case, plans[3], tmp_path)
-    other = _rehash(plans[3], patch_size=[8, 24, 24])
+    other = dataclasses.replace(plans[3], patch_size=[8, 24, 24])
     assert preprocess_case(case, other, tmp_path)["status"] == "done"
     props = json.loads((tmp_path / f"{case.case_id}.json").read_text())
-    assert props["plans_hash"] == other["hash"]
+    assert props["plans_hash"] == other.preprocessing_hash
     assert np.load(tmp_path / f"{case.case_id}_x.npy").shape[1:] == tuple(props["shape"])
 
 
@@ -241,7 +247,7 @@ def test_missing_file_and_missing_label_fail(plans, tmp_path):
 
 
 def test_channel_mismatch_fails(dataset, plans, tmp_path):
-    record = preprocess_case(dataset.training[0], _rehash(plans[3], in_channels=2), tmp_path)
+    record = preprocess_case(dataset.training[0], dataclasses.replace(plans[3], in_channels=2), tmp_path)
     assert record["status"] == "failed" and "channels" in record["error"]
 
 
@@ -251,7 +257,7 @@ def test_failure_removes_old_outputs_and_temp_files(dataset, plans, tmp_path):
     preprocess_case(other, plans[3], tmp_path)
     (tmp_path / f".tmp.999.0badc0de.{good.case_id}_x.npy").write_bytes(b"left by a crashed run")
     broken = CaseFiles(good.case_id, good.images, tmp_path / "no_such_label.nii.gz")
-    record = preprocess_case(broken, _rehash(plans[3], patch_size=[8, 24, 24]), tmp_path)
+    record = preprocess_case(broken, dataclasses.replace(plans[3], patch_size=[8, 24, 24]), tmp_path)
     assert record["status"] == "failed" and record["error"].startswith(f"{good.case_id}: ")
     assert _case_files(tmp_path, good.case_id) == []
     assert len(_case_files(tmp_path, other.case_id)) == 3  # other cases untouched
@@ -282,10 +288,27 @@ def test_mri_background_stays_zero_and_statistics_ignore_it_after_resampling(syn
     case = load_dataset(synth_task).training[0]
     image, _ = read_case(case)
     spacing = [s * 0.8 for s in image.spacing]  # forces a real (cubic) resample of every axis
-    plans = {"dim": 3, "spacing": spacing, "patch_size": [8, 8, 8], "in_channels": 1, "n_classes": 4,
-             "normalization": {"scheme": "mri"}, "hash": "h"}
+    plans = make_test_plans(spacing=spacing, patch_size=[8, 8, 8], n_classes=4, normalization=Normalization(("mri",)))
     assert preprocess_case(case, plans, tmp_path, mode="val")["status"] == "done"
     x = np.load(tmp_path / f"{case.case_id}_x.npy")[0]
     body = x != 0
     assert 0.05 < 1 - body.mean() < 0.95, "background should stay exactly zero"
     assert abs(float(x[body].mean())) < 1e-3 and abs(float(x[body].std()) - 1) < 1e-3
+
+
+def test_mri_zscore_uses_each_channels_own_nonzero_mask(tmp_path):
+    # Channel 0 fills the body; channel 1 (another MR sequence) is nonzero in half of it. A shared union mask
+    # would count channel 1's zeros inside the body: mean 3.75 instead of 7.5 over its own voxels {5, 10}.
+    image = np.zeros((2, 6, 8, 8), np.float32)
+    image[0, 1:5, 2:6, 2:6] = np.arange(1, 65).reshape(4, 4, 4)
+    image[1, 1:5, 2:6, 2:4] = np.tile([5.0, 10.0], 16).reshape(4, 4, 2)
+    label = np.zeros((6, 8, 8), np.uint8)
+    label[2:4, 3:5, 3:5] = 1
+    case = _write_case(tmp_path, "two_mr", image, label)
+    plans = make_test_plans(spacing=[3.0, 1.0, 1.0], patch_size=[4, 4, 4], in_channels=2, n_classes=2,
+                            normalization=Normalization(("mri", "mri")))
+    assert preprocess_case(case, plans, tmp_path / "out", mode="val")["status"] == "done"
+    x = np.load(tmp_path / "out" / "two_mr_x.npy")
+    own = x[1][x[1] != 0]
+    assert own.size == 32 and sorted(set(np.round(own, 6))) == [-1.0, 1.0]  # (5 - 7.5) / 2.5, (10 - 7.5) / 2.5
+    assert (x[1] == 0).sum() == x[1].size - 32  # channel 1's zeros inside channel 0's body stay 0

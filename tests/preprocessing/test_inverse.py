@@ -5,8 +5,8 @@ import pytest
 
 from nnunet_ray.preprocessing.case import pad_widths
 from nnunet_ray.preprocessing.crop import crop_to_box
-from nnunet_ray.preprocessing.inverse import restore_prediction, unpad
-from nnunet_ray.preprocessing.resample import anisotropic_axis, resample_label, resampled_shape
+from nnunet_ray.preprocessing.inverse import resampling_axis, restore_prediction, unpad
+from nnunet_ray.preprocessing.resample import anisotropic_axis, resample_image, resample_label, resampled_shape
 
 
 def _label(shape) -> np.ndarray:
@@ -23,11 +23,12 @@ def _forward(label, spacing, target, patch):
     box = [[1, label.shape[1] - 1], [2, label.shape[2] - 1], [2, label.shape[3] - 2]]
     cropped = crop_to_box(label, box)
     new_shape = resampled_shape(cropped.shape[1:], spacing, target)
-    moved = resample_label(cropped, new_shape, n_classes=3, aniso_axis=anisotropic_axis(spacing, target))
+    axis = anisotropic_axis(spacing, target)
+    moved = resample_label(cropped, new_shape, n_classes=3, aniso_axis=axis)
     pad = pad_widths(new_shape, patch)
     padded = np.pad(moved, [[0, 0], *pad])
     props = {"original_shape": list(label.shape[1:]), "original_spacing": list(spacing), "crop_box": box,
-             "resampled_shape": list(new_shape), "pad": pad, "shape": list(padded.shape[1:])}
+             "target_spacing": list(target), "anisotropic_axis": axis, "resampled_shape": list(new_shape), "pad": pad, "shape": list(padded.shape[1:])}
     return padded, props
 
 
@@ -70,3 +71,20 @@ def test_wrong_shape_raises():
     _, props = _forward(_label((40, 50, 52)), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), [8, 8, 8])
     with pytest.raises(ValueError, match="probs shape"):
         restore_prediction(np.zeros((3, 4, 4, 4), np.float32), props)
+
+
+def test_inverse_uses_the_stored_axis_near_the_threshold():
+    # Source 2 mm -> target 3 mm on z: ratio 3.0, so z was resampled separately (axis 0). The cropped 10 slices
+    # became round(10 * 2 / 3) = 7, and re-deriving the target from the shapes gives 2 * 10 / 7 = 2.86 mm:
+    # ratio < 3, a plain 3D resample. The stored axis keeps the inverse on the forward path.
+    label = _label((12, 50, 52))
+    padded, props = _forward(label, (2.0, 1.0, 1.0), (3.0, 1.0, 1.0), [8, 8, 8])
+    assert props["anisotropic_axis"] == 0 and props["resampled_shape"][0] == 7
+    assert resampling_axis({k: v for k, v in props.items() if k != "anisotropic_axis"}) is None  # old derivation
+    probs = np.random.default_rng(0).random((3, *padded.shape[1:]), dtype=np.float32)
+    box = props["crop_box"]
+    cropped_shape = [b - a for a, b in box]
+    expected = np.argmax(resample_image(unpad(probs, props["pad"]), cropped_shape, aniso_axis=0, order=1), axis=0)
+    restored = restore_prediction(probs, props)
+    (z0, z1), (y0, y1), (x0, x1) = box
+    np.testing.assert_array_equal(restored[z0:z1, y0:y1, x0:x1], expected)

@@ -1,12 +1,16 @@
 """CT and MRI intensity normalisation, hand-checked on tiny arrays."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from nnunet_ray.planning.schema import Normalization
 from nnunet_ray.preprocessing.normalize import normalize
 
-CT = {"scheme": "ct", "ct_min": -100.0, "ct_max": 200.0, "ct_mean": 50.0, "ct_std": 25.0}
-MRI = {"scheme": "mri", "ct_min": None, "ct_max": None, "ct_mean": None, "ct_std": None}
+CT = Normalization(("ct",), ct_min=-100.0, ct_max=200.0, ct_mean=50.0, ct_std=25.0)
+MRI = Normalization(("mri",))
+MRI2 = Normalization(("mri", "mri"))
 
 
 def test_ct_clips_then_zscores():
@@ -19,18 +23,18 @@ def test_ct_clips_then_zscores():
 
 def test_ct_zero_std_divides_by_one():
     image = np.array([10.0, 60.0], np.float32).reshape(1, 1, 1, 2)
-    out = normalize(image, {**CT, "ct_std": 0.0})
+    out = normalize(image, replace(CT, ct_std=0.0))
     np.testing.assert_allclose(out.ravel(), [-40.0, 10.0])
 
 
 def test_ct_missing_statistics_raise():
     with pytest.raises(ValueError, match="ct_mean"):
-        normalize(np.ones((1, 1, 1, 2), np.float32), {**CT, "ct_mean": None})
+        normalize(np.ones((1, 1, 1, 2), np.float32), replace(CT, ct_mean=None))
 
 
 def test_mri_per_channel_over_nonzero_voxels():
     image = np.array([[0.0, 1.0, 3.0, 0.0], [2.0, 2.0, 0.0, 6.0]], np.float32).reshape(2, 1, 1, 4)
-    out = normalize(image, MRI)
+    out = normalize(image, MRI2)
     # channel 0: nonzero {1, 3}, mean 2, population std 1 -> [0, -1, 1, 0]
     # channel 1: nonzero {2, 2, 6}, mean 10/3, std sqrt(32/9) = 1.8856
     std1 = np.sqrt(((2 - 10 / 3) ** 2 * 2 + (6 - 10 / 3) ** 2) / 3)
@@ -40,16 +44,16 @@ def test_mri_per_channel_over_nonzero_voxels():
 
 def test_mri_constant_channel_and_empty_channel():
     image = np.array([[5.0, 5.0, 0.0], [0.0, 0.0, 0.0]], np.float32).reshape(2, 1, 1, 3)
-    out = normalize(image, MRI)
+    out = normalize(image, MRI2)
     np.testing.assert_allclose(out.ravel(), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # std 0 -> divide by 1
 
 
-def test_mri_explicit_mask_is_shared_and_leaves_outside_untouched():
+def test_mri_explicit_masks_are_per_channel_and_leave_outside_untouched():
     image = np.array([[1.0, 3.0, 7.0], [0.0, 4.0, 9.0]], np.float32).reshape(2, 1, 1, 3)
-    mask = np.array([True, True, False]).reshape(1, 1, 3)
-    out = normalize(image, MRI, nonzero_mask=mask)
+    masks = np.array([[True, True, False], [False, True, True]]).reshape(2, 1, 1, 3)
+    out = normalize(image, MRI2, nonzero_masks=masks)
     np.testing.assert_allclose(out[0].ravel(), [-1.0, 1.0, 7.0])  # over {1, 3}: mean 2, std 1
-    np.testing.assert_allclose(out[1].ravel(), [-1.0, 1.0, 9.0])  # over {0, 4}: mean 2, std 2
+    np.testing.assert_allclose(out[1].ravel(), [0.0, -1.0, 1.0])  # over {4, 9}: mean 6.5, std 2.5
 
 
 def test_mri_does_not_modify_input():
@@ -61,8 +65,8 @@ def test_mri_does_not_modify_input():
 @pytest.mark.parametrize(
     "normalization, kwargs, match",
     [
-        ({"scheme": "pet"}, {}, "unknown normalization scheme"),
-        (MRI, {"nonzero_mask": np.ones((2, 2, 2), bool)}, "nonzero_mask shape"),
+        (Normalization(("pet",)), {}, "unknown normalization scheme"),
+        (MRI, {"nonzero_masks": np.ones((2, 2, 2), bool)}, "nonzero_masks shape"),
     ],
 )
 def test_bad_arguments_raise(normalization, kwargs, match):
@@ -74,8 +78,7 @@ def test_mixed_ct_and_mri_channels_are_each_normalised_by_their_own_rule():
     """A CT/MR dataset: the reference clipped and scaled the MR channel with CT statistics."""
     ct = np.array([[[[-1000.0, 0.0, 100.0, 300.0]]]], np.float32)
     mr = np.array([[[[0.0, 2.0, 4.0, 6.0]]]], np.float32)
-    norm = {"scheme": "ct", "channels": ["ct", "mri"], "ct_min": -100.0, "ct_max": 200.0, "ct_mean": 50.0,
-            "ct_std": 50.0}
+    norm = Normalization(("ct", "mri"), ct_min=-100.0, ct_max=200.0, ct_mean=50.0, ct_std=50.0)
     out = normalize(np.concatenate([ct, mr]), norm)
     np.testing.assert_allclose(out[0].ravel(), [-3.0, -1.0, 1.0, 3.0])  # clip to [-100, 200], then (x - 50) / 50
     mean, std = 4.0, np.sqrt(8.0 / 3.0)  # over the nonzero MR voxels 2, 4, 6
@@ -84,4 +87,4 @@ def test_mixed_ct_and_mri_channels_are_each_normalised_by_their_own_rule():
 
 def test_channel_count_mismatch_with_plans_is_an_error():
     with pytest.raises(ValueError, match="2 channels"):
-        normalize(np.ones((1, 1, 2, 2), np.float32), {"scheme": "mri", "channels": ["mri", "mri"]})
+        normalize(np.ones((1, 1, 2, 2), np.float32), MRI2)

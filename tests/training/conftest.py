@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,9 +17,8 @@ from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits, write_splits
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
-from nnunet_ray.data.atomic import save_json
-from nnunet_ray.planning.plans import make_plans, plans_hash
-from nnunet_ray.planning.topology import get_topology
+from nnunet_ray.planning.plans import make_plans
+from nnunet_ray.planning.schema import save_plans, with_patch_size
 from nnunet_ray.preprocessing.case import preprocess_case
 
 torch.set_num_threads(1)
@@ -43,13 +44,11 @@ def build_tiny_task(root: Path, *, dim: int = 3, cases: int = 6, size: int = 24,
     dataset = load_dataset(raw)
     fingerprint = merge_fingerprints(dataset, [case_fingerprint(c) for c in dataset.training])
     plans = make_plans(dataset, fingerprint, dim=dim)
-    plans["patch_size"] = patch or ([16, 16, 16] if dim == 3 else [32, 32])
-    kernels, strides = get_topology(plans["patch_size"], plans["spacing"][3 - dim:])
-    plans["kernels"], plans["strides"] = kernels, strides
-    plans["filters"] = (filters or [4 * 2**i for i in range(len(strides))])[: len(strides)]
-    plans["hash"] = plans_hash(plans)
+    plans = with_patch_size(plans, patch or ([16, 16, 16] if dim == 3 else [32, 32]))
+    n_levels = len(plans.strides)
+    plans = dataclasses.replace(plans, filters=(filters or [4 * 2**i for i in range(n_levels)])[:n_levels])
     out = root / "preprocessed" / dataset.name / f"{dim}d"
-    save_json(out / "plans.json", plans)
+    save_plans(out, plans)
     for case in dataset.training:
         result = preprocess_case(case, plans, out)
         assert result["status"] == "done", result

@@ -12,12 +12,12 @@ from nnunet_ray.model.unet import build_unet
 from nnunet_ray.training.checkpoint import (MODEL_FILE, STATE_FILE, CheckpointError, LocalCheckpoints,
                                             load_checkpoint, load_model, save_checkpoint)
 from nnunet_ray.training.schedules import LRSchedule
+from tests.conftest import make_test_plans
 
 torch.set_num_threads(1)
 
-PLANS = {"dataset": "Task99_Tiny", "dim": 3, "in_channels": 2, "n_classes": 3, "patch_size": [8, 8, 8],
-         "kernels": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "filters": [4, 8, 16],
-         "labels": {"0": "background", "1": "a", "2": "b"}}
+PLANS = make_test_plans(in_channels=2, modalities=("T1", "T2"), patch_size=[8, 8, 8], kernels=[[3, 3, 3]] * 3,
+                        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], filters=[4, 8, 16])
 
 
 def _trained(config: dict):

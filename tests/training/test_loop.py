@@ -1,17 +1,21 @@
 """The training loop without Ray: early stopping, exact resume, logs and checkpoints, AMP, 2D, benchmark."""
 
+import dataclasses
 import json
+import logging
 import math
+import time
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nnunet_ray.config import TrainConfig
+from nnunet_ray.config import ConfigError, TrainConfig
+from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.data.folds import read_splits
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
-from nnunet_ray.planning.plans import load_plans
+from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.training import loop
 from nnunet_ray.training.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR, read_metrics
@@ -31,7 +35,7 @@ def _cfg(data, **overrides):
 def _fixed_batches(plans, n=2, seed=0):
     """Deterministic training batches (the same every epoch), so two runs can be compared bit for bit."""
     g = torch.Generator().manual_seed(seed)
-    shape = (2, plans["in_channels"], *plans["patch_size"])
+    shape = (2, plans.in_channels, *plans.patch_size)
     image = torch.randn(n, *shape, generator=g)
     return [{"image": x, "label": (x[:, :1] > 0.5).to(torch.uint8) + (x[:, :1] > 1.5).to(torch.uint8)}
             for x in image]
@@ -128,7 +132,7 @@ def test_2d_run_with_amp_tta_deep_supervision_writes_logs_and_checkpoints(tiny_t
     lines = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1]
     assert lines[0]["dice_mean"] is None and lines[0]["val_loss"] is None  # validation skipped
-    assert 0.0 <= lines[1]["dice_mean"] <= 1.0 and len(lines[1]["dice"]) == plans["n_classes"] - 1
+    assert 0.0 <= lines[1]["dice_mean"] <= 1.0 and len(lines[1]["dice"]) == plans.n_classes - 1
     assert lines[1]["val_cases"] == len(split["val"]) and math.isfinite(lines[1]["val_loss"])
     assert out["best_epoch"] == 1 and out["best_dice"] == pytest.approx(lines[1]["dice_mean"])
     assert load_checkpoint(recorder.keeper.best)["progress"]["epoch"] == 1
@@ -138,15 +142,16 @@ def test_2d_run_with_amp_tta_deep_supervision_writes_logs_and_checkpoints(tiny_t
     assert [e.step for e in acc.Images("val/overlay")] == [1]
 
 
-def test_benchmark_writes_perf_json(tiny_task_3d, tmp_path, capsys):
+def test_benchmark_writes_perf_json(tiny_task_3d, tmp_path, caplog):
     cfg = _cfg(tiny_task_3d, warmup=1, train_batches=4)
-    perf = benchmark(cfg, load_plans(tiny_task_3d), train_data=_fixed_batches(load_plans(tiny_task_3d)),
-                     device=CPU, out_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="nnunet_ray.training.loop"):
+        perf = benchmark(cfg, load_plans(tiny_task_3d), train_data=_fixed_batches(load_plans(tiny_task_3d)),
+                         device=CPU, out_dir=tmp_path)
     assert json.loads((tmp_path / "perf.json").read_text()) == perf
     assert perf["timed_steps"] == 4 and perf["warmup_steps"] == 1 and perf["global_batch"] == 2
     assert perf["throughput_train"] == pytest.approx(2 / (perf["latency_train_mean"] / 1000))
     assert perf["latency_train_mean"] > 0 and perf["latency_train_99"] >= perf["latency_train_90"]
-    assert '"throughput_train"' in capsys.readouterr().out
+    assert '"throughput_train"' in caplog.text  # logged, not printed: the caller decides what reaches a terminal
 
 
 @pytest.mark.parametrize("name, kind, lr, decay, momentum", [
@@ -182,3 +187,104 @@ def test_gradient_clipping_bounds_the_update():
 def test_default_learning_rate_is_constant_like_the_reference():
     schedule = LRSchedule.from_config(TrainConfig())
     assert [schedule.lr(e) for e in range(3)] == [1e-3, 1e-3, 1e-3]
+
+
+def test_radam_weight_decay_is_decoupled_as_torch_optimizer():
+    # With zero gradients RAdam's moments stay 0, so decoupled decay (torch_optimizer.RAdam, the reference's) is
+    # exactly p *= (1 - lr * wd) per step. Coupled L2 would feed wd * p into the moments: step 1 is the same, step 2
+    # gives 0.9013 instead of 0.9025 for these values.
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = build_optimizer([param], TrainConfig(optimizer="radam", learning_rate=0.1, weight_decay=0.5))
+    for _ in range(3):
+        param.grad = torch.zeros(3)
+        opt.step()
+    assert param.detach().tolist() == pytest.approx([(1 - 0.1 * 0.5) ** 3] * 3, rel=1e-6)
+
+
+class EpochRecorder(Recorder):
+    """Also notes which epochs came with a checkpoint."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.checkpointed = []
+
+    def __call__(self, metrics, checkpoint_dir):
+        super().__call__(metrics, checkpoint_dir)
+        if checkpoint_dir is not None:
+            self.checkpointed.append(metrics["epoch"])
+
+
+def _scripted_validation(monkeypatch, scores):
+    """Replace validation by a script of Dice scores, one per call; returns the list of calls made."""
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(len(calls))
+        score = scores[len(calls) - 1]
+        return {"dice_mean": score, "dice": [score] * 3, "val_loss": 1.0, "val_cases": 2, "overlay": None}
+
+    monkeypatch.setattr(loop, "validate", fake)
+    return calls
+
+
+def test_val_every_counts_patience_in_validations_and_checkpoint_every_keeps_the_best(
+        tiny_task_3d, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, [0.5, 0.4, 0.4])
+    cfg = _cfg(tiny_task_3d, val_every=2, checkpoint_every=3, patience=2, min_epochs=1, max_epochs=20)
+    recorder = EpochRecorder(tmp_path / "ckpt")
+    out = _fit(cfg, tiny_task_3d, recorder, _fixed_batches(load_plans(tiny_task_3d)))
+    validated = [r["epoch"] for r in recorder.records if not math.isnan(r["dice_mean"])]
+    assert validated == [1, 3, 5]  # every 2nd epoch
+    # Patience 2 counts validations: epochs 3 and 5 did not improve -> stop after 5 (epochs would stop after 3).
+    assert out["stopped_early"] and out["stop_reason"] == "early_stopping" and out["epochs"] == 6
+    # Every 3rd epoch (2), the new best (1) and the last (5); epochs 0, 3, 4 write none.
+    assert recorder.checkpointed == [1, 2, 5]
+    assert load_checkpoint(recorder.keeper.best)["progress"]["epoch"] == 1
+
+
+def test_last_epoch_is_always_validated_and_checkpointed(tiny_task_3d, tmp_path, monkeypatch):
+    calls = _scripted_validation(monkeypatch, [0.5, 0.6])
+    cfg = _cfg(tiny_task_3d, val_every=3, checkpoint_every=10, max_epochs=4)
+    recorder = EpochRecorder(tmp_path / "ckpt")
+    out = _fit(cfg, tiny_task_3d, recorder, _fixed_batches(load_plans(tiny_task_3d)))
+    assert len(calls) == 2 and out["stop_reason"] == "max_epochs" and out["best_epoch"] == 3
+    assert recorder.checkpointed == [2, 3]  # both new bests; 3 is also the last
+
+
+def test_max_time_stops_validates_and_keeps_the_best(tiny_task_3d, tmp_path, monkeypatch, capsys):
+    _scripted_validation(monkeypatch, [0.5] * 100)
+    cfg = _cfg(tiny_task_3d, max_time="00:00:01", val_every=50, checkpoint_every=50, max_epochs=100)
+    recorder = EpochRecorder(tmp_path / "ckpt")
+    hook = lambda epoch: epoch == 1 and time.sleep(1.1)  # noqa: E731 - the budget surely runs out in epoch 1
+    out = _fit(cfg, tiny_task_3d, recorder, _fixed_batches(load_plans(tiny_task_3d)), epoch_hook=hook,
+               log_dir=tmp_path / "run")
+    last = recorder.records[-1]
+    assert out["stop_reason"] == "max_time" and not out["stopped_early"] and out["epochs"] <= 2
+    assert last["stop_reason"] == "max_time" and last["dice_mean"] == 0.5  # the stopping epoch was validated
+    assert recorder.checkpointed == [last["epoch"]]
+    assert load_checkpoint(recorder.keeper.best)["progress"]["epoch"] == last["epoch"]
+    assert f"stopped after epoch {last['epoch']}: --max-time reached" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, match", [
+    ("10", "'10' is not HH:MM:SS"), ("1:60:00", "is not HH:MM:SS"), ("00:00:00", "longer than 00:00:00"),
+])
+def test_max_time_must_be_hh_mm_ss(value, match):
+    with pytest.raises(ConfigError, match=f"--max-time: .*{match}"):
+        TrainConfig(data="d", results="r", max_time=value).validate()
+    assert TrainConfig(data="d", results="r", max_time="26:00:30").validate().max_seconds == 26 * 3600 + 30
+
+
+def test_train_batches_is_the_epoch_length_beyond_one_pass(tiny_task_3d, tmp_path):
+    # The DALI stream is endless: --train-batches sets the steps of an epoch even past one pass over the cases.
+    cfg = _cfg(tiny_task_3d, max_epochs=1, train_batches=7, dali_threads=1)
+    help_text = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    assert "epoch length" in help_text["train_batches"]
+    plans = load_plans(tiny_task_3d)
+    loader, val_data = fold_loaders(cfg, plans, device=CPU)
+    assert len(loader) < 7  # one pass is fewer steps
+    recorder = Recorder(tmp_path / "ckpt")
+    fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
+        device=CPU, report=recorder)
+    steps = {int(s["step"]) for s in load_checkpoint(recorder.keeper.last)["optimizer"]["state"].values()}
+    assert steps == {7}

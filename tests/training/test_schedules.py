@@ -91,7 +91,7 @@ def test_observe_is_ignored_without_plateau():
 
 
 def test_from_config_and_set_lr():
-    cfg = TrainConfig(learning_rate=2e-3, scheduler="multistep", steps=(1,), factor=0.1, warmup=0)
+    cfg = TrainConfig(learning_rate=2e-3, scheduler="multistep", lr_milestones=(1,), factor=0.1, warmup=0)
     schedule = LRSchedule.from_config(cfg)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     set_lr(opt, schedule.lr(1))

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from nnunet_ray.loading.pipelines import train_loader
 from nnunet_ray.model.losses import DiceCELoss
 from nnunet_ray.model.unet import build_unet
+from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.training.steps import batch_stream
 
 
 def test_thirty_plain_pytorch_steps_lower_the_loss(tiny_task_3d):
     torch.manual_seed(0)
-    plans = json.loads((tiny_task_3d / "plans.json").read_text())
+    plans = load_plans(tiny_task_3d)
     case_ids = sorted(p.name[: -len("_x.npy")] for p in tiny_task_3d.glob("*_x.npy"))
     stream = batch_stream(train_loader(tiny_task_3d, case_ids, plans, batch_size=2, seed=0, num_threads=1))
     model = build_unet(plans)

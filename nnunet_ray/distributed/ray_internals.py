@@ -1,0 +1,43 @@
+"""Everything the Ray layer relies on that is not Ray's public API, in one place (verified against Ray 2.60).
+
+Each item names where it lives in Ray; tests/distributed/test_ray_internals.py compares them with the installed Ray
+and fails loudly when an upgrade moves one, instead of a run silently resuming, leaking logs or racing a kill.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from nnunet_ray.data import storage
+
+# ray/train/v2/_internal/constants.py::CHECKPOINT_MANAGER_SNAPSHOT_FILENAME: the controller writes it into
+# <storage_path>/<name>/ when the first checkpoint is registered and restores from it when a run of that name
+# starts again, so its presence is what "a run of this name exists (and would be resumed)" means.
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+# ray/train/v2/_internal/constants.py::DEFAULT_HEALTH_CHECK_INTERVAL_S (env RAY_TRAIN_HEALTH_CHECK_INTERVAL_S):
+# how often the controller polls workers; a report made less than one poll before a worker dies can be lost.
+HEALTH_CHECK_INTERVAL_S = 2.0
+# Test-only fault injection waits this long before killing a worker, so the previous epoch's checkpoint is
+# registered first: longer than one health-check poll.
+KILL_DELAY_S = HEALTH_CHECK_INTERVAL_S + 1.0
+# ray/train/v2/_internal/execution/context.py logs every ray.train.report (with all metrics) at INFO under a
+# logger named by its file path, outside the "ray.train" hierarchy that LoggingConfig controls.
+REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
+
+
+def run_exists(run_dir: str | Path) -> bool:
+    """Whether Ray Train holds a checkpoint snapshot for this run folder, a path or a URI (a new fit would resume
+    it)."""
+    return storage.is_file(storage.join(run_dir, SNAPSHOT_FILE))
+
+
+def quiet_report_logs() -> None:
+    """Silence Ray Train's per-report INFO lines in this worker (rank 0's progress line already says the same)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(REPORT_LOGGER_MODULE)
+    except ImportError:  # another Ray version; test_ray_internals fails for it, a run only gets noisier logs
+        return
+    logging.getLogger(module.__file__).setLevel(logging.WARNING)

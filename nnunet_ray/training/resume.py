@@ -1,0 +1,100 @@
+"""Resuming a run: which options may change, and the check of the others against the run's checkpoint.
+
+``--resume-training`` rebuilds the model, optimizer and progress from the last checkpoint (nanoGPT's rule: the
+model arguments come from what was saved). An option that defines the network or the optimizer state cannot
+change, or every worker would fail on the state dict and be retried ``--max-failures`` times; ``check_resume``
+refuses it on the driver, before any worker starts. Every ``TrainConfig`` field is in exactly one of the two
+tables below (a test enforces it), so a new option has to say which it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from nnunet_ray.config import ConfigError, TrainConfig, flag_name
+from nnunet_ray.planning.schema import Plans, PlansError, load_plans
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_GLOB = "epoch_*"  # the Ray layer names each epoch's checkpoint epoch_NNNN inside the run folder
+
+# Options fixed for the life of a run: what each defines.
+FIXED_ON_RESUME: dict[str, str] = {
+    "dim": "the network's dimensionality",
+    "fold": "the validation cases the best Dice is measured on",
+    "norm": "the network's normalisation layers",
+    "residual": "the network's encoder blocks",
+    "deep_supervision": "the network's auxiliary heads",
+    "negative_slope": "the activation the weights were trained with",
+    "optimizer": "the stored optimizer state",
+}
+# Options that may change on resume; a non-empty note is logged when one does.
+FREE_ON_RESUME: dict[str, str] = {
+    "learning_rate": "applies from the next epoch (the schedule restarts from the new base rate; the optimizer's "
+                     "moments are kept)",
+    "scheduler": "applies from the next epoch (a plateau schedule keeps its stored state)",
+    "max_epochs": "", "min_epochs": "", "patience": "counted from the stored best epoch",
+    "data": "", "results": "", "experiment": "", "gpus": "", "workers": "", "cpus_per_worker": "", "dali_threads": "",
+    "amp": "", "amp_dtype": "", "benchmark": "", "weight_decay": "", "momentum": "", "lr_milestones": "", "factor": "",
+    "lr_patience": "", "warmup": "", "lr_warmup": "", "gradient_clip_val": "", "skip_first_n_eval": "",
+    "train_batches": "", "val_cases": "", "batch_size": "", "val_batch_size": "", "nvol": "", "oversampling": "",
+    "overlap": "", "blend": "", "tta": "", "focal": "changes the training loss from the next epoch",
+    "sync_batchnorm": "", "seed": "", "resume_training": "", "max_failures": "", "image_every": "", "address": "",
+    "val_every": "", "checkpoint_every": "", "max_time": "counts from this attempt's start", "val_scores_on": "",
+    "max_preemption_failures": "", "checkpoint_upload": "",
+}
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's newest complete checkpoint folder (``epoch_NNNN`` with config.json and plans.json), or None."""
+    folders = sorted(p for p in Path(run_dir).glob(CHECKPOINT_GLOB)
+                     if (p / "config.json").is_file() and (p / "plans.json").is_file())
+    return folders[-1] if folders else None
+
+
+def _differs(saved: Any, current: Any) -> bool:
+    return json.loads(json.dumps(saved)) != json.loads(json.dumps(current))
+
+
+def check_resume(cfg: TrainConfig, plans: Plans, run_dir: str | Path) -> None:
+    """Refuse to resume ``run_dir`` with options or plans that differ from its last checkpoint's.
+
+    Args:
+        cfg: the options of the resumed run.
+        plans: the plans in ``cfg.data``.
+        run_dir: the run's folder (nothing is checked when it holds no checkpoint yet).
+
+    Raises:
+        ConfigError: naming the first fixed option that differs (or ``--data`` for other plans).
+    """
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        return
+    saved = json.loads((checkpoint / "config.json").read_text())
+    current = dataclasses.asdict(cfg)
+    defaults = dataclasses.asdict(TrainConfig())
+    name = Path(run_dir).name
+    for option, meaning in FIXED_ON_RESUME.items():
+        before = saved.get(option, defaults[option])
+        if _differs(before, current[option]):
+            raise ConfigError(f"{flag_name(option)}: {current[option]!r}, but run {name!r} was trained with "
+                              f"{before!r} ({meaning} cannot change on resume); start a new --experiment instead")
+    _check_plans(plans, checkpoint, name)
+    for option, note in FREE_ON_RESUME.items():
+        if note and option in saved and _differs(saved[option], current[option]):
+            logger.warning("%s: %r (was %r) %s", flag_name(option), current[option], saved[option], note)
+
+
+def _check_plans(plans: Plans, checkpoint: Path, name: str) -> None:
+    try:
+        saved = load_plans(checkpoint)
+    except PlansError as err:
+        raise ConfigError(f"--resume-training: run {name!r} has an unreadable checkpoint ({err})") from err
+    if (saved.network_hash, saved.preprocessing_hash) != (plans.network_hash, plans.preprocessing_hash):
+        raise ConfigError(f"--data: its plans differ from those run {name!r} was trained with (patch "
+                          f"{list(saved.patch_size)} -> {list(plans.patch_size)}, network hash {saved.network_hash} "
+                          f"-> {plans.network_hash}); start a new --experiment instead")

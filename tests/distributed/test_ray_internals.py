@@ -1,0 +1,34 @@
+"""The Ray internals nnunet_ray relies on still exist in the installed Ray: a Ray upgrade that moves one fails here."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from ray.train.v2._internal import constants
+
+from nnunet_ray.distributed import ray_internals
+
+
+def test_snapshot_file_name_is_rays():
+    assert constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME == ray_internals.SNAPSHOT_FILE
+
+
+def test_kill_delay_outlasts_rays_health_check_poll():
+    assert constants.DEFAULT_HEALTH_CHECK_INTERVAL_S == ray_internals.HEALTH_CHECK_INTERVAL_S
+    assert ray_internals.KILL_DELAY_S > constants.DEFAULT_HEALTH_CHECK_INTERVAL_S
+
+
+def test_report_logger_module_exists_and_is_quieted():
+    module = importlib.import_module(ray_internals.REPORT_LOGGER_MODULE)  # ImportError = Ray moved it
+    assert "logger" in vars(module)
+    logger = logging.getLogger(module.__file__)
+    logger.setLevel(logging.INFO)
+    ray_internals.quiet_report_logs()
+    assert logger.level == logging.WARNING
+
+
+def test_run_exists_reads_the_snapshot(tmp_path):
+    assert not ray_internals.run_exists(tmp_path)
+    (tmp_path / constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME).write_text("{}")
+    assert ray_internals.run_exists(tmp_path)
