@@ -1,9 +1,9 @@
 """The preprocessed folder and the results root at a location that may be a URI (``s3://``, ``gs://``).
 
-The pure stages read and write local files; this module bridges them to a root anywhere:
-``read_plans`` / ``write_plans`` / ``read_splits`` / ``write_splits`` read and write small files there, ``case_writer`` preprocesses a
-case into node-local scratch and uploads it (the ``.json`` that marks a case done goes last, so a reader never sees
-a half case), and ``case_memory_bytes`` sizes a preprocessing actor from the dataset fingerprint.
+The pure stages read and write local files; this module bridges them to a root anywhere: ``read_plans`` /
+``write_plans`` / ``read_splits`` / ``write_splits`` read and write the small files there, ``case_writer``
+preprocesses a case into node-local scratch and uploads it (the ``.json`` that marks a case done goes last, so a
+reader never sees a half case), and ``case_memory_bytes`` sizes a preprocessing actor from the dataset fingerprint.
 """
 
 from __future__ import annotations

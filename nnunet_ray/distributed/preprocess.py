@@ -31,7 +31,7 @@ from nnunet_ray.data import storage
 from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import cluster_cpus, init_ray, node_memory
-from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, PLANS_FILE, RawData, case_memory_bytes, case_writer,
+from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, RawData, case_memory_bytes, case_writer,
                                               open_raw_dataset, read_plans, write_plans, write_splits)
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
@@ -171,8 +171,6 @@ def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> Plans:
                                        max_depth=cfg.max_depth, address=cfg.address))
     write_plans(plans_dir, plans)  # the same content, in the current format when the file was older
     return plans
-    return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
-                                   max_depth=cfg.max_depth, address=cfg.address))
 
 
 def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:

@@ -11,8 +11,9 @@ latest; after a worker failure the group restarts (``--max-failures``) from ``ra
 The run lives in ``<results>/<name>/`` (Ray's storage_path / run name): ``epoch_NNNN/`` checkpoints,
 ``metrics.jsonl``, ``tensorboard/``, ``summary.json``; ``--results`` and ``--data`` may be cloud URIs
 (``run_storage``: checkpoints through Ray's storage, logs mirrored by rank 0, data staged once per node), and a
-probe checks every node can reach both before the workers start. Ray resumes any run whose name already has a snapshot, so
-a finished run is only continued with ``--resume-training``; otherwise ``train_fold`` refuses with a message.
+probe checks every node can reach both before the workers start. Ray resumes any run whose name already has a
+snapshot, so a finished run is only continued with ``--resume-training``; otherwise ``train_fold`` refuses with a
+message.
 """
 
 from __future__ import annotations

@@ -47,9 +47,10 @@ def check_fold_arrays(data: str | Path, fold: int, plans: Plans, *, case_ids: Se
         case_ids = [*train_ids, *val_ids]
     stale = stale_cases(data, case_ids, plans.preprocessing_hash)
     if stale:
+        plans_file = storage.display(storage.join(data, "plans.json"))
         shown = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
         raise ConfigError(f"{flag_name('data')}: {len(stale)} case(s) of fold {fold} ({shown}) were not preprocessed "
-                          f"with {storage.display(storage.join(data, 'plans.json'))} (preprocessing hash {plans.preprocessing_hash}); "
+                          f"with {plans_file} (preprocessing hash {plans.preprocessing_hash}); "
                           "rerun `nnunet-ray preprocess`")
 
 

@@ -1,7 +1,7 @@
 """Three Ray nodes on one machine (``ray.cluster_utils.Cluster``): preprocessing output lands under the one s3://
 results root whichever node wrote it, each node stages a dataset once however many workers start together, and
-the storage probe visits every node, and a fold survives losing a worker node. Each node gets its own staging folder (``NNUNET_RAY_STAGE_DIR``), as separate
-machines have their own disks."""
+the storage probe visits every node, and a fold survives losing a worker node. Each node gets its own staging
+folder (``NNUNET_RAY_STAGE_DIR``), as separate machines have their own disks."""
 
 from __future__ import annotations
 

@@ -95,5 +95,6 @@ def test_arrays_on_s3_made_with_other_plans_are_refused_before_ray_starts(task, 
     plans = load_plans(task)
     other = dataclasses.replace(plans, spacing=tuple(2 * s for s in plans.spacing))
     storage.write_json(storage.join(data, "plans.json"), other.to_json())
-    with pytest.raises(ConfigError, match=r"^--data: .* s3://[^ ]+/stale/.*/plans.json .*rerun `nnunet-ray preprocess`"):
+    refused = r"^--data: .* s3://[^ ]+/stale/.*/plans.json .*rerun `nnunet-ray preprocess`"
+    with pytest.raises(ConfigError, match=refused):
         train_fold(_cfg(data, storage.join(s3_root, "results")))
