@@ -180,8 +180,8 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     """
     cfg.validate()
     dataset, raw = open_raw_dataset(cfg.data)
+    imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any planning or case work
     plans = _ensure_plans(cfg, dataset)  # existing plans are read (and a bad file refused) before Ray starts
-    imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any case is processed
     init_ray(cfg.address)
     _probe(cfg.data, cfg.results)
     out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
