@@ -1,6 +1,7 @@
 """`nnunet-ray <command>`: one subcommand per pipeline stage, flags generated from the typed configs.
 
     nnunet-ray synth --out data/Task99_Synth
+    nnunet-ray download --task 04 --out data
     nnunet-ray plan --data data/Task99_Synth --dim 3 --print
     nnunet-ray preprocess --data data/Task99_Synth --results pre --dim 3
     nnunet-ray train --data pre/Task99_Synth/3d --results results --fold 0 --workers 2
@@ -24,9 +25,8 @@ import sys
 import typing
 from typing import Any, Callable
 
-from nnunet_ray.config import (ConfigError, PlanConfig, PreprocessConfig, RunError, SynthConfig, TrainConfig,
-                               flag_name)
-from nnunet_ray.config import EvaluateConfig, PredictConfig
+from nnunet_ray.config import (ConfigError, DownloadConfig, EvaluateConfig, PlanConfig, PredictConfig,
+                               PreprocessConfig, RunError, SynthConfig, TrainConfig, flag_name)
 from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.planning.schema import PlansError
 
@@ -109,6 +109,17 @@ def cmd_synth(cfg: SynthConfig) -> int:
     return 0
 
 
+def cmd_download(cfg: DownloadConfig) -> int:
+    from nnunet_ray.data.download import DownloadError, download_task
+    try:
+        for task in cfg.task:
+            print(download_task(task, cfg.out, mirror=cfg.mirror, keep_archive=cfg.keep_archive,
+                                progress=lambda line: print(line, flush=True)))
+    except DownloadError as err:
+        raise RunError(str(err)) from err
+    return 0
+
+
 def cmd_plan(cfg: PlanConfig) -> int:
     from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.distributed.preprocess import plan_dataset
@@ -159,6 +170,7 @@ def cmd_evaluate(cfg: EvaluateConfig) -> int:
 
 COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "synth": (SynthConfig, cmd_synth, "write a synthetic MSD-format task (the demo and test data)"),
+    "download": (DownloadConfig, cmd_download, "fetch MSD tasks from their public mirror (resumable, verified)"),
     "plan": (PlanConfig, cmd_plan, "fingerprint a dataset and write plans.json"),
     "preprocess": (PreprocessConfig, cmd_preprocess, "crop, resample and normalise every case on Ray Data"),
     "train": (TrainConfig, cmd_train, "train one fold with Ray Train (DDP, AMP, checkpoints)"),

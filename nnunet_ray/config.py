@@ -84,6 +84,26 @@ class SynthConfig:
         return self
 
 
+MSD_MIRROR = "https://msd-for-monai.s3-us-west-2.amazonaws.com"  # the MSD tasks' public mirror (as MONAI's)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """`nnunet-ray download`: fetch Medical Segmentation Decathlon tasks, verify them and extract them."""
+
+    task: tuple[int, ...] = opt((), "MSD task numbers, e.g. --task 01 04 (1-10)")
+    out: str = opt("", "folder to extract into; each task becomes OUT/TaskNN_Name/ (the dataset layout)")
+    mirror: str = opt(MSD_MIRROR, "base URL of the mirror holding TaskNN_Name.tar")
+    keep_archive: bool = opt(False, "keep the verified .tar after extracting it")
+
+    def validate(self) -> "DownloadConfig":
+        _check(bool(self.task), "task", "is required")
+        _check(all(1 <= t <= 10 for t in self.task), "task", "MSD tasks are 1-10")
+        _check(bool(self.out), "out", "is required")
+        _check(self.mirror.startswith(("http://", "https://")), "mirror", "must be an http(s) URL")
+        return self
+
+
 @dataclass(frozen=True)
 class PlanConfig:
     """`nnunet-ray plan`: fingerprint a raw dataset and write plans.json."""
@@ -202,7 +222,12 @@ class TrainConfig:
     seed: int = opt(1, "random seed (model init, DALI readers and augmentations)")
     # --- checkpoints, logging, failures
     resume_training: bool = opt(False, "continue the run of the same name from its last checkpoint")
-    max_failures: int = opt(3, "worker-group restarts allowed; each resumes from the last checkpoint")
+    max_failures: int = opt(10, "worker-group restarts after a failure (a lost node, a crash), each from the last "
+                            "checkpoint; spot nodes vanish without notice, so the default allows many (-1 = no limit)")
+    max_preemption_failures: int = opt(-1, "restarts after a node drained with notice (preemption), counted apart "
+                                       "from --max-failures (-1 = no limit)")
+    checkpoint_upload: str = opt("async", "checkpoint upload to --results: async (in the background, training goes "
+                                 "on) or sync (each epoch waits for it)", choices=("async", "sync"))
     image_every: int = opt(10, "TensorBoard: log a validation slice overlay every K epochs (0 = never)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
 
@@ -210,7 +235,9 @@ class TrainConfig:
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
         _check_choices(self)
-        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "max_failures", "seed",
+        for name in ("max_failures", "max_preemption_failures"):
+            _check(getattr(self, name) >= -1, name, "must be >= 0, or -1 for no limit")
+        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "seed",
                      "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("workers", "cpus_per_worker", "dali_threads", "batch_size", "val_batch_size", "nvol",
