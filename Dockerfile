@@ -1,28 +1,29 @@
-# The image every cluster node runs (cluster.yaml's docker.image). Build and push it to your registry:
-#   docker build -t <registry>/nnunet-ray:0.1.0 . && docker push <registry>/nnunet-ray:0.1.0
-# CUDA 12 runtime: PyPI's torch wheels bundle their CUDA libraries, DALI is nvidia-dali-cuda120.
-FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+# The image every cluster node runs (cluster.yaml's docker.image). Build it with `make docker`
+# (IMAGE=<registry>/nnunet-ray:<tag>), then `docker push` it to a registry the cluster can pull from.
+#
+# Base: Ray's own GPU image for the Ray and Python versions the project pins (ray==2.60.0 in constraints.txt,
+# Python 3.11), so the cluster launcher, the Jobs server and the workers all run the same Ray. It already runs as
+# the non-root user `ray` with Python in /home/ray/anaconda3; the CUDA 12 libraries torch and DALI need come with
+# their PyPI wheels (torch, nvidia-dali-cuda120).
+ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-gpu
+FROM ${RAY_IMAGE}
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1
 
-# python3.11 for the pinned wheels; rsync/openssh for `ray up` file mounts; tini reaps Ray's processes.
-RUN apt-get update && apt-get install -y --no-install-recommends \
-        python3.11 python3.11-venv rsync openssh-client tini ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3.11 -m venv /opt/venv
+USER ray
+WORKDIR /home/ray/nnunet_ray
 
-WORKDIR /opt/nnunet_ray
-# Dependencies first (cached layer), then the code.
-COPY pyproject.toml constraints.txt README.md ./
-COPY nnunet_ray/__init__.py nnunet_ray/__init__.py
-RUN pip install -c constraints.txt -e .
-COPY nnunet_ray nnunet_ray
-COPY scripts scripts
+# Dependencies first (a cached layer as long as the pins do not change), then the code.
+COPY --chown=ray:users pyproject.toml constraints.txt README.md ./
+COPY --chown=ray:users nnunet_ray/__init__.py nnunet_ray/__init__.py
+RUN pip install -c constraints.txt . && pip uninstall -y nnunet-ray
+COPY --chown=ray:users nnunet_ray nnunet_ray
+COPY --chown=ray:users scripts scripts
+# Exact pins (DALI included), and the image's Ray must be the pinned one: a mismatch fails the build here,
+# not later as a cluster whose nodes disagree.
+RUN pip install --no-deps -c constraints.txt . \
+    && test "$(python -c 'import ray; print(ray.__version__)')" = "$(sed -n 's/^ray==//p' constraints.txt)" \
+    && python -c "import nnunet_ray.cli, nvidia.dali, torch, pyarrow.fs"
 
-# Ray's docker integration runs commands inside this container; the results root is mounted or on s3/gs.
-ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["bash"]

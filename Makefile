@@ -4,8 +4,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_data
 PYTEST_ARGS ?=
+IMAGE ?= nnunet-ray:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install test demo bench gpu-check lint clean
+.PHONY: install test demo bench gpu-check lint clean docker
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +22,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py --workdir $(DEMO_DIR)
 
 bench: $(STAMP)
-	for mode in preprocess loader step train cv; do $(PY) scripts/benchmark.py --mode $$mode || exit 1; done
+	for mode in preprocess loader step train predict cv; do $(PY) scripts/benchmark.py --mode $$mode || exit 1; done
 
 # The GPU paths (AMP training, DALI on GPU, NCCL DDP, Task01 benchmark, prediction); CPU smoke path without CUDA.
 gpu-check: $(STAMP)
@@ -29,6 +30,10 @@ gpu-check: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m compileall -q nnunet_ray jobs scripts tests
+
+# The cluster image (Dockerfile); needs a Docker engine, so not part of `make test`.
+docker:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

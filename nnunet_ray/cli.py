@@ -1,12 +1,16 @@
 """`nnunet-ray <command>`: one subcommand per pipeline stage, flags generated from the typed configs.
 
     nnunet-ray synth --out data/Task99_Synth
+    nnunet-ray download --task 04 --out data
     nnunet-ray plan --data data/Task99_Synth --dim 3 --print
     nnunet-ray preprocess --data data/Task99_Synth --results pre --dim 3
     nnunet-ray train --data pre/Task99_Synth/3d --results results --fold 0 --workers 2
     nnunet-ray cv --data data/Task99_Synth --results results --dims 3 --folds 0-4 --name five_fold
     nnunet-ray tune --data pre/Task99_Synth/3d --results results --learning-rate loguniform:1e-4:1e-2 \
         --patch-size 64,64,64 96,96,96 --num-samples 8
+    nnunet-ray predict --models results --input data/Task99_Synth --out preds --tta
+    nnunet-ray evaluate --preds preds --labels data/Task99_Synth/labelsTs
+    nnunet-ray evaluate --cv results --data data/Task99_Synth
 
 Every flag is the kebab-case name of a config field (``--learning-rate``); the reference's snake_case spelling
 (``--learning_rate``) is accepted as an alias, as are a few of its names where ours differ (``--num_workers`` is
@@ -24,8 +28,8 @@ import sys
 import typing
 from typing import Any, Callable
 
-from nnunet_ray.config import (ConfigError, CVConfig, PlanConfig, PreprocessConfig, RunError, SynthConfig,
-                               TrainConfig, TuneConfig, flag_name)
+from nnunet_ray.config import (ConfigError, CVConfig, DownloadConfig, EvaluateConfig, PlanConfig, PredictConfig,
+                               PreprocessConfig, RunError, SynthConfig, TrainConfig, TuneConfig, flag_name)
 from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.planning.schema import PlansError
 
@@ -133,6 +137,17 @@ def cmd_synth(cfg: SynthConfig) -> int:
     return 0
 
 
+def cmd_download(cfg: DownloadConfig) -> int:
+    from nnunet_ray.data.download import DownloadError, download_task
+    try:
+        for task in cfg.task:
+            print(download_task(task, cfg.out, mirror=cfg.mirror, keep_archive=cfg.keep_archive,
+                                progress=lambda line: print(line, flush=True)))
+    except DownloadError as err:
+        raise RunError(str(err)) from err
+    return 0
+
+
 def cmd_plan(cfg: PlanConfig) -> int:
     from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.distributed.preprocess import plan_dataset
@@ -175,13 +190,35 @@ def cmd_tune(cfg: TuneConfig) -> int:
     return 0
 
 
+def cmd_predict(cfg: PredictConfig) -> int:
+    from nnunet_ray.distributed.predict import predict_folder
+    summary = predict_folder(cfg)
+    print(summary.line())
+    return 0 if summary.ok else 1
+
+
+def cmd_evaluate(cfg: EvaluateConfig) -> int:
+    if cfg.cv:
+        from nnunet_ray.distributed.cv_eval import cv_table, evaluate_cv
+        print(cv_table(evaluate_cv(cfg)))
+        return 0
+    from nnunet_ray.evaluation.report import evaluate_folders, summary_table
+    summary = evaluate_folders(cfg.preds, cfg.labels, tolerance=cfg.nsd_tolerance, out=cfg.out, progress=print)
+    print(summary_table(summary))
+    print(f"summary.json and summary.csv are in {cfg.out or cfg.preds}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "synth": (SynthConfig, cmd_synth, "write a synthetic MSD-format task (the demo and test data)"),
+    "download": (DownloadConfig, cmd_download, "fetch MSD tasks from their public mirror (resumable, verified)"),
     "plan": (PlanConfig, cmd_plan, "fingerprint a dataset and write plans.json"),
     "preprocess": (PreprocessConfig, cmd_preprocess, "crop, resample and normalise every case on Ray Data"),
     "train": (TrainConfig, cmd_train, "train one fold with Ray Train (DDP, AMP, checkpoints)"),
     "cv": (CVConfig, cmd_cv, "cross-validate: every fold x dim a Ray Tune trial, then a summary over folds"),
     "tune": (TuneConfig, cmd_tune, "sweep learning rate, patch size or any training option on Ray Tune (ASHA)"),
+    "predict": (PredictConfig, cmd_predict, "ensemble prediction on a Ray actor pool, NIfTI in the input geometry"),
+    "evaluate": (EvaluateConfig, cmd_evaluate, "Dice, HD95 and normalised surface Dice against reference labels"),
 }
 
 

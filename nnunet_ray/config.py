@@ -69,7 +69,7 @@ class SynthConfig:
 
     out: str = opt("", "folder to create the task in (its name becomes the dataset name)")
     cases: int = opt(10, "number of training cases")
-    test: int = opt(2, "number of test cases (imagesTs, no labels)")
+    test: int = opt(2, "number of test cases (imagesTs; their ground truth goes to labelsTs)")
     modalities: int = opt(1, "image channels; >1 writes 4D NIfTI like MSD BraTS")
     ct: bool = opt(False, "CT-like intensities (Hounsfield units, modality 'CT')")
     size: int = opt(64, "approximate edge length of a volume in voxels")
@@ -81,6 +81,26 @@ class SynthConfig:
         _check(self.test >= 0, "test", "must be >= 0")
         _check(self.modalities >= 1, "modalities", "must be >= 1")
         _check(self.size >= 16, "size", "must be >= 16")
+        return self
+
+
+MSD_MIRROR = "https://msd-for-monai.s3-us-west-2.amazonaws.com"  # the MSD tasks' public mirror (as MONAI's)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """`nnunet-ray download`: fetch Medical Segmentation Decathlon tasks, verify them and extract them."""
+
+    task: tuple[int, ...] = opt((), "MSD task numbers, e.g. --task 01 04 (1-10)")
+    out: str = opt("", "folder to extract into; each task becomes OUT/TaskNN_Name/ (the dataset layout)")
+    mirror: str = opt(MSD_MIRROR, "base URL of the mirror holding TaskNN_Name.tar")
+    keep_archive: bool = opt(False, "keep the verified .tar after extracting it")
+
+    def validate(self) -> "DownloadConfig":
+        _check(bool(self.task), "task", "is required")
+        _check(all(1 <= t <= 10 for t in self.task), "task", "MSD tasks are 1-10")
+        _check(bool(self.out), "out", "is required")
+        _check(self.mirror.startswith(("http://", "https://")), "mirror", "must be an http(s) URL")
         return self
 
 
@@ -204,7 +224,12 @@ class TrainConfig:
     seed: int = opt(1, "random seed (model init, DALI readers and augmentations)")
     # --- checkpoints, logging, failures
     resume_training: bool = opt(False, "continue the run of the same name from its last checkpoint")
-    max_failures: int = opt(3, "worker-group restarts allowed; each resumes from the last checkpoint")
+    max_failures: int = opt(10, "worker-group restarts after a failure (a lost node, a crash), each from the last "
+                            "checkpoint; spot nodes vanish without notice, so the default allows many (-1 = no limit)")
+    max_preemption_failures: int = opt(-1, "restarts after a node drained with notice (preemption), counted apart "
+                                       "from --max-failures (-1 = no limit)")
+    checkpoint_upload: str = opt("async", "checkpoint upload to --results: async (in the background, training goes "
+                                 "on) or sync (each epoch waits for it)", choices=("async", "sync"))
     image_every: int = opt(10, "TensorBoard: log a validation slice overlay every K epochs (0 = never)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
 
@@ -212,7 +237,9 @@ class TrainConfig:
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
         _check_choices(self)
-        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "max_failures", "seed",
+        for name in ("max_failures", "max_preemption_failures"):
+            _check(getattr(self, name) >= -1, name, "must be >= 0, or -1 for no limit")
+        for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "seed",
                      "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("workers", "cpus_per_worker", "dali_threads", "batch_size", "val_batch_size", "nvol",
@@ -332,4 +359,68 @@ class TuneConfig:
         _check(self.grace_period >= 1, "grace_period", "must be >= 1")
         _check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
         _check(self.search_seed >= 0, "search_seed", "must be >= 0")
+        return self
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """`nnunet-ray predict`: ensemble prediction of raw images on a Ray actor pool, written in the input geometry."""
+
+    models: tuple[str, ...] = opt((), "checkpoint folders, or experiment / run folders (each training run's best "
+                                  "checkpoint under them joins the ensemble: every fold, and every dim present)")
+    input: str = opt("", "images to predict: a dataset folder (its test cases) or a folder of NIfTI files")
+    out: str = opt("", "prediction folder: <case>.nii.gz label maps, predict.json (a rerun skips finished cases)")
+    tta: bool = opt(False, "flip test-time augmentation (8 passes in 3D, 4 in 2D)")
+    amp: bool = opt(False, "mixed precision: fp16 autocast on CUDA, bf16 on CPU")
+    actors: int = opt(0, "predicting actors, each holding every member (0 = one per GPU, else one per "
+                      "--cpus-per-actor CPUs)")
+    gpus_per_actor: float = opt(1.0, "GPUs per actor where the cluster has GPUs (fractions share a GPU)")
+    cpus_per_actor: int = opt(1, "CPUs per actor (its torch threads)")
+    overlap: float = opt(0.5, "sliding-window overlap")
+    blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
+    val_batch_size: int = opt(4, "sliding-window batch size (windows per forward pass)")
+    sw_device: str = opt("model", "where whole-volume accumulators live: 'model' (the model's device) or 'cpu' "
+                         "(host memory while windows run on the GPU: large CT volumes)", choices=("model", "cpu"))
+    save_probabilities: bool = opt(False, "also write <case>.npz: float16 class probabilities on the original grid")
+    postprocess: bool = opt(False, "apply the post-processing cross-validation chose (best_configuration.json of "
+                            "the --models experiment: keep the largest connected component of some classes)")
+    address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+
+    def validate(self) -> "PredictConfig":
+        _check(bool(self.models), "models", "is required (checkpoint or experiment folders)")
+        _check(bool(self.input), "input", "is required")
+        _check(bool(self.out), "out", "is required")
+        _check_choices(self)
+        _check(self.actors >= 0, "actors", "must be >= 0")
+        _check(self.gpus_per_actor > 0, "gpus_per_actor", "must be > 0")
+        _check(self.cpus_per_actor >= 1, "cpus_per_actor", "must be >= 1")
+        _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
+        _check(self.val_batch_size >= 1, "val_batch_size", "must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`nnunet-ray evaluate`: Dice, HD95 and normalised surface Dice of predictions against reference labels."""
+
+    preds: str = opt("", "folder of predicted label maps (<case>.nii.gz)")
+    labels: str = opt("", "folder of reference label maps with the same file names")
+    nsd_tolerance: float = opt(1.0, "normalised surface Dice tolerance in mm")
+    out: str = opt("", "where summary.json and summary.csv go (default: the --preds folder)")
+    # --- cross-validation in the original space (instead of --preds / --labels)
+    cv: str = opt("", "experiment folder: predict every fold's validation cases with its best checkpoint and score "
+                  "them against the raw labels (needs --data)")
+    data: str = opt("", "with --cv: the raw dataset folder the experiment was trained on")
+    tta: bool = opt(False, "with --cv: flip test-time augmentation")
+    actors: int = opt(0, "with --cv: predicting actors (0 = one per GPU, else one per CPU)")
+    address: str = opt("", "with --cv: Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+
+    def validate(self) -> "EvaluateConfig":
+        if self.cv:
+            _check(bool(self.data), "data", "is required with --cv (the raw dataset folder)")
+        else:
+            _check(bool(self.preds), "preds", "is required (or --cv EXPERIMENT)")
+            _check(bool(self.labels), "labels", "is required")
+        _check(self.nsd_tolerance > 0, "nsd_tolerance", "must be > 0")
+        _check(self.actors >= 0, "actors", "must be >= 0")
         return self

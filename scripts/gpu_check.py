@@ -10,8 +10,8 @@ Checks, in order (each reports "ok", "skipped" with the reason, or "failed" with
   benchmark   benchmark mode (timed training steps) on the Task01 BrainTumour 3D preset, batch 2, AMP: img/s next
               to the reference's 16.0 img/s on one A100 (NVIDIA nnU-Net README, PyTorch AMP, 1 GPU). Batches come
               from memory, so the figure is the model's step rate without data loading.
-  predict     one case through the best checkpoint: sliding window with flip TTA, back to the original grid,
-              written as NIfTI and read back with the input image's shape.
+  predict     `nnunet-ray predict`'s path with the best checkpoint: one raw case on the Ray actor pool (a GPU
+              actor, AMP, flip TTA), back to the original grid, written as NIfTI with the input image's shape.
 Without CUDA (or with --cpu) the same code runs on the CPU: CUDA-only checks are "skipped" and the benchmark
 uses a 32^3 patch, so CI can run this script as a smoke test of everything but the device.
 """
@@ -134,37 +134,28 @@ def check_benchmark(ctx: Context) -> dict:
 
 
 def check_predict(ctx: Context) -> dict:
+    """`nnunet-ray predict`'s path: one raw case on the Ray actor pool (one GPU actor, AMP, flip TTA), restored to
+    the input grid and written as NIfTI with the input's header."""
     if ctx.best_checkpoint is None:
         raise RuntimeError("no checkpoint: the train check did not finish")
-    from nnunet_ray.data.nifti import write_nifti
-    from nnunet_ray.inference.sliding_window import predict_volume
-    from nnunet_ray.loading.fold_data import fold_cases
-    from nnunet_ray.preprocessing.inverse import restore_prediction
-    from nnunet_ray.training.checkpoint import load_model
-    from nnunet_ray.training.validate import make_predictor
+    from nnunet_ray.config import PredictConfig
+    from nnunet_ray.data.dataset import load_dataset
+    from nnunet_ray.distributed.predict import predict_folder
 
     import nibabel as nib
-    import numpy as np
 
-    device = torch.device("cuda:0" if ctx.cuda else "cpu")
-    model, plans, _ = load_model(ctx.best_checkpoint, device=device)
-    data = _prepare_data(ctx)
-    case_id = fold_cases(data, 0)[1][0]
-    props = json.loads((data / f"{case_id}.json").read_text())
-    image = torch.from_numpy(np.load(data / f"{case_id}_x.npy"))[None].to(device)  # (1, C, Z, Y, X)
-    dtype = torch.float16 if ctx.cuda else torch.bfloat16
-    predictor = make_predictor(model, dtype=dtype, device=device, tta=True, n_spatial=len(plans.patch_size))
-    start = time.perf_counter()
-    with torch.no_grad():
-        probs = predict_volume(image, predictor, patch_size=plans.patch_size, n_classes=plans.n_classes)
-    label = restore_prediction(probs[0].cpu().numpy(), props)
-    out = ctx.work / "predictions" / f"{case_id}.nii.gz"
-    write_nifti(label, np.asarray(props["affine"]), out)
-    written = np.asarray(nib.load(str(out)).dataobj)
-    if list(written.shape[::-1]) != props["original_shape"]:
-        raise RuntimeError(f"prediction shape {written.shape} (x, y, z) is not the input's {props['original_shape']}")
-    return {"case_id": case_id, "shape_zyx": props["original_shape"], "tta": True,
-            "seconds": round(time.perf_counter() - start, 2)}
+    _prepare_data(ctx)
+    case = load_dataset(ctx.work / "raw" / "Task99_GpuCheck").training[0]
+    cfg = PredictConfig(models=(str(ctx.best_checkpoint),), input=str(case.images[0].parent),
+                        out=str(ctx.work / "predictions"), tta=True, amp=True, actors=1).validate()
+    summary = predict_folder(cfg, cases=[case])
+    if not summary.ok or summary.done != [case.case_id]:
+        raise RuntimeError(summary.line() + "; " + "; ".join(summary.failed.values()))
+    written, source = nib.load(str(summary.out_dir / f"{case.case_id}.nii.gz")), nib.load(str(case.images[0]))
+    if written.shape != source.shape[:3]:
+        raise RuntimeError(f"prediction shape {written.shape} is not the input's {source.shape[:3]}")
+    return {"case_id": case.case_id, "shape_xyz": list(written.shape), "tta": True, "amp": True,
+            "actors": summary.actors, "seconds": round(summary.seconds, 2)}
 
 
 CHECKS: dict[str, Callable[[Context], dict]] = {"train": check_train, "dali_gpu": check_dali_gpu,

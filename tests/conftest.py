@@ -55,3 +55,32 @@ def synth_task_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synth_task_multimodal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two channels per case stored as 4D NIfTI, like MSD BraTS, folder ``Task97_SynthMM`` (read-only)."""
     return _make(tmp_path_factory, "Task97_SynthMM", modalities=2)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto) on 127.0.0.1 for the whole session; yields its ``host:port``."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_server, request):
+    """A fresh, empty bucket on ``s3_server``, as an ``s3://`` results root that any Ray worker can open."""
+    import uuid
+
+    import boto3
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=f"http://{s3_server}", aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket=bucket)
+    # Credentials and endpoint travel in the URI, so Ray workers started before this fixture can open it too.
+    return f"s3://test:test@{bucket}/root?endpoint_override={s3_server}&scheme=http&region=us-east-1"

@@ -13,11 +13,12 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
-from nibabel.nifti1 import Nifti1Image
+from nibabel.nifti1 import Nifti1Header, Nifti1Image
 from nibabel.nifti2 import Nifti2Image
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
@@ -218,7 +219,8 @@ def _nifti_suffix(path: Path) -> str:
     raise ValueError(f"{path}: NIfTI file names must end in .nii.gz or .nii")
 
 
-def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: np.dtype | type = np.uint8) -> None:
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: np.dtype | type = np.uint8,
+                header: Any = None) -> None:
     """Write ``(Z, Y, X)`` (or ``(C, Z, Y, X)``, as a 4D file) back in NIfTI ``(x, y, z[, c])`` order, atomically.
 
     The file appears complete or not at all: it is written under a temporary name in the same folder, then
@@ -229,6 +231,8 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: np.
         affine: the 4x4 voxel (x, y, z) -> world mm matrix, usually ``Volume.affine`` of the input image.
         path: target ``.nii.gz`` (compressed) or ``.nii`` file; its folder is created if missing.
         dtype: stored data type (uint8 for label maps, float32 for images).
+        header: the input image's NIfTI header (:func:`read_header`); when given, the written file keeps its
+            qform/sform codes, units and pixdim (the data shape, type and scaling are the new array's).
 
     Raises:
         ValueError: wrong array rank, affine shape or file suffix.
@@ -243,7 +247,27 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: np.
         raise ValueError(f"write_nifti: affine must be 4x4, got {affine.shape}")
     # Reversing the axes gives a Fortran-ordered view, which is exactly NIfTI's on-disk order: no copy.
     data = array.transpose(tuple(range(array.ndim))[::-1]).astype(dtype, copy=False)
-    img = Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm")
+    if header is None:
+        img = Nifti1Image(data, affine)
+        img.header.set_xyzt_units("mm")
+    else:
+        source = Nifti1Header.from_header(header)
+        # The geometry goes into the header with the input's codes; passing the affine to the image instead lets
+        # nibabel replace the codes (sform "aligned", qform "unknown") whenever the header's best affine differs.
+        source.set_qform(affine, code=int(source["qform_code"]))
+        source.set_sform(affine, code=int(source["sform_code"]))
+        img = Nifti1Image(data, None, header=source)
+        img.header.set_data_dtype(dtype)
+        img.header.set_slope_inter(1.0, 0.0)  # class indices are stored as they are, whatever the input's scaling
     with atomic_path(path) as tmp:  # the temporary name ends with the real one: nibabel sees the suffix
         nib.save(img, tmp)
+
+
+def read_header(path: str | Path) -> Any:
+    """The NIfTI header of ``path`` (reads the header only), to write a prediction with the input's geometry.
+
+    Raises:
+        OSError, nibabel's ImageFileError: the file is missing or unreadable (read the image first: reading
+            reports that as a one-line ``CaseError``).
+    """
+    return nib.load(str(path)).header

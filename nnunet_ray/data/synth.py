@@ -1,6 +1,7 @@
 """Deterministic synthetic segmentation tasks in MSD v1 layout, for demos and tests.
 
-``nnunet-ray synth --out /tmp/Task99_Synth`` writes ``imagesTr``, ``labelsTr``, ``imagesTs`` and ``dataset.json``.
+``nnunet-ray synth --out /tmp/Task99_Synth`` writes ``imagesTr``, ``labelsTr``, ``imagesTs``, ``dataset.json`` and,
+for ``nnunet-ray evaluate``, the test cases' ground truth in ``labelsTs``.
 Each case is a "body" (an elliptic cylinder; voxels outside it are exactly 0, and the first and last one or two
 slices are empty, so crop-to-nonzero has something to crop on every axis) holding three classes:
 
@@ -165,7 +166,8 @@ def _dataset_json(cfg: SynthConfig, name: str, training: list[dict], test: list[
 def make_synthetic_task(cfg: SynthConfig) -> Path:
     """Write a synthetic MSD v1 task folder at ``cfg.out``; its folder name is the dataset name.
 
-    Training cases are ``synth_000``..., test cases (images only, in imagesTs) continue the numbering.
+    Training cases are ``synth_000``..., test cases (imagesTs, listed without labels; their ground truth goes to
+    labelsTs) continue the numbering.
     Images are float32 (4D ``(x, y, z, c)`` NIfTI when ``cfg.modalities > 1``), labels uint8. dataset.json is
     written last, so a folder holding one is complete. Rewriting with the same config gives identical arrays.
 
@@ -190,7 +192,8 @@ def make_synthetic_task(cfg: SynthConfig) -> Path:
         if index < cfg.cases:
             write_nifti(label, affine, root / "labelsTr" / f"{case_id}.nii.gz", dtype=np.uint8)
             training.append({"image": f"./imagesTr/{case_id}.nii.gz", "label": f"./labelsTr/{case_id}.nii.gz"})
-        else:
+        else:  # held-out ground truth: not listed in dataset.json (MSD lists test images only), for evaluation
+            write_nifti(label, affine, root / "labelsTs" / f"{case_id}.nii.gz", dtype=np.uint8)
             test.append(f"./imagesTs/{case_id}.nii.gz")
     (root / "imagesTs").mkdir(parents=True, exist_ok=True)  # MSD layout has it even with no test cases
     meta = _dataset_json(cfg, root.name, training, test)

@@ -118,3 +118,8 @@ def cluster_cpus() -> int:
 def cluster_gpus() -> int:
     """Total GPUs Ray sees in the cluster (all nodes)."""
     return int(ray.cluster_resources().get("GPU", 0))
+
+
+def node_memory() -> list[int]:
+    """Schedulable memory of each alive node, in bytes (Ray's ``memory`` resource)."""
+    return [int(node["Resources"].get("memory", 0)) for node in ray.nodes() if node.get("Alive")]

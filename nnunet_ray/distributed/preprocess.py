@@ -2,7 +2,12 @@
 
     nnunet-ray plan --data RAW_DIR --dim 3 --results PRE_ROOT
     nnunet-ray preprocess --data RAW_DIR --results PRE_ROOT --dim 3
+    nnunet-ray preprocess --data /mnt/shared/Task04_Hippocampus --results s3://bucket/pre --dim 3
 
+The results root may be a shared path or a URI: every actor writes there, wherever it runs (``locations``), and a
+probe checks first that every node reads ``--data`` and writes ``--results``. Actors reserve the memory the largest
+case needs, and the pool grows with the cluster (Ray Data's autoscaling actor pool) instead of being sized by the CPUs
+present when the call starts.
 Each case is one row; the pure per-case functions (``case_fingerprint``, ``preprocess_case``) never raise for a
 bad case, they return an ``error``, so one corrupt file never aborts the dataset (Ray Data would otherwise fail the
 whole run, or silently drop the block with ``max_errored_blocks``).
@@ -22,15 +27,16 @@ import ray
 import ray.data
 
 from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig
-from nnunet_ray.data.atomic import save_json
-from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids, write_splits
+from nnunet_ray.data import storage
+from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
-from nnunet_ray.distributed.cluster import cluster_cpus, init_ray
+from nnunet_ray.distributed.cluster import cluster_cpus, init_ray, node_memory
+from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, RawData, case_memory_bytes, case_writer,
+                                              open_raw_dataset, read_plans, write_plans, write_splits)
+from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans
-from nnunet_ray.planning.schema import Plans, load_plans, save_plans
-from nnunet_ray.preprocessing.case import preprocess_case
+from nnunet_ray.planning.schema import Plans, PlansNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ logger = logging.getLogger(__name__)
 class PreprocessSummary:
     """What one preprocessing run did; ``failed`` maps case id to its one-line error."""
 
-    out_dir: Path
+    out_dir: Path | str  # a str when the results root is a URI
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -51,18 +57,19 @@ class PreprocessSummary:
 
     def line(self) -> str:
         return (f"{len(self.done)} preprocessed, {len(self.skipped)} already done, {len(self.failed)} failed "
-                f"in {self.seconds:.1f} s -> {self.out_dir}")
+                f"in {self.seconds:.1f} s -> {storage.display(self.out_dir)}")
 
 
-def _case_to_row(case: CaseFiles) -> dict[str, Any]:
-    # Arrow rows: plain strings only ("" = no label) so blocks of train and test cases share one schema.
-    return {"case_id": case.case_id, "images": [str(p) for p in case.images],
-            "label": str(case.label) if case.label else ""}
+def _case_to_row(case: CaseFiles, root: Path) -> dict[str, Any]:
+    # Arrow rows: plain strings only ("" = no label) so blocks of train and test cases share one schema. Paths are
+    # relative to the dataset folder: a staged copy sits in a different folder on each node.
+    return {"case_id": case.case_id, "images": [str(p.relative_to(root)) for p in case.images],
+            "label": str(case.label.relative_to(root)) if case.label else ""}
 
 
-def _row_to_case(row: dict[str, Any]) -> CaseFiles:
-    return CaseFiles(case_id=row["case_id"], images=tuple(Path(p) for p in row["images"]),
-                     label=Path(row["label"]) if row["label"] else None)
+def _row_to_case(row: dict[str, Any], root: Path) -> CaseFiles:
+    return CaseFiles(case_id=row["case_id"], images=tuple(root / p for p in row["images"]),
+                     label=root / row["label"] if row["label"] else None)
 
 
 class _CaseMapper:
@@ -72,34 +79,61 @@ class _CaseMapper:
     idles between cases (per-task scheduling left ~30 % of two CPUs idle on sub-second cases).
     """
 
-    def __init__(self, fn: Callable[[CaseFiles], dict]):
+    def __init__(self, fn: Callable[[CaseFiles], dict], raw: RawData):
         self.fn = fn
+        self.root = raw.local_root()  # a raw dataset on a URI: staged once per node
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        record = self.fn(_row_to_case(row))
+        record = self.fn(_row_to_case(row, self.root))
         return {k: ("" if v is None else v) for k, v in record.items()}
 
 
-def _map_cases(cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
-               num_workers: int) -> Iterator[dict[str, Any]]:
-    """Run ``fn`` on every case with Ray Data, one case per block, on ``num_workers`` actors (0 = one per CPU)."""
-    workers = min(num_workers or max(1, cluster_cpus()), max(1, len(cases)))
-    dataset = ray.data.from_items([_case_to_row(c) for c in cases], override_num_blocks=max(1, len(cases)))
+def actor_pool(num_workers: int, n_cases: int, memory: int | None = None) -> ray.data.ActorPoolStrategy:
+    """A fixed pool of ``num_workers`` actors, or (0) one that grows with the cluster.
+
+    The autoscaling pool starts with as many actors as the cluster's CPUs and memory hold now, and grows up to one
+    actor per case: Ray Data adds actors while cases wait and the cluster (or its autoscaler) has room for them,
+    so nodes that join mid-run are used.
+    """
+    cases = max(1, n_cases)
+    if num_workers:
+        return ray.data.ActorPoolStrategy(size=min(num_workers, cases))
+    fit = sum(m // memory for m in node_memory()) if memory else cases
+    initial = max(1, min(cluster_cpus(), fit, cases))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(cases, initial), initial_size=initial)
+
+
+def _map_cases(dataset: DatasetInfo, raw: RawData, cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
+               num_workers: int, memory: int | None = None) -> Iterator[dict[str, Any]]:
+    """Run ``fn`` on every case with Ray Data, one case per block, each actor reserving ``memory`` bytes.
+
+    ``memory`` is capped at the largest node's, so a huge estimate still runs (one actor per node) instead of
+    waiting forever for a node that does not exist.
+    """
+    if memory:
+        memory = min(memory, max(node_memory(), default=memory))
+    rows = ray.data.from_items([_case_to_row(c, dataset.root) for c in cases], override_num_blocks=max(1, len(cases)))
     # max_restarts=0: Ray Data passes its actors' constructor arguments through the object store, and Ray logs an
     # error line per actor when such an actor may restart, because its restart would fail if they were lost
     # (ray-project/ray#53727). A crashed case worker fails the run instead; a rerun skips the finished cases.
     # Ray 2.60 has no named parameter for it yet (the kwargs route is deprecated for 2.64; Ray is pinned < 2.61).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        mapped = dataset.map(_CaseMapper, fn_constructor_args=(fn,), num_cpus=1, max_restarts=0,
-                             compute=ray.data.ActorPoolStrategy(size=workers))
+        mapped = rows.map(_CaseMapper, fn_constructor_args=(fn, raw), num_cpus=1, memory=memory, max_restarts=0,
+                          compute=actor_pool(num_workers, len(cases), memory))
     yield from mapped.iter_rows()
 
 
-def output_dir(results: str | Path, dataset: DatasetInfo, dim: int, exec_mode: str = "training") -> Path:
-    """``RESULTS/<dataset>/<dim>d`` for training cases; ``.../val`` or ``.../test`` for the other modes."""
-    base = Path(results).expanduser().resolve() / dataset.name / f"{dim}d"
-    return base if exec_mode == "training" else base / exec_mode
+def output_dir(results: str, dataset: DatasetInfo, dim: int, exec_mode: str = "training") -> str:
+    """``RESULTS/<dataset>/<dim>d`` for training cases, ``.../val`` or ``.../test`` for the others (path or URI)."""
+    base = storage.join(storage.absolute(results), dataset.name, f"{dim}d")
+    return base if exec_mode == "training" else storage.join(base, exec_mode)
+
+
+def _probe(data: str, results: str) -> None:
+    """Every node must read the raw dataset.json and write (and see the driver's writes in) the results root."""
+    probe_storage(readable={"data": storage.join(storage.absolute(data), "dataset.json")},
+                  results=storage.absolute(results))
 
 
 def plan_dataset(cfg: PlanConfig) -> Plans:
@@ -109,9 +143,11 @@ def plan_dataset(cfg: PlanConfig) -> Plans:
         The plans.
     """
     cfg.validate()
-    dataset = load_dataset(cfg.data)
+    dataset, raw = open_raw_dataset(cfg.data)
     init_ray(cfg.address)
-    records = list(_map_cases(dataset.training, case_fingerprint, num_workers=0))
+    if cfg.results:
+        _probe(cfg.data, cfg.results)
+    records = list(_map_cases(dataset, raw, dataset.training, case_fingerprint, num_workers=0))
     for record in records:
         if record.get("error"):
             logger.warning("%s (left out of the fingerprint)", record["error"])
@@ -120,20 +156,21 @@ def plan_dataset(cfg: PlanConfig) -> Plans:
                        memory_budget_mvox=cfg.memory_budget_mvox)
     if cfg.results:
         out = output_dir(cfg.results, dataset, cfg.dim)
-        save_json(out / "fingerprint.json", fingerprint)
-        save_plans(out, plans)
+        storage.write_json(storage.join(out, FINGERPRINT_FILE), fingerprint)
+        write_plans(out, plans)
     return plans
 
 
 def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> Plans:
     plans_dir = output_dir(cfg.results, dataset, cfg.dim)
-    if (plans_dir / "plans.json").exists():
-        plans = load_plans(plans_dir)  # reuse: a rerun must keep the hash the finished cases were written with
-        save_plans(plans_dir, plans)  # the same content, in the current format when the file was older
-        return plans
-    logger.info("planning %s (%dd) ...", dataset.name, cfg.dim)
-    return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
-                                   max_depth=cfg.max_depth, address=cfg.address))
+    try:  # reuse: a rerun must keep the hash the finished cases were written with
+        plans = read_plans(plans_dir)
+    except PlansNotFoundError:
+        logger.info("planning %s (%dd) ...", dataset.name, cfg.dim)
+        return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
+                                       max_depth=cfg.max_depth, address=cfg.address))
+    write_plans(plans_dir, plans)  # the same content, in the current format when the file was older
+    return plans
 
 
 def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
@@ -142,26 +179,26 @@ def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
     A bad case is reported on one line and left out; every other case is still written.
     """
     cfg.validate()
-    dataset = load_dataset(cfg.data)
-    imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any case is processed
+    dataset, raw = open_raw_dataset(cfg.data)
+    imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any planning or case work
     plans = _ensure_plans(cfg, dataset)  # existing plans are read (and a bad file refused) before Ray starts
     init_ray(cfg.address)
+    _probe(cfg.data, cfg.results)
     out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
     cases = dataset.test if cfg.exec_mode == "test" else dataset.training
-    summary = PreprocessSummary(out_dir=out)
+    summary = PreprocessSummary(out_dir=out if storage.is_uri(out) else Path(out))
     start = time.perf_counter()
-
-    def run(case: CaseFiles) -> dict:
-        return preprocess_case(case, plans, out, mode=cfg.exec_mode)
-
-    for index, record in enumerate(_map_cases(cases, run, num_workers=cfg.case_workers), start=1):
+    memory = case_memory_bytes(_read_fingerprint(cfg, dataset), plans)
+    run = case_writer(plans, out, cfg.exec_mode)
+    mapped = _map_cases(dataset, raw, cases, run, num_workers=cfg.case_workers, memory=memory)
+    for index, record in enumerate(mapped, start=1):
         _record(summary, record)
         if record["status"] != "failed":
             logger.info("  [%d/%d] %s %s (%.1f s)", index, len(cases), record["case_id"], record["status"],
                         record["seconds"])
     summary.seconds = time.perf_counter() - start
     if imported is not None:
-        write_splits(out / "splits.json", imported)
+        write_splits(out, imported)
     elif cfg.exec_mode == "training":
         _write_splits(out, summary, cfg.nfolds)
     return summary
@@ -186,17 +223,24 @@ def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
         (summary.done if status == "done" else summary.skipped).append(case_id)
 
 
-def _write_splits(out: Path, summary: PreprocessSummary, nfolds: int) -> None:
+def _read_fingerprint(cfg: PreprocessConfig, dataset: DatasetInfo) -> dict | None:
+    try:
+        return storage.read_json(storage.join(output_dir(cfg.results, dataset, cfg.dim), FINGERPRINT_FILE))
+    except (OSError, ValueError):  # plans written by hand or by an older version: size actors by default
+        return None
+
+
+def _write_splits(out: str, summary: PreprocessSummary, nfolds: int) -> None:
     # Folds over the cases that are actually on disk, ordered as the reference's sorted(glob("*_x.npy")).
     case_ids = sorted_case_ids(summary.done + summary.skipped)
     if len(case_ids) < nfolds:
         logger.warning("%d cases for %d folds; writing %d folds", len(case_ids), nfolds, len(case_ids))
     if len(case_ids) >= 2:
-        write_splits(out / "splits.json", kfold_splits(case_ids, n_splits=min(nfolds, len(case_ids))))
+        write_splits(out, kfold_splits(case_ids, n_splits=min(nfolds, len(case_ids))))
 
 
 def summary_json(summary: PreprocessSummary) -> str:
     """A machine-readable summary line (printed by the CLI after the human one)."""
-    return json.dumps({"out_dir": str(summary.out_dir), "done": len(summary.done),
+    return json.dumps({"out_dir": storage.display(summary.out_dir), "done": len(summary.done),
                        "skipped": len(summary.skipped), "failed": summary.failed,
                        "seconds": round(summary.seconds, 2)})

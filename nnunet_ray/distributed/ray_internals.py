@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from nnunet_ray.data import storage
+
 # ray/train/v2/_internal/constants.py::CHECKPOINT_MANAGER_SNAPSHOT_FILENAME: the controller writes it into
 # <storage_path>/<name>/ when the first checkpoint is registered and restores from it when a run of that name
 # starts again, so its presence is what "a run of this name exists (and would be resumed)" means.
@@ -25,8 +27,9 @@ REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
 
 
 def run_exists(run_dir: str | Path) -> bool:
-    """Whether Ray Train holds a checkpoint snapshot for this run folder (a new fit would resume it)."""
-    return (Path(run_dir) / SNAPSHOT_FILE).is_file()
+    """Whether Ray Train holds a checkpoint snapshot for this run folder, a path or a URI (a new fit would resume
+    it)."""
+    return storage.is_file(storage.join(run_dir, SNAPSHOT_FILE))
 
 
 def quiet_report_logs() -> None:

@@ -9,8 +9,11 @@ rank 0 attaching that epoch's checkpoint. Ray keeps the best checkpoint by valid
 latest; after a worker failure the group restarts (``--max-failures``) from ``ray.train.get_checkpoint()``.
 
 The run lives in ``<results>/<name>/`` (Ray's storage_path / run name): ``epoch_NNNN/`` checkpoints,
-``metrics.jsonl``, ``tensorboard/``, ``summary.json``. Ray resumes any run whose name already has a snapshot, so
-a finished run is only continued with ``--resume-training``; otherwise ``train_fold`` refuses with a message.
+``metrics.jsonl``, ``tensorboard/``, ``summary.json``; ``--results`` and ``--data`` may be cloud URIs
+(``run_storage``: checkpoints through Ray's storage, logs mirrored by rank 0, data staged once per node), and a
+probe checks every node can reach both before the workers start. Ray resumes any run whose name already has a
+snapshot, so a finished run is only continued with ``--resume-training``; otherwise ``train_fold`` refuses with a
+message.
 """
 
 from __future__ import annotations
@@ -27,14 +30,18 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
-from nnunet_ray.data.atomic import save_json
+from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
+from nnunet_ray.distributed.locations import PLANS_FILE, fold_case_ids, read_plans
+from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.distributed.ray_internals import KILL_DELAY_S, quiet_report_logs, run_exists
-from nnunet_ray.loading.fold_data import check_fold_arrays, fold_cases, fold_loaders
+from nnunet_ray.distributed.run_storage import (LogMirror, epoch_reporter, location_of, resume_view, stage_key,
+                                                staged_config, storage_location)
+from nnunet_ray.loading.fold_data import check_fold_arrays, fold_loaders
 from nnunet_ray.planning.schema import PatchSizeError, Plans, PlansError, load_plans, with_patch_size
 from nnunet_ray.training.best import BEST_METRIC, CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.training.checkpoint import load_checkpoint
@@ -55,9 +62,10 @@ def train_worker(config: dict) -> dict:
     """Ray Train worker function: train (or benchmark) one fold on this rank; rank 0's return is the result.
 
     Args:
-        config: {"cfg": asdict(TrainConfig), "run_dir": str, optional "kill_at_epoch": int, "kill_marker": str}.
+        config: {"cfg": asdict(TrainConfig), "run_dir": path or URI, "stage_key": str, optional
+            "kill_at_epoch": int, "kill_marker": str}.
     """
-    cfg = from_dict(TrainConfig, config["cfg"])
+    cfg = staged_config(from_dict(TrainConfig, config["cfg"]), config["stage_key"])  # --data on a URI: local copy
     quiet_report_logs()
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -75,11 +83,21 @@ def train_worker(config: dict) -> dict:
     if cfg.benchmark:
         return benchmark(cfg, plans, train_data=loader, device=device, world_size=world_size, rank=rank,
                          prepare=prepare)  # the driver writes perf.json
-    # [3] ray.train.report once per epoch with rank 0's checkpoint (inside fit, through _report).
-    return fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
-               device=device, rank=rank, world_size=world_size, prepare=prepare, report=FiniteScoreReport(resume),
-               resume=resume,
-               log_dir=config["run_dir"] if rank == 0 else None, epoch_hook=_fault_hook(config, rank, world_size))
+    # [3] ray.train.report once per epoch with rank 0's checkpoint (inside fit, through epoch_reporter), with the
+    # finite score Tune schedules on.
+    mirror = LogMirror(config["run_dir"]) if rank == 0 else None
+    if mirror is not None:
+        mirror.pull()
+    try:
+        return fit(cfg, plans, train_data=loader, val_data=val_data,
+                   steps_per_epoch=cfg.train_batches or len(loader), device=device, rank=rank,
+                   world_size=world_size, prepare=prepare,
+                   report=FiniteScoreReport(resume, epoch_reporter(mirror, cfg.checkpoint_upload)),
+                   resume=resume, log_dir=mirror.local_dir if mirror else None,
+                   epoch_hook=_fault_hook(config, rank, world_size))
+    finally:
+        if mirror is not None:
+            mirror.close()
 
 
 def _restored_checkpoint() -> dict | None:
@@ -91,28 +109,22 @@ def _restored_checkpoint() -> dict | None:
         return load_checkpoint(directory)
 
 
-def _report(metrics: dict, checkpoint_dir: Path | None) -> None:
-    """``fit``'s report callback: a barrier over ranks; Ray copies rank 0's checkpoint into storage."""
-    checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
-    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
-
-
 SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice, finite at every report
 
 
 class FiniteScoreReport:
-    """``fit``'s report callback with ``score`` added: the last finite validation mean Dice (0 before the first).
+    """A ``fit`` report callback with ``score`` added: the last finite validation mean Dice (0 before the first).
 
     Epochs whose validation is skipped (``--val-every``) record NaN Dice; a scheduler (ASHA) comparing trials must
     never see NaN, so ``score`` carries the last validated value forward (after a restart: the checkpoint epoch's
-    Dice, else the run's best so far).
+    Dice, else the run's best so far). ``sink`` receives the metrics (``epoch_reporter``'s callback, or a test's).
     """
 
-    def __init__(self, resume: dict | None = None, sink: Callable[[dict, Path | None], None] | None = None) -> None:
+    def __init__(self, resume: dict | None, sink: Callable[[dict, Path | None], None]) -> None:
         progress = (resume or {}).get("progress") or {}
         candidates = [progress.get("metrics", {}).get(BEST_METRIC), progress.get("best_dice"), 0.0]
         self.score = next(float(v) for v in candidates if v is not None and math.isfinite(v))
-        self.sink = sink or _report  # where the metrics go: ray.train.report, or a test's list
+        self.sink = sink
 
     def __call__(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         dice = metrics.get(BEST_METRIC)
@@ -140,16 +152,17 @@ def _fault_hook(config: dict, rank: int, world_size: int):
 # ----------------------------------------------------------------------------------------------- driver side
 
 def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (), driver_cpus: float = 0.0,
-                  worker_faults: dict | None = None) -> TorchTrainer:
+                  plans: Plans | None = None, worker_faults: dict | None = None) -> TorchTrainer:
     """The ``TorchTrainer`` for one fold (Tune drivers pass ``callbacks=[TuneReportCallback()]``; fault-injection
     tests pass ``worker_faults={"kill_at_epoch": E, "kill_marker": path}``).
 
     ``driver_cpus``: CPUs a Tune driver holds for this run; the workers ask for that much less in total, so a
     trial's footprint stays ``workers x cpus_per_worker`` and concurrency can be computed from it.
     """
-    storage = str(Path(cfg.results).resolve())
-    loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": str(Path(storage) / name),
-                                   **(worker_faults or {})}
+    storage_path, storage_filesystem = storage_location(cfg.results)
+    plans = plans if plans is not None else read_plans(cfg.data)
+    loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": storage.join(cfg.results, name),
+                                   "stage_key": stage_key(plans, cfg.dim), **(worker_faults or {})}
     resources = {"CPU": cfg.cpus_per_worker - driver_cpus / cfg.world_size, **({"GPU": 1} if cfg.gpus > 0 else {})}
     return TorchTrainer(
         train_worker,
@@ -158,10 +171,11 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
         scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.gpus > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=name, storage_path=storage, callbacks=list(callbacks),
+            name=name, storage_path=storage_path, storage_filesystem=storage_filesystem, callbacks=list(callbacks),
             # Rank 0 prints one line per epoch itself; Ray's per-report INFO lines would repeat it per worker.
             logging_config=LoggingConfig(log_level="WARNING"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.max_failures,
+                                         max_preemption_failures=cfg.max_preemption_failures),
             # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                                                checkpoint_score_order=SCORE_ORDER)),
@@ -183,36 +197,39 @@ def fold_plans(cfg: TrainConfig, plans: Plans) -> Plans:
         raise ConfigError(f"{flag_name('patch_size')}: {err}") from err
 
 
-def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, Path]:
+def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, str]:
     """Validate the options against the data; returns (the config with absolute paths, run name, run dir).
 
-    Paths are made absolute here because Ray workers do not share the driver's working directory.
+    Paths are made absolute here because Ray workers do not share the driver's working directory; ``--data`` and
+    ``--results`` may also be URIs (the run dir is then a URI too).
 
     Raises:
         ConfigError: naming the flag to fix (data, dim, fold, workers, patch size).
     """
     cfg.validate()
-    if "://" in cfg.results:
-        raise ConfigError(f"{flag_name('results')}: {cfg.results} is a URI; training writes its logs with plain "
-                          "file I/O, so give a local or shared-filesystem path")
+    cfg = dataclasses.replace(cfg, data=storage.absolute(cfg.data), results=storage.absolute(cfg.results))
     try:
-        plans = load_plans(cfg.data)
+        plans = read_plans(cfg.data)
     except PlansError as err:
         raise ConfigError(f"{flag_name('data')}: {err}") from err
     if plans.dim != cfg.dim:
-        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {cfg.data} holds {plans.dim}d plans")
+        raise ConfigError(f"{flag_name('dim')}: {cfg.dim} but {storage.display(cfg.data)} holds {plans.dim}d plans")
     fold_plans(cfg, plans)
-    train_ids, _ = fold_cases(cfg.data, cfg.fold)
-    check_fold_arrays(cfg.data, cfg.fold, plans)
+    train_ids, val_ids = fold_case_ids(cfg.data, cfg.fold)
+    check_fold_arrays(cfg.data, cfg.fold, plans, case_ids=[*train_ids, *val_ids])
     if len(train_ids) < cfg.world_size:
         raise ConfigError(f"{flag_name('workers')}: {cfg.world_size} workers but fold {cfg.fold} has only "
                           f"{len(train_ids)} training cases")
-    cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve()), results=str(Path(cfg.results).resolve()))
     name = run_name(cfg, plans)
-    return cfg, name, Path(cfg.results) / name
+    return cfg, name, storage.join(cfg.results, name)
 
 
-def _fit(trainer: TorchTrainer, cfg: TrainConfig, run_dir: Path) -> ray.train.Result:
+def _probe(cfg: TrainConfig) -> None:
+    """Every node must read ``--data`` and write ``--results`` before any worker starts (after ``init_ray``)."""
+    probe_storage(readable={"data": storage.join(cfg.data, PLANS_FILE)}, results=cfg.results)
+
+
+def _fit(trainer: TorchTrainer, cfg: TrainConfig, run_dir: str) -> ray.train.Result:
     """``trainer.fit()``, turning a run that failed for good into one line: the cause and where its logs are."""
     try:
         return trainer.fit()
@@ -220,7 +237,7 @@ def _fit(trainer: TorchTrainer, cfg: TrainConfig, run_dir: Path) -> ray.train.Re
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         cause = lines[-1] if lines else type(err).__name__
         raise RunError(f"training failed (after up to {cfg.max_failures} restarts): {cause}; "
-                       f"run folder {run_dir}") from err
+                       f"run folder {storage.display(run_dir)}") from err
 
 
 def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
@@ -247,20 +264,22 @@ def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
     cfg, name, run_dir = prepare_fold(cfg)
     exists = run_exists(run_dir)
     if exists and not cfg.resume_training:
-        raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in {run_dir.parent}; "
+        raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in "
+                          f"{storage.display(cfg.results)}; "
                           f"pass {flag_name('resume_training')} to continue it or {flag_name('experiment')} NEW "
                           "to start another")
     if cfg.resume_training and not exists:
         logger.info("no earlier run named %r; starting from epoch 0", name)
     if cfg.resume_training and exists:
-        # on the driver: workers would fail on the state dict
-        check_resume(cfg, fold_plans(cfg, load_plans(cfg.data)), run_dir)
+        with resume_view(run_dir) as local_run:  # on the driver: workers would fail on the state dict
+            check_resume(cfg, fold_plans(cfg, read_plans(cfg.data)), local_run)
     init_ray(cfg.address)
+    _probe(cfg)
     return fit_fold(cfg, name, run_dir, start=start, worker_faults=worker_faults)
 
 
-def fit_fold(cfg: TrainConfig, name: str, run_dir: Path, *, callbacks: Sequence[Any] = (), driver_cpus: float = 0.0,
-             start: float | None = None, worker_faults: dict | None = None) -> dict:
+def fit_fold(cfg: TrainConfig, name: str, run_dir: str | Path, *, callbacks: Sequence[Any] = (),
+             driver_cpus: float = 0.0, start: float | None = None, worker_faults: dict | None = None) -> dict:
     """Fit a prepared run (``prepare_fold``'s output) on Ray Train and write its ``summary.json``.
 
     Returns:
@@ -269,6 +288,7 @@ def fit_fold(cfg: TrainConfig, name: str, run_dir: Path, *, callbacks: Sequence[
     """
     start = time.perf_counter() if start is None else start
     started_at = time.time() - (time.perf_counter() - start)
+    run_dir = str(run_dir)
     trainer = build_trainer(cfg, name=name, callbacks=callbacks, driver_cpus=driver_cpus, worker_faults=worker_faults)
     result = _fit(trainer, cfg, run_dir)
     returned = result.return_value or {}
@@ -276,12 +296,12 @@ def fit_fold(cfg: TrainConfig, name: str, run_dir: Path, *, callbacks: Sequence[
     summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
                "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
                "stopped_early": returned.get("stopped_early"), "stop_reason": returned.get("stop_reason"),
-               "best_checkpoint": best.path if best is not None else None,
-               "last_checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
-               "metrics": str(run_dir / "metrics.jsonl"), "tensorboard": str(run_dir / "tensorboard"),
+               "best_checkpoint": location_of(cfg.results, best.path) if best is not None else None,
+               "last_checkpoint": location_of(cfg.results, result.checkpoint.path) if result.checkpoint else None,
+               "metrics": storage.join(run_dir, "metrics.jsonl"), "tensorboard": storage.join(run_dir, "tensorboard"),
                "seconds": time.perf_counter() - start, "seconds_in_worker": returned.get("seconds"),
                "started_at": started_at, "finished_at": time.time()}
-    save_json(run_dir / "summary.json", summary)
+    storage.write_json(storage.join(run_dir, "summary.json"), summary)
     return summary
 
 
@@ -299,8 +319,9 @@ def benchmark_train(cfg: TrainConfig) -> dict:
     # Benchmarks report no checkpoint, so Ray keeps no snapshot and a rerun under the same name starts afresh.
     name = f"{name}_bench_{cfg.world_size}w"
     init_ray(cfg.address)
-    perf = _fit(build_trainer(cfg, name=name), cfg, Path(cfg.results) / name).return_value
-    run_dir = Path(cfg.results).resolve() / name
-    save_json(run_dir / PERF_FILE, perf)
-    logger.info("benchmark %s: %s", name, run_dir / PERF_FILE)
+    _probe(cfg)
+    run_dir = storage.join(cfg.results, name)
+    perf = _fit(build_trainer(cfg, name=name), cfg, run_dir).return_value
+    storage.write_json(storage.join(run_dir, PERF_FILE), perf)
+    logger.info("benchmark %s: %s", name, storage.display(storage.join(run_dir, PERF_FILE)))
     return perf

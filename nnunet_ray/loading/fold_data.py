@@ -5,12 +5,13 @@ Shared by the Ray Train worker and the in-process runs (benchmarks, tests), so b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
 from nnunet_ray.config import ConfigError, TrainConfig, flag_name
+from nnunet_ray.data import storage
 from nnunet_ray.data.folds import read_splits
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import TrainLoader, train_loader
@@ -33,18 +34,23 @@ def fold_cases(data: str | Path, fold: int) -> tuple[list[str], list[str]]:
     return list(splits[fold]["train"]), list(splits[fold]["val"])
 
 
-def check_fold_arrays(data: str | Path, fold: int, plans: Plans) -> None:
+def check_fold_arrays(data: str | Path, fold: int, plans: Plans, *, case_ids: Sequence[str] | None = None) -> None:
     """Refuse a fold whose arrays were not made with ``plans`` (another preprocessing hash, or never written).
+
+    ``case_ids`` (the fold's cases) replaces reading ``<data>/splits.json`` here, for a ``data`` that is a URI.
 
     Raises:
         ConfigError: naming ``--data``, the first stale cases and the fix (rerun `nnunet-ray preprocess`).
     """
-    train_ids, val_ids = fold_cases(data, fold)
-    stale = stale_cases(Path(data), [*train_ids, *val_ids], plans.preprocessing_hash)
+    if case_ids is None:
+        train_ids, val_ids = fold_cases(data, fold)
+        case_ids = [*train_ids, *val_ids]
+    stale = stale_cases(data, case_ids, plans.preprocessing_hash)
     if stale:
+        plans_file = storage.display(storage.join(data, "plans.json"))
         shown = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
         raise ConfigError(f"{flag_name('data')}: {len(stale)} case(s) of fold {fold} ({shown}) were not preprocessed "
-                          f"with {Path(data) / 'plans.json'} (preprocessing hash {plans.preprocessing_hash}); "
+                          f"with {plans_file} (preprocessing hash {plans.preprocessing_hash}); "
                           "rerun `nnunet-ray preprocess`")
 
 

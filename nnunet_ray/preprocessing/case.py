@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_ray.data import storage
 from nnunet_ray.data.atomic import atomic_path, leftover_temporaries, save_json
 from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles
@@ -149,6 +150,27 @@ def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.nda
     return arrays, props
 
 
+def preprocess_for_prediction(case: CaseFiles, plans: Plans) -> tuple[np.ndarray, dict]:
+    """Preprocess a case's image in memory, exactly as ``preprocess_case(mode="test")`` would write it.
+
+    The prediction path: nothing is written, the label (if any) is ignored, no padding is added (the sliding
+    window pads what it needs).
+
+    Args:
+        case: the case's image files.
+        plans: the plans of the model that will predict it.
+
+    Returns:
+        (image ``(C, Z, Y, X)`` float32 on the plans' grid, properties as in ``<case>.json``: ``original_shape``,
+        ``original_spacing``, ``affine``, ``crop_box``, ``resampled_shape``, ``pad``, ``shape``).
+
+    Raises:
+        CaseError: the case is unreadable, has the wrong channel count, or an empty image.
+    """
+    arrays, props = _process(dataclasses.replace(case, label=None), plans, "test")
+    return arrays["_x.npy"], props
+
+
 def _case_files(out_dir: Path, case_id: str, *, temporary: bool) -> list[Path]:
     """The case's output files, or its temporary files (any process's, e.g. one killed mid-write)."""
     finals = [out_dir / name for name in (f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json")]
@@ -172,25 +194,29 @@ def _write(out_dir: Path, case_id: str, arrays: dict[str, np.ndarray], props: di
     save_json(out_dir / f"{case_id}.json", props, indent=None)
 
 
-def is_done(out_dir: Path, case_id: str, plans_hash: str, mode: str) -> bool:
-    """Whether ``<case>.json`` exists for this preprocessing hash and mode and its arrays are there."""
+def is_done(out_dir: str | Path, case_id: str, plans_hash: str, mode: str) -> bool:
+    """Whether ``<case>.json`` exists for this preprocessing hash and mode and its arrays are there.
+
+    Args:
+        out_dir: the preprocessed folder, a path or a URI (``s3://``...; see ``nnunet_ray.data.storage``).
+    """
     try:
-        props = json.loads((out_dir / f"{case_id}.json").read_text())
+        props = json.loads(storage.read_text(storage.join(out_dir, f"{case_id}.json")))
     except (OSError, ValueError):
         return False
     suffixes = ("_x.npy",) if mode == "test" else ("_x.npy", "_y.npy")
     return (
         props.get("plans_hash") == plans_hash
         and props.get("mode") == mode
-        and all((out_dir / f"{case_id}{s}").is_file() for s in suffixes)
+        and all(storage.is_file(storage.join(out_dir, f"{case_id}{s}")) for s in suffixes)
     )
 
 
-def stale_cases(out_dir: Path, case_ids: Iterable[str], plans_hash: str) -> list[str]:
+def stale_cases(out_dir: str | Path, case_ids: Iterable[str], plans_hash: str) -> list[str]:
     """The cases of ``case_ids`` whose ``<case>.json`` is missing, unreadable or records another preprocessing hash.
 
     Args:
-        out_dir: a preprocessed folder.
+        out_dir: a preprocessed folder, a path or a URI.
         case_ids: the cases to check.
         plans_hash: the plans' ``preprocessing_hash``.
 
@@ -200,7 +226,7 @@ def stale_cases(out_dir: Path, case_ids: Iterable[str], plans_hash: str) -> list
     stale = []
     for case_id in case_ids:
         try:
-            recorded = json.loads((Path(out_dir) / f"{case_id}.json").read_text()).get("plans_hash")
+            recorded = json.loads(storage.read_text(storage.join(out_dir, f"{case_id}.json"))).get("plans_hash")
         except (OSError, ValueError, AttributeError):
             recorded = None
         if recorded != plans_hash:

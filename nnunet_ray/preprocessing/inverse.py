@@ -46,14 +46,49 @@ def restore_prediction(probs: np.ndarray, props: dict) -> np.ndarray:
     Raises:
         ValueError: ``probs`` does not have the preprocessed shape.
     """
+    back, box = _restore_cropped(probs, props)
+    label = np.zeros(props["original_shape"], np.uint8)
+    (z0, z1), (y0, y1), (x0, x1) = box
+    label[z0:z1, y0:y1, x0:x1] = np.argmax(back, axis=0)
+    return label
+
+
+def restore_probabilities(probs: np.ndarray, props: dict) -> np.ndarray:
+    """Class probabilities on the preprocessed grid -> class probabilities on the original grid.
+
+    Each class is restored separately (unpad, linear resample to the cropped shape, the coarse axis by nearest
+    neighbour, as on the way in), so members planned at different spacings (2D and 3D) can be averaged on the
+    original grid. Outside the crop box the image was empty: background has probability 1 there.
+
+    Args:
+        probs: ``(K, Z, Y, X)`` probabilities of shape ``props["shape"]``.
+        props: the case's properties (as for :func:`restore_prediction`).
+
+    Returns:
+        ``(K, *props["original_shape"])`` float32; each voxel's classes still sum to 1 (linear resampling keeps
+        convex combinations).
+
+    Raises:
+        ValueError: ``probs`` does not have the preprocessed shape.
+    """
+    back, box = _restore_cropped(probs, props)
+    out = np.zeros((back.shape[0], *props["original_shape"]), np.float32)
+    out[0] = 1.0
+    (z0, z1), (y0, y1), (x0, x1) = box
+    out[:, z0:z1, y0:y1, x0:x1] = back
+    return out
+
+
+def _restore_cropped(probs: np.ndarray, props: dict) -> tuple[np.ndarray, list[list[int]]]:
+    """Unpad ``(K, *props["shape"])`` scores and resample them to the crop box's shape with the case's stored
+    coarse axis; returns them with the crop box.
+
+    Raises:
+        ValueError: ``probs`` does not have the preprocessed shape.
+    """
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 4 or list(probs.shape[1:]) != list(props["shape"]):
         raise ValueError(f"probs shape {probs.shape} is not (K, *{props['shape']})")
     box = props["crop_box"]
     cropped_shape = [b - a for a, b in box]
-    inner = unpad(probs, props["pad"])
-    back = resample_image(inner, cropped_shape, aniso_axis=resampling_axis(props), order=1)
-    label = np.zeros(props["original_shape"], np.uint8)
-    (z0, z1), (y0, y1), (x0, x1) = box
-    label[z0:z1, y0:y1, x0:x1] = np.argmax(back, axis=0)
-    return label
+    return resample_image(unpad(probs, props["pad"]), cropped_shape, aniso_axis=resampling_axis(props), order=1), box

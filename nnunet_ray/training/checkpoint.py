@@ -162,3 +162,30 @@ def _replace_dir(source: Path, target: Path) -> None:
         target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    """Whether ``directory`` holds what ``load_model`` needs (weights, config, plans)."""
+    return all((Path(directory) / name).is_file() for name in (MODEL_FILE, CONFIG_FILE, PLANS_FILE))
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The best checkpoint of one training run folder, or None when it holds no checkpoint.
+
+    ``<run>/best`` when present (runs kept by ``LocalCheckpoints``); otherwise, in a Ray Train run folder
+    (``epoch_NNNN/`` checkpoints, Ray keeping the best and the latest), the checkpoint of the best epoch the
+    latest checkpoint recorded (early stopping's best: the first epoch reaching the best validation Dice),
+    falling back to the latest when that epoch was never validated or kept.
+    """
+    run_dir = Path(run_dir)
+    if is_checkpoint(run_dir / "best"):
+        return run_dir / "best"
+    epochs = sorted(d for d in run_dir.glob("epoch_*") if d.is_dir() and is_checkpoint(d))
+    if not epochs:
+        return None
+    latest = epochs[-1]
+    if not (latest / STATE_FILE).is_file():
+        return latest
+    progress = torch.load(latest / STATE_FILE, map_location="cpu", weights_only=True).get("progress", {})
+    best = run_dir / f"epoch_{int(progress.get('best_epoch', -1)):04d}"
+    return best if best in epochs else latest

@@ -46,7 +46,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.nii.gz"))}
 
     first, again, other = write("a", 3), write("b", 3), write("c", 4)
-    assert first == again and len(first) == 5
+    assert first == again and len(first) == 6  # 2 x (image, label) + test image + its labelsTs ground truth
     assert first["labelsTr/synth_000.nii.gz"] != other["labelsTr/synth_000.nii.gz"]
 
 
@@ -153,3 +153,11 @@ def test_invalid_config(tmp_path: Path, change: dict, flag: str) -> None:
     cfg = SynthConfig(**{"out": str(tmp_path / "T"), **change})
     with pytest.raises(ConfigError, match=flag):
         make_synthetic_task(cfg)
+
+
+def test_test_cases_ground_truth_goes_to_labels_ts(synth_task):
+    for case_id in ("synth_006", "synth_007"):
+        image = nib.load(str(synth_task / "imagesTs" / f"{case_id}.nii.gz"))
+        label = nib.load(str(synth_task / "labelsTs" / f"{case_id}.nii.gz"))
+        assert label.shape == image.shape and np.allclose(label.affine, image.affine)
+        assert set(np.unique(np.asanyarray(label.dataobj))) == {0, 1, 2, 3}

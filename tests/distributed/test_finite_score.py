@@ -10,9 +10,9 @@ from nnunet_ray.distributed.train import SCORE, FiniteScoreReport
 from nnunet_ray.training.best import BEST_METRIC
 
 
-def _scores(report: FiniteScoreReport, dice: list[float]) -> list[float]:
+def _scores(resume: dict | None, dice: list[float]) -> list[float]:
     sent: list[dict] = []
-    report.sink = lambda metrics, _checkpoint: sent.append(metrics)
+    report = FiniteScoreReport(resume, lambda metrics, _checkpoint: sent.append(metrics))
     for epoch, value in enumerate(dice):
         report({"epoch": epoch, BEST_METRIC: value, "best_dice": 0.0}, None)
     return [m[SCORE] for m in sent]
@@ -20,7 +20,7 @@ def _scores(report: FiniteScoreReport, dice: list[float]) -> list[float]:
 
 def test_skipped_validations_report_the_last_finite_score():
     # --val-every 2: epochs 1 and 3 are not validated and record NaN, as training.loop does.
-    assert _scores(FiniteScoreReport(), [math.nan, 0.3, math.nan, 0.2, math.nan]) == [0.0, 0.3, 0.3, 0.2, 0.2]
+    assert _scores(None, [math.nan, 0.3, math.nan, 0.2, math.nan]) == [0.0, 0.3, 0.3, 0.2, 0.2]
 
 
 @pytest.mark.parametrize("progress, expected", [
@@ -29,4 +29,4 @@ def test_skipped_validations_report_the_last_finite_score():
     ({"metrics": {BEST_METRIC: math.nan}, "best_dice": -math.inf}, 0.0),  # nothing validated yet
 ])
 def test_after_a_restart_the_score_starts_from_the_checkpoint(progress, expected):
-    assert _scores(FiniteScoreReport({"progress": progress}), [math.nan]) == [expected]
+    assert _scores({"progress": progress}, [math.nan]) == [expected]

@@ -42,7 +42,6 @@ def _epochs(run_dir):
 
 
 @pytest.mark.parametrize("overrides, flag", [
-    ({"results": "s3://bucket/results"}, "--results"),
     ({"dim": 2}, "--dim"),
     ({"fold": 3}, "--fold"),
     ({"workers": 5}, "--workers"),

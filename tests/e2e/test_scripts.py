@@ -24,7 +24,7 @@ def _last_json(stdout: str) -> dict:
 
 
 @pytest.mark.slow
-def test_demo_runs_synth_preprocess_and_cross_validation_end_to_end(tmp_path):
+def test_demo_runs_cross_validation_then_ensemble_prediction_and_evaluation(tmp_path):
     result = _run(str(ROOT / "scripts" / "demo.py"), "--workdir", str(tmp_path), "--cases", "4", "--folds", "0-1",
                   "--epochs", "1", "--train-batches", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -41,6 +41,11 @@ def test_demo_runs_synth_preprocess_and_cross_validation_end_to_end(tmp_path):
         run = experiment / f"3d_fold{fold}"
         assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
     assert (experiment / "cv_summary.csv").is_file() and (experiment / "cv_summary.json").is_file()
+    # The test images predicted by the CV experiment's ensemble, then evaluated against their labels.
+    assert "2 predicted, 0 already done, 0 failed" in result.stdout
+    assert {p.name for p in (tmp_path / "predictions").glob("*.nii.gz")} == {"synth_004.nii.gz", "synth_005.nii.gz"}
+    report = json.loads((tmp_path / "predictions" / "summary.json").read_text())
+    assert report["n_cases"] == 2 and set(report["per_class"]) == {"organ", "lesion", "spot"}
 
 
 @pytest.mark.parametrize("mode, args, keys", [
@@ -73,6 +78,18 @@ def test_cli_names_the_flag_to_fix(tmp_path):
                   "--oversampling", "2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "nnunet-ray train: error: --oversampling: must be in [0, 1]"
+
+
+@pytest.mark.slow
+def test_benchmark_predict_mode_prints_its_table():
+    result = _run(str(ROOT / "scripts" / "benchmark.py"), "--mode", "predict", "--batches", "1", "--warmup-steps", "0",
+                  "--volumes", "2", "--volume-size", "24")
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = _last_json(result.stdout)
+    assert set(measured["patch_batches"]) == {"fp32", "amp", "fp32_tta", "amp_tta"}
+    assert all(row["img_per_s"] > 0 and row["latency_ms_p99"] > 0 for row in measured["patch_batches"].values())
+    assert measured["volume_s"] > 0 and measured["volume_s_tta"] > 0
+    assert measured["ensemble_cases_per_s_1_actor"] > 0 and measured["ensemble_cases_per_s_2_actor"] > 0
 
 
 @pytest.mark.slow

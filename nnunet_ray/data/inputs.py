@@ -1,0 +1,75 @@
+"""The cases to predict in a ``--input`` folder: a dataset folder's test cases, or a bare folder of images.
+
+- A folder holding ``dataset.json`` (MSD v1 or nnU-Net v2, see :mod:`nnunet_ray.data.dataset`): its test cases.
+- Any other folder: its NIfTI files. Names ending in ``_0000``, ``_0001``, ... (nnU-Net v2's channel suffix) are
+  grouped into one case per prefix, one file per channel; otherwise each file is one case (3D, or 4D with the
+  channels last, as MSD stores multi-modal images).
+
+Files are not opened here: a broken file is that case's problem, reported when it is read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from nnunet_ray.data.dataset import NIFTI_SUFFIXES, load_dataset
+from nnunet_ray.data.types import CaseFiles, DatasetError
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def strip_nifti_suffix(name: str) -> str | None:
+    """``case.nii.gz`` -> ``case``; None for a name that is not a NIfTI file."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def input_cases(folder: str | Path) -> tuple[CaseFiles, ...]:
+    """The cases to predict in ``folder``, sorted by case id.
+
+    Args:
+        folder: a dataset folder (with dataset.json) or a folder of NIfTI images.
+
+    Returns:
+        CaseFiles without labels.
+
+    Raises:
+        DatasetError: the folder is missing, holds no images, a v2 case lacks a channel file, or a dataset
+            folder has no test cases.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: input folder not found")
+    if (root / "dataset.json").is_file():
+        dataset = load_dataset(root)
+        if not dataset.test:
+            raise DatasetError(f"{root}: dataset.json lists no test cases; point --input at a folder of images "
+                               "(e.g. imagesTr) to predict those")
+        return dataset.test
+    return _bare_folder(root)
+
+
+def _bare_folder(root: Path) -> tuple[CaseFiles, ...]:
+    stems = {}
+    for path in sorted(root.iterdir()):
+        stem = strip_nifti_suffix(path.name)
+        if stem is not None and not path.name.startswith(".") and path.is_file():
+            stems[stem] = path
+    if not stems:
+        raise DatasetError(f"{root}: no NIfTI images (.nii.gz / .nii) in the input folder")
+    matches = {stem: _CHANNEL.match(stem) for stem in stems}
+    if not all(matches.values()):  # not every file has a channel suffix: one file per case
+        return tuple(CaseFiles(stem, (path,)) for stem, path in stems.items())
+    grouped: dict[str, dict[int, Path]] = {}
+    for stem, match in matches.items():
+        grouped.setdefault(match["case"], {})[int(match["channel"])] = stems[stem]
+    cases = []
+    for case_id, channels in sorted(grouped.items()):
+        if sorted(channels) != list(range(len(channels))):
+            raise DatasetError(f"{root}: case {case_id} has channel files {sorted(channels)}; expected "
+                               f"_0000.._{len(channels) - 1:04d} without gaps")
+        cases.append(CaseFiles(case_id, tuple(channels[c] for c in sorted(channels))))
+    return tuple(cases)

@@ -1,0 +1,169 @@
+"""Files under a root that is a local or shared-filesystem path or a cloud URI, through ``pyarrow.fs``.
+
+``--data`` and ``--results`` may be ``/mnt/nfs/results``, ``s3://bucket/results`` or ``gs://bucket/results``
+(pyarrow's filesystems, the ones Ray Train itself uses for ``storage_path``). A URI may carry pyarrow's S3
+options as a query, kept at the end when paths are joined, e.g.
+``s3://bucket/results?endpoint_override=127.0.0.1:9000&scheme=http`` for an S3-compatible server.
+Credentials come from the environment as usual (instance role, ``AWS_*`` variables, ``~/.aws``).
+
+Writes are atomic either way: a local file is written under a temporary name and renamed
+(``nnunet_ray.data.atomic``); an object store publishes an object only when its upload completes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from nnunet_ray.data.atomic import atomic_path
+
+_CREDENTIALS = re.compile(r"(://)[^/@]*@")  # s3://key:secret@bucket -> s3://bucket in messages
+
+
+def is_uri(location: str | Path) -> bool:
+    """Whether ``location`` is a URI (``s3://``, ``gs://``, ``file://``...) rather than a plain path."""
+    return "://" in str(location)
+
+
+def display(location: str | Path) -> str:
+    """``location`` without credentials or query options, for messages and logs."""
+    return _CREDENTIALS.sub(r"\1", str(location)).split("?", 1)[0]
+
+
+def absolute(location: str | Path) -> str:
+    """A URI unchanged; a path made absolute (Ray workers do not share the driver's working directory)."""
+    return str(location) if is_uri(location) else str(Path(location).expanduser().resolve())
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """``location`` with ``parts`` appended; a URI keeps its ``?query`` at the end."""
+    if not is_uri(location):
+        return str(Path(location, *parts))
+    base, sep, query = str(location).partition("?")
+    tail = "/".join(p.strip("/") for p in parts if p)
+    return f"{base.rstrip('/')}/{tail}{sep}{query}" if tail else str(location)
+
+
+def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and the path inside it that ``location`` names.
+
+    Raises:
+        ValueError: the URI scheme is unknown or its options are invalid (pyarrow's message).
+    """
+    if is_uri(location):
+        try:
+            return pafs.FileSystem.from_uri(str(location))
+        except (ValueError, OSError) as err:  # pyarrow raises ArrowInvalid (a ValueError) or an OSError
+            raise ValueError(f"{display(location)}: cannot open ({err})") from err
+    return pafs.LocalFileSystem(), absolute(location)
+
+
+def _info(location: str | Path) -> pafs.FileInfo:
+    fs, path = resolve(location)
+    return fs.get_file_info(path)
+
+
+def exists(location: str | Path) -> bool:
+    """Whether a file or folder exists at ``location``."""
+    return _info(location).type != pafs.FileType.NotFound
+
+
+def is_file(location: str | Path) -> bool:
+    """Whether a file exists at ``location``."""
+    return _info(location).type == pafs.FileType.File
+
+
+def is_dir(location: str | Path) -> bool:
+    """Whether a folder exists at ``location`` (on an object store: any object has this prefix)."""
+    return _info(location).type == pafs.FileType.Directory
+
+
+def list_names(location: str | Path) -> list[str]:
+    """Names of the files and folders directly inside ``location``, sorted (empty if it does not exist)."""
+    fs, path = resolve(location)
+    selector = pafs.FileSelector(path, allow_not_found=True, recursive=False)
+    return sorted(info.base_name for info in fs.get_file_info(selector))
+
+
+def read_bytes(location: str | Path) -> bytes:
+    """The content of the file at ``location``.
+
+    Raises:
+        FileNotFoundError: there is no file there.
+    """
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(f"{display(location)}: no such file")
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes(location: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``location`` atomically, creating folders as needed."""
+    if not is_uri(location):
+        with atomic_path(location) as tmp:
+            tmp.write_bytes(data)
+        return
+    fs, path = resolve(location)
+    with fs.open_output_stream(path) as stream:  # an object appears only when the upload completes
+        stream.write(data)
+
+
+def read_text(location: str | Path) -> str:
+    """The UTF-8 text of the file at ``location``."""
+    return read_bytes(location).decode("utf-8")
+
+
+def write_text(location: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``location`` atomically."""
+    write_bytes(location, text.encode("utf-8"))
+
+
+def read_json(location: str | Path) -> Any:
+    """The JSON content of the file at ``location``."""
+    return json.loads(read_text(location))
+
+
+def write_json(location: str | Path, obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON (plus a newline) to ``location`` atomically."""
+    write_text(location, json.dumps(obj, indent=indent) + "\n")
+
+
+def upload(local: str | Path, location: str | Path) -> None:
+    """Copy a local file, or a folder recursively, to ``location`` (files of the same name are replaced)."""
+    fs, path = resolve(location)
+    local = Path(local)
+    if local.is_dir():
+        fs.create_dir(path, recursive=True)
+    elif not is_uri(location):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(str(local.resolve()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def download(location: str | Path, local: str | Path) -> None:
+    """Copy the file, or the folder recursively, at ``location`` to the local path ``local``.
+
+    Raises:
+        FileNotFoundError: nothing exists at ``location``.
+    """
+    fs, path = resolve(location)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{display(location)}: not found")
+    local = Path(local)
+    (local if kind == pafs.FileType.Directory else local.parent).mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(local.resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+
+
+def delete(location: str | Path) -> None:
+    """Remove the file or folder (recursively) at ``location``; nothing there is not an error."""
+    fs, path = resolve(location)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(path)

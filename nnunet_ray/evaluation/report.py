@@ -1,0 +1,150 @@
+"""``nnunet-ray evaluate``: score a folder of predicted label maps against reference labels.
+
+    nnunet-ray evaluate --preds PRED_DIR --labels LABELS_DIR [--nsd-tolerance 1.0]
+
+Every ``<case>.nii.gz`` (or ``.nii``) in ``--preds`` is paired with the file of the same name in ``--labels``.
+Before any metric is computed, each pair's headers are checked: a missing label, or a prediction whose shape or
+affine differs from its label's, is a one-line error naming the case. Spacing comes from the label's header.
+Writes ``summary.json`` and ``summary.csv`` (per case and class, then per-class and overall means).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from nnunet_ray.data.atomic import save_json, save_text
+from nnunet_ray.data.inputs import strip_nifti_suffix
+from nnunet_ray.data.nifti import AFFINE_ATOL, read_label
+from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError
+from nnunet_ray.evaluation.surface import case_metrics
+
+log = logging.getLogger(__name__)
+METRICS = ("dice", "hd95", "nsd")
+PREDICT_RECORD = "predict.json"  # written by `nnunet-ray predict`; names the classes
+
+
+def pair_cases(preds: str | Path, labels: str | Path) -> list[tuple[str, Path, Path]]:
+    """(case_id, prediction, label) for every prediction, after checking shapes and affines from the headers.
+
+    Raises:
+        DatasetError: a folder is missing or ``preds`` holds no prediction.
+        CaseError: a case has no label file, or its prediction's shape or affine differs from the label's.
+    """
+    preds, labels = Path(preds), Path(labels)
+    for folder, flag in ((preds, "--preds"), (labels, "--labels")):
+        if not folder.is_dir():
+            raise DatasetError(f"{flag}: {folder} is not a folder")
+    pairs = []
+    for path in sorted(preds.iterdir()):
+        case_id = strip_nifti_suffix(path.name)
+        if case_id is None or path.name.startswith("."):
+            continue
+        label = next((labels / f"{case_id}{s}" for s in (".nii.gz", ".nii") if (labels / f"{case_id}{s}").is_file()),
+                     None)
+        if label is None:
+            raise CaseError(case_id, f"no label file {case_id}.nii.gz in {labels}")
+        _check_geometry(case_id, path, label)
+        pairs.append((case_id, path, label))
+    if not pairs:
+        raise DatasetError(f"--preds: {preds} holds no predictions (<case>.nii.gz)")
+    return pairs
+
+
+def _check_geometry(case_id: str, pred: Path, label: Path) -> None:
+    p, g = nib.load(str(pred)), nib.load(str(label))
+    if p.shape[:3] != g.shape[:3]:
+        raise CaseError(case_id, f"prediction shape {p.shape[:3]} != label shape {g.shape[:3]} (x, y, z)")
+    if not np.allclose(p.affine, g.affine, atol=AFFINE_ATOL):
+        diff = float(np.abs(p.affine - g.affine).max())
+        raise CaseError(case_id, f"prediction affine differs from the label's (max difference {diff:.4g})")
+
+
+def class_names(preds: str | Path, pairs: list[tuple[str, Path, Path]]) -> dict[int, str]:
+    """Foreground class index -> name: from ``predict.json`` when the predictions came from ``nnunet-ray
+    predict``, else 1..max over every label map."""
+    record = Path(preds) / PREDICT_RECORD
+    if record.is_file():
+        labels = json.loads(record.read_text()).get("labels") or {}
+        if labels:
+            return {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(k) > 0}
+    highest = max(int(_read(case_id, label)[0].max()) for case_id, _, label in pairs)
+    return {c: str(c) for c in range(1, max(highest, 1) + 1)}
+
+
+def _read(case_id: str, path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    volume = read_label(CaseFiles(case_id, (), label=path))
+    return volume.array[0], volume.spacing
+
+
+def evaluate_folders(preds: str | Path, labels: str | Path, *, tolerance: float = 1.0, out: str | Path = "",
+                     progress: Callable[[str], None] = log.info) -> dict:
+    """Score every prediction; write ``summary.json`` and ``summary.csv`` to ``out`` (default: ``preds``).
+
+    Args:
+        preds: folder of predicted label maps.
+        labels: folder of reference label maps with the same file names.
+        tolerance: NSD tolerance in mm.
+        out: where the summaries go.
+        progress: called with one line per case.
+
+    Returns:
+        The summary: ``classes``, ``nsd_tolerance_mm``, ``cases`` (per case and class), ``per_class`` means,
+        ``mean`` (over classes), ``n_cases``.
+
+    Raises:
+        DatasetError, CaseError: see :func:`pair_cases`; a label holding values outside the classes.
+    """
+    pairs = pair_cases(preds, labels)
+    names = class_names(preds, pairs)
+    n_classes = max(names) + 1
+    cases = []
+    for index, (case_id, pred_path, label_path) in enumerate(pairs, start=1):
+        label, spacing = _read(case_id, label_path)
+        pred, _ = _read(case_id, pred_path)
+        try:
+            per_class = case_metrics(pred, label, spacing, n_classes, tolerance=tolerance)
+        except ValueError as exc:
+            raise CaseError(case_id, str(exc)) from exc
+        cases.append({"case_id": case_id, "metrics": {names[c]: m for c, m in zip(range(1, n_classes), per_class)}})
+        progress(f"  [{index}/{len(pairs)}] {case_id}: Dice " +
+                 ", ".join(f"{names[c]} {m['dice']:.3f}" for c, m in zip(range(1, n_classes), per_class)))
+    per_class = {name: {k: float(np.mean([c["metrics"][name][k] for c in cases])) for k in METRICS}
+                 for name in names.values()}
+    summary = {"n_cases": len(cases), "classes": {str(k): v for k, v in names.items()}, "nsd_tolerance_mm": tolerance,
+               "mean": {k: float(np.mean([m[k] for m in per_class.values()])) for k in METRICS},
+               "per_class": per_class, "cases": cases}
+    out_dir = Path(out or preds)
+    save_json(out_dir / "summary.json", summary)
+    save_text(out_dir / "summary.csv", summary_csv(summary))
+    return summary
+
+
+def summary_csv(summary: dict) -> str:
+    """Rows ``case_id, class, dice, hd95_mm, nsd``: every case and class, then ``mean`` per class and overall."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case_id", "class", "dice", "hd95_mm", "nsd"])
+    for case in summary["cases"]:
+        for name, m in case["metrics"].items():
+            writer.writerow([case["case_id"], name, *(f"{m[k]:.6g}" for k in METRICS)])
+    for name, m in summary["per_class"].items():
+        writer.writerow(["mean", name, *(f"{m[k]:.6g}" for k in METRICS)])
+    writer.writerow(["mean", "all", *(f"{summary['mean'][k]:.6g}" for k in METRICS)])
+    return buffer.getvalue()
+
+
+def summary_table(summary: dict) -> str:
+    """The printed table: one row per class and the mean over classes."""
+    header = f"{'class':<16}{'Dice':>8}{'HD95 mm':>10}{'NSD@' + format(summary['nsd_tolerance_mm'], 'g') + 'mm':>12}"
+    rows = [header, "-" * len(header)]
+    for name, m in [*summary["per_class"].items(), ("mean", summary["mean"])]:
+        rows.append(f"{name:<16}{m['dice']:>8.4f}{m['hd95']:>10.2f}{m['nsd']:>12.4f}")
+    return "\n".join(rows) + f"\n({summary['n_cases']} cases)"

@@ -1,0 +1,88 @@
+"""`nnunet-ray evaluate`: folder pairing, geometry checks, summary.json / summary.csv, the printed table."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from nnunet_ray.cli import main
+from nnunet_ray.data.nifti import write_nifti
+from nnunet_ray.data.types import CaseError
+from nnunet_ray.evaluation.report import evaluate_folders, summary_table
+
+AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])  # voxel (x, y, z) -> mm: spacing (z, y, x) = (2.5, 0.8, 0.8)
+
+
+def _cube(shape=(6, 10, 12), box=(slice(1, 4), slice(2, 7), slice(3, 9)), cls=1) -> np.ndarray:
+    label = np.zeros(shape, np.uint8)
+    label[box] = cls
+    return label
+
+
+def _folders(tmp_path, pairs):
+    preds, labels = tmp_path / "preds", tmp_path / "labels"
+    for case_id, (pred, label, *affine) in pairs.items():
+        write_nifti(pred, affine[0] if affine else AFFINE, preds / f"{case_id}.nii.gz")
+        write_nifti(label, AFFINE, labels / f"{case_id}.nii.gz")
+    return preds, labels
+
+
+def test_summary_files_and_means(tmp_path):
+    label = _cube()
+    label[4, 8, 10] = 2
+    shifted = np.roll(label, 1, axis=0)  # one slice (2.5 mm) off
+    preds, labels = _folders(tmp_path, {"a": (label, label), "b": (shifted, label)})
+    summary = evaluate_folders(preds, labels, tolerance=1.0)
+    assert summary["classes"] == {"1": "1", "2": "2"} and summary["n_cases"] == 2
+    a, b = (c["metrics"] for c in summary["cases"])
+    assert a["1"] == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0}
+    assert b["1"]["dice"] == pytest.approx(2 * 60 / 180) and b["1"]["hd95"] == pytest.approx(2.5)
+    assert summary["per_class"]["1"]["dice"] == pytest.approx((1 + 2 * 60 / 180) / 2)
+    assert summary["mean"]["dice"] == pytest.approx(np.mean([summary["per_class"][c]["dice"] for c in "12"]))
+    assert json.loads((preds / "summary.json").read_text())["n_cases"] == 2
+    rows = list(csv.reader((preds / "summary.csv").open()))
+    assert rows[0] == ["case_id", "class", "dice", "hd95_mm", "nsd"] and len(rows) == 1 + 4 + 2 + 1
+    assert rows[-1][:2] == ["mean", "all"]
+    table = summary_table(summary)
+    assert "HD95 mm" in table and table.splitlines()[-2].startswith("mean")
+
+
+def test_class_names_come_from_predict_json(tmp_path):
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube())})
+    (preds / "predict.json").write_text(json.dumps({"labels": {"0": "background", "1": "organ", "2": "lesion"}}))
+    summary = evaluate_folders(preds, labels, out=tmp_path / "report")
+    assert list(summary["per_class"]) == ["organ", "lesion"]
+    assert summary["per_class"]["lesion"] == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0}  # absent from both
+    assert (tmp_path / "report" / "summary.csv").is_file()
+
+
+def test_shape_mismatch_names_the_case(tmp_path):
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube()), "b": (_cube((6, 10, 11)), _cube())})
+    with pytest.raises(CaseError, match=r"^b: prediction shape \(11, 10, 6\) != label shape \(12, 10, 6\)"):
+        evaluate_folders(preds, labels)
+
+
+def test_affine_mismatch_is_one_line_from_the_cli(tmp_path, capsys):
+    moved = AFFINE.copy()
+    moved[0, 3] = 5.0
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube(), moved)})
+    assert main(["evaluate", "--preds", str(preds), "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nnunet-ray evaluate: error: a: prediction affine differs from the label's (max difference 5)"]
+
+
+def test_missing_label_names_the_case(tmp_path):
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube())})
+    (labels / "a.nii.gz").unlink()
+    with pytest.raises(CaseError, match="^a: no label file"):
+        evaluate_folders(preds, labels)
+
+
+def test_cli_prints_the_table(tmp_path, capsys):
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube())})
+    assert main(["evaluate", "--preds", str(preds), "--labels", str(labels), "--nsd-tolerance", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "NSD@2mm" in out and "(1 cases)" in out
