@@ -1,0 +1,160 @@
+"""Configs of the commands that run many trainings or predictions: cv, tune (Ray Tune), predict, evaluate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nnunet_ray.config.base import ConfigError, _check, _check_choices, flag_name, opt
+from nnunet_ray.config.stages import TrainConfig
+
+TRIAL_FIELDS = ("data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark")
+
+
+def parse_int_list(text: str, name: str) -> tuple[int, ...]:
+    """``"0-4"`` / ``"0,2,3"`` / ``"3"`` -> sorted unique ints; raises ``ConfigError`` naming ``name``'s flag."""
+    values: set[int] = set()
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            low, _, high = part.partition("-")
+            values.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise ConfigError(f"{flag_name(name)}: {text!r} is not a list like 0-4 or 0,2,3") from None
+    _check(bool(values), name, f"{text!r} selects nothing")
+    return tuple(sorted(values))
+
+
+def _check_experiment(cfg: Any) -> None:
+    _check(bool(cfg.data), "data", "is required")
+    _check(bool(cfg.results), "results", "is required")
+    _check("/" not in cfg.name and not cfg.name.startswith("."), "name", f"{cfg.name!r} must be a plain folder name")
+    _check(cfg.gpus_per_trial >= 0, "gpus_per_trial", "must be >= 0")
+    _check(cfg.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
+    parse_int_list(cfg.folds, "folds")
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """`nnunet-ray cv`: every (fold, dim) one Ray Tune trial, as many at once as the cluster holds."""
+
+    data: str = opt("", "raw dataset folder (dataset.json: planned and preprocessed first) or a preprocessed "
+                    "folder PRE/<dataset>/<dim>d")
+    results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
+    dims: str = opt("3", "dims to cross-validate: 3, 2 or 2,3")
+    folds: str = opt("0-4", "folds to train: 0-4, 0,2 or 3")
+    gpus_per_trial: int = opt(0, "GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers")
+    workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
+    name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_cv); an existing one is only "
+                    "continued with --resume")
+    config: str = opt("", "JSON file of training options (e.g. tune's best_config.json); its values replace "
+                      "options left at their defaults")
+    resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "
+                       "ones continue from their last checkpoint")
+    preprocessed: str = opt("", "where a raw dataset is preprocessed to (default RESULTS/preprocessed)")
+    train: TrainConfig = opt(TrainConfig(), "training options of every trial", nested=TRIAL_FIELDS + ("dim",))
+
+    def validate(self) -> "CVConfig":
+        _check_experiment(self)
+        _check(set(parse_int_list(self.dims, "dims")) <= {2, 3}, "dims", f"{self.dims!r}: dims are 2 and/or 3")
+        return self
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`nnunet-ray tune`: a learning-rate x patch-size (or any training option) sweep on Ray Tune with ASHA."""
+
+    data: str = opt("", "raw dataset folder (dataset.json: planned and preprocessed first) or a preprocessed "
+                    "folder PRE/<dataset>/<dim>d")
+    results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
+    folds: str = opt("0", "folds every configuration trains on; its score is the mean over them")
+    learning_rate: str = opt("", "learning-rate space: loguniform:1e-4:1e-2, uniform:A:B, choice:1e-3,3e-3, "
+                             "grid:1e-3,3e-3 or one value (empty = --search-space / the default)")
+    patch_size: tuple[str, ...] = opt((), "patch sizes to choose from, e.g. 64,96,80 80,112,96 (empty = the plans')")
+    search_space: str = opt("", "YAML file: training option -> {choice|grid|uniform|loguniform: values}")
+    num_samples: int = opt(4, "configurations drawn from the space (grid values: each one num-samples times)")
+    scheduler: str = opt("asha", "trial scheduler: asha stops poor trials at epoch milestones", choices=("asha", "none"))
+    grace_period: int = opt(1, "ASHA: epochs every trial trains before it can be stopped")
+    reduction_factor: int = opt(2, "ASHA: keep the best 1/N of trials at each milestone")
+    search_seed: int = opt(0, "seed of the random search (the same seed draws the same configurations)")
+    gpus_per_trial: int = opt(0, "GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers")
+    workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
+    name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_tune); an existing one is "
+                    "only continued with --resume")
+    resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "
+                       "ones continue from their last checkpoint")
+    preprocessed: str = opt("", "where a raw dataset is preprocessed to (default RESULTS/preprocessed)")
+    train: TrainConfig = opt(TrainConfig(), "training options of every trial (the swept ones vary)",
+                             nested=TRIAL_FIELDS)
+
+    def validate(self) -> "TuneConfig":
+        _check_experiment(self)
+        _check_choices(self)
+        _check(self.num_samples >= 1, "num_samples", "must be >= 1")
+        _check(self.grace_period >= 1, "grace_period", "must be >= 1")
+        _check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
+        _check(self.search_seed >= 0, "search_seed", "must be >= 0")
+        return self
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """`nnunet-ray predict`: ensemble prediction of raw images on a Ray actor pool, written in the input geometry."""
+
+    models: tuple[str, ...] = opt((), "checkpoint folders, or experiment / run folders (each training run's best "
+                                  "checkpoint under them joins the ensemble: every fold, and every dim present)")
+    input: str = opt("", "images to predict: a dataset folder (its test cases) or a folder of NIfTI files")
+    out: str = opt("", "prediction folder: <case>.nii.gz label maps, predict.json (a rerun skips finished cases)")
+    tta: bool = opt(False, "flip test-time augmentation (8 passes in 3D, 4 in 2D)")
+    amp: bool = opt(False, "mixed precision: fp16 autocast on CUDA, bf16 on CPU")
+    actors: int = opt(0, "predicting actors, each holding every member (0 = one per GPU, else one per "
+                      "--cpus-per-actor CPUs)")
+    gpus_per_actor: float = opt(1.0, "GPUs per actor where the cluster has GPUs (fractions share a GPU)")
+    cpus_per_actor: int = opt(1, "CPUs per actor (its torch threads)")
+    overlap: float = opt(0.5, "sliding-window overlap")
+    blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
+    val_batch_size: int = opt(4, "sliding-window batch size (windows per forward pass)")
+    sw_device: str = opt("model", "where whole-volume accumulators live: 'model' (the model's device) or 'cpu' "
+                         "(host memory while windows run on the GPU: large CT volumes)", choices=("model", "cpu"))
+    save_probabilities: bool = opt(False, "also write <case>.npz: float16 class probabilities on the original grid")
+    postprocess: bool = opt(False, "apply the post-processing cross-validation chose (best_configuration.json of "
+                            "the --models experiment: keep the largest connected component of some classes)")
+    address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+
+    def validate(self) -> "PredictConfig":
+        _check(bool(self.models), "models", "is required (checkpoint or experiment folders)")
+        _check(bool(self.input), "input", "is required")
+        _check(bool(self.out), "out", "is required")
+        _check_choices(self)
+        _check(self.actors >= 0, "actors", "must be >= 0")
+        _check(self.gpus_per_actor > 0, "gpus_per_actor", "must be > 0")
+        _check(self.cpus_per_actor >= 1, "cpus_per_actor", "must be >= 1")
+        _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
+        _check(self.val_batch_size >= 1, "val_batch_size", "must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`nnunet-ray evaluate`: Dice, HD95 and normalised surface Dice of predictions against reference labels."""
+
+    preds: str = opt("", "folder of predicted label maps (<case>.nii.gz)")
+    labels: str = opt("", "folder of reference label maps with the same file names")
+    nsd_tolerance: float = opt(1.0, "normalised surface Dice tolerance in mm")
+    out: str = opt("", "where summary.json and summary.csv go (default: the --preds folder)")
+    # --- cross-validation in the original space (instead of --preds / --labels)
+    cv: str = opt("", "experiment folder: predict every fold's validation cases with its best checkpoint and score "
+                  "them against the raw labels (needs --data)")
+    data: str = opt("", "with --cv: the raw dataset folder the experiment was trained on")
+    tta: bool = opt(False, "with --cv: flip test-time augmentation")
+    actors: int = opt(0, "with --cv: predicting actors (0 = one per GPU, else one per CPU)")
+    address: str = opt("", "with --cv: Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+
+    def validate(self) -> "EvaluateConfig":
+        if self.cv:
+            _check(bool(self.data), "data", "is required with --cv (the raw dataset folder)")
+        else:
+            _check(bool(self.preds), "preds", "is required (or --cv EXPERIMENT)")
+            _check(bool(self.labels), "labels", "is required")
+        _check(self.nsd_tolerance > 0, "nsd_tolerance", "must be > 0")
+        _check(self.actors >= 0, "actors", "must be >= 0")
+        return self
