@@ -55,14 +55,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_head(tmp_path):
+def ray_head():
     """A real `ray start --head` cluster (2 CPUs, dashboard + job server) in its own process group, stopped after
     the test even when it fails (killing the group ends this cluster only: `ray stop` would end every cluster)."""
     gcs, dashboard = _free_port(), _free_port()
-    env = {**_env(), "RAY_AUTH_MODE": "token"}
+    # The job's `python` is the head node's: this environment's, as on a node running the project's image.
+    env = {**_env(), "RAY_AUTH_MODE": "token",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs),
                              "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-                             "--disable-usage-stats", "--temp-dir", str(tmp_path / "ray")],
+                             # the job agent's default ports are fixed: another Ray node on this machine may hold them
+                             "--dashboard-agent-listen-port", str(_free_port()),
+                             "--dashboard-agent-grpc-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
+                             "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -86,9 +91,13 @@ def test_five_fold_smoke_job_through_ray_job_submit(ray_head, tmp_path):
     _alone(ROOT / "jobs" / "five_fold.py", job_dir)
     results = tmp_path / "results"
     start = time.perf_counter()
-    submit = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(job_dir), "--",
-                             "python", "five_fold.py", "--smoke-test", "--results", str(results)],
-                            env=env, capture_output=True, text=True, timeout=1500)
+    for _ in range(10):  # the job server answers before the head's job agent is up: wait for the agent
+        submit = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(job_dir), "--",
+                                 "python", "five_fold.py", "--smoke-test", "--results", str(results)],
+                                env=env, capture_output=True, text=True, timeout=1500)
+        if "No available agent to submit job" not in submit.stderr + submit.stdout:
+            break
+        time.sleep(2)
     seconds = time.perf_counter() - start
     assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
     print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s")
