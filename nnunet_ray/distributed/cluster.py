@@ -38,21 +38,38 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     _quiet_ray_data()
 
 
+STATE_API_ENV = "RAY_API_SERVER_ADDRESS"
+_pinned_state_api: str | None = None  # the value this process set, so a later local cluster gets its own
+
+
 def _pin_state_api() -> int | None:
     """Point the State API of every process of a new local cluster at its own dashboard; returns the port.
 
     Ray Train frees the workers of a trial that Tune stopped (ASHA) from a cleaner actor that finds the cluster
     through the State API; with no address it auto-detects, which fails when one machine runs several Ray
     clusters ("Found multiple active Ray instances"), and the stopped trial's CPUs/GPUs then stay taken. The
-    variable is read by the processes the cluster starts, so it is set before ``ray.init`` (not when already set).
+    variable is read by the processes the cluster starts, so it is set before ``ray.init``. A value the user set is
+    kept; one this process set for an earlier cluster (since shut down) is replaced, or the new cluster's cleaners
+    would ask a dead dashboard and never free a stopped trial's resources.
     """
-    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+    global _pinned_state_api
+    current = os.environ.get(STATE_API_ENV)
+    if current and current != _pinned_state_api:
         return None
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    _pinned_state_api = os.environ[STATE_API_ENV] = f"http://127.0.0.1:{port}"
     return port
+
+
+def unpin_state_api() -> None:
+    """Forget the State API address this process pinned (call after ``ray.shutdown()`` before joining or starting a
+    cluster by other means, e.g. ``ray.cluster_utils.Cluster``, whose processes would inherit a dead address)."""
+    global _pinned_state_api
+    if _pinned_state_api and os.environ.get(STATE_API_ENV) == _pinned_state_api:
+        del os.environ[STATE_API_ENV]
+    _pinned_state_api = None
 
 
 class _DropDefaultTokenAuthNotice(logging.Filter):

@@ -1,6 +1,10 @@
-"""Ray's log noise is filtered by pattern, real errors pass."""
+"""Ray's log noise is filtered by pattern, real errors pass; each local cluster gets its own State API address."""
 
-from nnunet_ray.distributed.cluster import is_ray_noise
+import os
+
+import ray
+
+from nnunet_ray.distributed.cluster import STATE_API_ENV, _pin_state_api, init_ray, is_ray_noise
 
 SEEN = ("[36m(TrainController pid=15276)[0m [2026-11-29 09:10:09,162 E 15276 15649] core_worker.cc:2465: Actor with "
         "class name: 'PreemptionWatcher' and ID: '9c7c2a75b7fca4f31db375ce01000000' has constructor arguments in the "
@@ -18,3 +22,34 @@ def test_real_errors_are_not_noise():
                  "(RayTrainWorker pid=1) RuntimeError: CUDA out of memory",
                  "core_worker.cc:2465: Actor with class name: 'X' died unexpectedly"):
         assert not is_ray_noise(line)
+
+
+@ray.remote(num_cpus=0)
+def _controller_is_alive(actor_id: str) -> bool:
+    # What Ray Train's PlacementGroupCleaner asks, from inside the cluster, before freeing a stopped trial's workers.
+    from ray.util.state import get_actor
+
+    return get_actor(actor_id, timeout=10).state == "ALIVE"
+
+
+@ray.remote(num_cpus=0)
+class _Probe:
+    def ping(self) -> bool:
+        return True
+
+
+def test_a_restarted_local_cluster_answers_state_queries_from_its_workers():
+    # A second local cluster in one process (the multinode tests restart the session's) must not inherit the first
+    # one's State API address: its cleaners would then ask a dead dashboard and a stopped trial's CPUs stay taken.
+    first = os.environ[STATE_API_ENV]
+    ray.shutdown()
+    init_ray(num_cpus=2)
+    assert os.environ[STATE_API_ENV] != first
+    probe = _Probe.remote()
+    ray.get(probe.ping.remote())
+    assert ray.get(_controller_is_alive.remote(probe._actor_id.hex()))
+
+
+def test_a_state_api_address_set_by_the_user_is_kept(monkeypatch):
+    monkeypatch.setenv(STATE_API_ENV, "http://10.0.0.1:8265")
+    assert _pin_state_api() is None and os.environ[STATE_API_ENV] == "http://10.0.0.1:8265"
