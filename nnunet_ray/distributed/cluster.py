@@ -6,11 +6,13 @@ local one; ``init_ray("auto")`` or ``init_ray("ray://host:10001")`` joins an exi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import socket
 import sys
+from collections.abc import Iterator
 
 import ray
 
@@ -33,43 +35,37 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     else:
         # "local": a new cluster even when a `ray start` instance runs on this machine (plain ray.init() would
         # silently join the latest one, e.g. another user's on a shared machine).
-        ray.init(address="local", num_cpus=num_cpus, dashboard_port=_pin_state_api(), **kwargs)
+        with _state_api_pinned() as dashboard_port:
+            ray.init(address="local", num_cpus=num_cpus, dashboard_port=dashboard_port, **kwargs)
     _drop_forwarded_ray_noise()
     _quiet_ray_data()
 
 
 STATE_API_ENV = "RAY_API_SERVER_ADDRESS"
-_pinned_state_api: str | None = None  # the value this process set, so a later local cluster gets its own
 
 
-def _pin_state_api() -> int | None:
-    """Point the State API of every process of a new local cluster at its own dashboard; returns the port.
+@contextlib.contextmanager
+def _state_api_pinned() -> Iterator[int | None]:
+    """While a new local cluster starts, point its processes' State API at its own dashboard; yields the port.
 
     Ray Train frees the workers of a trial that Tune stopped (ASHA) from a cleaner actor that finds the cluster
     through the State API; with no address it auto-detects, which fails when one machine runs several Ray
     clusters ("Found multiple active Ray instances"), and the stopped trial's CPUs/GPUs then stay taken. The
-    variable is read by the processes the cluster starts, so it is set before ``ray.init``. A value the user set is
-    kept; one this process set for an earlier cluster (since shut down) is replaced, or the new cluster's cleaners
-    would ask a dead dashboard and never free a stopped trial's resources.
+    cluster's processes (and the workers they spawn) keep the value they start with; this process gets its
+    environment back, because ``ray job submit`` and the State API prefer the variable over any ``--address``
+    (a later cluster, or a job submitted from here, would otherwise go to this one). A value the user set is kept.
     """
-    global _pinned_state_api
-    current = os.environ.get(STATE_API_ENV)
-    if current and current != _pinned_state_api:
-        return None
+    if os.environ.get(STATE_API_ENV):
+        yield None
+        return
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    _pinned_state_api = os.environ[STATE_API_ENV] = f"http://127.0.0.1:{port}"
-    return port
-
-
-def unpin_state_api() -> None:
-    """Forget the State API address this process pinned (call after ``ray.shutdown()`` before joining or starting a
-    cluster by other means, e.g. ``ray.cluster_utils.Cluster``, whose processes would inherit a dead address)."""
-    global _pinned_state_api
-    if _pinned_state_api and os.environ.get(STATE_API_ENV) == _pinned_state_api:
+    os.environ[STATE_API_ENV] = f"http://127.0.0.1:{port}"
+    try:
+        yield port
+    finally:
         del os.environ[STATE_API_ENV]
-    _pinned_state_api = None
 
 
 class _DropDefaultTokenAuthNotice(logging.Filter):

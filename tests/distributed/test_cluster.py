@@ -4,7 +4,7 @@ import os
 
 import ray
 
-from nnunet_ray.distributed.cluster import STATE_API_ENV, _pin_state_api, init_ray, is_ray_noise
+from nnunet_ray.distributed.cluster import STATE_API_ENV, _state_api_pinned, init_ray, is_ray_noise
 
 SEEN = ("[36m(TrainController pid=15276)[0m [2026-11-29 09:10:09,162 E 15276 15649] core_worker.cc:2465: Actor with "
         "class name: 'PreemptionWatcher' and ID: '9c7c2a75b7fca4f31db375ce01000000' has constructor arguments in the "
@@ -39,12 +39,12 @@ class _Probe:
 
 
 def test_a_restarted_local_cluster_answers_state_queries_from_its_workers():
-    # A second local cluster in one process (the multinode tests restart the session's) must not inherit the first
-    # one's State API address: its cleaners would then ask a dead dashboard and a stopped trial's CPUs stay taken.
-    first = os.environ[STATE_API_ENV]
+    # The multinode tests restart the session's cluster: the new one's cleaners must reach its own dashboard, or a
+    # stopped trial's CPUs stay taken. The driver's own environment is left as it was: `ray job submit` from here
+    # prefers RAY_API_SERVER_ADDRESS over its --address.
     ray.shutdown()
     init_ray(num_cpus=2)
-    assert os.environ[STATE_API_ENV] != first
+    assert STATE_API_ENV not in os.environ
     probe = _Probe.remote()
     ray.get(probe.ping.remote())
     assert ray.get(_controller_is_alive.remote(probe._actor_id.hex()))
@@ -52,4 +52,6 @@ def test_a_restarted_local_cluster_answers_state_queries_from_its_workers():
 
 def test_a_state_api_address_set_by_the_user_is_kept(monkeypatch):
     monkeypatch.setenv(STATE_API_ENV, "http://10.0.0.1:8265")
-    assert _pin_state_api() is None and os.environ[STATE_API_ENV] == "http://10.0.0.1:8265"
+    with _state_api_pinned() as port:
+        assert port is None and os.environ[STATE_API_ENV] == "http://10.0.0.1:8265"
+    assert os.environ[STATE_API_ENV] == "http://10.0.0.1:8265"

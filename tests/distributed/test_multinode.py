@@ -15,7 +15,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nnunet_ray.config import PreprocessConfig
 from nnunet_ray.data import staging, storage
-from nnunet_ray.distributed.cluster import init_ray, unpin_state_api
+from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.preprocess import preprocess_dataset
 from nnunet_ray.distributed.probe import alive_nodes, probe_storage
 
@@ -27,7 +27,6 @@ def cluster(tmp_path_factory):
     """Replaces the session's one-node cluster with three 1-CPU nodes for this module, then restores it."""
     stage = tmp_path_factory.mktemp("stage")
     ray.shutdown()
-    unpin_state_api()  # the session cluster's dashboard is gone; these nodes find their own
     nodes = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "env_vars": {staging.STAGE_DIR_ENV: str(stage / "node0")}})
     for index in range(1, NODES):
@@ -37,7 +36,7 @@ def cluster(tmp_path_factory):
     yield SimpleNamespace(stage=stage, nodes=nodes)
     ray.shutdown()
     nodes.shutdown()
-    init_ray(num_cpus=2)  # a new session cluster, with its own State API address
+    init_ray(num_cpus=2)
 
 
 @ray.remote(num_cpus=0)

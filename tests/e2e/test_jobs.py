@@ -27,7 +27,7 @@ def _alone(script: Path, folder: Path) -> Path:
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
 
 
 @pytest.mark.parametrize("script", JOBS, ids=lambda p: p.name)
