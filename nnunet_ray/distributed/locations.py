@@ -3,7 +3,8 @@
 The pure stages read and write local files; this module bridges them to a root anywhere: ``read_plans`` /
 ``write_plans`` / ``read_splits`` / ``write_splits`` read and write the small files there, ``case_writer``
 preprocesses a case into node-local scratch and uploads it (the ``.json`` that marks a case done goes last, so a
-reader never sees a half case), and ``case_memory_bytes`` sizes a preprocessing actor from the dataset fingerprint.
+reader never sees a half case), and ``case_memory_bytes`` / ``raw_case_memory_bytes`` size a preprocessing / fingerprinting actor from the
+dataset fingerprint / the NIfTI headers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import read_splits as read_local_splits
+from nnunet_ray.data.nifti import read_header
 from nnunet_ray.data.folds import write_splits as write_local_splits
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.staging import stage_folder
@@ -33,6 +35,7 @@ from nnunet_ray.preprocessing.case import is_done, preprocess_case
 SPLITS_FILE, FINGERPRINT_FILE = "splits.json", "fingerprint.json"
 BASE_MEMORY = 768 * 1024**2  # bytes: an actor's interpreter with numpy, scipy, nibabel and torch imported
 WORKING_COPIES = 6  # float64 copies of a resampled case alive at once (zoom input/output, normalised, padded)
+FINGERPRINT_COPIES = 2  # a raw case read as float64, plus the nonzero / foreground masks and samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +163,22 @@ def _preprocess_and_upload(case: CaseFiles, *, plans: Plans, out: str, mode: str
             record.update(status="failed", error=f"{case.case_id}: cannot upload to {storage.display(out)} "
                                                   f"({err})")
     return record
+
+
+def raw_case_memory_bytes(cases: tuple[CaseFiles, ...]) -> int:
+    """Memory one fingerprinting actor needs for the largest raw case, from the NIfTI headers (no voxels read).
+
+    A case is read at its own resolution: every channel and the label as float64, plus a foreground mask.
+    A header that cannot be read counts as nothing here: fingerprinting then reports that case on one line.
+    """
+    largest = 0.0
+    for case in cases:
+        files = (*case.images, *((case.label,) if case.label else ()))
+        try:
+            largest = max(largest, sum(float(np.prod(read_header(f).get_data_shape())) for f in files))
+        except Exception:  # noqa: BLE001 - the case's own error is reported by the fingerprint itself
+            continue
+    return int(BASE_MEMORY + largest * 8 * FINGERPRINT_COPIES)
 
 
 def case_memory_bytes(fingerprint: dict | None, plans: Plans) -> int:

@@ -32,7 +32,8 @@ from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import cluster_cpus, init_ray, node_memory
 from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, RawData, case_memory_bytes, case_writer,
-                                              open_raw_dataset, read_plans, write_plans, write_splits)
+                                              open_raw_dataset, raw_case_memory_bytes, read_plans, write_plans,
+                                              write_splits)
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans
@@ -147,7 +148,8 @@ def plan_dataset(cfg: PlanConfig) -> Plans:
     init_ray(cfg.address)
     if cfg.results:
         _probe(cfg.data, cfg.results)
-    records = list(_map_cases(dataset, raw, dataset.training, case_fingerprint, num_workers=0))
+    memory = raw_case_memory_bytes(dataset.training)  # this node's copy: the driver's staged or shared folder
+    records = list(_map_cases(dataset, raw, dataset.training, case_fingerprint, num_workers=0, memory=memory))
     for record in records:
         if record.get("error"):
             logger.warning("%s (left out of the fingerprint)", record["error"])

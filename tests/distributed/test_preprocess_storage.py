@@ -9,7 +9,9 @@ from nnunet_ray import cli
 from nnunet_ray.config import PreprocessConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import kfold_splits
-from nnunet_ray.distributed.locations import case_memory_bytes, read_plans, read_splits
+from nnunet_ray.data.nifti import write_nifti
+from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.distributed.locations import case_memory_bytes, raw_case_memory_bytes, read_plans, read_splits
 from nnunet_ray.distributed.preprocess import preprocess_dataset
 from tests.conftest import make_test_plans
 
@@ -51,6 +53,21 @@ def test_case_memory_scales_with_the_largest_resampled_case(shapes, spacings, ta
     memory = case_memory_bytes({"shapes": shapes, "spacings": spacings}, plans)
     assert memory == 768 * 1024**2 + expected_voxels * 2 * 8 * 6  # 1 channel + label, float64, 6 copies
     assert case_memory_bytes(None, plans) == 2 * 768 * 1024**2
+
+
+def test_fingerprint_memory_comes_from_the_largest_case_headers(tmp_path):
+    def case(case_id, shape, channels=1):
+        image = tmp_path / f"{case_id}.nii.gz"
+        write_nifti(np.zeros((*shape, channels) if channels > 1 else shape, np.float32), np.eye(4), image,
+                    dtype=np.float32)
+        label = tmp_path / f"{case_id}_label.nii.gz"
+        write_nifti(np.zeros(shape, np.uint8), np.eye(4), label)
+        return CaseFiles(case_id, (image,), label)
+
+    cases = (case("small", (4, 5, 6)), case("two_channels", (10, 20, 30), channels=2),
+             CaseFiles("missing", (tmp_path / "missing.nii.gz",), None))  # unreadable: its fingerprint reports it
+    # 6000 voxels x (2 channels + label), float64, 2 copies, on top of the interpreter's base
+    assert raw_case_memory_bytes(cases) == 768 * 1024**2 + 6000 * 3 * 8 * 2
 
 
 def test_a_raw_dataset_on_s3_is_staged_and_keeps_its_name(synth_task, s3_root, tmp_path):
