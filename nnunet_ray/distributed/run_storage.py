@@ -5,8 +5,9 @@
 - Checkpoints: Ray Train's ``storage_path`` + ``storage_filesystem`` (``storage_location``), uploaded by Ray in the
   background (``CheckpointUploadMode.ASYNC``) so the next epoch's steps do not wait for object storage
   (``--checkpoint-upload sync`` waits, as before).
-- ``metrics.jsonl``, TensorBoard events: rank 0 writes them to a local mirror of the run folder and uploads the
-  mirror after every epoch (``LogMirror``); a resumed run first pulls what an earlier attempt uploaded.
+- ``metrics.jsonl``, TensorBoard events: rank 0 writes them to a local mirror of the run folder and uploads a
+  snapshot of it after every epoch in the background (``LogMirror``); a resumed run first pulls what an earlier
+  attempt uploaded.
 - ``--data`` on a URI is staged once per node to local disk, keyed by dataset, dim and plans hash
   (``nnunet_ray.data.staging``), because DALI reads every case many times per epoch.
 """
@@ -19,6 +20,7 @@ import fnmatch
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -88,12 +90,20 @@ def resume_view(run_dir: str) -> Iterator[str | Path]:
 
 
 class LogMirror:
-    """Rank 0's log folder: the run folder itself when it is a path, else a local copy uploaded each epoch."""
+    """Rank 0's log folder: the run folder itself when it is a path, else a local copy uploaded each epoch.
+
+    An epoch's upload runs in the background, so the next epoch's steps do not wait for object storage: ``push``
+    copies the logs to a local snapshot (consistent: nothing writes them during the report) and uploads that. The
+    next ``push`` first waits for the previous upload, so uploads stay in order and a slow store slows training
+    down instead of queueing without bound; an upload's error surfaces there, or in ``close``.
+    """
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
         self.remote = storage.is_uri(run_dir)
         self.local_dir = Path(tempfile.mkdtemp(prefix="nnunet_ray_logs_")) if self.remote else Path(run_dir)
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-upload") if self.remote else None
+        self._pending: Future | None = None
 
     def pull(self) -> None:
         """Fetch the logs an earlier attempt uploaded, so a resumed run continues (and truncates) them."""
@@ -103,19 +113,46 @@ class LogMirror:
             if storage.exists(storage.join(self.run_dir, name)):
                 storage.download(storage.join(self.run_dir, name), self.local_dir / name)
 
-    def push(self) -> None:
-        """Upload metrics.jsonl and the TensorBoard folder (no-op when the run folder is local)."""
+    def push(self, *, wait: bool = False) -> None:
+        """Upload metrics.jsonl and the TensorBoard folder as they are now (no-op when the run folder is local).
+
+        Args:
+            wait: return only once this upload has finished.
+        """
         if not self.remote:
             return
+        self._wait()
+        snapshot = Path(tempfile.mkdtemp(prefix="nnunet_ray_logs_upload_"))
         for name in (METRICS_FILE, TB_DIR):
-            if (self.local_dir / name).exists():
-                storage.upload(self.local_dir / name, storage.join(self.run_dir, name))
+            source = self.local_dir / name
+            if source.is_dir():
+                shutil.copytree(source, snapshot / name)
+            elif source.exists():
+                shutil.copy2(source, snapshot / name)
+        self._pending = self._uploader.submit(self._upload, snapshot)
+        if wait:
+            self._wait()
+
+    def _upload(self, snapshot: Path) -> None:
+        try:
+            for child in sorted(snapshot.iterdir()):
+                storage.upload(child, storage.join(self.run_dir, child.name))
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def close(self) -> None:
-        """Final upload, then remove the local copy."""
+        """Final upload (waited for), then remove the local copy."""
         if self.remote:
-            self.push()
-            shutil.rmtree(self.local_dir, ignore_errors=True)
+            try:
+                self.push(wait=True)
+            finally:
+                self._uploader.shutdown(wait=True)
+                shutil.rmtree(self.local_dir, ignore_errors=True)
 
 
 def epoch_reporter(mirror: LogMirror | None, upload: str) -> Callable[[dict, Path | None], None]:

@@ -12,7 +12,7 @@ import pytest
 from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.data import staging, storage
 from nnunet_ray.distributed.locations import read_plans
-from nnunet_ray.distributed.run_storage import location_of, stage_key
+from nnunet_ray.distributed.run_storage import LogMirror, location_of, stage_key
 from nnunet_ray.distributed.train import train_fold
 from nnunet_ray.planning.schema import load_plans
 from tests.training.conftest import build_tiny_task
@@ -98,3 +98,31 @@ def test_arrays_on_s3_made_with_other_plans_are_refused_before_ray_starts(task, 
     refused = r"^--data: .* s3://[^ ]+/stale/.*/plans.json .*rerun `nnunet-ray preprocess`"
     with pytest.raises(ConfigError, match=refused):
         train_fold(_cfg(data, storage.join(s3_root, "results")))
+
+
+def test_log_uploads_are_snapshots_in_order_and_close_uploads_the_last(s3_root):
+    run_dir = storage.join(s3_root, "run")
+    mirror = LogMirror(run_dir)
+    metrics = mirror.local_dir / "metrics.jsonl"
+    metrics.write_text('{"epoch": 0}\n')
+    mirror.push()  # returns while the upload runs in the background
+    metrics.write_text('{"epoch": 0}\n{"epoch": 1')  # half an epoch written later: not in that upload
+    mirror.push(wait=True)  # the first upload finished before this one started
+    assert storage.read_text(storage.join(run_dir, "metrics.jsonl")) == '{"epoch": 0}\n{"epoch": 1'
+    metrics.write_text('{"epoch": 0}\n{"epoch": 1}\n')
+    (mirror.local_dir / "tensorboard").mkdir()
+    (mirror.local_dir / "tensorboard" / "events.out").write_bytes(b"event")
+    mirror.close()
+    assert _metrics_epochs(run_dir) == [0, 1]
+    assert storage.read_bytes(storage.join(run_dir, "tensorboard", "events.out")) == b"event"
+    assert not mirror.local_dir.exists()
+
+
+def test_a_failed_log_upload_surfaces_at_the_next_push(tmp_path, s3_server):
+    options = f"endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    mirror = LogMirror(f"s3://test:test@no-such-bucket/run?{options}")
+    (mirror.local_dir / "metrics.jsonl").write_text("{}\n")
+    mirror.push()
+    with pytest.raises(OSError):
+        mirror.push()
+    mirror._uploader.shutdown()
