@@ -25,9 +25,10 @@ from ray.tune.schedulers import ASHAScheduler
 from nnunet_ray.config import TuneConfig, parse_int_list
 from nnunet_ray.data.atomic import save_json, save_text
 from nnunet_ray.distributed.cv import trial_train_config
-from nnunet_ray.distributed.experiment import (TrialSpec, check_experiment_folder, load_spec,
+from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, load_spec,
                                                raise_failed_trials, run_tuner, validate_trials)
-from nnunet_ray.distributed.search_space import candidates, search_space, tune_domains
+from nnunet_ray.distributed.search_space import candidates, optuna_search, search_space, tune_domains
+from nnunet_ray.distributed.train import SCORE
 from nnunet_ray.distributed.trial_data import check_folds, preprocess_raw, resolve_data
 
 RESULTS_CSV = "tune_results.csv"
@@ -47,13 +48,17 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     """
     cfg.validate()
     space = search_space(cfg)
+    sweep, searcher = tune_domains(space), None
+    if cfg.search == "optuna":  # the scheduler's metric and mode: TPE models what ASHA ranks trials by
+        sweep, searcher = optuna_search(space, seed=cfg.search_seed, num_samples=cfg.num_samples, metric=SCORE,
+                                        mode=SCORE_MODE)
     folds, dim = parse_int_list(cfg.folds, "folds"), cfg.train.dim
     data = resolve_data(cfg.data, (dim,), results=cfg.results, preprocessed=cfg.preprocessed)
     check_folds(data, folds)
     path = Path(cfg.results).expanduser().resolve() / (cfg.name or f"{data.dataset}_tune")
     check_experiment_folder(path, resume=cfg.resume)
     base = trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path)
-    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=tune_domains(space))
+    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep)
     if cfg.resume:
         spec = dataclasses.replace(load_spec(path), sweep=spec.sweep)
     elif data.raw:
@@ -67,7 +72,8 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.base.max_epochs + 1,
                                   grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
     results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address,
-                        num_samples=cfg.num_samples, scheduler=scheduler, random_state=cfg.search_seed)
+                        num_samples=cfg.num_samples, scheduler=scheduler, random_state=cfg.search_seed,
+                        searcher=searcher)
     raise_failed_trials(results, path)
     outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space))
     save_text(path / RESULTS_CSV, outcome["table"].to_csv(index=False))
