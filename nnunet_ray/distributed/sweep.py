@@ -6,6 +6,7 @@
 Each drawn configuration trains on every ``--folds`` fold (one trial per fold, the same values on each); every
 epoch's validation reaches Tune, so ASHA (https://docs.ray.io/en/latest/tune/api/schedulers.html) stops poor trials
 at its milestones. A configuration's score is its trials' best validation mean Dice averaged over the folds.
+``--search optuna`` draws the configurations with Optuna's TPE (``search_space.optuna_search``) on one fold.
 Writes ``RESULTS/NAME/tune_results.csv`` (one row per trial, best configuration first) and ``best_config.json``
 (the best configuration's values, accepted by ``nnunet-ray cv --config``).
 """
