@@ -12,7 +12,8 @@ Every option is a ``TrainConfig`` field; values are checked against its type her
 flag ranges) by ``candidates`` + ``validate_trials`` before any trial starts. Kinds map to Ray Tune's
 ``tune.choice`` / ``grid_search`` / ``uniform`` / ``loguniform``; with ``--search optuna`` the drawn part goes to Ray
 Tune's ``OptunaSearch`` (https://docs.ray.io/en/latest/tune/api/doc/ray.tune.search.optuna.OptunaSearch.html) with a
-seeded TPE sampler (https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html).
+seeded TPE sampler
+(https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html).
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def startup_trials(num_samples: int) -> int:
     return max(1, min(10, num_samples // 2))
 
 
-def optuna_search(space: Space, *, seed: int, num_samples: int, metric: str, mode: str) -> tuple[dict, Any]:
+def optuna_search(space: Space, *, seed: int, num_samples: int, metric: str,
+                  mode: str) -> tuple[dict[str, Any], Any]:
     """The fixed values (for ``param_space``) and Ray Tune's ``OptunaSearch`` drawing the rest with seeded TPE.
 
     Raises:
