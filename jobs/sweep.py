@@ -4,8 +4,9 @@
         --data /shared/Task04_Hippocampus --results /shared/results \
         --learning-rate loguniform:1e-4:1e-2 --patch-size 32,48,32 40,56,40 --num-samples 8 --then-cv
 
-Options this script does not know (--learning-rate, --patch-size, --search-space, --num-samples, --scheduler, any
-training option) go to `nnunet-ray tune`. With --then-cv the sweep's best_config.json trains every fold (`cv --config`).
+Options this script does not know (--learning-rate, --patch-size, --search-space, --search, --num-samples,
+--scheduler, any training option) go to `nnunet-ray tune`. With --then-cv the sweep's best_config.json trains every
+fold (`cv --config`).
 Needs nothing but the installed `nnunet_ray` package.
 """
 

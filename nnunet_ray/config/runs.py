@@ -75,7 +75,9 @@ class TuneConfig:
     scheduler: str = opt("asha", "trial scheduler: asha stops poor trials at epoch milestones", choices=("asha", "none"))
     grace_period: int = opt(1, "ASHA: epochs every trial trains before it can be stopped")
     reduction_factor: int = opt(2, "ASHA: keep the best 1/N of trials at each milestone")
-    search_seed: int = opt(0, "seed of the random search (the same seed draws the same configurations)")
+    search: str = opt("random", "how configurations are drawn: random (each independently) or optuna (Optuna's TPE "
+                      "learns from finished trials; one fold, no grid values)", choices=("random", "optuna"))
+    search_seed: int = opt(0, "seed of the search (the same seed draws the same first configurations)")
     gpus_per_trial: int = opt(0, "GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers")
     workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
     name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_tune); an existing one is "
@@ -93,6 +95,11 @@ class TuneConfig:
         _check(self.grace_period >= 1, "grace_period", "must be >= 1")
         _check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
         _check(self.search_seed >= 0, "search_seed", "must be >= 0")
+        # A configuration's folds are separate trials (a grid in param_space); TPE scores one configuration per
+        # trial and cannot grid-search, so an Optuna sweep tunes on one fold and cv --config cross-validates it.
+        _check(self.search != "optuna" or len(parse_int_list(self.folds, "folds")) == 1, "folds",
+               f"{self.folds!r}: --search optuna tunes on one fold (TPE cannot repeat a configuration over "
+               "folds); pass e.g. --folds 0, then run cv --config best_config.json on every fold")
         return self
 
 

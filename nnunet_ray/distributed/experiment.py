@@ -27,6 +27,7 @@ import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
@@ -41,6 +42,7 @@ DRIVER_CPUS = 0.1  # what each trial's driver function holds; its Train workers 
 SUMMARY = "summary.json"
 SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
 HEALTH_CHECK_INTERVAL_S = "0.5"
+SCORE_MODE = "max"  # how Tune's scheduler and searcher rank trials by SCORE (a Dice)
 HPARAMS_SUFFIX = ".hparams"  # the events file holding a trial's HParams, rewritten when the trial ends again
 
 
@@ -56,8 +58,7 @@ class TrialSpec:
 
     def param_space(self) -> dict[str, Any]:
         """Tune's search space: the grid over dims and folds, and the swept options (a dict of domains)."""
-        return {"dim": tune.grid_search(list(self.dims)), "fold": tune.grid_search(list(self.folds)),
-                "sweep": dict(self.sweep)}
+        return {"dim": _grid(self.dims), "fold": _grid(self.folds), "sweep": dict(self.sweep)}
 
     def to_json(self) -> dict[str, Any]:
         """What ``--resume`` rebuilds the trials from (``RESULTS/NAME/experiment.json``); not the sweep."""
@@ -69,6 +70,11 @@ class TrialSpec:
         return cls(base=from_dict(TrainConfig, values["base"]),
                    data_dirs={int(d): p for d, p in values["data_dirs"].items()},
                    dims=tuple(values["dims"]), folds=tuple(values["folds"]))
+
+
+def _grid(values: tuple[int, ...]) -> Any:
+    """One value is a constant: a searcher such as OptunaSearch accepts no grid in ``param_space``."""
+    return values[0] if len(values) == 1 else tune.grid_search(list(values))
 
 
 def trial_config(config: dict, spec: TrialSpec) -> TrainConfig:
@@ -224,11 +230,13 @@ def load_spec(path: Path) -> TrialSpec:
 
 
 def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_samples: int = 1,
-              scheduler: Any = None, random_state: int = 0) -> tune.ResultGrid:
+              scheduler: Any = None, random_state: int = 0, searcher: Searcher | None = None) -> tune.ResultGrid:
     """Start (or with ``resume``, restore) the experiment at ``path`` and run every trial to its end.
 
     Args:
         spec: the trials (on ``resume``: ``load_spec(path)``, the options the experiment started with).
+        searcher: draws the swept values not in ``spec.sweep`` (e.g. OptunaSearch); None: random search with
+            ``random_state``. On ``resume`` the experiment's own searcher, with its state, is restored.
 
     Returns:
         the ``ResultGrid`` of all trials (finished earlier, restored and new).
@@ -247,11 +255,8 @@ def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_sa
         tuner = tune.Tuner(
             trainable, param_space=spec.param_space(),
             tune_config=tune.TuneConfig(
-                metric=SCORE, mode="max", num_samples=num_samples, scheduler=scheduler,
-                # constant_grid_search: each drawn configuration is the same on every fold (and dim). Tune ignores
-                # max_concurrent_trials when given a search algorithm, so the generator itself gets the cap.
-                search_alg=BasicVariantGenerator(max_concurrent=concurrency, constant_grid_search=True,
-                                                 random_state=random_state),
+                metric=SCORE, mode=SCORE_MODE, num_samples=num_samples, scheduler=scheduler,
+                search_alg=_search_algorithm(searcher, concurrency, random_state),
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1,
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback()]))
@@ -259,6 +264,15 @@ def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_sa
     results = tuner.fit()
     log.info("%s: %d trials in %.0f s", path.name, len(results), time.perf_counter() - start)
     return results
+
+
+def _search_algorithm(searcher: Searcher | None, concurrency: int, random_state: int) -> Any:
+    # constant_grid_search: each drawn configuration is the same on every fold (and dim). Tune ignores
+    # max_concurrent_trials when given a search algorithm, so the algorithm itself gets the cap; for a model-based
+    # searcher the cap also means it learns from finished trials instead of drawing everything up front.
+    if searcher is not None:
+        return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+    return BasicVariantGenerator(max_concurrent=concurrency, constant_grid_search=True, random_state=random_state)
 
 
 def raise_failed_trials(results: tune.ResultGrid, path: Path) -> None:

@@ -10,16 +10,21 @@
 
 Every option is a ``TrainConfig`` field; values are checked against its type here and against the data (patch sizes,
 flag ranges) by ``candidates`` + ``validate_trials`` before any trial starts. Kinds map to Ray Tune's
-``tune.choice`` / ``grid_search`` / ``uniform`` / ``loguniform``.
+``tune.choice`` / ``grid_search`` / ``uniform`` / ``loguniform``; with ``--search optuna`` the drawn part goes to Ray
+Tune's ``OptunaSearch`` (https://docs.ray.io/en/latest/tune/api/doc/ray.tune.search.optuna.OptunaSearch.html) with a
+seeded TPE sampler
+(https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.search.sample import Domain
 
 from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, TuneConfig, flag_name
 
@@ -151,3 +156,39 @@ def tune_domains(space: Space) -> dict[str, Any]:
         else:
             domains[name] = (tune.uniform if kind == "uniform" else tune.loguniform)(*values)
     return domains
+
+
+def startup_trials(num_samples: int) -> int:
+    """Random configurations TPE draws before it models the finished ones. Optuna's default (10) would leave a
+    typical 8-trial nnU-Net sweep purely random: half the budget, at least 1, at most Optuna's 10."""
+    return max(1, min(10, num_samples // 2))
+
+
+def optuna_search(space: Space, *, seed: int, num_samples: int, metric: str,
+                  mode: str) -> tuple[dict[str, Any], Any]:
+    """The fixed values (for ``param_space``) and Ray Tune's ``OptunaSearch`` drawing the rest with seeded TPE.
+
+    Raises:
+        ConfigError: a grid (Optuna draws values, it cannot enumerate them) or nothing to draw.
+    """
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    grids = sorted(name for name, (kind, _) in space.items() if kind == "grid")
+    if grids:
+        raise ConfigError(f"{flag_name('search')}: optuna cannot grid-search {', '.join(grids)}; use choice "
+                          "instead, or --search random")
+    domains = tune_domains(space)
+    drawn = {name: domain for name, domain in domains.items() if isinstance(domain, Domain)}
+    if not drawn:
+        raise ConfigError(f"{flag_name('search')}: optuna has nothing to draw ({', '.join(sorted(space))} fixed); "
+                          "give a range or a choice of several values")
+    with warnings.catch_warnings():
+        # Patch sizes (lists) as choices are fine in the in-memory study OptunaSearch keeps and pickles with the
+        # experiment; Optuna warns only because a database storage could not hold them.
+        warnings.filterwarnings("ignore", "Choices for a categorical distribution", UserWarning)
+        distributions = OptunaSearch.convert_search_space({"sweep": drawn})
+    # constant_liar: trials still running count as bad guesses, so parallel trials do not all draw one point.
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples), constant_liar=True)
+    searcher = OptunaSearch(space=distributions, metric=metric, mode=mode, sampler=sampler)
+    return {name: value for name, value in domains.items() if name not in drawn}, searcher

@@ -6,6 +6,7 @@
 Each drawn configuration trains on every ``--folds`` fold (one trial per fold, the same values on each); every
 epoch's validation reaches Tune, so ASHA (https://docs.ray.io/en/latest/tune/api/schedulers.html) stops poor trials
 at its milestones. A configuration's score is its trials' best validation mean Dice averaged over the folds.
+``--search optuna`` draws the configurations with Optuna's TPE (``search_space.optuna_search``) on one fold.
 Writes ``RESULTS/NAME/tune_results.csv`` (one row per trial, best configuration first) and ``best_config.json``
 (the best configuration's values, accepted by ``nnunet-ray cv --config``).
 """
@@ -21,13 +22,15 @@ from typing import Any
 import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Searcher
 
 from nnunet_ray.config import TuneConfig, parse_int_list
 from nnunet_ray.data.atomic import save_json, save_text
 from nnunet_ray.distributed.cv import trial_train_config
-from nnunet_ray.distributed.experiment import (TrialSpec, check_experiment_folder, load_spec,
+from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, load_spec,
                                                raise_failed_trials, run_tuner, validate_trials)
-from nnunet_ray.distributed.search_space import candidates, search_space, tune_domains
+from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
+from nnunet_ray.distributed.train import SCORE
 from nnunet_ray.distributed.trial_data import check_folds, preprocess_raw, resolve_data
 
 RESULTS_CSV = "tune_results.csv"
@@ -47,32 +50,44 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     """
     cfg.validate()
     space = search_space(cfg)
+    sweep, searcher = _search(cfg, space)
     folds, dim = parse_int_list(cfg.folds, "folds"), cfg.train.dim
     data = resolve_data(cfg.data, (dim,), results=cfg.results, preprocessed=cfg.preprocessed)
     check_folds(data, folds)
     path = Path(cfg.results).expanduser().resolve() / (cfg.name or f"{data.dataset}_tune")
     check_experiment_folder(path, resume=cfg.resume)
     base = trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path)
-    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=tune_domains(space))
+    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep)
     if cfg.resume:
         spec = dataclasses.replace(load_spec(path), sweep=spec.sweep)
     elif data.raw:
         preprocess_raw(data, address=base.address)
     if not cfg.resume:
         validate_trials(spec, candidates(space))  # every patch size / value, before any trial starts
-    scheduler = None
-    if cfg.scheduler == "asha":
-        # max_t one past the last epoch: a trial that trains to the end finishes by itself (writing its summary)
-        # instead of being stopped by ASHA at its final report.
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.base.max_epochs + 1,
-                                  grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
-    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address,
-                        num_samples=cfg.num_samples, scheduler=scheduler, random_state=cfg.search_seed)
+    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address, num_samples=cfg.num_samples,
+                        scheduler=_scheduler(cfg, spec.base.max_epochs), random_state=cfg.search_seed,
+                        searcher=searcher)
     raise_failed_trials(results, path)
     outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space))
     save_text(path / RESULTS_CSV, outcome["table"].to_csv(index=False))
     save_json(path / BEST_CONFIG, outcome["best_config"])
     return {**outcome, "path": path}
+
+
+def _search(cfg: TuneConfig, space: Space) -> tuple[dict[str, Any], Searcher | None]:
+    """``param_space``'s swept part and the searcher drawing the rest (None: random search over all of it)."""
+    if cfg.search == "optuna":  # the scheduler's metric and mode: TPE models what ASHA ranks trials by
+        return optuna_search(space, seed=cfg.search_seed, num_samples=cfg.num_samples, metric=SCORE, mode=SCORE_MODE)
+    return tune_domains(space), None
+
+
+def _scheduler(cfg: TuneConfig, max_epochs: int) -> ASHAScheduler | None:
+    if cfg.scheduler != "asha":
+        return None
+    # max_t one past the last epoch: a trial that trains to the end finishes by itself (writing its summary)
+    # instead of being stopped by ASHA at its final report.
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1, grace_period=cfg.grace_period,
+                         reduction_factor=cfg.reduction_factor)
 
 
 def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str]) -> dict[str, Any]:

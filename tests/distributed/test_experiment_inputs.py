@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pytest
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig, parse_int_list
 from nnunet_ray.data.types import DatasetError
 from nnunet_ray.distributed.cv import run_cv
 from nnunet_ray.distributed.experiment import max_concurrent_trials, trial_name
-from nnunet_ray.distributed.search_space import load_space_file, parse_flag, search_space, tune_domains
+from nnunet_ray.distributed.search_space import (load_space_file, optuna_search, parse_flag, search_space,
+                                                 startup_trials, tune_domains)
 from nnunet_ray.distributed.sweep import run_sweep
 from nnunet_ray.distributed.trial_data import apply_config_file
 from tests.training.conftest import build_tiny_task
@@ -96,6 +98,42 @@ def test_unknown_yaml_option_stops_tune_before_ray(task, tmp_path):
     with pytest.raises(ConfigError, match="learning_rat"):
         run_sweep(TuneConfig(data=str(task), results=str(tmp_path), search_space=str(tmp_path / "space.yaml")))
     assert not any(tmp_path.glob("*_tune"))
+
+
+@pytest.mark.parametrize("space, flags, problem", [
+    ("batch_size: {grid: [2, 4]}\n", {}, "--search: optuna cannot grid-search batch_size; use choice"),
+    ("", {"learning_rate": "grid:1e-3,3e-3"}, "--search: optuna cannot grid-search learning_rate"),
+    ("residual: true\n", {"learning_rate": "3e-3"}, "--search: optuna has nothing to draw \\(learning_rate, "
+     "residual fixed\\)"),
+    ("", {"learning_rate": "loguniform:1e-4:1e-2", "folds": "0-1"}, "--folds: '0-1': --search optuna tunes on one "
+     "fold"),
+])
+def test_optuna_refuses_what_tpe_cannot_search_before_ray(task, tmp_path, space, flags, problem):
+    (tmp_path / "space.yaml").write_text(space or "# nothing\n")
+    cfg = TuneConfig(data=str(task), results=str(tmp_path / "results"), search="optuna",
+                     search_space=str(tmp_path / "space.yaml"), **flags)
+    with pytest.raises(ConfigError, match=problem):
+        run_sweep(cfg)
+    assert not (tmp_path / "results").exists()
+
+
+def test_optuna_draws_with_a_seeded_tpe_and_keeps_fixed_values():
+    space = {"learning_rate": ("loguniform", [1e-4, 1e-2]), "patch_size": ("choice", [(16, 16, 16), (24, 24, 24)]),
+             "residual": ("choice", [True])}
+    draws = []
+    for seed in (3, 3, 4):
+        fixed, searcher = optuna_search(space, seed=seed, num_samples=8, metric="score", mode="max")
+        assert fixed == {"residual": True}
+        draws.append([searcher.suggest(f"t{i}")["sweep"] for i in range(2)])
+    assert draws[0] == draws[1] != draws[2]  # the seed reproduces the configurations
+    assert set(draws[0][0]) == {"learning_rate", "patch_size"} and 1e-4 <= draws[0][0]["learning_rate"] <= 1e-2
+    assert draws[0][0]["patch_size"] in ([16, 16, 16], [24, 24, 24])
+    assert isinstance(searcher._ot_study.sampler, optuna.samplers.TPESampler)  # OptunaSearch's study (no accessor)
+
+
+@pytest.mark.parametrize("num_samples, expected", [(1, 1), (3, 1), (8, 4), (40, 10)])
+def test_tpe_startup_trials_are_half_the_budget_up_to_optunas_default(num_samples, expected):
+    assert startup_trials(num_samples) == expected
 
 
 def test_fold_that_does_not_exist(task, tmp_path):

@@ -6,14 +6,18 @@ seeded search, ASHA's decisions repeat from run to run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import optuna
 import pandas as pd
 import pytest
 import torch
+from ray.tune.search.optuna import OptunaSearch
 
 from nnunet_ray.config import ConfigError, TrainConfig, TuneConfig
 from nnunet_ray.distributed.experiment import TrialSpec, validate_trials
+from nnunet_ray.distributed.search_space import optuna_search, search_space
 from nnunet_ray.distributed.sweep import BEST_CONFIG, RESULTS_CSV, run_sweep
 from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.inference.sliding_window import predict_volume
@@ -37,9 +41,13 @@ def _sweep_cfg(task, results, space_file, **overrides):
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def task(tmp_path_factory):
+    return build_tiny_task(tmp_path_factory.mktemp("sweep_task"), cases=6, folds=3)
+
+
+@pytest.fixture(scope="module")
+def sweep(task, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    task = build_tiny_task(root / "task", cases=6, folds=3)
     space = root / "space.yaml"
     space.write_text(SPACE)
     outcome = run_sweep(_sweep_cfg(task, root / "results", space))
@@ -86,3 +94,61 @@ def test_invalid_patch_size_is_refused_before_any_trial(sweep, tmp_path):
     with pytest.raises(ConfigError, match=r"--patch-size: patch size \[16, 16, 18\]: .*not a multiple of 4"):
         run_sweep(_sweep_cfg(task, tmp_path / "results", space))
     assert not (tmp_path / "results" / "sweep").exists()
+
+
+# --------------------------------------------------------------------------------------- --search optuna
+
+OPTUNA_SEED = 7
+
+
+@pytest.fixture(scope="module")
+def optuna_sweep(task, tmp_path_factory):
+    """3 configurations drawn by Optuna's TPE (1 random start-up, then 2 modelled), 2 epochs each."""
+    root = tmp_path_factory.mktemp("optuna")
+    cfg = _sweep_cfg(task, root / "results", "", search_space="", search="optuna", search_seed=OPTUNA_SEED,
+                     num_samples=3, name="optuna", patch_size=("16,16,16", "24,24,24"))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=2))
+    return cfg, root / "results" / "optuna", run_sweep(cfg)
+
+
+def test_optuna_drew_the_configurations(optuna_sweep):
+    cfg, path, outcome = optuna_sweep
+    assert len(pd.read_csv(path / RESULTS_CSV)) == 3
+    table = outcome["table"]  # what was written, before the CSV's float rounding
+    assert table["trial"].is_unique and table["score"].is_monotonic_decreasing
+    # The experiment's OptunaSearch state (saved by Tune for --resume): one TPE study holding every trial's values
+    # and its finite score, as ASHA saw it.
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(path))
+    study = searcher._ot_study  # OptunaSearch has no accessor for its study
+    assert isinstance(study.sampler, optuna.samplers.TPESampler) and len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and 0 <= t.value <= 1 for t in study.trials)
+    drawn = sorted((t.params["sweep/learning_rate"], t.params["sweep/patch_size"]) for t in study.trials)
+    assert drawn == sorted(zip(table["learning_rate"], table["patch_size"]))
+    # The first (start-up) configuration is the seeded sampler's, as a fresh searcher with the seed draws it.
+    _, fresh = optuna_search(search_space(cfg), seed=OPTUNA_SEED, num_samples=3, metric="score", mode="max")
+    first = fresh.suggest("first")["sweep"]
+    assert study.trials[0].params == {"sweep/learning_rate": first["learning_rate"],
+                                      "sweep/patch_size": first["patch_size"]}
+
+
+def test_optuna_best_config_is_accepted_by_cv_config(optuna_sweep, task, tmp_path):
+    _, path, outcome = optuna_sweep
+    best = json.loads((path / BEST_CONFIG).read_text())
+    assert set(best) == {"learning_rate", "patch_size"} and best == outcome["best_config"]
+    cfg = apply_config_file(TrainConfig(), str(path / BEST_CONFIG))
+    assert cfg.learning_rate == best["learning_rate"] and list(cfg.patch_size) == best["patch_size"]
+    base = dataclasses.replace(cfg, results=str(tmp_path / "cv"), max_epochs=1, min_epochs=1)
+    validate_trials(TrialSpec(base=base, data_dirs={3: str(task)}, dims=(3,), folds=(0, 1, 2)))
+
+
+def test_optuna_sweep_resumes_with_its_searcher(optuna_sweep):
+    """Tuner.restore unpickles the experiment's ConcurrencyLimiter(OptunaSearch) and its state: a finished sweep
+    resumed reruns nothing and reports the same trials."""
+    cfg, path, outcome = optuna_sweep
+    before = {p.parent.name: p.stat().st_mtime for p in path.glob("3d_fold0_*/metrics.jsonl")}
+    resumed = run_sweep(dataclasses.replace(cfg, resume=True))
+    assert len(before) == 3
+    assert {p.parent.name: p.stat().st_mtime for p in path.glob("3d_fold0_*/metrics.jsonl")} == before
+    assert sorted(resumed["table"]["trial"]) == sorted(outcome["table"]["trial"])
+    assert resumed["best_config"] == outcome["best_config"]
