@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -95,13 +96,14 @@ def moto_bucket() -> Iterator[str]:
     import pyarrow.fs as pafs
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
         host, port = server.get_host_and_port()
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-        fs, _ = pafs.FileSystem.from_uri(f"s3://test:test@{bucket}?{options}")
+        fs, _ = pafs.FileSystem.from_uri(f"s3://test:test@{bucket}?{options}&allow_bucket_creation=true")
         fs.create_dir(bucket)
         yield f"s3://test:test@{bucket}/results?{options}"
     finally:
