@@ -3,6 +3,7 @@
     RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 -- \
         python jobs/five_fold.py --data /shared/Task04_Hippocampus --results /shared/results
     python jobs/five_fold.py --smoke-test --results /tmp/smoke        # a synthetic task, a tiny budget
+    python jobs/five_fold.py --data /shared/Task04_Hippocampus --results s3://bucket/results   # outputs in a bucket
 
 Steps, each an `nnunet-ray` command on the cluster the job runs on (`RAY_ADDRESS` under `ray job submit`):
   1. cv        plan + preprocess (Ray Data), then every fold x dim a Ray Tune trial (Ray Train DDP + AMP)
@@ -21,13 +22,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnunet_ray.data import storage
 from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="", help="raw dataset folder (MSD or nnU-Net v2 layout)")
-    parser.add_argument("--results", required=True, help="results root (a shared filesystem path on a cluster)")
+    parser.add_argument("--results", required=True, help="results root: a shared filesystem path or an s3:// / gs:// URI")
     parser.add_argument("--name", default="", help="experiment name (default <dataset>_five_fold)")
     parser.add_argument("--dims", default="3", help="dims to cross-validate: 3, 2 or 2,3")
     parser.add_argument("--folds", default="", help="folds to train (default 0-4; the smoke test trains 0,1)")
@@ -40,28 +42,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def main(argv: list[str] | None = None) -> int:
     args, cv_options = parse_args(argv)
-    results = Path(args.results).resolve()
+    results = storage.absolute(args.results)
     try:
         data = Path(args.data).resolve() if args.data else synthetic_dataset(results, smoke=args.smoke_test)
-        experiment = results / (args.name or f"{data.name}_five_fold")
+        name = args.name or f"{data.name}_five_fold"
+        experiment = storage.join(results, name)
         folds = args.folds or ("0,1" if args.smoke_test else "0-4")
         budget = SMOKE_TRAINING if args.smoke_test else []
-        run_step("cv", ["cv", "--data", str(data), "--results", str(results), "--name", experiment.name,
+        run_step("cv", ["cv", "--data", str(data), "--results", results, "--name", name,
                         "--dims", args.dims, "--folds", folds, *(["--resume"] if args.resume else []),
                         *budget, *cv_options])
-        run_step("evaluate --cv", ["evaluate", "--cv", str(experiment), "--data", str(data)])
-        predictions = experiment / "test_predictions"
-        run_step("predict", ["predict", "--models", str(experiment), "--input", str(data), "--out", str(predictions),
+        run_step("evaluate --cv", ["evaluate", "--cv", experiment, "--data", str(data)])
+        predictions = storage.join(experiment, "test_predictions")
+        run_step("predict", ["predict", "--models", experiment, "--input", str(data), "--out", predictions,
                              *(["--tta"] if args.tta else [])])
         if (data / "labelsTs").is_dir():
-            run_step("evaluate", ["evaluate", "--preds", str(predictions), "--labels", str(data / "labelsTs")])
+            run_step("evaluate", ["evaluate", "--preds", predictions, "--labels", str(data / "labelsTs")])
     except JobError as err:
         print(f"five_fold: error: {err}", file=sys.stderr)
         return 1
-    print(f"cross-validation summary: {experiment / 'cv_summary.csv'}")
-    print(f"original-space evaluation: {experiment / 'cv_original_space.csv'}")
-    print(f"test predictions: {predictions}")
-    print(f"compare folds: tensorboard --logdir {experiment}")
+    print(f"cross-validation summary: {storage.display(storage.join(experiment, 'cv_summary.csv'))}")
+    print(f"original-space evaluation: {storage.display(storage.join(experiment, 'cv_original_space.csv'))}")
+    print(f"test predictions: {storage.display(predictions)}")
+    print(f"compare folds: tensorboard --logdir {storage.display(experiment)}")
     return 0
 
 

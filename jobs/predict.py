@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunet_ray.data import storage
 from nnunet_ray.jobs import JobError, run_step
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="prediction folder (<case>.nii.gz, predict.json)")
+    parser.add_argument("--out", required=True, help="prediction folder (<case>.nii.gz, predict.json): a path or an s3:// / gs:// URI")
     parser.add_argument("--labels", default="", help="reference labels to score the predictions against")
     args, predict_options = parser.parse_known_args(argv)
     try:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except JobError as err:
         print(f"predict: error: {err}", file=sys.stderr)
         return 1
-    print(f"predictions: {args.out}")
+    print(f"predictions: {storage.display(args.out)}")
     return 0
 
 

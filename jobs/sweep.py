@@ -16,35 +16,38 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnunet_ray.data import storage
 from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="", help="raw dataset folder, or a preprocessed PRE/<dataset>/<dim>d")
-    parser.add_argument("--results", required=True, help="results root (a shared filesystem path on a cluster)")
+    parser.add_argument("--results", required=True, help="results root: a shared filesystem path or an s3:// / gs:// URI")
     parser.add_argument("--name", default="", help="sweep name (default <dataset>_sweep)")
     parser.add_argument("--then-cv", action="store_true", help="cross-validate the best configuration (folds 0-4)")
     parser.add_argument("--smoke-test", action="store_true",
                         help="a tiny budget; without --data, a synthetic task under --results")
     args, tune_options = parser.parse_known_args(argv)
-    results = Path(args.results).resolve()
+    results = storage.absolute(args.results)
     try:
         data = Path(args.data).resolve() if args.data else synthetic_dataset(results, smoke=args.smoke_test)
-        sweep = results / (args.name or f"{data.name}_sweep")
+        name = args.name or f"{data.name}_sweep"
+        sweep, best = storage.join(results, name), storage.join(results, name, "best_config.json")
         budget = SMOKE_TRAINING if args.smoke_test else []
-        run_step("tune", ["tune", "--data", str(data), "--results", str(results), "--name", sweep.name,
-                          *budget, *tune_options])
-        print(f"sweep results: {sweep / 'tune_results.csv'}; best configuration: {sweep / 'best_config.json'}")
+        run_step("tune", ["tune", "--data", str(data), "--results", results, "--name", name, *budget, *tune_options])
+        print(f"sweep results: {storage.display(storage.join(sweep, 'tune_results.csv'))}; "
+              f"best configuration: {storage.display(best)}")
         if args.then_cv:
-            cv_name = f"{sweep.name}_best_cv"
-            run_step("cv", ["cv", "--data", str(data), "--results", str(results), "--name", cv_name,
-                            "--config", str(sweep / "best_config.json"), *budget])
-            print(f"cross-validation of the best configuration: {results / cv_name / 'cv_summary.csv'}")
+            cv_name = f"{name}_best_cv"
+            run_step("cv", ["cv", "--data", str(data), "--results", results, "--name", cv_name, "--config", best,
+                            *budget])
+            print("cross-validation of the best configuration: "
+                  f"{storage.display(storage.join(results, cv_name, 'cv_summary.csv'))}")
     except JobError as err:
         print(f"sweep: error: {err}", file=sys.stderr)
         return 1
-    print(f"compare trials: tensorboard --logdir {sweep}")
+    print(f"compare trials: tensorboard --logdir {storage.display(sweep)}")
     return 0
 
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from nnunet_ray.config import (ConfigError, CVConfig, DownloadConfig, EvaluateConfig, PlanConfig, PredictConfig,
                                PreprocessConfig, RunError, SynthConfig, TrainConfig, TuneConfig, flag_name)
+from nnunet_ray.data import storage
 from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.planning.schema import PlansError
 
@@ -205,7 +206,7 @@ def cmd_evaluate(cfg: EvaluateConfig) -> int:
     from nnunet_ray.evaluation.report import evaluate_folders, summary_table
     summary = evaluate_folders(cfg.preds, cfg.labels, tolerance=cfg.nsd_tolerance, out=cfg.out, progress=print)
     print(summary_table(summary))
-    print(f"summary.json and summary.csv are in {cfg.out or cfg.preds}")
+    print(f"summary.json and summary.csv are in {storage.display(cfg.out or cfg.preds)}")
     return 0
 
 

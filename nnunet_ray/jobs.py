@@ -6,11 +6,14 @@ The job scripts are copied alone to a head node (`ray submit cluster.yaml jobs/f
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import time
 from pathlib import Path
 
 from nnunet_ray.cli import main as nnunet_ray
 from nnunet_ray.config import SynthConfig
+from nnunet_ray.data import storage
 
 # A training budget that exercises every stage in seconds per trial (the smoke test's correctness, not its Dice).
 SMOKE_TRAINING = ["--min-epochs", "1", "--max-epochs", "1", "--train-batches", "2", "--val-cases", "1"]
@@ -26,7 +29,8 @@ def run_step(title: str, argv: list[str]) -> None:
     Raises:
         JobError: the command exited non-zero (its own one-line error is already on stderr).
     """
-    print(f"== {title}: nnunet-ray {' '.join(argv)}", flush=True)
+    shown = " ".join(storage.display(arg) for arg in argv)  # no credentials or endpoint options in job logs
+    print(f"== {title}: nnunet-ray {shown}", flush=True)
     start = time.perf_counter()
     status = nnunet_ray(argv)
     seconds = time.perf_counter() - start
@@ -35,15 +39,19 @@ def run_step(title: str, argv: list[str]) -> None:
     print(f"== {title}: done in {seconds:.0f} s", flush=True)
 
 
-def synthetic_dataset(results: Path, *, smoke: bool) -> Path:
-    """The built-in synthetic task under ``results`` (written once; reruns reuse it), for ``--smoke-test``.
+def synthetic_dataset(results: str, *, smoke: bool) -> Path:
+    """The built-in synthetic task for ``--smoke-test``, written once (reruns reuse it): under ``results`` when
+    that is a path; in this machine's temporary folder when it is a URI (the job's raw images are read locally,
+    the same seed makes the same task on a rerun).
 
     Raises:
         JobError: no ``--data`` was given outside a smoke test.
     """
     if not smoke:
         raise JobError("--data is required (a raw dataset folder), unless --smoke-test")
-    raw = results / "raw" / "Task99_Synthetic"
+    key = hashlib.sha1(storage.display(results).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir(), f"nnunet_ray_smoke_{key}") if storage.is_uri(results) else Path(results)
+    raw = root / "raw" / "Task99_Synthetic"
     if not (raw / "dataset.json").exists():
         from nnunet_ray.data.synth import make_synthetic_task
         make_synthetic_task(SynthConfig(out=str(raw), cases=10, test=2, size=40, seed=0).validate())

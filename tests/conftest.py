@@ -72,15 +72,20 @@ def s3_server():
     server.stop()
 
 
-@pytest.fixture
-def s3_root(s3_server, request):
-    """A fresh, empty bucket on ``s3_server``, as an ``s3://`` results root that any Ray worker can open."""
+def new_s3_root(server: str) -> str:
+    """A fresh, empty bucket on the moto ``server`` (``host:port``), as an ``s3://`` results root."""
     import uuid
 
     import boto3
 
     bucket = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=f"http://{s3_server}", aws_access_key_id="test", aws_secret_access_key="test",
+    boto3.client("s3", endpoint_url=f"http://{server}", aws_access_key_id="test", aws_secret_access_key="test",
                  region_name="us-east-1").create_bucket(Bucket=bucket)
     # Credentials and endpoint travel in the URI, so Ray workers started before this fixture can open it too.
-    return f"s3://test:test@{bucket}/root?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    return f"s3://test:test@{bucket}/root?endpoint_override={server}&scheme=http&region=us-east-1"
+
+
+@pytest.fixture
+def s3_root(s3_server, request):
+    """A fresh, empty bucket on ``s3_server``, as an ``s3://`` results root that any Ray worker can open."""
+    return new_s3_root(s3_server)

@@ -9,27 +9,24 @@ Dice at that epoch, epochs run, wall time and best checkpoint; then mean and std
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list
-from nnunet_ray.data.atomic import save_json, save_text
-from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experiment_folder, load_spec,
-                                               raise_failed_trials,
-                                               run_tuner, validate_trials)
+from nnunet_ray.data import storage
+from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experiment_folder, experiment_folder,
+                                               load_spec, raise_failed_trials, run_tuner, validate_trials)
+from nnunet_ray.distributed.locations import read_plans
 from nnunet_ray.distributed.trial_data import apply_config_file, check_folds, preprocess_raw, resolve_data
-from nnunet_ray.planning.schema import load_plans
-from nnunet_ray.training.logs import read_metrics
+from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
 SUMMARY_CSV = "cv_summary.csv"
 SUMMARY_JSON = "cv_summary.json"
 
 
-def trial_train_config(train: TrainConfig, *, gpus: int, workers: int, results: Path) -> TrainConfig:
+def trial_train_config(train: TrainConfig, *, gpus: int, workers: int, results: str) -> TrainConfig:
     """The options every trial shares: the command's training options, its resources, the experiment folder."""
     return dataclasses.replace(train, gpus=gpus, workers=workers, results=str(results), resume_training=False,
                                experiment="", benchmark=False)
@@ -49,7 +46,7 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
     dims, folds = parse_int_list(cfg.dims, "dims"), parse_int_list(cfg.folds, "folds")
     data = resolve_data(cfg.data, dims, results=cfg.results, preprocessed=cfg.preprocessed)
     check_folds(data, folds)
-    path = Path(cfg.results).expanduser().resolve() / (cfg.name or f"{data.dataset}_cv")
+    path = experiment_folder(cfg.results, cfg.name or f"{data.dataset}_cv")
     check_experiment_folder(path, resume=cfg.resume)
     if cfg.resume:  # exactly the options the experiment started with
         spec = load_spec(path)
@@ -68,15 +65,16 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
 
 
 def _labels(dirs: dict[int, str]) -> list[str]:
-    plans = load_plans(next(iter(dirs.values())))
+    plans = read_plans(next(iter(dirs.values())))
     return [plans.labels.get(str(c), str(c)) for c in range(1, plans.n_classes)]
 
 
-def trial_row(run_dir: Path, *, dim: int, fold: int, class_names: list[str]) -> dict[str, Any]:
-    """One summary row from a finished trial's ``summary.json`` and ``metrics.jsonl``."""
-    summary = json.loads((run_dir / SUMMARY).read_text())
+def trial_row(run_dir: str, *, dim: int, fold: int, class_names: list[str]) -> dict[str, Any]:
+    """One summary row from a finished trial's ``summary.json`` and ``metrics.jsonl`` (path or URI)."""
+    summary = storage.read_json(storage.join(run_dir, SUMMARY))
     best_epoch = summary.get("best_epoch")
-    records = {r["epoch"]: r for r in read_metrics(run_dir / "metrics.jsonl")}
+    metrics = storage.join(run_dir, METRICS_FILE)
+    records = {r["epoch"]: r for r in parse_metrics(storage.read_text(metrics) if storage.is_file(metrics) else "")}
     per_class = (records.get(best_epoch) or {}).get("dice") or [math.nan] * len(class_names)
     row: dict[str, Any] = {"dim": f"{dim}d", "fold": str(fold), "best_epoch": best_epoch}
     row.update({f"dice_{name}": value for name, value in zip(class_names, per_class)})
@@ -85,11 +83,11 @@ def trial_row(run_dir: Path, *, dim: int, fold: int, class_names: list[str]) -> 
     return row
 
 
-def summarise(path: Path, *, dims: tuple[int, ...], folds: tuple[int, ...], plans_labels: list[str]) -> pd.DataFrame:
+def summarise(path: str, *, dims: tuple[int, ...], folds: tuple[int, ...], plans_labels: list[str]) -> pd.DataFrame:
     """The summary table: the trial rows of every (dim, fold), then per dim a ``mean`` and a ``std`` row."""
     rows = []
     for dim in dims:
-        dim_rows = [trial_row(path / f"{dim}d_fold{fold}", dim=dim, fold=fold, class_names=plans_labels)
+        dim_rows = [trial_row(storage.join(path, f"{dim}d_fold{fold}"), dim=dim, fold=fold, class_names=plans_labels)
                     for fold in folds]
         numeric = pd.DataFrame(dim_rows).drop(columns=["dim", "fold", "best_checkpoint"]).astype(float)
         rows += dim_rows
@@ -99,16 +97,16 @@ def summarise(path: Path, *, dims: tuple[int, ...], folds: tuple[int, ...], plan
     return pd.DataFrame(rows)
 
 
-def write_summary(table: pd.DataFrame, path: Path) -> None:
+def write_summary(table: pd.DataFrame, path: str) -> None:
     """``cv_summary.csv`` (the table) and ``cv_summary.json`` (trials, and mean/std per dim) in ``path``."""
-    save_text(path / SUMMARY_CSV, table.to_csv(index=False))
+    storage.write_text(storage.join(path, SUMMARY_CSV), table.to_csv(index=False))
     trials = table[~table["fold"].isin(["mean", "std"])]
     stats = table[table["fold"].isin(["mean", "std"])]
     per_dim: dict[str, dict] = {}
     for _, row in stats.iterrows():
         values = row.drop(["dim", "fold", "best_checkpoint"]).to_dict()
         per_dim.setdefault(row["dim"], {})[row["fold"]] = _finite(values)
-    save_json(path / SUMMARY_JSON, {"trials": [_finite(r) for r in trials.to_dict(orient="records")],
+    storage.write_json(storage.join(path, SUMMARY_JSON), {"trials": [_finite(r) for r in trials.to_dict(orient="records")],
                                     "per_dim": per_dim})
 
 

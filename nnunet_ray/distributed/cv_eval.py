@@ -10,7 +10,8 @@ configuration; its fold and preprocessed folder (``splits.json``) come from the 
 
 Writes ``<experiment>/cv_predictions/<run>/`` (label maps, float16 probabilities, ``predict.json``,
 ``summary.json``/``.csv``) and ``<experiment>/cv_original_space.json`` + ``.csv``: per run the in-training best Dice
-next to the original-space Dice, HD95 and NSD, and their means per configuration (dim).
+next to the original-space Dice, HD95 and NSD, and their means per configuration (dim). The experiment may be a
+URI (``s3://``): its checkpoints and predictions are read through temporary local copies, outputs written there.
 
 Then the best configuration, as nnU-Net v2 chooses it: 2D, 3D and (when both exist) their ensemble (probabilities
 averaged) are compared by mean Dice over the CV cases; for the winner, each class keeps only its largest connected
@@ -30,10 +31,10 @@ import numpy as np
 import torch
 
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
-from nnunet_ray.data.atomic import save_json, save_text
+from nnunet_ray.data import storage
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import read_splits
-from nnunet_ray.distributed.predict import predict_folder
+from nnunet_ray.distributed.locations import read_splits
+from nnunet_ray.distributed.predict import local_models, predict_folder
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
 from nnunet_ray.inference.members import run_folders
 from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpoint
@@ -41,18 +42,22 @@ from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpo
 logger = logging.getLogger(__name__)
 
 RESULT = "cv_original_space"
+PREDICTIONS = "cv_predictions"  # <experiment>/cv_predictions/<run>/
 
 
-def _fold_runs(experiment: Path) -> list[tuple[str, Path, dict]]:
-    """(run name, best checkpoint, its config) of every training run under ``experiment``."""
+def _fold_runs(experiment: str) -> list[tuple[str, str, dict, float | None]]:
+    """(run name, best checkpoint's location, its config, its in-training Dice) of every run under ``experiment``."""
     runs = []
-    for run in run_folders(experiment):
-        checkpoint = best_checkpoint(run)
-        if checkpoint is not None:
-            name = "_".join(run.relative_to(experiment).parts) or run.name
-            runs.append((name, checkpoint, json.loads((checkpoint / CONFIG_FILE).read_text())))
+    with local_models([experiment], flag="cv") as copies:
+        local = copies[0][1]
+        for run in run_folders(local):
+            checkpoint = best_checkpoint(run)
+            if checkpoint is not None:
+                name = "_".join(run.relative_to(local).parts) or storage.basename(experiment)
+                runs.append((name, storage.join(experiment, *checkpoint.relative_to(local).parts),
+                             json.loads((checkpoint / CONFIG_FILE).read_text()), _training_dice(checkpoint)))
     if not runs:
-        raise ConfigError(f"{flag_name('cv')}: {experiment} holds no training run with a checkpoint")
+        raise ConfigError(f"{flag_name('cv')}: {storage.display(experiment)} holds no training run with a checkpoint")
     return runs
 
 
@@ -66,10 +71,10 @@ def _training_dice(checkpoint: Path) -> float | None:
 
 
 def _validation_cases(config: dict, dataset, name: str):
-    splits_path = Path(config["data"]) / "splits.json"
+    splits_path = storage.display(storage.join(config["data"], "splits.json"))
     fold = int(config["fold"])
     try:
-        ids = set(read_splits(splits_path)[fold]["val"])
+        ids = set(read_splits(config["data"])[fold]["val"])
     except (OSError, ValueError, IndexError) as exc:
         raise ConfigError(f"{flag_name('cv')}: run {name}: cannot read fold {fold} of {splits_path}: {exc}") from exc
     cases = [c for c in dataset.training if c.case_id in ids]
@@ -87,13 +92,13 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
         {"<dim>d": means over its folds}}``, also written to ``cv_original_space.json`` / ``.csv``.
     """
     cfg.validate()
-    experiment = Path(cfg.cv).expanduser().resolve()
+    experiment = storage.absolute(cfg.cv)
     dataset = load_dataset(cfg.data)
     runs, rows = _fold_runs(experiment), []
-    for name, checkpoint, config in runs:
-        out = experiment / "cv_predictions" / name
-        logger.info("%s: fold %s with %s", name, config["fold"], checkpoint)
-        predict = PredictConfig(models=(str(checkpoint),), input=str(dataset.root), out=str(out), tta=cfg.tta,
+    for name, checkpoint, config, training_dice in runs:
+        out = storage.join(experiment, PREDICTIONS, name)
+        logger.info("%s: fold %s with %s", name, config["fold"], storage.display(checkpoint))
+        predict = PredictConfig(models=(checkpoint,), input=str(dataset.root), out=out, tta=cfg.tta,
                                 actors=cfg.actors, address=cfg.address, save_probabilities=True).validate()
         summary = predict_folder(predict, cases=_validation_cases(config, dataset, name))
         if not summary.ok:
@@ -101,11 +106,11 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
                               f"e.g. {next(iter(summary.failed.values()))}")
         scores = evaluate_folders(out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance)
         rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
-                     "training_dice": _training_dice(checkpoint), **scores["mean"]})
+                     "training_dice": training_dice, **scores["mean"]})
     result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,
               "best": choose_configuration(experiment, rows, dataset)}
-    save_json(experiment / f"{RESULT}.json", result)
-    save_text(experiment / f"{RESULT}.csv", _csv(rows))
+    storage.write_json(storage.join(experiment, f"{RESULT}.json"), result)
+    storage.write_text(storage.join(experiment, f"{RESULT}.csv"), _csv(rows))
     return result
 
 
@@ -148,16 +153,16 @@ def cv_table(result: dict) -> str:
 BEST = "best_configuration.json"
 
 
-def _case_labels(dataset, rows: list[dict], experiment: Path) -> dict[str, Path]:
-    """Raw label file of every case predicted in the CV."""
+def _case_labels(dataset, rows: list[dict], predictions: Path) -> dict[str, Path]:
+    """Raw label file of every case predicted in the CV (``predictions``: a local cv_predictions folder)."""
     by_id = {c.case_id: c.label for c in dataset.training}
-    ids = {p.name[: -len(".nii.gz")] for r in rows for p in (experiment / "cv_predictions" / r["run"]).glob("*.nii.gz")}
+    ids = {p.name[: -len(".nii.gz")] for r in rows for p in (predictions / r["run"]).glob("*.nii.gz")}
     return {i: by_id[i] for i in sorted(ids)}
 
 
-def _candidate_predictions(experiment: Path, rows: list[dict], dims: tuple) -> dict[str, np.ndarray]:
+def _candidate_predictions(predictions: Path, rows: list[dict], dims: tuple) -> dict[str, np.ndarray]:
     """Case id -> predicted class map of the configuration made of ``dims`` (several: probabilities averaged)."""
-    folders = {d: {r["fold"]: experiment / "cv_predictions" / r["run"] for r in rows if r["dim"] == d} for d in dims}
+    folders = {d: {r["fold"]: predictions / r["run"] for r in rows if r["dim"] == d} for d in dims}
     folds = set.intersection(*(set(f) for f in folders.values()))
     preds = {}
     for fold in sorted(folds):
@@ -177,7 +182,7 @@ def _mean_dice(preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_cl
     return np.mean(scores, axis=0)
 
 
-def choose_configuration(experiment: Path, rows: list[dict], dataset) -> dict:
+def choose_configuration(experiment: str, rows: list[dict], dataset) -> dict:
     """Compare each dim and the ensemble of all dims on the CV cases, then per class whether keeping only the
     largest connected component helps; write ``best_configuration.json`` into the experiment folder.
 
@@ -185,17 +190,26 @@ def choose_configuration(experiment: Path, rows: list[dict], dataset) -> dict:
         ``{"configuration": "3d" | "2d" | "2d+3d", "dims", "mean_dice": {candidate: Dice}, "largest_component":
         [classes], "dice_postprocessed"}``.
     """
+    with storage.local_copy(storage.join(experiment, PREDICTIONS)) as predictions:
+        best = _best_configuration(predictions, rows, dataset)
+    storage.write_json(storage.join(experiment, BEST), best)
+    return best
+
+
+def _best_configuration(predictions: Path, rows: list[dict], dataset) -> dict:
+    """``choose_configuration`` on a local cv_predictions folder."""
     from nnunet_ray.data.nifti import read_label
     from nnunet_ray.data.types import CaseFiles
     from nnunet_ray.inference.postprocess import keep_largest_component
 
-    labels = {i: read_label(CaseFiles(i, (), label=p)).array[0] for i, p in _case_labels(dataset, rows, experiment).items()}
+    labels = {i: read_label(CaseFiles(i, (), label=p)).array[0]
+              for i, p in _case_labels(dataset, rows, predictions).items()}
     n_classes = dataset.n_classes
     dims = tuple(sorted({r["dim"] for r in rows}))
     candidates = [(d,) for d in dims] + ([dims] if len(dims) > 1 else [])
     scores = {}
     for candidate in candidates:
-        preds = _candidate_predictions(experiment, rows, candidate)
+        preds = _candidate_predictions(predictions, rows, candidate)
         if preds:
             scores["+".join(f"{d}d" for d in candidate)] = (candidate, preds, _mean_dice(preds, labels, n_classes))
     name, (chosen, preds, per_class) = max(scores.items(), key=lambda kv: float(kv[1][2].mean()))
@@ -208,5 +222,4 @@ def choose_configuration(experiment: Path, rows: list[dict], dataset) -> dict:
     best = {"configuration": name, "dims": list(chosen),
             "mean_dice": {k: float(v[2].mean()) for k, v in scores.items()}, "largest_component": keep,
             "dice_postprocessed": float(_mean_dice(post, labels, n_classes).mean())}
-    save_json(experiment / BEST, best)
     return best

@@ -15,12 +15,11 @@ named from dim, fold and the swept values, that is both the Tune trial folder an
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import ray
@@ -31,8 +30,9 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
-from nnunet_ray.data.atomic import save_json
+from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
+from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.train import SCORE, fit_fold, prepare_fold
 from nnunet_ray.training.logs import TB_DIR
 
@@ -50,7 +50,7 @@ HPARAMS_SUFFIX = ".hparams"  # the events file holding a trial's HParams, rewrit
 class TrialSpec:
     """What differs between trials: the grid over dims and folds and the swept training options."""
 
-    base: TrainConfig  # absolute paths; results = the experiment folder
+    base: TrainConfig  # absolute paths or URIs; results = the experiment folder
     data_dirs: dict[int, str]  # preprocessed folder per dim
     dims: tuple[int, ...]
     folds: tuple[int, ...]
@@ -117,7 +117,7 @@ def run_trial(config: dict, spec: dict) -> None:
     """
     cfg = trial_config(config, TrialSpec.from_json(spec))
     name = tune.get_context().get_trial_name()
-    run_dir = Path(cfg.results) / name
+    run_dir = storage.join(cfg.results, name)
     done = _finished_summary(run_dir)
     if done is not None:  # trained before the experiment's driver died, before Tune recorded it: not rerun
         tune.report({SCORE: done.get("best_dice") or 0.0, "best_dice": done.get("best_dice"),
@@ -131,22 +131,29 @@ def run_trial(config: dict, spec: dict) -> None:
     fit_fold(cfg, name, run_dir, callbacks=[TuneReportCallback()], driver_cpus=DRIVER_CPUS)
 
 
-def _finished_summary(run_dir: Path) -> dict | None:
-    path = run_dir / SUMMARY
-    return json.loads(path.read_text()) if path.is_file() else None
+def _finished_summary(run_dir: str) -> dict | None:
+    location = storage.join(run_dir, SUMMARY)
+    return storage.read_json(location) if storage.is_file(location) else None
 
 
 # ----------------------------------------------------------------------------------------------- HParams
 
 class HParamsCallback(tune.Callback):
     """Writes each ended trial's hyper-parameters with its final metrics into ``<trial>/tensorboard`` (HParams
-    tab), next to its scalars, so ``tensorboard --logdir RESULTS/NAME`` compares folds, dims and sweep trials."""
+    tab), next to its scalars, so ``tensorboard --logdir RESULTS/NAME`` compares folds, dims and sweep trials.
+
+    ``experiment``: the experiment folder, a path or URI (Tune reports trial paths inside its storage filesystem,
+    without a URI's scheme, credentials and options)."""
+
+    def __init__(self, experiment: str) -> None:
+        self.experiment = experiment
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        write_hparams(Path(trial.path), trial.config, trial.last_result or {})
+        write_hparams(storage.join(self.experiment, PurePosixPath(trial.path).name), trial.config,
+                      trial.last_result or {})
 
 
-def write_hparams(trial_dir: Path, config: dict, result: dict) -> None:
+def write_hparams(trial_dir: str, config: dict, result: dict) -> None:
     """One HParams record for a trial: dim, fold and swept values; best Dice, last score, epochs."""
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
@@ -156,16 +163,17 @@ def write_hparams(trial_dir: Path, config: dict, result: dict) -> None:
     metrics = {"hparam/best_dice": result.get("best_dice"), "hparam/score": result.get(SCORE),
                "hparam/epochs": (result.get("epoch", -1) or 0) + 1}
     metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-    folder = trial_dir / TB_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(f"*{HPARAMS_SUFFIX}"):
-        old.unlink()
-    writer = SummaryWriter(str(folder), filename_suffix=HPARAMS_SUFFIX)
-    for summary in hparams(params, metrics):
-        writer.file_writer.add_summary(summary)
-    for tag, value in metrics.items():
-        writer.add_scalar(tag, value)
-    writer.close()
+    tensorboard = storage.join(trial_dir, TB_DIR)
+    for old in storage.list_names(tensorboard):
+        if old.endswith(HPARAMS_SUFFIX):
+            storage.delete(storage.join(tensorboard, old))
+    with storage.writable_folder(tensorboard) as folder:
+        writer = SummaryWriter(str(folder), filename_suffix=HPARAMS_SUFFIX)
+        for summary in hparams(params, metrics):
+            writer.file_writer.add_summary(summary)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value)
+        writer.close()
 
 
 # ----------------------------------------------------------------------------------------------- resources
@@ -210,26 +218,35 @@ def validate_trials(spec: TrialSpec, candidates: dict[str, list[Any]] | None = N
 
 # ----------------------------------------------------------------------------------------------- running
 
-def check_experiment_folder(path: Path, *, resume: bool) -> None:
+def check_experiment_folder(path: str, *, resume: bool) -> None:
     """A Tune run name that exists silently resumes: refuse that without ``--resume``, and a resume of nothing.
+
+    Args:
+        path: the experiment folder, a path or URI.
 
     Raises:
         ConfigError: naming --name / --resume.
     """
-    exists = (path / "tuner.pkl").is_file() and (path / SPEC_FILE).is_file()
+    exists = storage.is_file(storage.join(path, "tuner.pkl")) and storage.is_file(storage.join(path, SPEC_FILE))
+    name, parent = storage.basename(path), storage.display(storage.parent(path))
     if exists and not resume:
-        raise ConfigError(f"{flag_name('name')}: experiment {path.name!r} already exists in {path.parent}; pass "
+        raise ConfigError(f"{flag_name('name')}: experiment {name!r} already exists in {parent}; pass "
                           "--resume to continue it or --name NEW to start another")
     if resume and not exists:
-        raise ConfigError(f"{flag_name('resume')}: no experiment {path.name!r} in {path.parent} to resume")
+        raise ConfigError(f"{flag_name('resume')}: no experiment {name!r} in {parent} to resume")
 
 
-def load_spec(path: Path) -> TrialSpec:
+def experiment_folder(results: str, name: str) -> str:
+    """``RESULTS/NAME``: an absolute path, or a URI (credentials and options kept for the workers)."""
+    return storage.join(storage.absolute(results), name)
+
+
+def load_spec(path: str) -> TrialSpec:
     """The trial spec an experiment was started with (``--resume`` continues with exactly these options)."""
-    return TrialSpec.from_json(json.loads((path / SPEC_FILE).read_text()))
+    return TrialSpec.from_json(storage.read_json(storage.join(path, SPEC_FILE)))
 
 
-def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_samples: int = 1,
+def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_samples: int = 1,
               scheduler: Any = None, random_state: int = 0, searcher: Searcher | None = None) -> tune.ResultGrid:
     """Start (or with ``resume``, restore) the experiment at ``path`` and run every trial to its end.
 
@@ -245,13 +262,19 @@ def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_sa
     # the scalars, and HParamsCallback the hyper-parameters.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     init_ray(address)
+    name = storage.basename(path)
     concurrency = max_concurrent_trials(trial_resources(spec.base), ray.cluster_resources())
-    log.info("%s: %d trial(s) at a time; results in %s", path.name, concurrency, path)
+    log.info("%s: %d trial(s) at a time; results in %s", name, concurrency, storage.display(path))
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec.to_json()), {"cpu": DRIVER_CPUS})
+    # Tune's storage: a local folder, or the bucket's path with the filesystem opened from the URI (its endpoint and
+    # credentials), as for a Train run (https://docs.ray.io/en/latest/tune/tutorials/tune-storage.html).
+    storage_path, storage_filesystem = storage_location(storage.parent(path))
     if resume:
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(f"{storage_path.rstrip('/')}/{name}", trainable=trainable,
+                                   resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=storage_filesystem)
     else:
-        save_json(path / SPEC_FILE, spec.to_json())
+        storage.write_json(storage.join(path, SPEC_FILE), spec.to_json())
         tuner = tune.Tuner(
             trainable, param_space=spec.param_space(),
             tune_config=tune.TuneConfig(
@@ -261,11 +284,12 @@ def run_tuner(spec: TrialSpec, *, path: Path, resume: bool, address: str, num_sa
                 # A trial's driver process is kept for the next trial (all hold DRIVER_CPUS): its Python start-up
                 # and imports (torch, Ray Train, this package: seconds on a small node) are paid once per slot.
                 reuse_actors=True),
-            run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1,
-                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback()]))
+            run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+                                      verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+                                                            HParamsCallback(path)]))
     start = time.perf_counter()
     results = tuner.fit()
-    log.info("%s: %d trials in %.0f s", path.name, len(results), time.perf_counter() - start)
+    log.info("%s: %d trials in %.0f s", name, len(results), time.perf_counter() - start)
     return results
 
 
@@ -278,7 +302,7 @@ def _search_algorithm(searcher: Searcher | None, concurrency: int, random_state:
     return BasicVariantGenerator(max_concurrent=concurrency, constant_grid_search=True, random_state=random_state)
 
 
-def raise_failed_trials(results: tune.ResultGrid, path: Path) -> None:
+def raise_failed_trials(results: tune.ResultGrid, path: str) -> None:
     """One line for trials that failed for good (their own retries used up).
 
     Raises:
@@ -288,4 +312,4 @@ def raise_failed_trials(results: tune.ResultGrid, path: Path) -> None:
     if errors:
         cause = [line for line in str(errors[0]).splitlines() if line.strip()] or [type(errors[0]).__name__]
         raise RunError(f"{len(errors)} of {len(results)} trials failed (first: {cause[-1].strip()}); rerun with "
-                       f"--resume --name {path.name} to retry them")
+                       f"--resume --name {storage.basename(path)} to retry them")

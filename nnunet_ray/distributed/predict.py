@@ -8,32 +8,35 @@ has GPUs, else CPUs). Cases go to whichever actor is free ([2] ``ray.wait`` on t
 never holds up the others. A case that fails is reported by name and the others go on; the exit status is 1 at the
 end. Outputs are written atomically by the actors, so a rerun predicts only the unfinished cases; ``predict.json``
 records the members (paths, network and preprocessing hashes), the options and per-case timings. Multi-node clusters need ``--input``
-and ``--out`` on a filesystem every node sees (as training's results).
+on a filesystem every node sees; ``--models`` and ``--out`` may also be URIs (``s3://``, ``gs://``): the driver
+downloads only the checkpoint files it loads, and each actor writes a case to local scratch and uploads it (the
+label map, the file that marks the case done, last).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import ray
 import torch
 
 from nnunet_ray.config import ConfigError, PredictConfig, flag_name
-from nnunet_ray.data.atomic import save_json
+from nnunet_ray.data import storage
 from nnunet_ray.data.inputs import input_cases
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.distributed.cluster import cluster_cpus, cluster_gpus, init_ray
 from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
-from nnunet_ray.inference.members import (Member, best_configuration, check_compatible, find_checkpoints,
-                                          load_member)
-from nnunet_ray.inference.outputs import is_done, predict_case
+from nnunet_ray.inference.members import BEST_CONFIGURATION, Member, check_compatible, find_checkpoints, load_member
+from nnunet_ray.inference.outputs import output_files, predict_case
+from nnunet_ray.planning.schema import PLANS_FILE
+from nnunet_ray.training.checkpoint import REQUIRED
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ SAME_RESULT_OPTIONS = ("tta", "amp", "overlap", "blend", "postprocess")  # optio
 class PredictSummary:
     """What one prediction run did; ``failed`` maps case id to its one-line error."""
 
-    out_dir: Path
+    out_dir: str
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -58,7 +61,7 @@ class PredictSummary:
 
     def line(self) -> str:
         return (f"{len(self.done)} predicted, {len(self.skipped)} already done, {len(self.failed)} failed in "
-                f"{self.seconds:.1f} s on {self.actors} actor(s) -> {self.out_dir}")
+                f"{self.seconds:.1f} s on {self.actors} actor(s) -> {storage.display(self.out_dir)}")
 
 
 class PredictActor:
@@ -74,18 +77,50 @@ class PredictActor:
 
     def predict(self, case: CaseFiles) -> dict:
         """Predict and write one case; returns its record (failures included, never raised)."""
-        return predict_case(self.predictor, case, self.out_dir, save_probabilities=self.save_probabilities,
-                            largest_component=self.largest_component)
+        with storage.writable_folder(self.out_dir) as out:  # a URI: written locally, uploaded when done
+            return predict_case(self.predictor, case, out, save_probabilities=self.save_probabilities,
+                                largest_component=self.largest_component)
+
+
+def _model_file(relative: str) -> bool:
+    """The files of a ``--models`` folder that finding and loading members reads (no logs or predictions)."""
+    return PurePosixPath(relative).name in {*REQUIRED, PLANS_FILE, BEST_CONFIGURATION}
+
+
+@contextlib.contextmanager
+def local_models(paths: Sequence[str], flag: str = "models") -> Iterator[list[tuple[str, Path]]]:
+    """(location, local folder) of every ``--models`` entry: a path as it is, a URI's model files downloaded
+    (checkpoints and best_configuration.json, not logs or predictions).
+
+    Raises:
+        ConfigError: an entry is not a folder (naming ``flag``).
+    """
+    for location in paths:
+        if not storage.is_dir(location):
+            raise ConfigError(f"{flag_name(flag)}: {storage.display(location)} is not a folder")
+    with contextlib.ExitStack() as stack:
+        yield [(storage.absolute(p), stack.enter_context(storage.local_copy(p, keep=_model_file))) for p in paths]
+
+
+def _location(copies: list[tuple[str, Path]], checkpoint: Path) -> str:
+    """Where a checkpoint found in a local copy really is (predict.json records that, stable across reruns)."""
+    for location, local in copies:
+        if checkpoint == local.resolve() or local.resolve() in checkpoint.parents:
+            return storage.join(location, *checkpoint.relative_to(local.resolve()).parts)
+    return str(checkpoint)
 
 
 def load_members(paths: Sequence[str]) -> list[Member]:
-    """Every checkpoint ``--models`` names, loaded; one-line errors for unusable ones."""
+    """Every checkpoint ``--models`` names (paths or URIs), loaded; one-line errors for unusable ones."""
     members = []
-    for checkpoint in find_checkpoints(paths):
-        try:
-            members.append(load_member(checkpoint))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{flag_name('models')}: cannot load {checkpoint}: {str(exc).splitlines()[0]}") from exc
+    with local_models(paths) as copies:
+        for checkpoint in find_checkpoints([local for _, local in copies]):
+            location = _location(copies, checkpoint)
+            try:
+                members.append(dataclasses.replace(load_member(checkpoint), path=location))
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise ConfigError(f"{flag_name('models')}: cannot load {storage.display(location)}: "
+                                  f"{str(exc).splitlines()[0]}") from exc
     check_compatible(members)
     return members
 
@@ -95,9 +130,9 @@ def postprocess_classes(cfg: PredictConfig) -> list[int]:
     if not cfg.postprocess:
         return []
     for folder in cfg.models:
-        best = best_configuration(folder)
-        if best is not None:
-            return [int(c) for c in best.get("largest_component", [])]
+        location = storage.join(folder, BEST_CONFIGURATION)
+        if storage.is_file(location):
+            return [int(c) for c in storage.read_json(location).get("largest_component", [])]
     raise ConfigError(f"{flag_name('postprocess')}: no --models folder holds a best_configuration.json; run "
                       "`nnunet-ray evaluate --cv EXPERIMENT --data RAW` first")
 
@@ -114,16 +149,16 @@ def _record(cfg: PredictConfig, members: list[Member], largest_component: list[i
             "n_classes": members[0].n_classes, "labels": members[0].labels}
 
 
-def _check_out_folder(out: Path, record: dict) -> dict:
+def _check_out_folder(out: str, record: dict) -> dict:
     """The cases of an earlier run in ``out``; refuses a folder predicted by another ensemble or options."""
-    path = out / RECORD
-    if not path.is_file():
+    path = storage.join(out, RECORD)
+    if not storage.is_file(path):
         return {}
-    earlier = json.loads(path.read_text())
+    earlier = storage.read_json(path)
     key = lambda r: ([(m["path"], m.get("network_hash")) for m in r["members"]],  # noqa: E731
                      [r["options"].get(k) for k in SAME_RESULT_OPTIONS])
     if key(earlier) != key(record):
-        raise ConfigError(f"{flag_name('out')}: {out} holds predictions of other members or options "
+        raise ConfigError(f"{flag_name('out')}: {storage.display(out)} holds predictions of other members or options "
                           f"({', '.join(SAME_RESULT_OPTIONS)}), see its {RECORD}; choose another folder")
     return earlier.get("cases", {})
 
@@ -178,11 +213,13 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
     members = load_members(cfg.models)
     largest_component = postprocess_classes(cfg)
     cases = input_cases(cfg.input) if cases is None else tuple(cases)
-    out = Path(cfg.out).expanduser().resolve()
+    out = storage.absolute(cfg.out)
     record = _record(cfg, members, largest_component)
     timings = _check_out_folder(out, record)
     summary = PredictSummary(out_dir=out)
-    todo = [c for c in cases if not is_done(out, c.case_id, save_probabilities=cfg.save_probabilities)]
+    present = set(storage.list_names(out))  # one listing, not one request per case on object storage
+    todo = [c for c in cases if not all(f.name in present for f in
+                                        output_files(".", c.case_id, save_probabilities=cfg.save_probabilities))]
     summary.skipped = [c.case_id for c in cases if c not in todo]
     logger.info("predicting %d of %d cases with %d member(s) (%d already done)", len(todo), len(cases), len(members),
                 len(summary.skipped))
@@ -193,7 +230,7 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
                                                   num_gpus=cfg.gpus_per_actor if use_gpu else 0)
         shared = ray.put(members)  # one copy in the object store for every actor
         options = dataclasses.asdict(window_options(cfg))
-        actors = [remote.remote(shared, options, str(out), cfg.save_probabilities, cfg.cpus_per_actor,
+        actors = [remote.remote(shared, options, out, cfg.save_probabilities, cfg.cpus_per_actor,
                                 largest_component) for _ in range(summary.actors)]
         progress = _Progress(len(todo))
         try:
@@ -202,7 +239,7 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
             for actor in actors:
                 ray.kill(actor)
     summary.seconds = time.perf_counter() - start
-    save_json(out / RECORD, {**record, "cases": timings, "actors": summary.actors, "seconds": summary.seconds})
+    storage.write_json(storage.join(out, RECORD), {**record, "cases": timings, "actors": summary.actors, "seconds": summary.seconds})
     return summary
 
 

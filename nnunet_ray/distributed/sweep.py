@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -25,10 +25,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from nnunet_ray.config import TuneConfig, parse_int_list
-from nnunet_ray.data.atomic import save_json, save_text
+from nnunet_ray.data import storage
 from nnunet_ray.distributed.cv import trial_train_config
-from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, load_spec,
-                                               raise_failed_trials, run_tuner, validate_trials)
+from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, experiment_folder,
+                                               load_spec, raise_failed_trials, run_tuner, validate_trials)
 from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
 from nnunet_ray.distributed.train import SCORE
 from nnunet_ray.distributed.trial_data import check_folds, preprocess_raw, resolve_data
@@ -54,7 +54,7 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     folds, dim = parse_int_list(cfg.folds, "folds"), cfg.train.dim
     data = resolve_data(cfg.data, (dim,), results=cfg.results, preprocessed=cfg.preprocessed)
     check_folds(data, folds)
-    path = Path(cfg.results).expanduser().resolve() / (cfg.name or f"{data.dataset}_tune")
+    path = experiment_folder(cfg.results, cfg.name or f"{data.dataset}_tune")
     check_experiment_folder(path, resume=cfg.resume)
     base = trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path)
     spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep)
@@ -69,8 +69,8 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
                         searcher=searcher)
     raise_failed_trials(results, path)
     outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space))
-    save_text(path / RESULTS_CSV, outcome["table"].to_csv(index=False))
-    save_json(path / BEST_CONFIG, outcome["best_config"])
+    storage.write_text(storage.join(path, RESULTS_CSV), outcome["table"].to_csv(index=False))
+    storage.write_json(storage.join(path, BEST_CONFIG), outcome["best_config"])
     return {**outcome, "path": path}
 
 
@@ -98,7 +98,7 @@ def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str]) -> d
     best = metrics.get("best_dice")
     times = result.metrics_dataframe["time_this_iter_s"].tolist() if result.metrics_dataframe is not None else []
     epoch_seconds = sum(times[1:]) / len(times[1:]) if len(times) > 1 else math.nan  # the first includes start-up
-    row = {"trial": Path(result.path).name, "fold": int(config["fold"]), "dim": int(config["dim"])}
+    row = {"trial": PurePosixPath(result.path).name, "fold": int(config["fold"]), "dim": int(config["dim"])}
     row.update({name: _plain(config["sweep"].get(name)) for name in swept})
     row.update({"trial_best_dice": best if best is not None and math.isfinite(best) else 0.0, "epochs": epochs,
                 "stopped_by_scheduler": not finished, "epoch_seconds": epoch_seconds})
@@ -135,5 +135,5 @@ def format_outcome(outcome: dict[str, Any]) -> str:
         f"{len(table)} trials; ASHA stopped {outcome['stopped_early']} early, sparing {outcome['epochs_saved']} "
         f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds)",
         f"best configuration (mean Dice over folds {outcome['best_score']:.4f}): "
-        f"{json.dumps(outcome['best_config'])} -> {path / BEST_CONFIG}",
-        f"compare trials: tensorboard --logdir {path}"])
+        f"{json.dumps(outcome['best_config'])} -> {storage.display(storage.join(path, BEST_CONFIG))}",
+        f"compare trials: tensorboard --logdir {storage.display(path)}"])

@@ -9,13 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, flag_name
-from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import read_splits
-from nnunet_ray.planning.schema import PlansError, load_plans
+from nnunet_ray.data import storage
+from nnunet_ray.distributed.locations import SPLITS_FILE, open_raw_dataset, read_plans, read_splits
+from nnunet_ray.planning.schema import PLANS_FILE, PlansError
 
 RAW_FOLDS = PreprocessConfig().nfolds  # folds written when cv preprocesses a raw dataset itself
 
@@ -37,36 +36,40 @@ def resolve_data(data: str, dims: tuple[int, ...], *, results: str, preprocessed
 
     Args:
         data: a raw dataset (dataset.json), a preprocessed dim folder (plans.json) or PRE/<dataset> holding
-            <dim>d folders.
+            <dim>d folders; a path or a URI.
         dims: the dims the experiment trains.
-        results: the results root; a raw dataset is preprocessed to ``preprocessed`` or RESULTS/preprocessed.
+        results: the results root (path or URI); a raw dataset is preprocessed to ``preprocessed`` or
+            RESULTS/preprocessed.
 
     Raises:
         ConfigError / DatasetError: naming --data or --dims and the problem.
     """
-    root = Path(data).expanduser().resolve()
-    if (root / "dataset.json").is_file():
-        dataset = load_dataset(root)
+    root = storage.absolute(data)
+    if storage.is_file(storage.join(root, "dataset.json")):
+        dataset, _ = open_raw_dataset(root)  # a URI is staged on this node to check its labels
         unlabelled = [c.case_id for c in dataset.training if c.label is None or not c.label.is_file()]
         if unlabelled:
-            raise ConfigError(f"{flag_name('data')}: {root} has no label file for {len(unlabelled)} of "
-                              f"{len(dataset.training)} training cases (first: {unlabelled[0]}); training needs labels")
-        pre = Path(preprocessed or Path(results) / "preprocessed").expanduser().resolve()
-        return ExperimentData(dataset.name, {d: str(pre / dataset.name / f"{d}d") for d in dims},
-                              raw=str(root), preprocessed_root=str(pre))
-    if (root / "plans.json").is_file():
+            raise ConfigError(f"{flag_name('data')}: {storage.display(root)} has no label file for {len(unlabelled)} "
+                              f"of {len(dataset.training)} training cases (first: {unlabelled[0]}); training needs "
+                              "labels")
+        pre = storage.absolute(preprocessed or storage.join(results, "preprocessed"))
+        return ExperimentData(dataset.name, {d: storage.join(pre, dataset.name, f"{d}d") for d in dims},
+                              raw=root, preprocessed_root=pre)
+    if storage.is_file(storage.join(root, PLANS_FILE)):
         try:
-            dim = load_plans(root).dim
+            dim = read_plans(root).dim
         except PlansError as err:
             raise ConfigError(f"{flag_name('data')}: {err}") from err
         if set(dims) != {dim}:
-            raise ConfigError(f"{flag_name('dims')}: {root} holds {dim}d data only; pass --dims {dim} (or --dim)")
-        return ExperimentData(root.parent.name, {dim: str(root)})
-    missing = [d for d in dims if not (root / f"{d}d" / "plans.json").is_file()]
+            raise ConfigError(f"{flag_name('dims')}: {storage.display(root)} holds {dim}d data only; pass --dims "
+                              f"{dim} (or --dim)")
+        return ExperimentData(storage.basename(storage.parent(root)), {dim: root})
+    missing = [d for d in dims if not storage.is_file(storage.join(root, f"{d}d", PLANS_FILE))]
     if not missing:
-        return ExperimentData(root.name, {d: str(root / f"{d}d") for d in dims})
-    raise ConfigError(f"{flag_name('data')}: {root} is neither a raw dataset (dataset.json) nor preprocessed data "
-                      f"(plans.json{' for ' + ', '.join(f'{d}d' for d in missing) if root.is_dir() else ''})")
+        return ExperimentData(storage.basename(root), {d: storage.join(root, f"{d}d") for d in dims})
+    listed = " for " + ", ".join(f"{d}d" for d in missing) if storage.is_dir(root) else ""
+    raise ConfigError(f"{flag_name('data')}: {storage.display(root)} is neither a raw dataset (dataset.json) nor "
+                      f"preprocessed data (plans.json{listed})")
 
 
 def check_folds(data: ExperimentData, folds: tuple[int, ...]) -> None:
@@ -76,19 +79,20 @@ def check_folds(data: ExperimentData, folds: tuple[int, ...]) -> None:
         ConfigError: naming --folds or --data.
     """
     for dim, folder in data.dirs.items():
-        splits_path = Path(folder) / "splits.json"
-        if splits_path.is_file():
-            splits = read_splits(splits_path)
+        names = set(storage.list_names(folder))  # one listing, not one request per case on object storage
+        if SPLITS_FILE in names:
+            splits = read_splits(folder)
             cases = sorted({c for s in splits for c in s["train"] + s["val"]})
-            unlabelled = [c for c in cases if not (Path(folder) / f"{c}_y.npy").is_file()]
+            unlabelled = [c for c in cases if f"{c}_y.npy" not in names]
             if unlabelled:
-                raise ConfigError(f"{flag_name('data')}: {folder} has no label array for {len(unlabelled)} cases "
-                                  f"(first: {unlabelled[0]}_y.npy); training needs labels")
+                raise ConfigError(f"{flag_name('data')}: {storage.display(folder)} has no label array for "
+                                  f"{len(unlabelled)} cases (first: {unlabelled[0]}_y.npy); training needs labels")
             n_folds = len(splits)
         elif data.raw:
-            n_folds = min(RAW_FOLDS, len(load_dataset(data.raw).training))
+            n_folds = min(RAW_FOLDS, len(open_raw_dataset(data.raw)[0].training))
         else:
-            raise ConfigError(f"{flag_name('data')}: {splits_path} not found; run `nnunet-ray preprocess` first")
+            raise ConfigError(f"{flag_name('data')}: {storage.display(storage.join(folder, SPLITS_FILE))} not "
+                              "found; run `nnunet-ray preprocess` first")
         bad = [f for f in folds if f >= n_folds]
         if bad:
             raise ConfigError(f"{flag_name('folds')}: fold {bad[0]} does not exist: {dim}d data has {n_folds} "
@@ -123,7 +127,7 @@ def apply_config_file(cfg: TrainConfig, path: str) -> TrainConfig:
     if not path:
         return cfg
     try:
-        values: Any = json.loads(Path(path).read_text())
+        values: Any = json.loads(storage.read_text(path))
     except (OSError, ValueError) as err:
         raise ConfigError(f"{flag_name('config')}: cannot read {path} ({err})") from err
     if not isinstance(values, dict):

@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from nnunet_ray.data import storage
 from nnunet_ray.data.atomic import save_json, save_text
 from nnunet_ray.data.inputs import strip_nifti_suffix
 from nnunet_ray.data.nifti import AFFINE_ATOL, read_label
@@ -89,10 +90,11 @@ def evaluate_folders(preds: str | Path, labels: str | Path, *, tolerance: float 
     """Score every prediction; write ``summary.json`` and ``summary.csv`` to ``out`` (default: ``preds``).
 
     Args:
-        preds: folder of predicted label maps.
-        labels: folder of reference label maps with the same file names.
+        preds: folder of predicted label maps (a path or a URI: its label maps and predict.json are downloaded
+            to a temporary folder first).
+        labels: folder of reference label maps with the same file names (a path or a URI).
         tolerance: NSD tolerance in mm.
-        out: where the summaries go.
+        out: where the summaries go (a path or a URI).
         progress: called with one line per case.
 
     Returns:
@@ -102,6 +104,17 @@ def evaluate_folders(preds: str | Path, labels: str | Path, *, tolerance: float 
     Raises:
         DatasetError, CaseError: see :func:`pair_cases`; a label holding values outside the classes.
     """
+    for folder, flag in ((preds, "--preds"), (labels, "--labels")):
+        if not storage.is_dir(folder):
+            raise DatasetError(f"{flag}: {storage.display(folder)} is not a folder")
+    with storage.local_copy(preds, keep=lambda name: not name.endswith(".npz")) as local_preds, \
+            storage.local_copy(labels) as local_labels, storage.writable_folder(out or preds) as out_dir:
+        return _score_folders(local_preds, local_labels, tolerance=tolerance, out_dir=out_dir, progress=progress)
+
+
+def _score_folders(preds: Path, labels: Path, *, tolerance: float, out_dir: Path,
+                   progress: Callable[[str], None]) -> dict:
+    """``evaluate_folders`` on local folders."""
     pairs = pair_cases(preds, labels)
     names = class_names(preds, pairs)
     n_classes = max(names) + 1
@@ -121,7 +134,6 @@ def evaluate_folders(preds: str | Path, labels: str | Path, *, tolerance: float 
     summary = {"n_cases": len(cases), "classes": {str(k): v for k, v in names.items()}, "nsd_tolerance_mm": tolerance,
                "mean": {k: float(np.mean([m[k] for m in per_class.values()])) for k in METRICS},
                "per_class": per_class, "cases": cases}
-    out_dir = Path(out or preds)
     save_json(out_dir / "summary.json", summary)
     save_text(out_dir / "summary.csv", summary_csv(summary))
     return summary

@@ -44,10 +44,13 @@ def _clean(value: Any) -> Any:
 def read_metrics(path: str | Path) -> list[dict]:
     """All records of a metrics.jsonl file (a missing file has none)."""
     path = Path(path)
-    if not path.is_file():
-        return []
+    return parse_metrics(path.read_text()) if path.is_file() else []
+
+
+def parse_metrics(text: str) -> list[dict]:
+    """The records of metrics.jsonl content (read from wherever the run folder is)."""
     records = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except ValueError:  # a line torn by a crash mid-write: that epoch is redone on resume anyway

@@ -71,3 +71,38 @@ def test_writing_to_a_missing_bucket_fails_with_the_reason(s3_server):
 def test_an_unknown_scheme_is_a_clear_error():
     with pytest.raises(ValueError, match="cannot open"):
         storage.exists("nosuchfs://bucket/x")
+
+
+@pytest.mark.parametrize("location, parent, name", [
+    ("/a/b/c", "/a/b", "c"),
+    ("s3://k:s@bucket/root/exp?endpoint_override=h:1", "s3://k:s@bucket/root?endpoint_override=h:1", "exp"),
+    ("gs://bucket/exp/", "gs://bucket", "exp"),
+])
+def test_parent_keeps_credentials_and_options_and_basename_drops_them(location, parent, name):
+    assert storage.parent(location) == parent
+    assert storage.basename(location) == name
+
+
+def test_local_copy_holds_the_kept_files_and_nothing_else(root):
+    for name in ("run/epoch_0001/model.pt", "run/tensorboard/events", "best.json"):
+        storage.write_text(storage.join(root, *name.split("/")), name)
+    with storage.local_copy(root, keep=lambda relative: not relative.startswith("run/tensorboard")) as local:
+        files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+        if storage.is_uri(root):  # a copy of what was kept
+            assert files == ["best.json", "run/epoch_0001/model.pt"]
+        else:  # the folder itself, nothing copied
+            assert str(local) == root and "run/tensorboard/events" in files
+        assert (local / "run" / "epoch_0001" / "model.pt").read_text() == "run/epoch_0001/model.pt"
+
+
+def test_writable_folder_publishes_its_files_only_when_the_block_succeeds(root):
+    with storage.writable_folder(storage.join(root, "out")) as folder:
+        (folder / "case.npz").write_text("probabilities")
+        (folder / "case.nii.gz").write_text("label map, the done-marker, written last")
+    assert storage.list_names(storage.join(root, "out")) == ["case.nii.gz", "case.npz"]
+    assert storage.read_text(storage.join(root, "out", "case.npz")) == "probabilities"
+    if storage.is_uri(root):  # a failed block uploads nothing (a local folder is written in place)
+        with pytest.raises(RuntimeError), storage.writable_folder(storage.join(root, "failed")) as folder:
+            (folder / "half.npz").write_text("x")
+            raise RuntimeError("the prediction failed")
+        assert storage.list_names(storage.join(root, "failed")) == []

@@ -13,7 +13,6 @@ import optuna
 import pytest
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig, parse_int_list
-from nnunet_ray.data.types import DatasetError
 from nnunet_ray.distributed.cv import run_cv
 from nnunet_ray.distributed.experiment import max_concurrent_trials, trial_name
 from nnunet_ray.distributed.search_space import (load_space_file, optuna_search, parse_flag, search_space,

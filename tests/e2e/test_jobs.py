@@ -6,18 +6,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
+
+from nnunet_ray.data import storage
+from scripts.bench_jobs import local_head, submit_five_fold
+from tests.conftest import new_s3_root
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))
-RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _alone(script: Path, folder: Path) -> Path:
@@ -48,59 +49,21 @@ def test_five_fold_without_data_is_one_line_error(tmp_path):
                                                       "folder), unless --smoke-test")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
-    """A real `ray start --head` cluster (2 CPUs, dashboard + job server) in its own process group, stopped after
-    the test even when it fails (killing the group ends this cluster only: `ray stop` would end every cluster)."""
-    gcs, dashboard = _free_port(), _free_port()
-    # The job's `python` is the head node's: this environment's, as on a node running the project's image.
-    env = {**_env(), "RAY_AUTH_MODE": "token",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs),
-                             "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-                             # the job agent's default ports are fixed: another Ray node on this machine may hold them
-                             "--dashboard-agent-listen-port", str(_free_port()),
-                             "--dashboard-agent-grpc-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
-                             "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.monotonic() + 120
-        while subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True).returncode:
-            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
-            time.sleep(2)
+    """One real `ray start --head` cluster (2 CPUs, dashboard + job server) for this module's jobs, stopped after
+    them even when a test fails."""
+    with local_head() as (address, env):
         yield address, env
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
 def test_five_fold_smoke_job_through_ray_job_submit(ray_head, tmp_path):
     address, env = ray_head
-    job_dir = tmp_path / "job"
-    _alone(ROOT / "jobs" / "five_fold.py", job_dir)
     results = tmp_path / "results"
-    start = time.perf_counter()
-    for _ in range(10):  # the job server answers before the head's job agent is up: wait for the agent
-        submit = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(job_dir), "--",
-                                 "python", "five_fold.py", "--smoke-test", "--results", str(results)],
-                                env=env, capture_output=True, text=True, timeout=1500)
-        if "No available agent to submit job" not in submit.stderr + submit.stdout:
-            break
-        time.sleep(2)
-    seconds = time.perf_counter() - start
+    submit, seconds = submit_five_fold(address, env, tmp_path / "job", ["--smoke-test", "--results", str(results)])
     assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
-    print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s")
+    print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s (results on a local path)")
     experiment = results / "Task99_Synthetic_five_fold"
     summary = json.loads((experiment / "cv_summary.json").read_text())
     assert summary, "empty CV summary"
@@ -109,3 +72,41 @@ def test_five_fold_smoke_job_through_ray_job_submit(ray_head, tmp_path):
     assert [p.name for p in predictions] == ["synth_010.nii.gz", "synth_011.nii.gz"]
     events = list(experiment.rglob("events.out.tfevents.*"))
     assert len({e.parent.parent for e in events}) >= 2, "TensorBoard events for every trial"
+
+
+JOB_LINES = ("== ", "cross-validation summary:", "original-space evaluation:", "test predictions:", "compare folds:")
+
+
+def _bucket_files(location: str) -> list[str]:
+    """Every object under ``location``, relative to it."""
+    fs, root = storage.resolve(location)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return sorted(i.path[len(root) + 1:] for i in infos if i.type == pafs.FileType.File)
+
+
+@pytest.mark.slow
+def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, s3_server, tmp_path):
+    address, env = ray_head
+    results = new_s3_root(s3_server)  # endpoint and credentials travel in the URI to every job process
+    args = ["--smoke-test", "--results", results]
+    submit, seconds = submit_five_fold(address, env, tmp_path / "job", args)
+    assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
+    print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s (results on s3://, moto)")
+    # `ray job submit` echoes the entrypoint as given; the job's own lines name locations without credentials.
+    own = [line for line in submit.stdout.splitlines() if line.startswith(JOB_LINES)]
+    assert own and not [line for line in own if "test:test@" in line], own
+    experiment = storage.join(results, "Task99_Synthetic_five_fold")
+    files = _bucket_files(experiment)
+    for trial in ("3d_fold0", "3d_fold1"):
+        assert f"{trial}/epoch_0000/model.pt" in files and f"{trial}/metrics.jsonl" in files
+        assert any(f.startswith(f"{trial}/tensorboard/events.out.tfevents") for f in files)
+    assert {"cv_summary.csv", "cv_original_space.csv", "best_configuration.json",
+            "test_predictions/synth_010.nii.gz", "test_predictions/synth_011.nii.gz"} <= set(files)
+    trained = {t: storage.read_bytes(storage.join(experiment, t, "summary.json")) for t in ("3d_fold0", "3d_fold1")}
+
+    resumed, seconds = submit_five_fold(address, env, tmp_path / "job", [*args, "--resume"])
+    assert resumed.returncode == 0 and "succeeded" in resumed.stdout, resumed.stdout[-4000:] + resumed.stderr[-2000:]
+    print(f"resumed job -> SUCCEEDED in {seconds:.0f} s")
+    for trial, summary in trained.items():
+        assert storage.read_bytes(storage.join(experiment, trial, "summary.json")) == summary, f"{trial} retrained"
+    assert "0 predicted, 2 already done" in resumed.stdout  # the test predictions found in the bucket

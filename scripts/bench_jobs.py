@@ -1,0 +1,133 @@
+"""Benchmark: the five-fold smoke job through the real job API, results on a local path vs on object storage.
+
+    python scripts/bench_jobs.py           # needs the test extras: moto[server] is the S3 stand-in
+
+Starts a throwaway cluster (`ray start --head`, 2 CPUs, dashboard and job server on free ports), then submits
+`jobs/five_fold.py --smoke-test` with `ray job submit` twice: `--results` on a local folder, then on an `s3://`
+bucket of a local S3-compatible server (moto). Prints the time from submit to SUCCEEDED of each and their ratio:
+the overhead of object storage for the same job (same cluster, same synthetic task, same 1-epoch budget).
+The e2e tests (tests/e2e/test_jobs.py) start their cluster and submit their jobs with the same functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+FIVE_FOLD = ROOT / "jobs" / "five_fold.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def job_env() -> dict[str, str]:
+    """The environment of a job's cluster: no inherited cluster address or repository path; token auth on; the
+    head's `python` is this one (as on a node running the project's image)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    return {**env, "RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+
+
+@contextlib.contextmanager
+def local_head(num_cpus: int = 2) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `ray start --head` cluster in its own process group; yields (job server address, env). Stopped on
+    exit even after an error (killing the group ends this cluster only: `ray stop` would end every cluster)."""
+    env = job_env()
+    dashboard = free_port()
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", str(num_cpus), "--port", str(free_port()),
+                             "--dashboard-port", str(dashboard), "--include-dashboard", "true",
+                             # the job agent's default ports are fixed: another Ray node on this machine may hold them
+                             "--dashboard-agent-listen-port", str(free_port()),
+                             "--dashboard-agent-grpc-port", str(free_port()), "--metrics-export-port", str(free_port()),
+                             "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True).returncode:
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ray start --head did not come up")
+            time.sleep(2)
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def submit_five_fold(address: str, env: dict[str, str], job_dir: Path, args: list[str],
+                     timeout: float = 1500) -> tuple[subprocess.CompletedProcess, float]:
+    """`ray job submit -- python five_fold.py ARGS` with the script copied alone into ``job_dir`` (the working
+    directory uploaded with the job); returns the finished `ray job submit` and its seconds from submit to end."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / FIVE_FOLD.name).write_bytes(FIVE_FOLD.read_bytes())
+    start = time.perf_counter()
+    for _ in range(10):  # the job server answers before the head's job agent is up: wait for the agent
+        submit = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(job_dir), "--",
+                                 "python", FIVE_FOLD.name, *args], env=env, capture_output=True, text=True,
+                                timeout=timeout)
+        if "No available agent to submit job" not in submit.stderr + submit.stdout:
+            break
+        time.sleep(2)
+    return submit, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def moto_bucket() -> Iterator[str]:
+    """A local S3-compatible server (moto) with one empty bucket; yields an ``s3://`` root whose URI carries the
+    endpoint and (dummy) credentials, so the job's processes need no environment of their own."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        bucket = f"bench-{uuid.uuid4().hex[:12]}"
+        options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        fs, _ = pafs.FileSystem.from_uri(f"s3://test:test@{bucket}?{options}&allow_bucket_creation=true")
+        fs.create_dir(bucket)
+        yield f"s3://test:test@{bucket}/results?{options}"
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.parse_args(argv)
+    with moto_bucket() as bucket, local_head() as (address, env), tempfile.TemporaryDirectory() as tmp:
+        seconds = {}
+        for label, results in (("local path", str(Path(tmp) / "results")), ("s3 (moto)", bucket)):
+            submit, seconds[label] = submit_five_fold(address, env, Path(tmp) / "job", ["--smoke-test", "--results",
+                                                                                       results])
+            if submit.returncode != 0:
+                print(submit.stdout[-4000:] + submit.stderr[-2000:], file=sys.stderr)
+                print(f"bench_jobs: error: the {label} smoke job failed", file=sys.stderr)
+                return 1
+            print(f"five_fold.py --smoke-test, results on {label}: submit -> SUCCEEDED {seconds[label]:.1f} s",
+                  flush=True)
+    print(f"object storage overhead: {seconds['s3 (moto)'] - seconds['local path']:+.1f} s "
+          f"(x{seconds['s3 (moto)'] / seconds['local path']:.2f} the local path's time)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
