@@ -280,10 +280,9 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
             tune_config=tune.TuneConfig(
                 metric=SCORE, mode=SCORE_MODE, num_samples=num_samples, scheduler=scheduler,
                 search_alg=_search_algorithm(searcher, concurrency, random_state),
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-                # A trial's driver process is kept for the next trial (all hold DRIVER_CPUS): its Python start-up
-                # and imports (torch, Ray Train, this package: seconds on a small node) are paid once per slot.
-                reuse_actors=True),
+                # No reuse_actors: a reused driver deadlocks with Train V2's TuneReportCallback (its controller
+                # blocks putting a report that the restarted trial never reads; seen on Ray 2.60 in ASHA sweeps).
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                                       verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
                                                             HParamsCallback(path)]))
