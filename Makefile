@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for mode in preprocess loader step train predict cv; do $(PY) scripts/benchmark.py --mode $$mode || exit 1; done
+	$(PY) scripts/benchmark.py --mode sweep --cases 10 --batches 2 --epochs 4
 
 # The GPU paths (AMP training, DALI on GPU, NCCL DDP, Task01 benchmark, prediction); CPU smoke path without CUDA.
 gpu-check: $(STAMP)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -39,7 +40,8 @@ def free_port() -> int:
 def job_env() -> dict[str, str]:
     """The environment of a job's cluster: no inherited cluster address or repository path; token auth on; the
     head's `python` is this one (as on a node running the project's image)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    # RAY_API_SERVER_ADDRESS too: `ray job submit` prefers it over --address.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     return {**env, "RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
@@ -110,6 +112,20 @@ def moto_bucket() -> Iterator[str]:
         server.stop()
 
 
+def training_seconds(results: Path) -> float:
+    """Wall seconds during which at least one trial's workers were training (the union of the trials' in-worker
+    ``fit`` intervals from their summary.json): the rest of a job's time is start-up, scheduling, preprocessing,
+    evaluation and prediction."""
+    intervals = sorted((s["finished_at"] - s["seconds_in_worker"], s["finished_at"])
+                       for s in (json.loads(p.read_text()) for p in results.rglob("summary.json"))
+                       if s.get("seconds_in_worker") and s.get("finished_at"))
+    covered, end = 0.0, float("-inf")
+    for begin, finish in intervals:
+        covered += max(0.0, finish - max(begin, end))
+        end = max(end, finish)
+    return covered
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.parse_args(argv)
@@ -124,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"five_fold.py --smoke-test, results on {label}: submit -> SUCCEEDED {seconds[label]:.1f} s",
                   flush=True)
+            if label == "local path":
+                training = training_seconds(Path(results))
+                print(f"  of which training (any trial's workers in fit): {training:.1f} s; outside training "
+                      f"(start-up, scheduling, preprocessing, evaluation, prediction): "
+                      f"{1 - training / seconds[label]:.0%}", flush=True)
     print(f"object storage overhead: {seconds['s3 (moto)'] - seconds['local path']:+.1f} s "
           f"(x{seconds['s3 (moto)'] / seconds['local path']:.2f} the local path's time)")
     return 0

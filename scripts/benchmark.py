@@ -5,6 +5,7 @@
     python scripts/benchmark.py --mode step [--task 4 --dim 3 --batch-size 2]
     python scripts/benchmark.py --mode predict [--task 4 --batch-size 2 --volumes 4 --volume-size 64]
     python scripts/benchmark.py --mode cv [--cases 10 --batches 2]
+    python scripts/benchmark.py --mode sweep [--cases 10 --batches 2 --epochs 4 --samples 4]
 
 preprocess: the same synthetic set preprocessed with 1 worker and with every CPU of the local Ray cluster
 (fresh output folders each time; planning is excluded from the timing); prints cases/s for both and the ratio.
@@ -14,6 +15,8 @@ step: one training step (forward, Dice+CE, backward, RAdam) of an MSD preset's U
 cv: a 5-fold cross-validation (`nnunet-ray cv`, 1-CPU trials, 1 epoch each) on the same Task04-preset data: its wall
 time, the sum of its trials' in-worker training time, and Ray's overhead per trial (worker start-up, scheduling,
 teardown): (wall x concurrent trials - summed training) / trials, and within each trial's driver (fit - training).
+sweep: the same seeded 4-configuration learning-rate sweep (`nnunet-ray tune`, fold 0, --epochs epochs) with ASHA
+and with `--scheduler none`: wall time and epochs trained of each, the trials ASHA stopped, the wall time it saved.
 predict: batched patch prediction of an MSD preset's U-Net (img/s, latency mean/p90/p95/p99; fp32 / AMP, without /
 with flip TTA), per-volume time of a synthetic case (preprocess + sliding window + restore; without / with TTA), and
 the ensemble throughput of two members over the same synthetic test volumes with 1 and with 2 Ray actors.
@@ -216,6 +219,34 @@ def bench_cv(args: argparse.Namespace, work: Path) -> dict:
             "ray_overhead_s_per_trial": round((wall * concurrent - in_worker) / len(trials), 1),
             "fit_overhead_s_per_trial": round(sum(t["seconds"] - t["seconds_in_worker"] for t in trials)
                                               / len(trials), 1)}
+
+
+def bench_sweep(args: argparse.Namespace, work: Path) -> dict:
+    """The same seeded learning-rate sweep twice, with ASHA and with every trial trained to the end."""
+    import time
+
+    from nnunet_ray.config import TrainConfig, TuneConfig
+    from nnunet_ray.distributed.sweep import run_sweep
+
+    data = _task04_data(work, args.cases)
+    train = TrainConfig(min_epochs=args.epochs, max_epochs=args.epochs, train_batches=args.batches,
+                        batch_size=args.batch_size, dali_threads=1, warmup=0, image_every=0)
+    result: dict = {"mode": "sweep", "configurations": args.samples, "epochs": args.epochs}
+    for scheduler in ("asha", "none"):
+        start = time.perf_counter()
+        outcome = run_sweep(TuneConfig(data=str(data), results=str(work / "results"), folds="0",
+                                       learning_rate="loguniform:1e-4:3e-2", num_samples=args.samples,
+                                       scheduler=scheduler, name=f"sweep_{scheduler}", train=train))
+        result[f"{scheduler}_wall_s"] = round(time.perf_counter() - start, 1)
+        result[f"{scheduler}_epochs_trained"] = int(outcome["table"]["epochs"].sum())
+        result[f"{scheduler}_best_config"] = outcome["best_config"]
+        if scheduler == "asha":
+            result["asha_stopped_trials"] = outcome["stopped_early"]
+    result["wall_saved_s"] = round(result["none_wall_s"] - result["asha_wall_s"], 1)
+    result["asha_vs_full_wall"] = round(result["asha_wall_s"] / result["none_wall_s"], 2)
+    return result
+
+
 class _TimedCheckpoints:
     """``LocalCheckpoints`` that also times what an epoch spends outside ``fit``'s train + validation timers.
 
@@ -295,7 +326,7 @@ def bench_epoch(args: argparse.Namespace, work: Path) -> dict:
 
 
 MODES = {"epoch": bench_epoch, "preprocess": bench_preprocess, "loader": bench_loader, "step": bench_step,
-         "train": bench_train, "predict": bench_predict, "cv": bench_cv}
+         "train": bench_train, "predict": bench_predict, "cv": bench_cv, "sweep": bench_sweep}
 
 
 def main() -> int:
@@ -312,7 +343,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the side-by-side pair; medians are reported")
     parser.add_argument("--volumes", type=int, default=4, help="predict: synthetic test volumes for the ensemble")
     parser.add_argument("--volume-size", type=int, default=64, help="predict: synthetic volume edge (voxels)")
-    parser.add_argument("--epochs", type=int, default=10, help="epoch: epochs per run")
+    parser.add_argument("--epochs", type=int, default=10, help="epoch / sweep: epochs per run / per trial")
+    parser.add_argument("--samples", type=int, default=4, help="sweep: configurations drawn")
     parser.add_argument("--val-every", type=int, default=0, help="epoch: second run's --val-every (0 = no second run)")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="epoch: second run's --checkpoint-every")
     parser.add_argument("--workdir", default="", help="scratch folder (default: a temporary one)")

@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from nnunet_ray.data import storage
-from scripts.bench_jobs import local_head, submit_five_fold
+from scripts.bench_jobs import local_head, submit_five_fold, training_seconds
 from tests.conftest import new_s3_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,3 +110,13 @@ def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, s3_server, tmp_path)
     for trial, summary in trained.items():
         assert storage.read_bytes(storage.join(experiment, trial, "summary.json")) == summary, f"{trial} retrained"
     assert "0 predicted, 2 already done" in resumed.stdout  # the test predictions found in the bucket
+
+
+def test_training_seconds_is_the_union_of_the_trials_fit_intervals(tmp_path):
+    trials = {"3d_fold0": (110.0, 10.0), "3d_fold1": (120.0, 15.0), "3d_fold2": (135.0, 5.0)}  # finished, seconds
+    for name, (finished, seconds) in trials.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"finished_at": finished,
+                                                                 "seconds_in_worker": seconds}))
+    (tmp_path / "summary.json").write_text(json.dumps({"cases": 2}))  # not a trial: no fit interval
+    assert training_seconds(tmp_path) == pytest.approx(20.0 + 5.0)  # [100, 120] and [130, 135]
