@@ -151,7 +151,7 @@ def check_predict(ctx: Context) -> dict:
     summary = predict_folder(cfg, cases=[case])
     if not summary.ok or summary.done != [case.case_id]:
         raise RuntimeError(summary.line() + "; " + "; ".join(summary.failed.values()))
-    written, source = nib.load(str(summary.out_dir / f"{case.case_id}.nii.gz")), nib.load(str(case.images[0]))
+    written, source = nib.load(str(Path(summary.out_dir) / f"{case.case_id}.nii.gz")), nib.load(str(case.images[0]))
     if written.shape != source.shape[:3]:
         raise RuntimeError(f"prediction shape {written.shape} is not the input's {source.shape[:3]}")
     return {"case_id": case.case_id, "shape_xyz": list(written.shape), "tta": True, "amp": True,
