@@ -3,8 +3,8 @@
 The pure stages read and write local files; this module bridges them to a root anywhere: ``read_plans`` /
 ``write_plans`` / ``read_splits`` / ``write_splits`` read and write the small files there, ``case_writer``
 preprocesses a case into node-local scratch and uploads it (the ``.json`` that marks a case done goes last, so a
-reader never sees a half case), and ``case_memory_bytes`` / ``raw_case_memory_bytes`` size a preprocessing / fingerprinting actor from the
-dataset fingerprint / the NIfTI headers.
+reader never sees a half case), and ``case_memory_bytes`` / ``raw_case_memory_bytes`` size a preprocessing /
+fingerprinting actor from the dataset fingerprint / the NIfTI headers.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ them in Ray's object store; each actor builds every member's network once ([1] o
 has GPUs, else CPUs). Cases go to whichever actor is free ([2] ``ray.wait`` on the running calls), so a slow case
 never holds up the others. A case that fails is reported by name and the others go on; the exit status is 1 at the
 end. Outputs are written atomically by the actors, so a rerun predicts only the unfinished cases; ``predict.json``
-records the members (paths, network and preprocessing hashes), the options and per-case timings. Multi-node clusters need ``--input``
-on a filesystem every node sees; ``--models`` and ``--out`` may also be URIs (``s3://``, ``gs://``): the driver
-downloads only the checkpoint files it loads, and each actor writes a case to local scratch and uploads it (the
-label map, the file that marks the case done, last).
+records the members (paths, network and preprocessing hashes), the options and per-case timings. Multi-node clusters
+need ``--input`` on a filesystem every node sees; ``--models`` and ``--out`` may also be URIs (``s3://``, ``gs://``):
+the driver downloads only the checkpoint files it loads, and each actor writes a case to local scratch and uploads
+it (the label map, the file that marks the case done, last).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.distributed.cluster import cluster_cpus, cluster_gpus, init_ray
 from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
 from nnunet_ray.inference.members import BEST_CONFIGURATION, Member, check_compatible, find_checkpoints, load_member
-from nnunet_ray.inference.outputs import output_files, predict_case
+from nnunet_ray.inference.outputs import output_names, predict_case
 from nnunet_ray.planning.schema import PLANS_FILE
 from nnunet_ray.training.checkpoint import REQUIRED
 
@@ -218,8 +218,8 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
     timings = _check_out_folder(out, record)
     summary = PredictSummary(out_dir=out)
     present = set(storage.list_names(out))  # one listing, not one request per case on object storage
-    todo = [c for c in cases if not all(f.name in present for f in
-                                        output_files(".", c.case_id, save_probabilities=cfg.save_probabilities))]
+    todo = [c for c in cases if not present.issuperset(output_names(c.case_id,
+                                                                    save_probabilities=cfg.save_probabilities))]
     summary.skipped = [c.case_id for c in cases if c not in todo]
     logger.info("predicting %d of %d cases with %d member(s) (%d already done)", len(todo), len(cases), len(members),
                 len(summary.skipped))
@@ -239,7 +239,8 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
             for actor in actors:
                 ray.kill(actor)
     summary.seconds = time.perf_counter() - start
-    storage.write_json(storage.join(out, RECORD), {**record, "cases": timings, "actors": summary.actors, "seconds": summary.seconds})
+    storage.write_json(storage.join(out, RECORD),
+                       {**record, "cases": timings, "actors": summary.actors, "seconds": summary.seconds})
     return summary
 
 

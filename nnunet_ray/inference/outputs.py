@@ -23,11 +23,15 @@ LABEL_SUFFIX = ".nii.gz"
 PROBS_SUFFIX = ".npz"
 
 
+def output_names(case_id: str, *, save_probabilities: bool) -> list[str]:
+    """The file names of a finished case; the label map is last (the done-marker)."""
+    label = f"{case_id}{LABEL_SUFFIX}"
+    return [f"{case_id}{PROBS_SUFFIX}", label] if save_probabilities else [label]
+
+
 def output_files(out_dir: str | Path, case_id: str, *, save_probabilities: bool) -> list[Path]:
-    """The files a finished case has in ``out_dir``; the label map is last (the done-marker)."""
-    out_dir = Path(out_dir)
-    label = out_dir / f"{case_id}{LABEL_SUFFIX}"
-    return [out_dir / f"{case_id}{PROBS_SUFFIX}", label] if save_probabilities else [label]
+    """The files a finished case has in ``out_dir`` (``output_names`` there)."""
+    return [Path(out_dir) / name for name in output_names(case_id, save_probabilities=save_probabilities)]
 
 
 def is_done(out_dir: str | Path, case_id: str, *, save_probabilities: bool) -> bool:
