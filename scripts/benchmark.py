@@ -12,9 +12,11 @@ preprocess: the same synthetic set preprocessed with 1 worker and with every CPU
 loader: patches/s of the DALI train pipeline with every augmentation at the reference probabilities, for a 3D
 4x128^3 patch (batch 2) and a 2D 4x192x160 batch of 16 slices (CPU mode here; GPU mode when CUDA is present).
 step: one training step (forward, Dice+CE, backward, RAdam) of an MSD preset's U-Net, fp32 and AMP side by side.
-cv: a 5-fold cross-validation (`nnunet-ray cv`, 1-CPU trials, 1 epoch each) on the same Task04-preset data: its wall
-time, the sum of its trials' in-worker training time, and Ray's overhead per trial (worker start-up, scheduling,
-teardown): (wall x concurrent trials - summed training) / trials, and within each trial's driver (fit - training).
+cv: a 5-fold cross-validation (`nnunet-ray cv`, 1 epoch each) on the same Task04-preset data, three times on one
+local cluster (its start-up timed apart): 1-worker folds trained inside their Tune trials (--engine tune), 1-worker
+folds on Ray Train (--engine train), 2-worker folds on Ray Train. For each: wall time, the summed in-worker training
+and validation, the overhead per trial, (wall - summed work / trials at once) x trials at once / trials, and each
+trial's wall over its in-worker work.
 sweep: the same seeded 4-configuration learning-rate sweep (`nnunet-ray tune`, fold 0, --epochs epochs) with ASHA
 and with `--scheduler none`: wall time and epochs trained of each, the trials ASHA stopped, the wall time it saved.
 predict: batched patch prediction of an MSD preset's U-Net (img/s, latency mean/p90/p95/p99; fp32 / AMP, without /
@@ -197,28 +199,48 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
+CV_ENGINES = (("tune_1w", "tune", 1), ("train_1w", "train", 1), ("train_2w", "train", 2))
+
+
 def bench_cv(args: argparse.Namespace, work: Path) -> dict:
-    import json as json_module
+    """The same 5-fold CV three times on one local cluster (started first, timed apart): 1-worker folds trained in
+    their Tune trials, 1-worker folds on Ray Train, 2-worker folds on Ray Train (DDP)."""
     import time
 
     from nnunet_ray.config import CVConfig, TrainConfig
-    from nnunet_ray.distributed.cluster import cluster_cpus
-    from nnunet_ray.distributed.cv import run_cv
+    from nnunet_ray.distributed.cluster import cluster_cpus, init_ray
 
     data = _task04_data(work, args.cases)
+    start = time.perf_counter()
+    init_ray()
+    result: dict = {"mode": "cv", "folds": 5, "cluster_start_s": round(time.perf_counter() - start, 1)}
     train = TrainConfig(min_epochs=1, max_epochs=1, train_batches=args.batches, batch_size=args.batch_size,
                         dali_threads=1, warmup=0, image_every=0)
+    for label, engine, workers in CV_ENGINES:
+        cfg = CVConfig(data=str(data), results=str(work / "results"), folds="0-4", name=f"bench_{label}",
+                       engine=engine, workers_per_trial=workers, train=train)
+        result[label] = _cv_overhead(cfg, slots=max(1, cluster_cpus() // workers))
+    result["overhead_ratio_train_1w_vs_tune_1w"] = round(
+        result["train_1w"]["overhead_s_per_trial"] / max(result["tune_1w"]["overhead_s_per_trial"], 0.1), 1)
+    return result
+
+
+def _cv_overhead(cfg, *, slots: int) -> dict:
+    """Run one CV and account its overhead: per trial, (wall - its in-worker work packed on ``slots`` concurrent
+    trials) x slots / trials; and each trial's own wall (``seconds``) over its in-worker training and validation."""
+    import time
+
+    from nnunet_ray.distributed.cv import run_cv
+
     start = time.perf_counter()
-    run_cv(CVConfig(data=str(data), results=str(work / "results"), folds="0-4", name="bench_cv", train=train))
+    run_cv(cfg)
     wall = time.perf_counter() - start
-    trials = [json_module.loads(p.read_text()) for p in sorted((work / "results" / "bench_cv").glob("*/summary.json"))]
-    in_worker = sum(t["seconds_in_worker"] for t in trials)
-    concurrent = min(cluster_cpus(), len(trials))
-    return {"mode": "cv", "trials": len(trials), "concurrent_trials": concurrent, "cv_wall_s": round(wall, 1),
-            "sum_training_s": round(in_worker, 1),
-            "ray_overhead_s_per_trial": round((wall * concurrent - in_worker) / len(trials), 1),
-            "fit_overhead_s_per_trial": round(sum(t["seconds"] - t["seconds_in_worker"] for t in trials)
-                                              / len(trials), 1)}
+    trials = [json.loads(p.read_text()) for p in sorted((Path(cfg.results) / cfg.name).glob("*/summary.json"))]
+    work = sum(t["seconds_in_worker"] for t in trials)
+    return {"engine": trials[0]["engine"], "trials": len(trials), "trials_at_once": slots,
+            "wall_s": round(wall, 1), "sum_in_worker_s": round(work, 1),
+            "overhead_s_per_trial": round((wall - work / slots) * slots / len(trials), 1),
+            "trial_wall_over_work": round(statistics.mean(t["seconds"] / t["seconds_in_worker"] for t in trials), 2)}
 
 
 def bench_sweep(args: argparse.Namespace, work: Path) -> dict:

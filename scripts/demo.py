@@ -2,7 +2,7 @@
 
     python scripts/demo.py --workdir demo_data
 
-synth -> `nnunet-ray cv`: plan + preprocess (Ray Data), then every fold a Ray Tune trial training on Ray Train
+synth -> `nnunet-ray cv`: plan + preprocess (Ray Data), then every fold a Ray Tune trial that trains the fold itself
 (1-CPU trials, as many at once as the CPUs allow; one GPU per trial when the cluster has GPUs), then the summary
 table over the folds -> ensemble prediction of the test images with every fold's best checkpoint of the CV
 experiment (Ray actor pool) -> evaluation against the test labels (labelsTs) where the dataset has them.
@@ -49,7 +49,7 @@ def main() -> int:
     experiment = work / "results" / NAME
     resume = (experiment / "tuner.pkl").is_file()
     print(f"[2/4] {'resuming' if resume else 'running'} a cross-validation of folds {args.folds} ({args.dims}d) on "
-          f"Ray Tune + Ray Train, {'1 GPU (AMP)' if gpus else '1 CPU'} per trial", flush=True)
+          f"Ray Tune, {'1 GPU (AMP)' if gpus else '1 CPU'} per trial", flush=True)
     table = run_cv(CVConfig(data=str(raw), results=str(work / "results"), preprocessed=str(work / "preprocessed"),
                             dims=args.dims, folds=args.folds, name=NAME, resume=resume, gpus_per_trial=gpus,
                             train=TrainConfig(min_epochs=args.epochs, max_epochs=args.epochs, learning_rate=3e-3,

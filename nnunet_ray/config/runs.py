@@ -6,8 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from nnunet_ray.config.base import ConfigError, _check, _check_choices, flag_name, opt
-from nnunet_ray.config.stages import TrainConfig
+from nnunet_ray.config.stages import TrainConfig, check_gpus
 
+GPUS_PER_TRIAL_HELP = ("GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers; a fraction below 1 "
+                       "packs single-worker trials on one GPU (0.5: two per GPU)")
+ENGINES = ("auto", "tune", "train")
+ENGINE_HELP = ("what runs a trial: tune (the fold trains inside the Ray Tune trial: one worker only, seconds of "
+               "overhead), train (a Ray Train TorchTrainer with DDP workers), auto (tune for one worker, else train)")
 TRIAL_FIELDS = ("data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark")
 
 
@@ -28,8 +33,12 @@ def _check_experiment(cfg: Any) -> None:
     _check(bool(cfg.data), "data", "is required")
     _check(bool(cfg.results), "results", "is required")
     _check("/" not in cfg.name and not cfg.name.startswith("."), "name", f"{cfg.name!r} must be a plain folder name")
-    _check(cfg.gpus_per_trial >= 0, "gpus_per_trial", "must be >= 0")
     _check(cfg.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
+    check_gpus(cfg.gpus_per_trial, "gpus_per_trial", workers=cfg.workers_per_trial)
+    _check_choices(cfg)
+    workers = max(1, int(cfg.gpus_per_trial)) if cfg.gpus_per_trial else cfg.workers_per_trial
+    _check(cfg.engine != "tune" or workers == 1, "engine",
+           f"tune trains one worker per trial; this trial has {workers} (use --engine train or auto)")
     parse_int_list(cfg.folds, "folds")
 
 
@@ -42,8 +51,9 @@ class CVConfig:
     results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
     dims: str = opt("3", "dims to cross-validate: 3, 2 or 2,3")
     folds: str = opt("0-4", "folds to train: 0-4, 0,2 or 3")
-    gpus_per_trial: int = opt(0, "GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers")
+    gpus_per_trial: float = opt(0.0, GPUS_PER_TRIAL_HELP)
     workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
+    engine: str = opt("auto", ENGINE_HELP, choices=ENGINES)
     name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_cv); an existing one is only "
                     "continued with --resume")
     config: str = opt("", "JSON file of training options (e.g. tune's best_config.json); its values replace "
@@ -78,8 +88,9 @@ class TuneConfig:
     search: str = opt("random", "how configurations are drawn: random (each independently) or optuna (Optuna's TPE "
                       "learns from finished trials; one fold, no grid values)", choices=("random", "optuna"))
     search_seed: int = opt(0, "seed of the search (the same seed draws the same first configurations)")
-    gpus_per_trial: int = opt(0, "GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers")
+    gpus_per_trial: float = opt(0.0, GPUS_PER_TRIAL_HELP)
     workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
+    engine: str = opt("auto", ENGINE_HELP, choices=ENGINES)
     name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_tune); an existing one is "
                     "only continued with --resume")
     resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "

@@ -109,7 +109,8 @@ class TrainConfig:
     dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
     experiment: str = opt("", "run name; default <dataset>_<dim>d_fold<F> (the same name resumes)")
     # --- workers and devices
-    gpus: int = opt(0, "GPU workers (one GPU each); 0 trains on CPU workers")
+    gpus: float = opt(0.0, "GPU workers (one GPU each); 0 trains on CPU workers; a fraction below 1 is one worker "
+                      "sharing a GPU (e.g. 0.5: two such runs per GPU)")
     workers: int = opt(1, "CPU workers when --gpus is 0")
     cpus_per_worker: int = opt(1, "CPUs reserved per worker (DALI threads use them)")
     dali_threads: int = opt(2, "DALI CPU threads per pipeline", aliases=("--num-workers", "--num_workers"))
@@ -182,6 +183,7 @@ class TrainConfig:
         _check_choices(self)
         for name in ("max_failures", "max_preemption_failures"):
             _check(getattr(self, name) >= -1, name, "must be >= 0, or -1 for no limit")
+        check_gpus(self.gpus, "gpus", workers=1)
         for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "seed",
                      "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
@@ -212,8 +214,27 @@ class TrainConfig:
 
     @property
     def world_size(self) -> int:
-        """Number of Ray Train workers (DDP ranks)."""
-        return self.gpus if self.gpus > 0 else self.workers
+        """Number of workers (DDP ranks): one per whole GPU (a fraction of one GPU: one), else ``--workers``."""
+        return max(1, int(self.gpus)) if self.gpus > 0 else self.workers
+
+    @property
+    def gpus_per_worker(self) -> float:
+        """GPUs each worker holds: 1, or the fraction of one GPU a single worker shares (``--gpus 0.5``)."""
+        return min(1.0, self.gpus)
+
+
+def check_gpus(gpus: float, name: str, *, workers: int) -> None:
+    """``gpus`` GPUs per run: >= 0; several GPUs only whole (one per DDP worker); a fraction below 1 only for one
+    worker (Ray shares a GPU between single-process trials, not between the ranks of one DDP run).
+
+    Raises:
+        ConfigError: naming ``name``'s flag.
+    """
+    _check(gpus >= 0, name, "must be >= 0")
+    _check(gpus <= 1 or float(gpus).is_integer(), name,
+           f"{gpus:g}: several GPUs must be whole (one per DDP worker); a fraction below 1 shares one GPU")
+    _check(not (0 < gpus < 1) or workers == 1, name,
+           f"{gpus:g}: a shared GPU fraction runs one worker; it cannot go with several workers per run")
 
 
 # TrainConfig fields that `cv` and `tune` set per trial themselves, so they are not flags of those commands.

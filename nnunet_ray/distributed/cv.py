@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any
 
 import pandas as pd
@@ -26,7 +27,7 @@ SUMMARY_CSV = "cv_summary.csv"
 SUMMARY_JSON = "cv_summary.json"
 
 
-def trial_train_config(train: TrainConfig, *, gpus: int, workers: int, results: str) -> TrainConfig:
+def trial_train_config(train: TrainConfig, *, gpus: float, workers: int, results: str) -> TrainConfig:
     """The options every trial shares: the command's training options, its resources, the experiment folder."""
     return dataclasses.replace(train, gpus=gpus, workers=workers, results=str(results), resume_training=False,
                                experiment="", benchmark=False)
@@ -43,6 +44,7 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
         RunError: a trial failed for good.
     """
     cfg.validate()
+    started_at = time.time()
     dims, folds = parse_int_list(cfg.dims, "dims"), parse_int_list(cfg.folds, "folds")
     data = resolve_data(cfg.data, dims, results=cfg.results, preprocessed=cfg.preprocessed)
     check_folds(data, folds)
@@ -53,15 +55,40 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
     else:
         base = trial_train_config(apply_config_file(cfg.train, cfg.config), gpus=cfg.gpus_per_trial,
                                   workers=cfg.workers_per_trial, results=path)
-        spec = TrialSpec(base=base, data_dirs=data.dirs, dims=dims, folds=folds)
+        spec = TrialSpec(base=base, data_dirs=data.dirs, dims=dims, folds=folds, engine=cfg.engine)
         if data.raw:  # a raw dataset's trials can only be checked once it is planned
             preprocess_raw(data, address=base.address)
         validate_trials(spec)
     results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address)
     raise_failed_trials(results, path)
     table = summarise(path, dims=spec.dims, folds=spec.folds, plans_labels=_labels(spec.data_dirs))
+    table.attrs["cost"] = experiment_cost([storage.join(path, f"{d}d_fold{f}") for d in spec.dims for f in spec.folds],
+                                          started_at=started_at)
     write_summary(table, path)
     return table
+
+
+def experiment_cost(run_dirs: list[str], *, started_at: float) -> dict[str, Any]:
+    """What the command cost: its wall time, the device-hours its trials held, and the share of the wall during
+    which at least one trial was training (the union of the trials' in-worker spans within this command's wall)."""
+    now = time.time()
+    summaries = [storage.read_json(storage.join(run, SUMMARY)) for run in run_dirs]
+    spans = sorted((max(started_at, s["finished_at"] - (s.get("seconds_in_worker") or 0.0)),
+                    min(now, s["finished_at"])) for s in summaries)
+    training, covered_until = 0.0, started_at
+    for begin, end in spans:
+        training += max(0.0, end - max(begin, covered_until))
+        covered_until = max(covered_until, end)
+    wall = now - started_at
+    return {"wall_seconds": wall, "device": summaries[0].get("device", "CPU") if summaries else "CPU",
+            "device_hours": sum(s.get("device_hours") or 0.0 for s in summaries),
+            "training_share": training / wall if wall > 0 else 0.0}
+
+
+def cost_line(cost: dict[str, Any], trials: int) -> str:
+    """The command's last line: wall time, device-hours and the share of the wall spent training."""
+    return (f"{trials} trials in {cost['wall_seconds']:.0f} s wall, {cost['device_hours']:.4f} "
+            f"{cost['device']}-hours, training {cost['training_share']:.0%} of the wall")
 
 
 def _labels(dirs: dict[int, str]) -> list[str]:
@@ -79,7 +106,8 @@ def trial_row(run_dir: str, *, dim: int, fold: int, class_names: list[str]) -> d
     row: dict[str, Any] = {"dim": f"{dim}d", "fold": str(fold), "best_epoch": best_epoch}
     row.update({f"dice_{name}": value for name, value in zip(class_names, per_class)})
     row.update({"dice_mean": summary.get("best_dice"), "epochs": summary.get("epochs"),
-                "seconds": summary.get("seconds"), "best_checkpoint": summary.get("best_checkpoint")})
+                "seconds": summary.get("seconds"), "device_hours": summary.get("device_hours"),
+                "best_checkpoint": summary.get("best_checkpoint")})
     return row
 
 
@@ -107,7 +135,7 @@ def write_summary(table: pd.DataFrame, path: str) -> None:
         values = row.drop(["dim", "fold", "best_checkpoint"]).to_dict()
         per_dim.setdefault(row["dim"], {})[row["fold"]] = _finite(values)
     storage.write_json(storage.join(path, SUMMARY_JSON), {"trials": [_finite(r) for r in trials.to_dict(orient="records")],
-                                    "per_dim": per_dim})
+                                    "per_dim": per_dim, "cost": table.attrs.get("cost")})
 
 
 def _finite(record: dict) -> dict:
@@ -124,4 +152,6 @@ def format_table(table: pd.DataFrame) -> str:
         text = trials.astype(float).round(3).astype(str)
         text.loc["mean ± std"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, std)]
         lines += [f"{dim} cross-validation ({len(trials)} folds)", text.to_string(), ""]
+    if table.attrs.get("cost"):
+        lines.append(cost_line(table.attrs["cost"], int((~table["fold"].isin(["mean", "std"])).sum())))
     return "\n".join(lines)

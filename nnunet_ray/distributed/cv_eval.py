@@ -3,7 +3,8 @@
     nnunet-ray evaluate --cv RESULTS/EXPERIMENT --data RAW_DATASET [--tta] [--actors N]
 
 In-training validation Dice is measured on the preprocessed grid (as the reference does). This predicts every
-fold's validation cases from the raw images with that fold's best checkpoint (the Ray actor pool of ``predict``),
+fold's validation cases from the raw images with that fold's best checkpoint (one Ray actor pool for all folds,
+each actor holding every fold's network),
 restores them to the original grid and scores them against the raw labels (Dice, HD95, NSD), so the numbers are
 the ones a user of the model would see. Every training run folder under the experiment is one fold of one
 configuration; its fold and preprocessed folder (``splits.json``) come from the checkpoint's config.
@@ -34,7 +35,7 @@ from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_n
 from nnunet_ray.data import storage
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.distributed.locations import read_splits
-from nnunet_ray.distributed.predict import local_models, predict_folder
+from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
 from nnunet_ray.inference.members import run_folders
 from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpoint
@@ -95,16 +96,19 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
     experiment = storage.absolute(cfg.cv)
     dataset = load_dataset(cfg.data)
     runs, rows = _fold_runs(experiment), []
-    for name, checkpoint, config, training_dice in runs:
-        out = storage.join(experiment, PREDICTIONS, name)
+    requests = []
+    for name, checkpoint, config, _ in runs:
         logger.info("%s: fold %s with %s", name, config["fold"], storage.display(checkpoint))
-        predict = PredictConfig(models=(checkpoint,), input=str(dataset.root), out=out, tta=cfg.tta,
-                                actors=cfg.actors, address=cfg.address, save_probabilities=True).validate()
-        summary = predict_folder(predict, cases=_validation_cases(config, dataset, name))
+        predict = PredictConfig(models=(checkpoint,), input=str(dataset.root), out=storage.join(
+            experiment, PREDICTIONS, name), tta=cfg.tta, actors=cfg.actors, address=cfg.address,
+            save_probabilities=True).validate()
+        requests.append((predict, _validation_cases(config, dataset, name)))
+    # One actor pool for every fold: each case is predicted by its own fold's best checkpoint.
+    for (name, _, config, training_dice), (predict, _), summary in zip(runs, requests, predict_folders(requests)):
         if not summary.ok:
             raise ConfigError(f"{flag_name('cv')}: run {name}: {len(summary.failed)} validation case(s) failed, "
                               f"e.g. {next(iter(summary.failed.values()))}")
-        scores = evaluate_folders(out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance)
+        scores = evaluate_folders(predict.out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance)
         rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
                      "training_dice": training_dice, **scores["mean"]})
     result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
-from pathlib import PurePosixPath
 from typing import Any
 
 import ray
@@ -33,17 +31,18 @@ from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, fro
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.run_storage import storage_location
-from nnunet_ray.distributed.train import SCORE, fit_fold, prepare_fold
-from nnunet_ray.training.logs import TB_DIR
+from nnunet_ray.distributed.fold_run import SCORE, SUMMARY
+from nnunet_ray.distributed.hparams import HParamsCallback, short_value
+from nnunet_ray.distributed.train import fit_fold, prepare_fold
+from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
+from nnunet_ray.distributed.trial_fit import fit_in_trial
 
 log = logging.getLogger(__name__)
 
 DRIVER_CPUS = 0.1  # what each trial's driver function holds; its Train workers ask for that much less
-SUMMARY = "summary.json"
 SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
 HEALTH_CHECK_INTERVAL_S = "0.5"
 SCORE_MODE = "max"  # how Tune's scheduler and searcher rank trials by SCORE (a Dice)
-HPARAMS_SUFFIX = ".hparams"  # the events file holding a trial's HParams, rewritten when the trial ends again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +54,12 @@ class TrialSpec:
     dims: tuple[int, ...]
     folds: tuple[int, ...]
     sweep: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> value or Tune domain
+    engine: str = "auto"  # --engine: "tune" / "train", or "auto" (tune for one worker)
+
+    @property
+    def in_trial(self) -> bool:
+        """Whether each fold trains inside its Tune trial (``trial_fit``) rather than on Ray Train workers."""
+        return self.engine == "tune" or (self.engine == "auto" and self.base.world_size == 1)
 
     def param_space(self) -> dict[str, Any]:
         """Tune's search space: the grid over dims and folds, and the swept options (a dict of domains)."""
@@ -63,13 +68,13 @@ class TrialSpec:
     def to_json(self) -> dict[str, Any]:
         """What ``--resume`` rebuilds the trials from (``RESULTS/NAME/experiment.json``); not the sweep."""
         return {"base": dataclasses.asdict(self.base), "data_dirs": {str(d): p for d, p in self.data_dirs.items()},
-                "dims": list(self.dims), "folds": list(self.folds)}
+                "dims": list(self.dims), "folds": list(self.folds), "engine": self.engine}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "TrialSpec":
         return cls(base=from_dict(TrainConfig, values["base"]),
                    data_dirs={int(d): p for d, p in values["data_dirs"].items()},
-                   dims=tuple(values["dims"]), folds=tuple(values["folds"]))
+                   dims=tuple(values["dims"]), folds=tuple(values["folds"]), engine=values.get("engine", "auto"))
 
 
 def _grid(values: tuple[int, ...]) -> Any:
@@ -84,14 +89,6 @@ def trial_config(config: dict, spec: TrialSpec) -> TrainConfig:
                                **{k: tuple(v) if isinstance(v, list) else v for k, v in config["sweep"].items()})
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "x".join(str(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
 ABBREVIATIONS = {"learning_rate": "lr", "patch_size": "patch", "batch_size": "bs", "weight_decay": "wd"}
 
 
@@ -101,21 +98,24 @@ def trial_name(trial: Any) -> str:
     config = trial.config
     parts = [f"{config['dim']}d", f"fold{config['fold']}"]
     if config["sweep"]:
-        parts += [f"{ABBREVIATIONS.get(k, k)}{_short(v)}" for k, v in sorted(config["sweep"].items())]
+        parts += [f"{ABBREVIATIONS.get(k, k)}{short_value(v)}" for k, v in sorted(config["sweep"].items())]
         parts.append(trial.trial_id)
     return "_".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------- the trial
 
-def run_trial(config: dict, spec: dict) -> None:
-    """Tune's function trainable: train one fold on Ray Train, every epoch reported to Tune (the driver).
+def run_trial(config: dict, spec: dict, faults: dict | None = None) -> None:
+    """Tune's function trainable: train one fold, every epoch reported to Tune; inside this trial
+    (``trial_fit``, one worker) or as the driver of a Ray Train run (several workers).
 
     Args:
         config: the trial's dim, fold and swept values.
         spec: ``TrialSpec.to_json()`` (bound with ``tune.with_parameters``).
+        faults: test-only fault injection (``fold_run.fault_hook``), bound the same way.
     """
-    cfg = trial_config(config, TrialSpec.from_json(spec))
+    trials = TrialSpec.from_json(spec)
+    cfg = trial_config(config, trials)
     name = tune.get_context().get_trial_name()
     run_dir = storage.join(cfg.results, name)
     done = _finished_summary(run_dir)
@@ -123,57 +123,20 @@ def run_trial(config: dict, spec: dict) -> None:
         tune.report({SCORE: done.get("best_dice") or 0.0, "best_dice": done.get("best_dice"),
                      "epoch": (done.get("epochs") or 1) - 1, "already_finished": True})
         return
+    # resume_training: a restored trial continues its run from the last checkpoint (same name, same folder).
+    cfg = dataclasses.replace(cfg, experiment=name, resume_training=True)
+    if trials.in_trial:
+        fit_in_trial(cfg, name, run_dir, faults=faults)
+        return
     # Ray Train passes this to the run's controller: polling the workers every 0.5 s instead of 2 s cuts seconds
     # from every trial's start and teardown (Ray Train's RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
-    # resume_training: a restored trial continues its run from the last checkpoint (same name, same folder).
-    cfg = dataclasses.replace(cfg, experiment=name, resume_training=True)
-    fit_fold(cfg, name, run_dir, callbacks=[TuneReportCallback()], driver_cpus=DRIVER_CPUS)
+    fit_fold(cfg, name, run_dir, callbacks=[TuneReportCallback()], driver_cpus=DRIVER_CPUS, worker_faults=faults)
 
 
 def _finished_summary(run_dir: str) -> dict | None:
     location = storage.join(run_dir, SUMMARY)
     return storage.read_json(location) if storage.is_file(location) else None
-
-
-# ----------------------------------------------------------------------------------------------- HParams
-
-class HParamsCallback(tune.Callback):
-    """Writes each ended trial's hyper-parameters with its final metrics into ``<trial>/tensorboard`` (HParams
-    tab), next to its scalars, so ``tensorboard --logdir RESULTS/NAME`` compares folds, dims and sweep trials.
-
-    ``experiment``: the experiment folder, a path or URI (Tune reports trial paths inside its storage filesystem,
-    without a URI's scheme, credentials and options)."""
-
-    def __init__(self, experiment: str) -> None:
-        self.experiment = experiment
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        write_hparams(storage.join(self.experiment, PurePosixPath(trial.path).name), trial.config,
-                      trial.last_result or {})
-
-
-def write_hparams(trial_dir: str, config: dict, result: dict) -> None:
-    """One HParams record for a trial: dim, fold and swept values; best Dice, last score, epochs."""
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
-
-    params = {"dim": int(config["dim"]), "fold": int(config["fold"])}
-    params.update({k: _short(v) if isinstance(v, (list, tuple)) else v for k, v in config["sweep"].items()})
-    metrics = {"hparam/best_dice": result.get("best_dice"), "hparam/score": result.get(SCORE),
-               "hparam/epochs": (result.get("epoch", -1) or 0) + 1}
-    metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-    tensorboard = storage.join(trial_dir, TB_DIR)
-    for old in storage.list_names(tensorboard):
-        if old.endswith(HPARAMS_SUFFIX):
-            storage.delete(storage.join(tensorboard, old))
-    with storage.writable_folder(tensorboard) as folder:
-        writer = SummaryWriter(str(folder), filename_suffix=HPARAMS_SUFFIX)
-        for summary in hparams(params, metrics):
-            writer.file_writer.add_summary(summary)
-        for tag, value in metrics.items():
-            writer.add_scalar(tag, value)
-        writer.close()
 
 
 # ----------------------------------------------------------------------------------------------- resources
@@ -247,13 +210,15 @@ def load_spec(path: str) -> TrialSpec:
 
 
 def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_samples: int = 1,
-              scheduler: Any = None, random_state: int = 0, searcher: Searcher | None = None) -> tune.ResultGrid:
+              scheduler: Any = None, random_state: int = 0, searcher: Searcher | None = None,
+              faults: dict | None = None) -> tune.ResultGrid:
     """Start (or with ``resume``, restore) the experiment at ``path`` and run every trial to its end.
 
     Args:
         spec: the trials (on ``resume``: ``load_spec(path)``, the options the experiment started with).
         searcher: draws the swept values not in ``spec.sweep`` (e.g. OptunaSearch); None: random search with
             ``random_state``. On ``resume`` the experiment's own searcher, with its state, is restored.
+        faults: test-only fault injection in every trial (``fold_run.fault_hook``).
 
     Returns:
         the ``ResultGrid`` of all trials (finished earlier, restored and new).
@@ -261,11 +226,13 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     # Tune's own TensorBoard logger would add a second run per trial; the run's tensorboard/ folder already holds
     # the scalars, and HParamsCallback the hyper-parameters.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune snapshots the experiment whenever a trial's kept checkpoint changes (so --resume never points at a
+    # deleted one); with epochs of seconds it then warns that snapshots are frequent, which is what we want.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(address)
     name = storage.basename(path)
-    concurrency = max_concurrent_trials(trial_resources(spec.base), ray.cluster_resources())
-    log.info("%s: %d trial(s) at a time; results in %s", name, concurrency, storage.display(path))
-    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec.to_json()), {"cpu": DRIVER_CPUS})
+    concurrency = _concurrency(spec)
+    trainable = _trainable(spec, faults)
     # Tune's storage: a local folder, or the bucket's path with the filesystem opened from the URI (its endpoint and
     # credentials), as for a Train run (https://docs.ray.io/en/latest/tune/tutorials/tune-storage.html).
     storage_path, storage_filesystem = storage_location(storage.parent(path))
@@ -280,25 +247,66 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
             tune_config=tune.TuneConfig(
                 metric=SCORE, mode=SCORE_MODE, num_samples=num_samples, scheduler=scheduler,
                 search_alg=_search_algorithm(searcher, concurrency, random_state),
-                # No reuse_actors: a reused driver deadlocks with Train V2's TuneReportCallback (its controller
-                # blocks putting a report that the restarted trial never reads; seen on Ray 2.60 in ASHA sweeps).
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+                # A reused Ray Train driver deadlocks with Train V2's TuneReportCallback (its controller blocks
+                # putting a report the restarted trial never reads; seen on Ray 2.60 in ASHA sweeps). A fold
+                # trained in the trial has no controller: its process and imported torch serve the next trial.
+                reuse_actors=spec.in_trial, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                                       verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                                                            HParamsCallback(path)]))
+                                                            HParamsCallback(path)], **_trial_retention(spec)))
     start = time.perf_counter()
     results = tuner.fit()
     log.info("%s: %d trials in %.0f s", name, len(results), time.perf_counter() - start)
     return results
 
 
-def _search_algorithm(searcher: Searcher | None, concurrency: int, random_state: int) -> Any:
+def _concurrency(spec: TrialSpec) -> int | None:
+    """How many trials may run at once: None (as many as Tune can place, by their declared resources) for folds
+    trained in the trial; for Ray Train runs, whose workers Tune cannot see, what the cluster holds."""
+    per_trial = trial_resources(spec.base)
+    fits = max_concurrent_trials(per_trial, ray.cluster_resources())  # raises when not even one trial fits
+    held = ", ".join(f"{v:g} {k}" for k, v in per_trial.items() if v > 0)
+    if spec.in_trial:
+        log.info("each trial holds %s; Ray Tune runs as many at once as the cluster has room for", held)
+        return None
+    log.info("each trial holds %s on Ray Train workers: %d trial(s) at a time", held, fits)
+    return fits
+
+
+def declared_resources(spec: TrialSpec) -> dict[str, float]:
+    """What each trial declares to Tune: its device(s) when the fold trains in the trial (a GPU, a fraction of one,
+    or CPUs); else the driver's small CPU share (its Ray Train workers reserve their own)."""
+    if not spec.in_trial:
+        return {"cpu": DRIVER_CPUS}
+    return {"cpu": float(spec.base.cpus_per_worker), "gpu": float(spec.base.gpus)}
+
+
+def _trainable(spec: TrialSpec, faults: dict | None) -> Any:
+    """``run_trial`` bound to the spec, with ``declared_resources``."""
+    return tune.with_resources(tune.with_parameters(run_trial, spec=spec.to_json(), faults=faults),
+                               declared_resources(spec))
+
+
+def _trial_retention(spec: TrialSpec) -> dict[str, Any]:
+    """Folds trained in the trial: Tune keeps the best checkpoint (by ``CHECKPOINT_SCORE``) and the latest, and
+    restarts a trial whose process or node died from its latest one (``--max-failures``). A Ray Train run does
+    both itself."""
+    if not spec.in_trial:
+        return {}
+    return {"checkpoint_config": tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
+                                                       checkpoint_score_order=SCORE_ORDER),
+            "failure_config": tune.FailureConfig(max_failures=spec.base.max_failures)}
+
+
+def _search_algorithm(searcher: Searcher | None, concurrency: int | None, random_state: int) -> Any:
     # constant_grid_search: each drawn configuration is the same on every fold (and dim). Tune ignores
-    # max_concurrent_trials when given a search algorithm, so the algorithm itself gets the cap; for a model-based
-    # searcher the cap also means it learns from finished trials instead of drawing everything up front.
+    # max_concurrent_trials when given a search algorithm, so the algorithm itself gets the cap. Without a cap
+    # Tune still asks a model-based searcher for one pending trial at a time (tune_controller.py,
+    # _get_max_pending_trials), so it learns from finished trials instead of drawing everything up front.
     if searcher is not None:
-        return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
-    return BasicVariantGenerator(max_concurrent=concurrency, constant_grid_search=True, random_state=random_state)
+        return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
+    return BasicVariantGenerator(max_concurrent=concurrency or 0, constant_grid_search=True,
+                                 random_state=random_state)
 
 
 def raise_failed_trials(results: tune.ResultGrid, path: str) -> None:

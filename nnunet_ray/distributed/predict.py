@@ -19,22 +19,17 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-
-import ray
-import torch
 
 from nnunet_ray.config import ConfigError, PredictConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.inputs import input_cases
 from nnunet_ray.data.types import CaseFiles
-from nnunet_ray.distributed.cluster import cluster_cpus, cluster_gpus, init_ray
-from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
+from nnunet_ray.distributed.predict_pool import CaseTask, predict_on_pool, window_options
 from nnunet_ray.inference.members import BEST_CONFIGURATION, Member, check_compatible, find_checkpoints, load_member
-from nnunet_ray.inference.outputs import output_names, predict_case
+from nnunet_ray.inference.outputs import output_names
 from nnunet_ray.planning.schema import PLANS_FILE
 from nnunet_ray.training.checkpoint import REQUIRED
 
@@ -62,24 +57,6 @@ class PredictSummary:
     def line(self) -> str:
         return (f"{len(self.done)} predicted, {len(self.skipped)} already done, {len(self.failed)} failed in "
                 f"{self.seconds:.1f} s on {self.actors} actor(s) -> {storage.display(self.out_dir)}")
-
-
-class PredictActor:
-    """Holds every member's network once and predicts whole cases into the output folder."""
-
-    def __init__(self, members: list[Member], options: dict, out_dir: str, save_probabilities: bool,
-                 threads: int, largest_component: list[int]) -> None:
-        torch.set_num_threads(threads)
-        # [1] Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU; without one the networks run on its CPUs.
-        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-        self.predictor = EnsemblePredictor(members, device=device, options=WindowOptions(**options))
-        self.out_dir, self.save_probabilities, self.largest_component = out_dir, save_probabilities, largest_component
-
-    def predict(self, case: CaseFiles) -> dict:
-        """Predict and write one case; returns its record (failures included, never raised)."""
-        with storage.writable_folder(self.out_dir) as out:  # a URI: written locally, uploaded when done
-            return predict_case(self.predictor, case, out, save_probabilities=self.save_probabilities,
-                                largest_component=self.largest_component)
 
 
 def _model_file(relative: str) -> bool:
@@ -137,12 +114,6 @@ def postprocess_classes(cfg: PredictConfig) -> list[int]:
                       "`nnunet-ray evaluate --cv EXPERIMENT --data RAW` first")
 
 
-def window_options(cfg: PredictConfig) -> WindowOptions:
-    """The sliding-window settings of ``cfg``."""
-    return WindowOptions(tta=cfg.tta, amp=cfg.amp, overlap=cfg.overlap, blend=cfg.blend,
-                         batch_size=cfg.val_batch_size, sw_device=cfg.sw_device)
-
-
 def _record(cfg: PredictConfig, members: list[Member], largest_component: list[int]) -> dict:
     return {"members": [m.describe() for m in members], "options": dataclasses.asdict(cfg),
             "largest_component": largest_component,
@@ -163,44 +134,6 @@ def _check_out_folder(out: str, record: dict) -> dict:
     return earlier.get("cases", {})
 
 
-def actor_count(cfg: PredictConfig, n_cases: int) -> tuple[int, bool]:
-    """(actors to start, whether they get GPUs): ``--actors``, capped to what the cluster can host at once."""
-    gpus, cpus = cluster_gpus(), cluster_cpus()
-    use_gpu = gpus > 0
-    fits = int(gpus // cfg.gpus_per_actor) if use_gpu else cpus // cfg.cpus_per_actor
-    wanted = cfg.actors or fits
-    if wanted > fits:
-        logger.warning("%s %d but the cluster holds %d; starting %d", flag_name("actors"), wanted, fits, fits)
-    return max(1, min(wanted, fits, n_cases)), use_gpu
-
-
-def run_pool(actors: list, cases: Sequence[CaseFiles], on_record: Callable[[dict], None]) -> None:
-    """Feed ``cases`` to ``actors``, one at a time each, the next case to whichever finishes first."""
-    queue, running = deque(cases), {}
-
-    def submit(actor) -> None:
-        if queue:
-            case = queue.popleft()
-            running[actor.predict.remote(case)] = (actor, case)
-
-    for actor in actors:
-        submit(actor)
-    while running:
-        # [2] whichever actor finishes first gets the next case.
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, case = running.pop(ref)
-        try:
-            record = ray.get(ref)
-            submit(actor)
-        except ray.exceptions.RayError as exc:  # the actor died (out of memory, node lost): the case fails
-            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            record = {"case_id": case.case_id, "status": "failed", "seconds": 0.0,
-                      "error": f"{case.case_id}: predicting actor failed: {problem}"}
-            if not running and queue:  # no live actor will take the rest
-                submit(actor)
-        on_record(record)
-
-
 def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = None) -> PredictSummary:
     """Predict every case of ``cfg.input`` (or the given ``cases``) with the ensemble ``cfg.models`` into ``cfg.out``.
 
@@ -208,62 +141,73 @@ def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = No
         ConfigError: bad options, no usable member, or an output folder of another ensemble.
         DatasetError: the input folder holds no cases.
     """
-    cfg.validate()
+    return predict_folders([(cfg, cases)])[0]
+
+
+def predict_folders(requests: Sequence[tuple[PredictConfig, Sequence[CaseFiles] | None]]) -> list[PredictSummary]:
+    """Several ensembles, each predicting its cases into its own folder, on one actor pool (``evaluate --cv``: each
+    fold's validation cases with that fold's members). The pool's actors, devices and window options are the first
+    request's; every request must predict with the same window options.
+
+    Returns:
+        one summary per request, in order.
+    """
     start = time.perf_counter()
+    jobs = [_folder_job(cfg, cases) for cfg, cases in requests]
+    pool_cfg = requests[0][0]
+    if any(window_options(job.cfg) != window_options(pool_cfg) for job in jobs):
+        raise ValueError("predict_folders: every request must use the same sliding-window options")
+    tasks = [CaseTask(i, case, job.summary.out_dir, job.cfg.save_probabilities, tuple(job.largest_component))
+             for i, job in enumerate(jobs) for case in job.todo]
+    actors = 0
+    if tasks:
+        actors = predict_on_pool(pool_cfg, [job.members for job in jobs], tasks,
+                                 lambda task, record: _collect(jobs[task.ensemble], record))
+    for job in jobs:
+        job.summary.actors = actors if job.todo else 0
+        job.summary.seconds = time.perf_counter() - start
+        storage.write_json(storage.join(job.summary.out_dir, RECORD), {**job.record, "cases": job.timings,
+                           "actors": job.summary.actors, "seconds": job.summary.seconds})
+    return [job.summary for job in jobs]
+
+
+@dataclass
+class _FolderJob:
+    """One ensemble, the cases it still has to predict, and what its folder records."""
+
+    cfg: PredictConfig
+    members: list[Member]
+    largest_component: list[int]
+    record: dict
+    timings: dict
+    todo: list[CaseFiles]
+    summary: PredictSummary
+
+
+def _folder_job(cfg: PredictConfig, cases: Sequence[CaseFiles] | None) -> _FolderJob:
+    """Load the members, check the output folder and find the cases not predicted yet (a rerun skips the rest)."""
+    cfg.validate()
     members = load_members(cfg.models)
     largest_component = postprocess_classes(cfg)
     cases = input_cases(cfg.input) if cases is None else tuple(cases)
     out = storage.absolute(cfg.out)
     record = _record(cfg, members, largest_component)
     timings = _check_out_folder(out, record)
-    summary = PredictSummary(out_dir=out)
     present = set(storage.list_names(out))  # one listing, not one request per case on object storage
     todo = [c for c in cases if not present.issuperset(output_names(c.case_id,
                                                                     save_probabilities=cfg.save_probabilities))]
-    summary.skipped = [c.case_id for c in cases if c not in todo]
+    summary = PredictSummary(out_dir=out, skipped=[c.case_id for c in cases if c not in todo])
     logger.info("predicting %d of %d cases with %d member(s) (%d already done)", len(todo), len(cases), len(members),
                 len(summary.skipped))
-    if todo:
-        init_ray(cfg.address)
-        summary.actors, use_gpu = actor_count(cfg, len(todo))
-        remote = ray.remote(PredictActor).options(num_cpus=cfg.cpus_per_actor,
-                                                  num_gpus=cfg.gpus_per_actor if use_gpu else 0)
-        shared = ray.put(members)  # one copy in the object store for every actor
-        options = dataclasses.asdict(window_options(cfg))
-        actors = [remote.remote(shared, options, out, cfg.save_probabilities, cfg.cpus_per_actor,
-                                largest_component) for _ in range(summary.actors)]
-        progress = _Progress(len(todo))
-        try:
-            run_pool(actors, todo, lambda r: _collect(summary, timings, r, progress))
-        finally:
-            for actor in actors:
-                ray.kill(actor)
-    summary.seconds = time.perf_counter() - start
-    storage.write_json(storage.join(out, RECORD),
-                       {**record, "cases": timings, "actors": summary.actors, "seconds": summary.seconds})
-    return summary
+    return _FolderJob(cfg, members, largest_component, record, timings, todo, summary)
 
 
-class _Progress:
-    """One line per finished case: count, case, status, its time, and the remaining time at the current pace."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.count, self.start = total, 0, time.perf_counter()
-
-    def __call__(self, record: dict) -> None:
-        self.count += 1
-        elapsed = time.perf_counter() - self.start
-        left = elapsed / self.count * (self.total - self.count)
-        logger.info("  [%d/%d] %s %s (%.1f s; elapsed %.0f s, ~%.0f s left)", self.count, self.total,
-                    record["case_id"], record["status"], record["seconds"], elapsed, left)
-
-
-def _collect(summary: PredictSummary, timings: dict, record: dict, progress: _Progress) -> None:
+def _collect(job: _FolderJob, record: dict) -> None:
     case_id = record["case_id"]
-    timings[case_id] = {"status": record["status"], "seconds": round(record["seconds"], 3), "error": record["error"]}
+    job.timings[case_id] = {"status": record["status"], "seconds": round(record["seconds"], 3),
+                            "error": record["error"]}
     if record["status"] == "failed":
-        summary.failed[case_id] = record["error"]
+        job.summary.failed[case_id] = record["error"]
         logger.error("%s", record["error"])
     else:
-        (summary.done if record["status"] == "done" else summary.skipped).append(case_id)
-    progress(record)
+        (job.summary.done if record["status"] == "done" else job.summary.skipped).append(case_id)

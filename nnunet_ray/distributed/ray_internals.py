@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from nnunet_ray.data import storage
+from nnunet_ray.training.checkpoint import epoch_dir_name
 
 # ray/train/v2/_internal/constants.py::CHECKPOINT_MANAGER_SNAPSHOT_FILENAME: the controller writes it into
 # <storage_path>/<name>/ when the first checkpoint is registered and restores from it when a run of that name
@@ -41,3 +42,40 @@ def quiet_report_logs() -> None:
     except ImportError:  # another Ray version; test_ray_internals fails for it, a run only gets noisier logs
         return
     logging.getLogger(module.__file__).setLevel(logging.WARNING)
+
+
+# ray/train/_internal/storage.py::StorageContext: a Tune function trainable's session (ray/train/_internal/session.py
+# ::_TrainSession.report) calls ``storage._update_checkpoint_index(metrics)`` and then persists the checkpoint to
+# ``storage.checkpoint_dir_name`` (``checkpoint_NNNNNN``); Ray's comment on that hook says it "can be overwritten to
+# customize checkpoint directories", and ``tune.report`` takes no ``checkpoint_dir_name`` (only Train V2's does).
+# It also logs "Checkpoint successfully created at ..." at INFO for every checkpoint, from the trial's process.
+STORAGE_LOGGER = "ray.train._internal.storage"
+
+
+def name_trial_checkpoints_by_epoch() -> None:
+    """In a Tune function trainable: persist each checkpoint it reports as ``epoch_NNNN`` (the reported metrics'
+    ``epoch``), the layout Ray Train runs have, instead of Tune's ``checkpoint_NNNNNN``; without a log line per
+    checkpoint (rank 0's epoch line says it)."""
+    from ray.train._internal.session import get_session
+
+    logging.getLogger(STORAGE_LOGGER).setLevel(logging.WARNING)
+    session_storage = get_session().storage
+    if not isinstance(session_storage, _EpochNamedStorage):
+        session_storage.__class__ = _EpochNamedStorage
+
+
+def _epoch_named_storage_class() -> type:
+    from ray.train._internal.storage import StorageContext
+
+    class EpochNamedStorage(StorageContext):
+        def _update_checkpoint_index(self, metrics: dict) -> None:
+            self.current_checkpoint_index = int(metrics["epoch"])
+
+        @property
+        def checkpoint_dir_name(self) -> str:
+            return epoch_dir_name(self.current_checkpoint_index)
+
+    return EpochNamedStorage
+
+
+_EpochNamedStorage = _epoch_named_storage_class()

@@ -32,6 +32,7 @@ from nnunet_ray.config import TrainConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.staging import stage_folder
 from nnunet_ray.planning.schema import PLANS_FILE, Plans
+from nnunet_ray.training.checkpoint import epoch_dir_name
 from nnunet_ray.training.resume import CHECKPOINT_GLOB
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR
 
@@ -172,7 +173,7 @@ def epoch_reporter(mirror: LogMirror | None, upload: str) -> Callable[[dict, Pat
                 owned = Path(tempfile.mkdtemp(prefix="nnunet_ray_upload_"))
                 checkpoint_dir = Path(shutil.copytree(checkpoint_dir, owned, dirs_exist_ok=True))
             checkpoint = Checkpoint.from_directory(str(checkpoint_dir))
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}",
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=epoch_dir_name(metrics["epoch"]),
                          checkpoint_upload_mode=mode)
 
     return report

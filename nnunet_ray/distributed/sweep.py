@@ -30,7 +30,7 @@ from nnunet_ray.distributed.cv import trial_train_config
 from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, experiment_folder,
                                                load_spec, raise_failed_trials, run_tuner, validate_trials)
 from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
-from nnunet_ray.distributed.train import SCORE
+from nnunet_ray.distributed.fold_run import SCORE, devices_held
 from nnunet_ray.distributed.trial_data import check_folds, preprocess_raw, resolve_data
 
 RESULTS_CSV = "tune_results.csv"
@@ -57,7 +57,7 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     path = experiment_folder(cfg.results, cfg.name or f"{data.dataset}_tune")
     check_experiment_folder(path, resume=cfg.resume)
     base = trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path)
-    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep)
+    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep, engine=cfg.engine)
     if cfg.resume:
         spec = dataclasses.replace(load_spec(path), sweep=spec.sweep)
     elif data.raw:
@@ -68,7 +68,8 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
                         scheduler=_scheduler(cfg, spec.base.max_epochs), random_state=cfg.search_seed,
                         searcher=searcher)
     raise_failed_trials(results, path)
-    outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space))
+    outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space),
+                              device=devices_held(spec.base))
     storage.write_text(storage.join(path, RESULTS_CSV), outcome["table"].to_csv(index=False))
     storage.write_json(storage.join(path, BEST_CONFIG), outcome["best_config"])
     return {**outcome, "path": path}
@@ -90,8 +91,8 @@ def _scheduler(cfg: TuneConfig, max_epochs: int) -> ASHAScheduler | None:
                          reduction_factor=cfg.reduction_factor)
 
 
-def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str]) -> dict[str, Any]:
-    """One row of tune_results.csv from a trial's Tune result."""
+def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str], devices: float = 0.0) -> dict[str, Any]:
+    """One row of tune_results.csv from a trial's Tune result; ``devices``: GPUs (or CPUs) one trial holds."""
     metrics, config = result.metrics or {}, result.config
     epochs = int(metrics.get("epoch", -1)) + 1
     finished = epochs >= max_epochs or bool(metrics.get("stopped_early")) or bool(metrics.get("already_finished"))
@@ -101,7 +102,8 @@ def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str]) -> d
     row = {"trial": PurePosixPath(result.path).name, "fold": int(config["fold"]), "dim": int(config["dim"])}
     row.update({name: _plain(config["sweep"].get(name)) for name in swept})
     row.update({"trial_best_dice": best if best is not None and math.isfinite(best) else 0.0, "epochs": epochs,
-                "stopped_by_scheduler": not finished, "epoch_seconds": epoch_seconds})
+                "stopped_by_scheduler": not finished, "epoch_seconds": epoch_seconds,
+                "device_hours": devices * float(metrics.get("time_total_s") or 0.0) / 3600.0})
     return row
 
 
@@ -109,10 +111,11 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[str]) -> dict[str, Any]:
-    """The results table (a configuration's ``score`` = mean over its folds), the best configuration, and what
-    ASHA stopped."""
-    rows = [trial_record(r, max_epochs=max_epochs, swept=swept) for r in results]
+def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[str],
+                    device: tuple[str, float] = ("CPU", 0.0)) -> dict[str, Any]:
+    """The results table (a configuration's ``score`` = mean over its folds), the best configuration, what ASHA
+    stopped, and the device-hours spent (``device``: what one trial holds, ``fold_run.devices_held``)."""
+    rows = [trial_record(r, max_epochs=max_epochs, swept=swept, devices=device[1]) for r in results]
     table = pd.DataFrame(rows)
     table["config"] = table[swept].apply(lambda r: json.dumps([_plain(v) for v in r]), axis=1)
     table["score"] = table.groupby("config")["trial_best_dice"].transform("mean")
@@ -124,7 +127,8 @@ def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[st
     saved = ((max_epochs - stopped["epochs"]) * epoch_seconds).sum()
     return {"table": table.drop(columns=["config"]), "best_config": {k: _plain(best_row[k]) for k in swept},
             "best_score": float(best_row["score"]), "stopped_early": int(len(stopped)),
-            "epochs_saved": int((max_epochs - stopped["epochs"]).sum()), "seconds_saved": float(saved)}
+            "epochs_saved": int((max_epochs - stopped["epochs"]).sum()), "seconds_saved": float(saved),
+            "device": device[0], "device_hours": float(table["device_hours"].sum())}
 
 
 def format_outcome(outcome: dict[str, Any]) -> str:
@@ -133,7 +137,8 @@ def format_outcome(outcome: dict[str, Any]) -> str:
     return "\n".join([
         table.drop(columns=["epoch_seconds"]).to_string(index=False),
         f"{len(table)} trials; ASHA stopped {outcome['stopped_early']} early, sparing {outcome['epochs_saved']} "
-        f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds)",
+        f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds); {outcome['device_hours']:.4f} "
+        f"{outcome['device']}-hours in all",
         f"best configuration (mean Dice over folds {outcome['best_score']:.4f}): "
         f"{json.dumps(outcome['best_config'])} -> {storage.display(storage.join(path, BEST_CONFIG))}",
         f"compare trials: tensorboard --logdir {storage.display(path)}"])

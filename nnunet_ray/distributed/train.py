@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ray.train
 import ray.train.torch
-import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -38,14 +35,14 @@ from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.locations import PLANS_FILE, fold_case_ids, read_plans
 from nnunet_ray.distributed.probe import probe_storage
-from nnunet_ray.distributed.ray_internals import KILL_DELAY_S, quiet_report_logs, run_exists
-from nnunet_ray.distributed.run_storage import (LogMirror, epoch_reporter, location_of, resume_view, stage_key,
-                                                staged_config, storage_location)
-from nnunet_ray.loading.fold_data import check_fold_arrays, fold_loaders
-from nnunet_ray.planning.schema import PatchSizeError, Plans, PlansError, load_plans, with_patch_size
-from nnunet_ray.training.best import BEST_METRIC, CHECKPOINT_SCORE, SCORE_ORDER
-from nnunet_ray.training.checkpoint import load_checkpoint
-from nnunet_ray.training.loop import PERF_FILE, benchmark, fit
+from nnunet_ray.distributed.fold_run import fold_plans, loaded_checkpoint, train_process, write_run_summary
+from nnunet_ray.distributed.ray_internals import quiet_report_logs, run_exists
+from nnunet_ray.distributed.run_storage import (epoch_reporter, location_of, resume_view, stage_key, staged_config,
+                                                storage_location)
+from nnunet_ray.loading.fold_data import check_fold_arrays
+from nnunet_ray.planning.schema import Plans, PlansError
+from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
+from nnunet_ray.training.loop import PERF_FILE
 from nnunet_ray.training.resume import check_resume
 
 logger = logging.getLogger(__name__)
@@ -68,85 +65,12 @@ def train_worker(config: dict) -> dict:
     cfg = staged_config(from_dict(TrainConfig, config["cfg"]), config["stage_key"])  # --data on a URI: local copy
     quiet_report_logs()
     ctx = ray.train.get_context()
-    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpus_per_worker)
-    plans = fold_plans(cfg, load_plans(cfg.data))  # --patch-size: the topology follows the patch
-    resume = _restored_checkpoint()
-    start_epoch = resume["progress"]["epoch"] + 1 if resume else 0
-    # [1] DALI shards the fold's training cases by global rank (validation cases: [rank::world_size]).
-    loader, val_data = fold_loaders(cfg, plans, device=device, rank=rank, world_size=world_size,
-                                    start_epoch=start_epoch)
-    # [2] prepare_model: to the device, and DDP (gloo on CPU, NCCL on GPU) when world_size > 1.
-    prepare = ray.train.torch.prepare_model
-    if cfg.benchmark:
-        return benchmark(cfg, plans, train_data=loader, device=device, world_size=world_size, rank=rank,
-                         prepare=prepare)  # the driver writes perf.json
-    # [3] ray.train.report once per epoch with rank 0's checkpoint (inside fit, through epoch_reporter), with the
-    # finite score Tune schedules on.
-    mirror = LogMirror(config["run_dir"]) if rank == 0 else None
-    if mirror is not None:
-        mirror.pull()
-    try:
-        return fit(cfg, plans, train_data=loader, val_data=val_data,
-                   steps_per_epoch=cfg.train_batches or len(loader), device=device, rank=rank,
-                   world_size=world_size, prepare=prepare,
-                   report=FiniteScoreReport(resume, epoch_reporter(mirror, cfg.checkpoint_upload)),
-                   resume=resume, log_dir=mirror.local_dir if mirror else None,
-                   epoch_hook=_fault_hook(config, rank, world_size))
-    finally:
-        if mirror is not None:
-            mirror.close()
-
-
-def _restored_checkpoint() -> dict | None:
-    """The run's latest registered checkpoint (after a worker failure or on --resume-training), loaded."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        return load_checkpoint(directory)
-
-
-SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice, finite at every report
-
-
-class FiniteScoreReport:
-    """A ``fit`` report callback with ``score`` added: the last finite validation mean Dice (0 before the first).
-
-    Epochs whose validation is skipped (``--val-every``) record NaN Dice; a scheduler (ASHA) comparing trials must
-    never see NaN, so ``score`` carries the last validated value forward (after a restart: the checkpoint epoch's
-    Dice, else the run's best so far). ``sink`` receives the metrics (``epoch_reporter``'s callback, or a test's).
-    """
-
-    def __init__(self, resume: dict | None, sink: Callable[[dict, Path | None], None]) -> None:
-        progress = (resume or {}).get("progress") or {}
-        candidates = [progress.get("metrics", {}).get(BEST_METRIC), progress.get("best_dice"), 0.0]
-        self.score = next(float(v) for v in candidates if v is not None and math.isfinite(v))
-        self.sink = sink
-
-    def __call__(self, metrics: dict, checkpoint_dir: Path | None) -> None:
-        dice = metrics.get(BEST_METRIC)
-        if dice is not None and math.isfinite(dice):
-            self.score = float(dice)
-        self.sink({**metrics, SCORE: self.score}, checkpoint_dir)
-
-
-def _fault_hook(config: dict, rank: int, world_size: int):
-    """Test-only (the tests pass ``worker_faults``): kill the last worker for real at the start of
-    ``kill_at_epoch``, once; the ``kill_marker`` file records that it happened, so the restarted group trains on."""
-    kill_epoch, marker = config.get("kill_at_epoch"), config.get("kill_marker")
-    if kill_epoch is None or marker is None or rank != world_size - 1:
-        return None
-
-    def hook(epoch: int) -> None:
-        if epoch == kill_epoch and not Path(marker).exists():
-            Path(marker).write_text(f"killed rank {rank} at epoch {epoch}\n")
-            time.sleep(KILL_DELAY_S)
-            os._exit(1)
-
-    return hook
+    # [1] DALI shards by global rank; [2] prepare_model: DDP (gloo on CPU, NCCL on GPU) when world_size > 1;
+    # [3] ray.train.report once per epoch with rank 0's checkpoint (epoch_reporter), with the finite score.
+    return train_process(cfg, config["run_dir"], device=ray.train.torch.get_device(), rank=ctx.get_world_rank(),
+                         world_size=ctx.get_world_size(), resume=loaded_checkpoint(ray.train.get_checkpoint()),
+                         reporter=lambda mirror: epoch_reporter(mirror, cfg.checkpoint_upload),
+                         prepare=ray.train.torch.prepare_model, faults=config)
 
 
 # ----------------------------------------------------------------------------------------------- driver side
@@ -163,7 +87,8 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
     plans = plans if plans is not None else read_plans(cfg.data)
     loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": storage.join(cfg.results, name),
                                    "stage_key": stage_key(plans, cfg.dim), **(worker_faults or {})}
-    resources = {"CPU": cfg.cpus_per_worker - driver_cpus / cfg.world_size, **({"GPU": 1} if cfg.gpus > 0 else {})}
+    resources = {"CPU": cfg.cpus_per_worker - driver_cpus / cfg.world_size,
+                 **({"GPU": cfg.gpus_per_worker} if cfg.gpus > 0 else {})}
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
@@ -180,21 +105,6 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                                                checkpoint_score_order=SCORE_ORDER)),
     )
-
-
-def fold_plans(cfg: TrainConfig, plans: Plans) -> Plans:
-    """The plans the fold trains with: ``plans`` itself, or with ``--patch-size`` its topology re-derived for that
-    patch (``with_patch_size``).
-
-    Raises:
-        ConfigError: naming ``--patch-size`` and the nearest usable size when the patch cannot be used.
-    """
-    if not cfg.patch_size:
-        return plans
-    try:
-        return with_patch_size(plans, cfg.patch_size)
-    except PatchSizeError as err:
-        raise ConfigError(f"{flag_name('patch_size')}: {err}") from err
 
 
 def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, str]:
@@ -287,22 +197,14 @@ def fit_fold(cfg: TrainConfig, name: str, run_dir: str | Path, *, callbacks: Seq
         "finished_at" (Unix time).
     """
     start = time.perf_counter() if start is None else start
-    started_at = time.time() - (time.perf_counter() - start)
     run_dir = str(run_dir)
     trainer = build_trainer(cfg, name=name, callbacks=callbacks, driver_cpus=driver_cpus, worker_faults=worker_faults)
     result = _fit(trainer, cfg, run_dir)
-    returned = result.return_value or {}
     best = result.get_best_checkpoint(CHECKPOINT_SCORE, SCORE_ORDER)
-    summary = {"name": name, "run_dir": str(run_dir), "best_dice": returned.get("best_dice"),
-               "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
-               "stopped_early": returned.get("stopped_early"), "stop_reason": returned.get("stop_reason"),
-               "best_checkpoint": location_of(cfg.results, best.path) if best is not None else None,
-               "last_checkpoint": location_of(cfg.results, result.checkpoint.path) if result.checkpoint else None,
-               "metrics": storage.join(run_dir, "metrics.jsonl"), "tensorboard": storage.join(run_dir, "tensorboard"),
-               "seconds": time.perf_counter() - start, "seconds_in_worker": returned.get("seconds"),
-               "started_at": started_at, "finished_at": time.time()}
-    storage.write_json(storage.join(run_dir, "summary.json"), summary)
-    return summary
+    return write_run_summary(
+        cfg, name=name, run_dir=run_dir, returned=result.return_value or {}, engine="train", start=start,
+        best_checkpoint=location_of(cfg.results, best.path) if best is not None else None,
+        last_checkpoint=location_of(cfg.results, result.checkpoint.path) if result.checkpoint else None)
 
 
 def benchmark_train(cfg: TrainConfig) -> dict:

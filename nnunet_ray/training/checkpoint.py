@@ -169,6 +169,11 @@ def is_checkpoint(directory: str | Path) -> bool:
     return all((Path(directory) / name).is_file() for name in (MODEL_FILE, CONFIG_FILE, PLANS_FILE))
 
 
+def epoch_dir_name(epoch: int) -> str:
+    """The folder name of epoch ``epoch``'s checkpoint inside a run folder (``epoch_0004``), whichever engine ran."""
+    return f"epoch_{epoch:04d}"
+
+
 def best_checkpoint(run_dir: str | Path) -> Path | None:
     """The best checkpoint of one training run folder, or None when it holds no checkpoint.
 
@@ -187,5 +192,5 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
     if not (latest / STATE_FILE).is_file():
         return latest
     progress = torch.load(latest / STATE_FILE, map_location="cpu", weights_only=True).get("progress", {})
-    best = run_dir / f"epoch_{int(progress.get('best_epoch', -1)):04d}"
+    best = run_dir / epoch_dir_name(int(progress.get("best_epoch", -1)))
     return best if best in epochs else latest

@@ -1,14 +1,16 @@
 """Cross-validation on Ray Tune: 5 folds x 3D as 1-CPU trials on the 2-CPU session cluster, killed and resumed.
 
-One experiment serves every assertion (each Tune + Train trial costs ~15-40 s on 2 cores): the driver process is
-SIGKILLed once two trials have finished, ``--resume`` finishes the rest, then the summary, the trial folders, the
-concurrency and the TensorBoard files are checked.
+One experiment per engine serves every assertion: folds trained inside their Tune trials (``--engine tune``, the
+default for one worker) and on Ray Train (``--engine train``, ~15-40 s per trial on 2 cores). The driver process
+is SIGKILLed once two trials have finished, ``--resume`` finishes the rest, then the summary, the trial folders,
+the concurrency and the TensorBoard files are checked.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray.train
+import ray.tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnunet_ray.distributed.cv import SUMMARY_CSV, SUMMARY_JSON
@@ -43,14 +46,15 @@ def _finished(experiment: Path) -> list[Path]:
     return sorted(experiment.glob("3d_fold*/summary.json"))
 
 
-@pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tune", "train"])
+def killed_and_resumed(request, tmp_path_factory):
     """The experiment folder of a CV killed (SIGKILL) after 2 finished trials and then resumed; the summaries of
-    the trials finished before the kill, as they were at the kill."""
-    root = tmp_path_factory.mktemp("cv")
+    the trials finished before the kill, as they were at the kill; the CLI's output."""
+    engine = request.param
+    root = tmp_path_factory.mktemp(f"cv_{engine}")
     task = build_tiny_task(root / "task", cases=6, folds=FOLDS)
     experiment = root / "results" / "cv"
-    first = _cv(task, root / "results")
+    first = _cv(task, root / "results", "--engine", engine)
     deadline = time.monotonic() + 400
     while len(_finished(experiment)) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -61,26 +65,25 @@ def killed_and_resumed(tmp_path_factory):
     second = _cv(task, root / "results", "--resume")
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output[-4000:]
-    return experiment, before, output
+    return experiment, before, output, engine
 
 
 def test_cv_resumed_after_sigkill_reruns_no_finished_trial(killed_and_resumed):
-    experiment, before, _ = killed_and_resumed
+    experiment, before, _, _ = killed_and_resumed
     assert len(_finished(experiment)) == FOLDS
     for name, text in before.items():
         assert (experiment / name / "summary.json").read_text() == text  # not trained again
 
 
 def test_summary_equals_each_trials_best_reported_dice(killed_and_resumed):
-    experiment, _, output = killed_and_resumed
+    experiment, _, output, engine = killed_and_resumed
     table = pd.read_csv(experiment / SUMMARY_CSV, dtype={"fold": str})
     trials = table[~table["fold"].isin(["mean", "std"])]
+    reported = _reported_dice(experiment, engine)
     assert sorted(trials["fold"]) == [str(f) for f in range(FOLDS)]
     for _, row in trials.iterrows():
         run = experiment / f"3d_fold{row['fold']}"
-        # What the workers reported to Ray (Tune's own result.json may have lost lines buffered at the SIGKILL).
-        reported = [metrics["dice_mean"] for _, metrics in ray.train.Result.from_path(str(run)).best_checkpoints]
-        assert row["dice_mean"] == pytest.approx(max(reported))
+        assert row["dice_mean"] == pytest.approx(max(reported[run.name]))
         assert row["epochs"] == 2 and Path(row["best_checkpoint"]).is_dir()
         assert (run / "metrics.jsonl").is_file() and (run / "tensorboard").is_dir()
     mean = table[table["fold"] == "mean"].iloc[0]
@@ -88,22 +91,44 @@ def test_summary_equals_each_trials_best_reported_dice(killed_and_resumed):
     summary = json.loads((experiment / SUMMARY_JSON).read_text())
     assert summary["per_dim"]["3d"]["mean"]["dice_mean"] == pytest.approx(mean["dice_mean"])
     assert "mean ± std" in output
+    # The cost: device-hours per trial (1 CPU each, for its wall) and in all; the last line says it.
+    assert (trials["device_hours"] > 0).all()
+    assert summary["cost"]["device"] == "CPU" and 0 < summary["cost"]["training_share"] <= 1
+    assert summary["cost"]["device_hours"] == pytest.approx(trials["device_hours"].sum())
+    assert re.search(r"^5 trials in \d+ s wall, [0-9.]+ CPU-hours, training \d+% of the wall$", output, re.M)
+    assert all(json.loads(p.read_text())["engine"] == engine for p in _finished(experiment))
+
+
+def _reported_dice(experiment: Path, engine: str) -> dict[str, list[float]]:
+    """Each trial's Dice as Ray registered it with its kept checkpoints (Tune's own result.json may have lost
+    lines buffered at the SIGKILL): Ray Train's run snapshot, or Tune's experiment state."""
+    if engine == "train":
+        return {run.name: [m["dice_mean"] for _, m in ray.train.Result.from_path(str(run)).best_checkpoints]
+                for run in experiment.glob("3d_fold*")}
+    grid = ray.tune.ResultGrid(ray.tune.ExperimentAnalysis(str(experiment)))
+    return {Path(r.path).name: [m["dice_mean"] for _, m in r.best_checkpoints] for r in grid}
 
 
 def test_never_more_trials_at_once_than_the_cluster_holds(killed_and_resumed):
-    experiment, _, _ = killed_and_resumed
-    spans = [json.loads(p.read_text()) for p in _finished(experiment)]
+    experiment, _, _, engine = killed_and_resumed
+    most = _most_at_once([json.loads(p.read_text()) for p in _finished(experiment)])
+    # Trials of 1 CPU on 2 CPUs: Tune places two at a time by their declared resources (nothing computed by the
+    # project); Ray Train trials are capped from the cluster's CPUs.
+    assert most == 2 if engine == "tune" else most <= 2
+
+
+def _most_at_once(spans: list[dict]) -> int:
     events = sorted([(s["started_at"], 1) for s in spans] + [(s["finished_at"], -1) for s in spans],
                     key=lambda e: (e[0], e[1]))
     running, most = 0, 0
     for _, change in events:
         running += change
         most = max(most, running)
-    assert most <= 2
+    return most
 
 
 def test_every_trial_has_hparams_and_scalars(killed_and_resumed):
-    experiment, _, _ = killed_and_resumed
+    experiment, _, _, _ = killed_and_resumed
     for fold in range(FOLDS):
         acc = EventAccumulator(str(experiment / f"3d_fold{fold}" / "tensorboard"))
         acc.Reload()

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+from ray.util.state import list_actors
 
 from nnunet_ray.cli import main
 from nnunet_ray.config import ConfigError, PredictConfig
@@ -27,7 +28,10 @@ def test_cv_in_original_space_writes_numbers_for_every_fold(tmp_path, synth_task
                                seed=fold, fold=fold, data=str(pre),
                                progress={"epoch": 3, "best_epoch": 3, "best_dice": 0.5 + fold / 10})
 
-    assert main(["evaluate", "--cv", str(experiment), "--data", str(synth_task), "--actors", "1"]) == 0
+    before = _prediction_actors()
+    assert main(["evaluate", "--cv", str(experiment), "--data", str(synth_task), "--actors", "2"]) == 0
+    # One pool of 2 actors for the 3 runs (each actor holding every fold's network), not a pool per run.
+    assert len(_prediction_actors() - before) == 2
     result = json.loads((experiment / "cv_original_space.json").read_text())
     assert [(r["run"], r["fold"], r["cases"]) for r in result["runs"]] == [
         ("Task99_Synth_2d_fold0", 0, 2), ("Task99_Synth_3d_fold0", 0, 2), ("Task99_Synth_3d_fold1", 1, 2)]
@@ -50,6 +54,12 @@ def test_cv_in_original_space_writes_numbers_for_every_fold(tmp_path, synth_task
     assert {json.loads((m / "plans.json").read_text())["dim"] for m in members} == set(best["dims"])
     cfg = PredictConfig(models=(str(experiment),), input=str(synth_task), out=str(tmp_path / "p"), postprocess=True)
     assert postprocess_classes(cfg) == best["largest_component"]
+
+
+def _prediction_actors() -> set[str]:
+    """Ids of every prediction actor the cluster has created, alive or dead."""
+    return {a.actor_id for a in list_actors(filters=[("class_name", "=", "PredictActor")], limit=10000,
+                                            raise_on_missing_output=False)}
 
 
 def test_cv_needs_the_raw_dataset(tmp_path, capsys):

@@ -29,7 +29,8 @@ TRIALS = ("3d_fold0", "3d_fold1")
 def _cv_config(raw: Path, results: str, **overrides) -> CVConfig:
     train = TrainConfig(max_epochs=1, min_epochs=1, train_batches=1, batch_size=2, dali_threads=1, warmup=0,
                         val_cases=1)
-    return CVConfig(data=str(raw), results=results, dims="3", folds="0,1", name="cv", train=train, **overrides)
+    return CVConfig(**{"data": str(raw), "results": results, "dims": "3", "folds": "0,1", "name": "cv", "train": train,
+                       **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,15 @@ def test_predict_and_evaluate_read_and_write_the_bucket(experiment):
     scores = evaluate_folders(out, raw / "labelsTs")
     assert scores["n_cases"] == 2 and 0 <= scores["mean"]["dice"] <= 1
     assert storage.read_json(storage.join(out, "summary.json"))["n_cases"] == 2
+
+
+def test_cv_on_ray_train_keeps_the_same_run_layout_in_the_bucket(experiment, s3_server):
+    """The same one-fold CV with ``--engine train`` (Ray Train persists the checkpoints): the same files, and the
+    summary names the engine."""
+    raw, _, _, _, _ = experiment
+    root = new_s3_root(s3_server)
+    run_cv(_cv_config(raw, root, engine="train", folds="0"))
+    run = storage.join(root, "cv", "3d_fold0")
+    assert {"epoch_0000", "metrics.jsonl", "tensorboard", "summary.json"} <= set(storage.list_names(run))
+    assert storage.read_json(storage.join(run, "summary.json"))["engine"] == "train"
+    assert storage.read_json(storage.join(experiment[2], TRIALS[0], "summary.json"))["engine"] == "tune"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from nnunet_ray.distributed.train import SCORE, FiniteScoreReport
+from nnunet_ray.distributed.fold_run import SCORE, FiniteScoreReport
 from nnunet_ray.training.best import BEST_METRIC
 
 

@@ -1,4 +1,5 @@
-"""A learning-rate x patch-size sweep on Ray Tune with ASHA, on the 2-CPU session cluster.
+"""A learning-rate x patch-size sweep on Ray Tune with ASHA, on the 2-CPU session cluster, on each engine (folds
+trained inside their Tune trials, and on Ray Train).
 
 Each trial asks for both CPUs, so trials run one after another in a fixed order: with seeded training and a
 seeded search, ASHA's decisions repeat from run to run.
@@ -45,12 +46,12 @@ def task(tmp_path_factory):
     return build_tiny_task(tmp_path_factory.mktemp("sweep_task"), cases=6, folds=3)
 
 
-@pytest.fixture(scope="module")
-def sweep(task, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
+@pytest.fixture(scope="module", params=["tune", "train"])
+def sweep(request, task, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"sweep_{request.param}")
     space = root / "space.yaml"
     space.write_text(SPACE)
-    outcome = run_sweep(_sweep_cfg(task, root / "results", space))
+    outcome = run_sweep(_sweep_cfg(task, root / "results", space, engine=request.param))
     return task, root, outcome
 
 
@@ -64,6 +65,35 @@ def test_asha_stops_a_trial_and_results_are_written(sweep):
     assert table["trial_best_dice"].between(0, 1).all()
     best = json.loads((root / "results" / "sweep" / BEST_CONFIG).read_text())
     assert set(best) == {"learning_rate", "patch_size"} and best == outcome["best_config"]
+    assert (table["device_hours"] > 0).all() and outcome["device_hours"] == pytest.approx(table["device_hours"].sum())
+
+
+def test_a_stopped_trials_cpus_go_to_the_next_trial_within_5_s(sweep):
+    """Every trial holds both CPUs, so the trial after one that ASHA stopped can only start once Ray has freed the
+    stopped trial's resources (in the trial itself: no Ray Train placement group to clean up)."""
+    _, root, outcome = sweep
+    if not _trained_in_trial(root):
+        pytest.skip("Ray Train trials: freed by Train's placement-group cleaner, timed by the CV tests")
+    spans = sorted(_trial_spans(root / "results" / "sweep"))
+    stopped = set(outcome["table"].loc[outcome["table"]["stopped_by_scheduler"], "trial"])
+    gaps = [after[0] - before[1] for before, after in zip(spans, spans[1:]) if before[2] in stopped]
+    assert gaps and max(gaps) < 5.0, gaps
+
+
+def _trained_in_trial(root) -> bool:
+    return any(json.loads(p.read_text())["engine"] == "tune"
+               for p in (root / "results" / "sweep").glob("*/summary.json"))
+
+
+def _trial_spans(experiment) -> list[tuple[float, float, str]]:
+    """(start, last report, trial) from each trial's result.json: Tune's wall-clock ``timestamp`` of a report less
+    the trial's ``time_total_s`` at it is when the trial started."""
+    spans = []
+    for result in experiment.glob("*/result.json"):
+        reports = [json.loads(line) for line in result.read_text().splitlines()]
+        start = reports[0]["timestamp"] - reports[0]["time_total_s"]
+        spans.append((start, float(reports[-1]["timestamp"]), result.parent.name))
+    return spans
 
 
 def test_best_config_is_accepted_by_cv_config(sweep):
@@ -101,12 +131,12 @@ def test_invalid_patch_size_is_refused_before_any_trial(sweep, tmp_path):
 OPTUNA_SEED = 7
 
 
-@pytest.fixture(scope="module")
-def optuna_sweep(task, tmp_path_factory):
+@pytest.fixture(scope="module", params=["tune", "train"])
+def optuna_sweep(request, task, tmp_path_factory):
     """3 configurations drawn by Optuna's TPE (1 random start-up, then 2 modelled), 2 epochs each."""
-    root = tmp_path_factory.mktemp("optuna")
+    root = tmp_path_factory.mktemp(f"optuna_{request.param}")
     cfg = _sweep_cfg(task, root / "results", "", search_space="", search="optuna", search_seed=OPTUNA_SEED,
-                     num_samples=3, name="optuna", patch_size=("16,16,16", "24,24,24"))
+                     num_samples=3, name="optuna", patch_size=("16,16,16", "24,24,24"), engine=request.param)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=2))
     return cfg, root / "results" / "optuna", run_sweep(cfg)
 
@@ -143,7 +173,7 @@ def test_optuna_best_config_is_accepted_by_cv_config(optuna_sweep, task, tmp_pat
 
 
 def test_optuna_sweep_resumes_with_its_searcher(optuna_sweep):
-    """Tuner.restore unpickles the experiment's ConcurrencyLimiter(OptunaSearch) and its state: a finished sweep
+    """Tuner.restore unpickles the experiment's OptunaSearch (in a ConcurrencyLimiter on Ray Train) and its state: a finished sweep
     resumed reruns nothing and reports the same trials."""
     cfg, path, outcome = optuna_sweep
     before = {p.parent.name: p.stat().st_mtime for p in path.glob("3d_fold0_*/metrics.jsonl")}

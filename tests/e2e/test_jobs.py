@@ -64,6 +64,7 @@ def test_five_fold_smoke_job_through_ray_job_submit(ray_head, tmp_path):
     submit, seconds = submit_five_fold(address, env, tmp_path / "job", ["--smoke-test", "--results", str(results)])
     assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
     print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s (results on a local path)")
+    assert "(raylet)" not in submit.stdout + submit.stderr  # e.g. its worker start-up concurrency warning
     experiment = results / "Task99_Synthetic_five_fold"
     summary = json.loads((experiment / "cv_summary.json").read_text())
     assert summary, "empty CV summary"

@@ -36,6 +36,7 @@ def test_demo_runs_cross_validation_then_ensemble_prediction_and_evaluation(tmp_
         assert "Token authentication is enabled for this Ray cluster" not in stream
         assert "`ray_remote_args` is deprecated" not in stream
         assert "Progress bars disabled" not in stream
+        assert "the maximum expected startup concurrency" not in stream  # the raylet's worker start-up warning
     experiment = tmp_path / "results" / "five_fold"
     for fold in (0, 1):
         run = experiment / f"3d_fold{fold}"

@@ -1,0 +1,138 @@
+"""The Ray actor pool that predicts: each actor holds every ensemble of a command (e.g. each fold's best checkpoint
+for ``evaluate --cv``) and predicts whole cases; a case names its ensemble and its output folder.
+
+One pool serves a whole command: actors start once, import torch and build their networks once, and cases of every
+ensemble share them, the next case going to whichever actor is free ([2] ``ray.wait`` on the running calls).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from nnunet_ray.config import PredictConfig, flag_name
+from nnunet_ray.data import storage
+from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.distributed.cluster import cluster_cpus, cluster_gpus, init_ray
+from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
+from nnunet_ray.inference.members import Member
+from nnunet_ray.inference.outputs import predict_case
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaseTask:
+    """One case for the pool: which ensemble predicts it, where it goes, what is written."""
+
+    ensemble: int  # index into the pool's ensembles
+    case: CaseFiles
+    out_dir: str  # path or URI
+    save_probabilities: bool
+    largest_component: tuple[int, ...] = ()
+
+
+class PredictActor:
+    """Holds every ensemble's networks once and predicts whole cases into their output folders."""
+
+    def __init__(self, ensembles: list[list[Member]], options: dict, threads: int) -> None:
+        torch.set_num_threads(threads)
+        # [1] Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU; without one the networks run on its CPUs.
+        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        self.predictors = [EnsemblePredictor(members, device=device, options=WindowOptions(**options))
+                           for members in ensembles]
+
+    def predict(self, task: CaseTask) -> dict:
+        """Predict and write one case; returns its record (failures included, never raised)."""
+        with storage.writable_folder(task.out_dir) as out:  # a URI: written locally, uploaded when done
+            return predict_case(self.predictors[task.ensemble], task.case, out,
+                                save_probabilities=task.save_probabilities,
+                                largest_component=list(task.largest_component))
+
+
+def window_options(cfg: PredictConfig) -> WindowOptions:
+    """The sliding-window settings of ``cfg``."""
+    return WindowOptions(tta=cfg.tta, amp=cfg.amp, overlap=cfg.overlap, blend=cfg.blend,
+                         batch_size=cfg.val_batch_size, sw_device=cfg.sw_device)
+
+
+def actor_count(cfg: PredictConfig, n_cases: int) -> tuple[int, bool]:
+    """(actors to start, whether they get GPUs): ``--actors``, capped to what the cluster can host at once."""
+    gpus, cpus = cluster_gpus(), cluster_cpus()
+    use_gpu = gpus > 0
+    fits = int(gpus // cfg.gpus_per_actor) if use_gpu else cpus // cfg.cpus_per_actor
+    wanted = cfg.actors or fits
+    if wanted > fits:
+        logger.warning("%s %d but the cluster holds %d; starting %d", flag_name("actors"), wanted, fits, fits)
+    return max(1, min(wanted, fits, n_cases)), use_gpu
+
+
+def run_pool(actors: list, tasks: Sequence[CaseTask], on_record: Callable[[CaseTask, dict], None]) -> None:
+    """Feed ``tasks`` to ``actors``, one at a time each, the next task to whichever finishes first."""
+    queue, running = deque(tasks), {}
+
+    def submit(actor) -> None:
+        if queue:
+            task = queue.popleft()
+            running[actor.predict.remote(task)] = (actor, task)
+
+    for actor in actors:
+        submit(actor)
+    while running:
+        # [2] whichever actor finishes first gets the next case.
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        actor, task = running.pop(ref)
+        try:
+            record = ray.get(ref)
+            submit(actor)
+        except ray.exceptions.RayError as exc:  # the actor died (out of memory, node lost): the case fails
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            record = {"case_id": task.case.case_id, "status": "failed", "seconds": 0.0,
+                      "error": f"{task.case.case_id}: predicting actor failed: {problem}"}
+            if not running and queue:  # no live actor will take the rest
+                submit(actor)
+        on_record(task, record)
+
+
+def predict_on_pool(cfg: PredictConfig, ensembles: list[list[Member]], tasks: Sequence[CaseTask],
+                    on_record: Callable[[CaseTask, dict], None]) -> int:
+    """Start one pool for ``tasks`` (actors, devices, window options from ``cfg``), run it, stop it.
+
+    Returns:
+        the number of actors it ran.
+    """
+    init_ray(cfg.address)
+    count, use_gpu = actor_count(cfg, len(tasks))
+    remote = ray.remote(PredictActor).options(num_cpus=cfg.cpus_per_actor,
+                                              num_gpus=cfg.gpus_per_actor if use_gpu else 0)
+    shared = ray.put(ensembles)  # one copy in the object store for every actor
+    options = dataclasses.asdict(window_options(cfg))
+    actors = [remote.remote(shared, options, cfg.cpus_per_actor) for _ in range(count)]
+    progress = Progress(len(tasks))
+    try:
+        run_pool(actors, tasks, lambda task, record: (on_record(task, record), progress(record)))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    return count
+
+
+class Progress:
+    """One line per finished case: count, case, status, its time, and the remaining time at the current pace."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.count, self.start = total, 0, time.perf_counter()
+
+    def __call__(self, record: dict) -> None:
+        self.count += 1
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.count * (self.total - self.count)
+        logger.info("  [%d/%d] %s %s (%.1f s; elapsed %.0f s, ~%.0f s left)", self.count, self.total,
+                    record["case_id"], record["status"], record["seconds"], elapsed, left)
