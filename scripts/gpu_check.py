@@ -10,6 +10,8 @@ Checks, in order (each reports "ok", "skipped" with the reason, or "failed" with
   benchmark   benchmark mode (timed training steps) on the Task01 BrainTumour 3D preset, batch 2, AMP: img/s next
               to the reference's 16.0 img/s on one A100 (NVIDIA nnU-Net README, PyTorch AMP, 1 GPU). Batches come
               from memory, so the figure is the model's step rate without data loading.
+  shared_gpu  `nnunet-ray cv` of 2 folds with --gpus-per-trial 0.5: both single-worker trials train at once on one
+              GPU, inside their Tune trials (needs CUDA).
   predict     `nnunet-ray predict`'s path with the best checkpoint: one raw case on the Ray actor pool (a GPU
               actor, AMP, flip TTA), back to the original grid, written as NIfTI with the input image's shape.
 Without CUDA (or with --cpu) the same code runs on the CPU: CUDA-only checks are "skipped" and the benchmark
@@ -112,6 +114,26 @@ def check_ddp_nccl(ctx: Context) -> dict:
     return {"world_size": 2, "epochs": run["epochs"], "seconds": round(run["seconds"], 1)}
 
 
+def check_shared_gpu(ctx: Context) -> dict:
+    """Two folds as Tune trials holding half a GPU each: Tune runs them side by side on GPU 0."""
+    if not ctx.cuda:
+        raise Skipped("needs CUDA")
+    from nnunet_ray.config import CVConfig
+    from nnunet_ray.distributed.cv import run_cv
+
+    train = TrainConfig(amp=True, min_epochs=2, max_epochs=2, batch_size=2, dali_threads=2, image_every=0)
+    run_cv(CVConfig(data=str(_prepare_data(ctx)), results=str(ctx.work / "results"), folds="0,1",
+                    name="gpu_check_shared", gpus_per_trial=0.5, train=train))
+    runs = sorted((json.loads(p.read_text()) for p in (ctx.work / "results" / "gpu_check_shared").glob(
+        "*/summary.json")), key=lambda r: r["started_at"])
+    if [(r["engine"], r["device"], r["devices"]) for r in runs] != [("tune", "GPU", 0.5)] * 2:
+        raise RuntimeError(f"expected two Tune-engine runs on half a GPU each, got {runs}")
+    if runs[1]["started_at"] >= runs[0]["finished_at"]:
+        raise RuntimeError("the two half-GPU trials ran one after the other, not side by side")
+    return {"trials": 2, "gpus_per_trial": 0.5, "overlap_s": round(runs[0]["finished_at"] - runs[1]["started_at"], 1),
+            "seconds": [round(r["seconds"], 1) for r in runs]}
+
+
 def check_benchmark(ctx: Context) -> dict:
     from nnunet_ray.planning.presets import preset_plans
     from nnunet_ray.planning.schema import with_patch_size
@@ -159,7 +181,8 @@ def check_predict(ctx: Context) -> dict:
 
 
 CHECKS: dict[str, Callable[[Context], dict]] = {"train": check_train, "dali_gpu": check_dali_gpu,
-                                                "ddp_nccl": check_ddp_nccl, "benchmark": check_benchmark,
+                                                "ddp_nccl": check_ddp_nccl, "shared_gpu": check_shared_gpu,
+                                                "benchmark": check_benchmark,
                                                 "predict": check_predict}
 
 

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 
 import ray
 
+# A custom resource the on-demand head of cluster.yaml advertises: drivers that must outlive spot workers ask for it.
+DRIVER_RESOURCE = "nnunet_ray_driver"
+
 
 def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     """Connect to (or start) Ray once per process; later calls are no-ops.

@@ -1,14 +1,15 @@
-"""Ray Tune experiments over folds (``cv``) and sweeps (``tune``): one trial = one Ray Train run of one fold.
+"""Ray Tune experiments over folds (``cv``) and sweeps (``tune``): one trial = one fold's training run.
 
-Under Train V2 a ``TorchTrainer`` cannot be handed to ``Tuner``; each trial runs ``run_trial``, a driver function
-that builds and fits the fold's ``TorchTrainer`` with ``TuneReportCallback``, so every epoch's report (with its
-finite ``score``) reaches Tune and its scheduler (https://docs.ray.io/en/latest/train/user-guides/hyperparameter-
-optimization.html). Tune cannot see the Train workers' resources, so ``max_concurrent_trials`` is computed from
-the cluster; the driver itself holds ``DRIVER_CPUS``. Stopping trials (ASHA) needs ``ray[default]`` and the
-dashboard: Train's placement-group cleaner uses the State API to free a stopped trial's workers.
+Each trial runs ``run_trial``. A single-worker fold trains inside the trial (``trial_fit``), its device declared to
+Tune, so Tune schedules trials by what they hold and frees it when a trial ends or ASHA stops it. A multi-worker
+fold's trial is a driver that builds and fits the fold's ``TorchTrainer`` with ``TuneReportCallback`` (under Train
+V2 a ``TorchTrainer`` cannot be handed to ``Tuner``); Tune cannot see those workers, so how many such trials run at
+once is computed from the cluster, and stopping them (ASHA) needs ``ray[default]`` and the dashboard: Train's
+placement-group cleaner uses the State API (https://docs.ray.io/en/latest/train/user-guides/hyperparameter-
+optimization.html). Every epoch's report, with its finite ``score``, reaches Tune and its scheduler.
 
 Layout: ``RESULTS/NAME/`` is the Tune experiment (its state, for ``--resume``) and holds one folder per trial,
-named from dim, fold and the swept values, that is both the Tune trial folder and the Ray Train run
+named from dim, fold and the swept values, that is both the Tune trial folder and the training run
 (``epoch_NNNN/`` checkpoints, ``metrics.jsonl``, ``tensorboard/`` with HParams, ``summary.json``).
 """
 
@@ -27,80 +28,23 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
+from nnunet_ray.config import ConfigError, RunError, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.fold_run import SCORE, SUMMARY
-from nnunet_ray.distributed.hparams import HParamsCallback, short_value
+from nnunet_ray.distributed.hparams import HParamsCallback
+from nnunet_ray.distributed.trial_spec import (DRIVER_CPUS, TrialSpec, declared_resources, max_concurrent_trials,
+                                               trial_config, trial_name, trial_resources)
 from nnunet_ray.distributed.train import fit_fold, prepare_fold
 from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.distributed.trial_fit import fit_in_trial
 
 log = logging.getLogger(__name__)
 
-DRIVER_CPUS = 0.1  # what each trial's driver function holds; its Train workers ask for that much less
 SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
 HEALTH_CHECK_INTERVAL_S = "0.5"
 SCORE_MODE = "max"  # how Tune's scheduler and searcher rank trials by SCORE (a Dice)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialSpec:
-    """What differs between trials: the grid over dims and folds and the swept training options."""
-
-    base: TrainConfig  # absolute paths or URIs; results = the experiment folder
-    data_dirs: dict[int, str]  # preprocessed folder per dim
-    dims: tuple[int, ...]
-    folds: tuple[int, ...]
-    sweep: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> value or Tune domain
-    engine: str = "auto"  # --engine: "tune" / "train", or "auto" (tune for one worker)
-
-    @property
-    def in_trial(self) -> bool:
-        """Whether each fold trains inside its Tune trial (``trial_fit``) rather than on Ray Train workers."""
-        return self.engine == "tune" or (self.engine == "auto" and self.base.world_size == 1)
-
-    def param_space(self) -> dict[str, Any]:
-        """Tune's search space: the grid over dims and folds, and the swept options (a dict of domains)."""
-        return {"dim": _grid(self.dims), "fold": _grid(self.folds), "sweep": dict(self.sweep)}
-
-    def to_json(self) -> dict[str, Any]:
-        """What ``--resume`` rebuilds the trials from (``RESULTS/NAME/experiment.json``); not the sweep."""
-        return {"base": dataclasses.asdict(self.base), "data_dirs": {str(d): p for d, p in self.data_dirs.items()},
-                "dims": list(self.dims), "folds": list(self.folds), "engine": self.engine}
-
-    @classmethod
-    def from_json(cls, values: dict[str, Any]) -> "TrialSpec":
-        return cls(base=from_dict(TrainConfig, values["base"]),
-                   data_dirs={int(d): p for d, p in values["data_dirs"].items()},
-                   dims=tuple(values["dims"]), folds=tuple(values["folds"]), engine=values.get("engine", "auto"))
-
-
-def _grid(values: tuple[int, ...]) -> Any:
-    """One value is a constant: a searcher such as OptunaSearch accepts no grid in ``param_space``."""
-    return values[0] if len(values) == 1 else tune.grid_search(list(values))
-
-
-def trial_config(config: dict, spec: TrialSpec) -> TrainConfig:
-    """The ``TrainConfig`` of one trial: the shared options with its dim, fold and swept values."""
-    dim = int(config["dim"])
-    return dataclasses.replace(spec.base, dim=dim, fold=int(config["fold"]), data=spec.data_dirs[dim],
-                               **{k: tuple(v) if isinstance(v, list) else v for k, v in config["sweep"].items()})
-
-
-ABBREVIATIONS = {"learning_rate": "lr", "patch_size": "patch", "batch_size": "bs", "weight_decay": "wd"}
-
-
-def trial_name(trial: Any) -> str:
-    """``3d_fold0`` for a CV trial; a sweep trial adds its values and Tune's trial id (stable over restores), so
-    two trials never share a run folder and a restored sweep finds each trial's own run."""
-    config = trial.config
-    parts = [f"{config['dim']}d", f"fold{config['fold']}"]
-    if config["sweep"]:
-        parts += [f"{ABBREVIATIONS.get(k, k)}{short_value(v)}" for k, v in sorted(config["sweep"].items())]
-        parts.append(trial.trial_id)
-    return "_".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------- the trial
@@ -140,26 +84,6 @@ def _finished_summary(run_dir: str) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------------------- resources
-
-def trial_resources(cfg: TrainConfig) -> dict[str, float]:
-    """What one trial holds while it trains: its workers' CPUs (the driver's share included) and GPUs."""
-    return {"CPU": float(cfg.world_size * cfg.cpus_per_worker), "GPU": float(cfg.gpus)}
-
-
-def max_concurrent_trials(per_trial: dict[str, float], cluster: dict[str, float]) -> int:
-    """How many trials fit in the cluster at once (Tune cannot see the Train workers, so this caps it).
-
-    Raises:
-        ConfigError: one trial needs more than the whole cluster has.
-    """
-    fits = [int(cluster.get(kind, 0.0) // need) for kind, need in per_trial.items() if need > 0]
-    if min(fits) < 1:
-        have = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in per_trial if per_trial[k] > 0)
-        want = ", ".join(f"{v:g} {k}" for k, v in per_trial.items() if v > 0)
-        raise ConfigError(f"{flag_name('workers_per_trial')}: a trial needs {want} but the cluster has {have}; "
-                          f"lower --workers-per-trial / --gpus-per-trial / --cpus-per-worker")
-    return min(fits)
-
 
 def validate_trials(spec: TrialSpec, candidates: dict[str, list[Any]] | None = None) -> None:
     """Check every (dim, fold) and every candidate value of a swept option against the data, before any trial.
@@ -232,7 +156,7 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     init_ray(address)
     name = storage.basename(path)
     concurrency = _concurrency(spec)
-    trainable = _trainable(spec, faults)
+    trainable = trial_trainable(spec, faults)
     # Tune's storage: a local folder, or the bucket's path with the filesystem opened from the URI (its endpoint and
     # credentials), as for a Train run (https://docs.ray.io/en/latest/tune/tutorials/tune-storage.html).
     storage_path, storage_filesystem = storage_location(storage.parent(path))
@@ -273,18 +197,10 @@ def _concurrency(spec: TrialSpec) -> int | None:
     return fits
 
 
-def declared_resources(spec: TrialSpec) -> dict[str, float]:
-    """What each trial declares to Tune: its device(s) when the fold trains in the trial (a GPU, a fraction of one,
-    or CPUs); else the driver's small CPU share (its Ray Train workers reserve their own)."""
-    if not spec.in_trial:
-        return {"cpu": DRIVER_CPUS}
-    return {"cpu": float(spec.base.cpus_per_worker), "gpu": float(spec.base.gpus)}
-
-
-def _trainable(spec: TrialSpec, faults: dict | None) -> Any:
+def trial_trainable(spec: TrialSpec, faults: dict | None) -> Any:
     """``run_trial`` bound to the spec, with ``declared_resources``."""
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec.to_json(), faults=faults),
-                               declared_resources(spec))
+                               declared_resources(spec, ray.cluster_resources()))
 
 
 def _trial_retention(spec: TrialSpec) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig, parse_int_list
 from nnunet_ray.distributed.cv import run_cv
-from nnunet_ray.distributed.experiment import max_concurrent_trials, trial_name
+from nnunet_ray.distributed.trial_spec import max_concurrent_trials, trial_name
 from nnunet_ray.distributed.search_space import (load_space_file, optuna_search, parse_flag, search_space,
                                                  startup_trials, tune_domains)
 from nnunet_ray.distributed.sweep import run_sweep

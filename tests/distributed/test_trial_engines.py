@@ -12,9 +12,10 @@ import pytest
 from ray.util.state import list_actors
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig
+from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.cv import run_cv, trial_train_config
-from nnunet_ray.distributed.experiment import (DRIVER_CPUS, TrialSpec, _trainable, declared_resources,
-                                               run_tuner)
+from nnunet_ray.distributed.experiment import run_tuner, trial_trainable
+from nnunet_ray.distributed.trial_spec import DRIVER_CPUS, TrialSpec, declared_resources
 from tests.training.conftest import build_tiny_task
 
 TRAIN = dict(max_epochs=4, min_epochs=1, train_batches=1, batch_size=2, dali_threads=1, warmup=0, image_every=0)
@@ -38,7 +39,7 @@ def test_declared_resources(gpus, workers, engine, declared):
     assert declared_resources(spec) == declared
     assert spec.in_trial == ("gpu" in declared)
     # What Tune itself will reserve for each trial (its placement group's bundle).
-    bundle = _trainable(spec, None)._resources.required_resources
+    bundle = trial_trainable(spec, None)._resources.required_resources
     assert bundle == {k.upper(): v for k, v in declared.items() if v > 0}
 
 
@@ -114,3 +115,12 @@ def test_two_worker_trials_run_one_at_a_time_on_ray_train(task, tmp_path):
                    key=lambda s: s["started_at"])
     assert [s["engine"] for s in spans] == ["train", "train"]
     assert spans[1]["started_at"] >= spans[0]["finished_at"] - 1.0  # the driver's summary lags its run's end
+
+
+def test_ray_train_drivers_ask_for_the_heads_driver_resource_where_the_cluster_has_it():
+    """cluster.yaml's on-demand head advertises it (and has no CPUs): a Ray Train trial's driver, and the Train
+    controller Ray places beside it, go there; a fold trained in its trial runs on the workers as before."""
+    cluster = {"CPU": 16.0, "GPU": 2.0, DRIVER_RESOURCE: 64.0}
+    assert declared_resources(_spec(gpus=2), cluster) == {"cpu": 0.0, DRIVER_RESOURCE: 1.0}
+    assert declared_resources(_spec(gpus=1), cluster) == {"cpu": 1.0, "gpu": 1.0}
+    assert declared_resources(_spec(gpus=2), {"CPU": 16.0, "GPU": 2.0}) == {"cpu": DRIVER_CPUS}

@@ -44,7 +44,7 @@ def test_cpu_smoke_path_runs_every_check_and_skips_only_cuda_ones(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.returncode == 0, result.stderr[-3000:]
     statuses = {name: check["status"] for name, check in report["checks"].items()}
-    assert statuses == {"train": "ok", "dali_gpu": "skipped", "ddp_nccl": "skipped", "benchmark": "ok",
-                        "predict": "ok"}
+    assert statuses == {"train": "ok", "dali_gpu": "skipped", "ddp_nccl": "skipped", "shared_gpu": "skipped",
+                        "benchmark": "ok", "predict": "ok"}
     assert report["checks"]["train"]["epochs"] == 2 and report["checks"]["benchmark"]["img_per_s"] > 0
     assert report["checks"]["benchmark"]["reference_img_per_s_1xA100"] == 16.0

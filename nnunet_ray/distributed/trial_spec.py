@@ -1,0 +1,108 @@
+"""What a trial of a ``cv`` / ``tune`` experiment is: its options (``TrialSpec``), its name, and the resources it
+holds and declares to Ray Tune."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ray import tune
+
+from nnunet_ray.config import ConfigError, TrainConfig, flag_name, from_dict
+from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
+from nnunet_ray.distributed.hparams import short_value
+
+DRIVER_CPUS = 0.1  # what a Ray Train trial's driver function holds; its Train workers ask for that much less
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """What differs between trials: the grid over dims and folds and the swept training options."""
+
+    base: TrainConfig  # absolute paths or URIs; results = the experiment folder
+    data_dirs: dict[int, str]  # preprocessed folder per dim
+    dims: tuple[int, ...]
+    folds: tuple[int, ...]
+    sweep: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> value or Tune domain
+    engine: str = "auto"  # --engine: "tune" / "train", or "auto" (tune for one worker)
+
+    @property
+    def in_trial(self) -> bool:
+        """Whether each fold trains inside its Tune trial (``trial_fit``) rather than on Ray Train workers."""
+        return self.engine == "tune" or (self.engine == "auto" and self.base.world_size == 1)
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune's search space: the grid over dims and folds, and the swept options (a dict of domains)."""
+        return {"dim": _grid(self.dims), "fold": _grid(self.folds), "sweep": dict(self.sweep)}
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``--resume`` rebuilds the trials from (``RESULTS/NAME/experiment.json``); not the sweep."""
+        return {"base": dataclasses.asdict(self.base), "data_dirs": {str(d): p for d, p in self.data_dirs.items()},
+                "dims": list(self.dims), "folds": list(self.folds), "engine": self.engine}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "TrialSpec":
+        return cls(base=from_dict(TrainConfig, values["base"]),
+                   data_dirs={int(d): p for d, p in values["data_dirs"].items()},
+                   dims=tuple(values["dims"]), folds=tuple(values["folds"]), engine=values.get("engine", "auto"))
+
+
+def _grid(values: tuple[int, ...]) -> Any:
+    """One value is a constant: a searcher such as OptunaSearch accepts no grid in ``param_space``."""
+    return values[0] if len(values) == 1 else tune.grid_search(list(values))
+
+
+def trial_config(config: dict, spec: TrialSpec) -> TrainConfig:
+    """The ``TrainConfig`` of one trial: the shared options with its dim, fold and swept values."""
+    dim = int(config["dim"])
+    return dataclasses.replace(spec.base, dim=dim, fold=int(config["fold"]), data=spec.data_dirs[dim],
+                               **{k: tuple(v) if isinstance(v, list) else v for k, v in config["sweep"].items()})
+
+
+ABBREVIATIONS = {"learning_rate": "lr", "patch_size": "patch", "batch_size": "bs", "weight_decay": "wd"}
+
+
+def trial_name(trial: Any) -> str:
+    """``3d_fold0`` for a CV trial; a sweep trial adds its values and Tune's trial id (stable over restores), so
+    two trials never share a run folder and a restored sweep finds each trial's own run."""
+    config = trial.config
+    parts = [f"{config['dim']}d", f"fold{config['fold']}"]
+    if config["sweep"]:
+        parts += [f"{ABBREVIATIONS.get(k, k)}{short_value(v)}" for k, v in sorted(config["sweep"].items())]
+        parts.append(trial.trial_id)
+    return "_".join(parts)
+
+
+
+# ----------------------------------------------------------------------------------------------- resources
+
+def trial_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What one trial holds while it trains: its workers' CPUs (the driver's share included) and GPUs."""
+    return {"CPU": float(cfg.world_size * cfg.cpus_per_worker), "GPU": float(cfg.gpus)}
+
+
+def max_concurrent_trials(per_trial: dict[str, float], cluster: dict[str, float]) -> int:
+    """How many trials fit in the cluster at once (Tune cannot see the Train workers, so this caps it).
+
+    Raises:
+        ConfigError: one trial needs more than the whole cluster has.
+    """
+    fits = [int(cluster.get(kind, 0.0) // need) for kind, need in per_trial.items() if need > 0]
+    if min(fits) < 1:
+        have = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in per_trial if per_trial[k] > 0)
+        want = ", ".join(f"{v:g} {k}" for k, v in per_trial.items() if v > 0)
+        raise ConfigError(f"{flag_name('workers_per_trial')}: a trial needs {want} but the cluster has {have}; "
+                          f"lower --workers-per-trial / --gpus-per-trial / --cpus-per-worker")
+    return min(fits)
+
+
+def declared_resources(spec: TrialSpec, cluster: dict[str, float] | None = None) -> dict[str, float]:
+    """What each trial declares to Tune: its device(s) when the fold trains in the trial (a GPU, a fraction of one,
+    or CPUs); else the driver's small CPU share (its Ray Train workers reserve their own). On a cluster whose
+    on-demand head advertises ``DRIVER_RESOURCE`` (cluster.yaml), a Ray Train trial's driver, and so its Train
+    controller, which Ray places on the driver's node, runs there instead, never on a spot worker."""
+    if spec.in_trial:
+        return {"cpu": float(spec.base.cpus_per_worker), "gpu": float(spec.base.gpus)}
+    if DRIVER_RESOURCE in (cluster or {}):
+        return {"cpu": 0.0, DRIVER_RESOURCE: 1.0}
+    return {"cpu": DRIVER_CPUS}
