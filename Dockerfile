@@ -21,9 +21,11 @@ RUN pip install -c constraints.txt . && pip uninstall -y nnunet-ray
 COPY --chown=ray:users nnunet_ray nnunet_ray
 COPY --chown=ray:users scripts scripts
 # Exact pins (DALI included), and the image's Ray must be the pinned one: a mismatch fails the build here,
-# not later as a cluster whose nodes disagree.
+# not later as a cluster whose nodes disagree. A torch or DALI without CUDA (a CPU wheel from another index) or
+# built for another CUDA major version fails it too: GPU nodes would otherwise train on their CPUs.
 RUN pip install --no-deps -c constraints.txt . \
     && test "$(python -c 'import ray; print(ray.__version__)')" = "$(sed -n 's/^ray==//p' constraints.txt)" \
-    && python -c "import nnunet_ray.cli, nvidia.dali, torch, pyarrow.fs"
+    && python -c "import nnunet_ray.cli, pyarrow.fs" \
+    && python scripts/check_gpu_build.py
 
 CMD ["bash"]

@@ -75,16 +75,18 @@ def local_head(num_cpus: int = 2) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def submit_five_fold(address: str, env: dict[str, str], job_dir: Path, args: list[str],
-                     timeout: float = 1500) -> tuple[subprocess.CompletedProcess, float]:
+                     timeout: float = 1500, upload: bool = True) -> tuple[subprocess.CompletedProcess, float]:
     """`ray job submit -- python five_fold.py ARGS` with the script copied alone into ``job_dir`` (the working
-    directory uploaded with the job); returns the finished `ray job submit` and its seconds from submit to end."""
+    directory uploaded with the job; with ``upload=False`` the script runs from ``job_dir`` by its path, which the
+    head must see); returns the finished `ray job submit` and its seconds from submit to end."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / FIVE_FOLD.name).write_bytes(FIVE_FOLD.read_bytes())
+    where = ["--working-dir", str(job_dir)] if upload else []
+    script = FIVE_FOLD.name if upload else str(job_dir / FIVE_FOLD.name)
     start = time.perf_counter()
     for _ in range(10):  # the job server answers before the head's job agent is up: wait for the agent
-        submit = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(job_dir), "--",
-                                 "python", FIVE_FOLD.name, *args], env=env, capture_output=True, text=True,
-                                timeout=timeout)
+        submit = subprocess.run([RAY, "job", "submit", "--address", address, *where, "--", "python", script, *args],
+                                env=env, capture_output=True, text=True, timeout=timeout)
         if "No available agent to submit job" not in submit.stderr + submit.stdout:
             break
         time.sleep(2)

@@ -26,3 +26,16 @@ def test_installs_the_exact_pins_and_runs_as_a_non_root_user():
     users = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
     assert users and users[-1] not in ("root", "0")
     assert "docker build -t $(IMAGE) ." in (ROOT / "Makefile").read_text()
+
+
+def test_the_build_fails_unless_torch_and_dali_are_cuda_builds_of_one_major_version():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_gpu_build", ROOT / "scripts" / "check_gpu_build.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert "python scripts/check_gpu_build.py" in DOCKERFILE
+    assert check.gpu_build_problem("12.8", 12086) is None
+    assert "CPU-only" in check.gpu_build_problem(None, 12086)  # what this CPU test machine has
+    assert "no CUDA build" in check.gpu_build_problem("12.8", 0)
+    assert "CUDA 11.8 but DALI for CUDA 12.x" in check.gpu_build_problem("11.8", 12086)

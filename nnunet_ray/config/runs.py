@@ -13,6 +13,9 @@ GPUS_PER_TRIAL_HELP = ("GPU workers per trial (DDP, one GPU each); 0 trains on C
 ENGINES = ("auto", "tune", "train")
 ENGINE_HELP = ("what runs a trial: tune (the fold trains inside the Ray Tune trial: one worker only, seconds of "
                "overhead), train (a Ray Train TorchTrainer with DDP workers), auto (tune for one worker, else train)")
+MAX_CONCURRENT_HELP = ("Ray Train trials (several workers) at once; 0 = as many as the cluster holds at its largest "
+                       "(an autoscaling cluster's node types at max_workers). Single-worker trials need no cap: Tune "
+                       "places them by their declared resources")
 TRIAL_FIELDS = ("data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark")
 
 
@@ -34,6 +37,7 @@ def _check_experiment(cfg: Any) -> None:
     _check(bool(cfg.results), "results", "is required")
     _check("/" not in cfg.name and not cfg.name.startswith("."), "name", f"{cfg.name!r} must be a plain folder name")
     _check(cfg.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
+    _check(cfg.max_concurrent_trials >= 0, "max_concurrent_trials", "must be >= 0")
     check_gpus(cfg.gpus_per_trial, "gpus_per_trial", workers=cfg.workers_per_trial)
     _check_choices(cfg)
     workers = max(1, int(cfg.gpus_per_trial)) if cfg.gpus_per_trial else cfg.workers_per_trial
@@ -54,6 +58,7 @@ class CVConfig:
     gpus_per_trial: float = opt(0.0, GPUS_PER_TRIAL_HELP)
     workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
     engine: str = opt("auto", ENGINE_HELP, choices=ENGINES)
+    max_concurrent_trials: int = opt(0, MAX_CONCURRENT_HELP)
     name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_cv); an existing one is only "
                     "continued with --resume")
     config: str = opt("", "JSON file of training options (e.g. tune's best_config.json); its values replace "
@@ -91,6 +96,7 @@ class TuneConfig:
     gpus_per_trial: float = opt(0.0, GPUS_PER_TRIAL_HELP)
     workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
     engine: str = opt("auto", ENGINE_HELP, choices=ENGINES)
+    max_concurrent_trials: int = opt(0, MAX_CONCURRENT_HELP)
     name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_tune); an existing one is "
                     "only continued with --resume")
     resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "

@@ -113,6 +113,9 @@ class TrainConfig:
                       "sharing a GPU (e.g. 0.5: two such runs per GPU)")
     workers: int = opt(1, "CPU workers when --gpus is 0")
     cpus_per_worker: int = opt(1, "CPUs reserved per worker (DALI threads use them)")
+    placement: str = opt("pack", "where a multi-GPU run's workers go: pack (all on one node, STRICT_PACK: DDP over "
+                         "NVLink/PCIe, never split across spot nodes) or spread (across nodes)",
+                         choices=("pack", "spread"))
     dali_threads: int = opt(2, "DALI CPU threads per pipeline", aliases=("--num-workers", "--num_workers"))
     amp: bool = opt(False, "mixed precision: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU")
     amp_dtype: str = opt("float16", "autocast dtype on CUDA", choices=("float16", "bfloat16"))

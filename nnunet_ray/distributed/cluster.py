@@ -13,8 +13,10 @@ import re
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import ray
+import yaml
 
 # A custom resource the on-demand head of cluster.yaml advertises: drivers that must outlive spot workers ask for it.
 DRIVER_RESOURCE = "nnunet_ray_driver"
@@ -124,6 +126,48 @@ def _quiet_ray_data() -> None:
     # Ray Data then warns once that the bars are disabled: we chose that, so the WARNING would only alarm.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+
+
+# What `ray up` writes on the head: the cluster's node types, the file Ray Tune also reads to know it can autoscale
+# (ray/tune/execution/cluster_info.py::_is_ray_cluster).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def autoscaler_config() -> dict | None:
+    """The cluster's autoscaling config (node types with their resources and max_workers, the head's type), or None
+    when this driver does not run on the head of an autoscaling cluster."""
+    path = Path(BOOTSTRAP_CONFIG).expanduser()
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text()) or {}
+    return config if config.get("available_node_types") else None
+
+
+def reachable_resources() -> dict[str, float]:
+    """What the cluster holds at its largest: the head plus every worker type at its max_workers on an autoscaling
+    cluster, whatever is up now on a fixed one. Trials and prediction actors are sized from this, so an autoscaling
+    cluster that starts empty is asked to grow instead of being judged by its head alone."""
+    now = {k: float(v) for k, v in ray.cluster_resources().items()}
+    config = autoscaler_config()
+    if config is None:
+        return now
+    total: dict[str, float] = {}
+    for name, node_type in config["available_node_types"].items():
+        count = 1 if name == config.get("head_node_type") else int(node_type.get("max_workers", 0))
+        for kind, amount in (node_type.get("resources") or {}).items():
+            total[kind] = total.get(kind, 0.0) + count * float(amount)
+    return {kind: max(total.get(kind, 0.0), now.get(kind, 0.0)) for kind in {*total, *now}}
+
+
+def can_reserve_memory() -> bool:
+    """Whether tasks may reserve Ray's ``memory`` resource: always on a fixed cluster (every node has it); on an
+    autoscaling one only when some worker type lists it (`ray up` fills it in on AWS), since the autoscaler launches
+    no node for a demand it cannot see a node type for (Ray's fake multi-node provider cannot list it)."""
+    config = autoscaler_config()
+    if config is None:
+        return True
+    return any("memory" in (t.get("resources") or {}) for name, t in config["available_node_types"].items()
+               if name != config.get("head_node_type"))
 
 
 def cluster_cpus() -> int:

@@ -59,7 +59,8 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
         if data.raw:  # a raw dataset's trials can only be checked once it is planned
             preprocess_raw(data, address=base.address)
         validate_trials(spec)
-    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address)
+    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address,
+                        max_concurrent=cfg.max_concurrent_trials)
     raise_failed_trials(results, path)
     table = summarise(path, dims=spec.dims, folds=spec.folds, plans_labels=_labels(spec.data_dirs))
     table.attrs["cost"] = experiment_cost([storage.join(path, f"{d}d_fold{f}") for d in spec.dims for f in spec.folds],

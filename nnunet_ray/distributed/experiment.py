@@ -30,7 +30,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from nnunet_ray.config import ConfigError, RunError, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.distributed.cluster import init_ray
+from nnunet_ray.distributed.cluster import init_ray, reachable_resources
 from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.fold_run import SCORE, SUMMARY
 from nnunet_ray.distributed.hparams import HParamsCallback
@@ -135,13 +135,14 @@ def load_spec(path: str) -> TrialSpec:
 
 def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_samples: int = 1,
               scheduler: Any = None, random_state: int = 0, searcher: Searcher | None = None,
-              faults: dict | None = None) -> tune.ResultGrid:
+              max_concurrent: int = 0, faults: dict | None = None) -> tune.ResultGrid:
     """Start (or with ``resume``, restore) the experiment at ``path`` and run every trial to its end.
 
     Args:
         spec: the trials (on ``resume``: ``load_spec(path)``, the options the experiment started with).
         searcher: draws the swept values not in ``spec.sweep`` (e.g. OptunaSearch); None: random search with
             ``random_state``. On ``resume`` the experiment's own searcher, with its state, is restored.
+        max_concurrent: ``--max-concurrent-trials`` (Ray Train trials; 0 = from the cluster at its largest).
         faults: test-only fault injection in every trial (``fold_run.fault_hook``).
 
     Returns:
@@ -155,7 +156,7 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(address)
     name = storage.basename(path)
-    concurrency = _concurrency(spec)
+    concurrency = _concurrency(spec, max_concurrent)
     trainable = trial_trainable(spec, faults)
     # Tune's storage: a local folder, or the bucket's path with the filesystem opened from the URI (its endpoint and
     # credentials), as for a Train run (https://docs.ray.io/en/latest/tune/tutorials/tune-storage.html).
@@ -184,17 +185,22 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     return results
 
 
-def _concurrency(spec: TrialSpec) -> int | None:
+def _concurrency(spec: TrialSpec, max_concurrent: int = 0) -> int | None:
     """How many trials may run at once: None (as many as Tune can place, by their declared resources) for folds
-    trained in the trial; for Ray Train runs, whose workers Tune cannot see, what the cluster holds."""
+    trained in the trial; for Ray Train runs, whose workers Tune cannot see, ``max_concurrent`` or what the cluster
+    holds at its largest (an autoscaling cluster's node types: pending runs are demand the autoscaler sees).
+
+    Raises:
+        ConfigError: one trial needs more than the cluster can ever hold.
+    """
     per_trial = trial_resources(spec.base)
-    fits = max_concurrent_trials(per_trial, ray.cluster_resources())  # raises when not even one trial fits
+    fits = max_concurrent_trials(per_trial, reachable_resources())
     held = ", ".join(f"{v:g} {k}" for k, v in per_trial.items() if v > 0)
     if spec.in_trial:
         log.info("each trial holds %s; Ray Tune runs as many at once as the cluster has room for", held)
         return None
-    log.info("each trial holds %s on Ray Train workers: %d trial(s) at a time", held, fits)
-    return fits
+    log.info("each trial holds %s on Ray Train workers: %d trial(s) at a time", held, max_concurrent or fits)
+    return max_concurrent or fits
 
 
 def trial_trainable(spec: TrialSpec, faults: dict | None) -> Any:

@@ -144,13 +144,15 @@ def devices_held(cfg: TrainConfig) -> tuple[str, float]:
 
 
 def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: dict, engine: str,
-                      best_checkpoint: str | None, last_checkpoint: str | None, start: float) -> dict:
+                      best_checkpoint: str | None, last_checkpoint: str | None, start: float,
+                      node_id: str | None = None) -> dict:
     """Write (and return) ``<run_dir>/summary.json``: how training ended, where its checkpoints are, its cost.
 
     Args:
         returned: ``fit``'s result on rank 0.
         engine: "tune" (trained inside the Tune trial) or "train" (Ray Train workers).
         start: ``time.perf_counter()`` when the run began on this driver.
+        node_id: the Ray node that trained the run's last attempt, where one process trained it.
     """
     seconds = time.perf_counter() - start
     device, count = devices_held(cfg)
@@ -162,7 +164,7 @@ def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: di
                "tensorboard": storage.join(run_dir, "tensorboard"), "seconds": seconds,
                "seconds_in_worker": returned.get("seconds"), "started_at": time.time() - seconds,
                "finished_at": time.time(), "device": device, "devices": count,
-               "device_hours": count * seconds / 3600.0}
+               "device_hours": count * seconds / 3600.0, "node_id": node_id}
     storage.write_json(storage.join(run_dir, SUMMARY), summary)
     return summary
 

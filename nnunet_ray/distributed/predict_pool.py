@@ -20,7 +20,7 @@ import torch
 from nnunet_ray.config import PredictConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.types import CaseFiles
-from nnunet_ray.distributed.cluster import cluster_cpus, cluster_gpus, init_ray
+from nnunet_ray.distributed.cluster import init_ray, reachable_resources
 from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
 from nnunet_ray.inference.members import Member
 from nnunet_ray.inference.outputs import predict_case
@@ -64,8 +64,11 @@ def window_options(cfg: PredictConfig) -> WindowOptions:
 
 
 def actor_count(cfg: PredictConfig, n_cases: int) -> tuple[int, bool]:
-    """(actors to start, whether they get GPUs): ``--actors``, capped to what the cluster can host at once."""
-    gpus, cpus = cluster_gpus(), cluster_cpus()
+    """(actors to start, whether they get GPUs): ``--actors``, capped to what the cluster can host at once at its
+    largest (an autoscaling cluster's node types, so a GPU cluster whose GPU nodes are not up yet still predicts on
+    GPU actors, which ask the autoscaler for them)."""
+    reachable = reachable_resources()
+    gpus, cpus = reachable.get("GPU", 0.0), int(reachable.get("CPU", 0.0))
     use_gpu = gpus > 0
     fits = int(gpus // cfg.gpus_per_actor) if use_gpu else cpus // cfg.cpus_per_actor
     wanted = cfg.actors or fits

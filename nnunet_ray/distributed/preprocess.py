@@ -30,7 +30,7 @@ from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
-from nnunet_ray.distributed.cluster import cluster_cpus, init_ray, node_memory
+from nnunet_ray.distributed.cluster import can_reserve_memory, cluster_cpus, init_ray, node_memory
 from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, RawData, case_memory_bytes, case_writer,
                                               open_raw_dataset, raw_case_memory_bytes, read_plans, write_plans,
                                               write_splits)
@@ -111,6 +111,8 @@ def _map_cases(dataset: DatasetInfo, raw: RawData, cases: tuple[CaseFiles, ...],
     ``memory`` is capped at the largest node's, so a huge estimate still runs (one actor per node) instead of
     waiting forever for a node that does not exist.
     """
+    if memory and not can_reserve_memory():
+        memory = None
     if memory:
         memory = min(memory, max(node_memory(), default=memory))
     rows = ray.data.from_items([_case_to_row(c, dataset.root) for c in cases], override_num_blocks=max(1, len(cases)))

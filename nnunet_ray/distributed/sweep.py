@@ -66,7 +66,7 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
         validate_trials(spec, candidates(space))  # every patch size / value, before any trial starts
     results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address, num_samples=cfg.num_samples,
                         scheduler=_scheduler(cfg, spec.base.max_epochs), random_state=cfg.search_seed,
-                        searcher=searcher)
+                        searcher=searcher, max_concurrent=cfg.max_concurrent_trials)
     raise_failed_trials(results, path)
     outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space),
                               device=devices_held(spec.base))

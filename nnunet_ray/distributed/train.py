@@ -94,7 +94,7 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if cfg.gpus > 0 else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.gpus > 0,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources, placement_strategy=_placement(cfg)),
         run_config=RunConfig(
             name=name, storage_path=storage_path, storage_filesystem=storage_filesystem, callbacks=list(callbacks),
             # Rank 0 prints one line per epoch itself; Ray's per-report INFO lines would repeat it per worker.
@@ -105,6 +105,14 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                                                checkpoint_score_order=SCORE_ORDER)),
     )
+
+
+def _placement(cfg: TrainConfig) -> str:
+    """Ray's placement strategy for the run's workers: GPU workers of one run on one node unless ``--placement
+    spread``; CPU workers as Ray packs them by default (they may fill several small nodes)."""
+    if cfg.placement == "spread":
+        return "SPREAD"
+    return "STRICT_PACK" if cfg.gpus > 1 else "PACK"
 
 
 def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -80,5 +81,6 @@ def fit_in_trial(cfg: TrainConfig, name: str, run_dir: str, *, faults: dict | No
     return write_run_summary(cfg, name=name, run_dir=run_dir, returned=returned, engine="tune", start=start,
                              best_checkpoint=epoch_checkpoint(run_dir, best if best is not None and best >= 0
                                                               else last),
-                             last_checkpoint=epoch_checkpoint(run_dir, last))
+                             last_checkpoint=epoch_checkpoint(run_dir, last),
+                             node_id=ray.get_runtime_context().get_node_id())
 

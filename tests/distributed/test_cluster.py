@@ -55,3 +55,27 @@ def test_a_state_api_address_set_by_the_user_is_kept(monkeypatch):
     with _state_api_pinned() as port:
         assert port is None and os.environ[STATE_API_ENV] == "http://10.0.0.1:8265"
     assert os.environ[STATE_API_ENV] == "http://10.0.0.1:8265"
+
+
+def test_an_autoscaling_cluster_is_sized_at_its_largest(tmp_path, monkeypatch):
+    """On a `ray up` head the bootstrap config lists the node types: what the cluster holds at max_workers (the head
+    once) counts, not the nodes up now; a fixed cluster counts what it has."""
+    import yaml
+
+    from nnunet_ray.distributed import cluster
+
+    before = cluster.reachable_resources()
+    assert before["CPU"] == 2 and cluster.can_reserve_memory()  # the session's fixed 2-CPU cluster
+    config = {"head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0, "nnunet_ray_driver": 64}},
+        "gpu_1x": {"resources": {"CPU": 8, "GPU": 1}, "min_workers": 0, "max_workers": 8},
+        "gpu_8x": {"resources": {"CPU": 96, "GPU": 8, "memory": 9e11}, "min_workers": 0, "max_workers": 2}}}
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(cluster, "BOOTSTRAP_CONFIG", str(tmp_path / "ray_bootstrap_config.yaml"))
+    reachable = cluster.reachable_resources()
+    assert reachable["GPU"] == 8 * 1 + 2 * 8 and reachable["CPU"] == 8 * 8 + 2 * 96
+    assert reachable["nnunet_ray_driver"] == 64
+    assert cluster.can_reserve_memory()  # gpu_8x lists memory
+    del config["available_node_types"]["gpu_8x"]["resources"]["memory"]
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(config))
+    assert not cluster.can_reserve_memory()
