@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args, cv_options = parse_args(argv)
     results = storage.absolute(args.results)
     try:
+        if storage.is_uri(args.data):  # never resolved as a path (that would mangle it into a local folder name)
+            raise JobError(f"--data {storage.display(args.data)}: a raw dataset URI is not supported by this job yet "
+                           "(evaluate --cv and predict read the raw images from a path every node sees); copy it to "
+                           "a shared path")
         data = Path(args.data).resolve() if args.data else synthetic_dataset(results, smoke=args.smoke_test)
         name = args.name or f"{data.name}_five_fold"
         experiment = storage.join(results, name)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_jobs.py beside this file
-from bench_jobs import RAY, free_port, submit_five_fold, training_seconds  # noqa: E402
+from bench_jobs import (RAY, free_agent_ports, free_port, running_head, submit_five_fold,  # noqa: E402
+                        training_seconds)
 
 DRIVER_RESOURCE = "nnunet_ray_driver"
 WORKER_TYPE = "cpu_worker"
@@ -81,24 +81,13 @@ def fake_autoscaling_head(home: Path) -> Iterator[Head]:
     command = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
                f"--autoscaling-config={config}", "--num-cpus=0", f"--resources={json.dumps({DRIVER_RESOURCE: 8})}",
                f"--object-store-memory={OBJECT_STORE}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--metrics-export-port={free_port()}"]
-    head = subprocess.Popen(command, env={**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               *free_agent_ports()]
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.monotonic() + 180
-        while subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True).returncode:
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the fake autoscaling head did not come up")
-            time.sleep(2)
-        yield Head(address=address, env=env, token=token)
+        with running_head(command, env, address, timeout=180,
+                          start_env={**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}):
+            yield Head(address=address, env=env, token=token)
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
         subprocess.run(["pkill", "-9", "-f", str(temp_dir)], check=False)  # nodes the autoscaler started
 
 

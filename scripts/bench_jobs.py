@@ -46,32 +46,46 @@ def job_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def local_head(num_cpus: int = 2) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real `ray start --head` cluster in its own process group; yields (job server address, env). Stopped on
-    exit even after an error (killing the group ends this cluster only: `ray stop` would end every cluster)."""
-    env = job_env()
-    dashboard = free_port()
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", str(num_cpus), "--port", str(free_port()),
-                             "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-                             # the job agent's default ports are fixed: another Ray node on this machine may hold them
-                             "--dashboard-agent-listen-port", str(free_port()),
-                             "--dashboard-agent-grpc-port", str(free_port()), "--metrics-export-port", str(free_port()),
-                             "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
+def running_head(command: list[str], env: dict[str, str], address: str, *, start_env: dict[str, str] | None = None,
+                 timeout: float = 120) -> Iterator[None]:
+    """Run a blocking `ray start --head ...` ``command`` in its own process group until its job server at ``address``
+    answers; stop it on exit even after an error (killing the group ends this cluster only: `ray stop` would end
+    every cluster on the machine)."""
+    head = subprocess.Popen(command, env=start_env or env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True).returncode:
             if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("ray start --head did not come up")
+                raise RuntimeError(f"{' '.join(command[:3])} did not come up")
             time.sleep(2)
-        yield address, env
+        yield
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+
+
+def free_agent_ports() -> list[str]:
+    """Flags moving the job agent's and metrics' fixed default ports to free ones: another Ray node on this machine
+    may hold the defaults."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}"]
+
+
+@contextlib.contextmanager
+def local_head(num_cpus: int = 2) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `ray start --head` cluster (dashboard and job server on free ports); yields (job server address, env)."""
+    env = job_env()
+    dashboard = free_port()
+    command = [RAY, "start", "--head", "--block", "--num-cpus", str(num_cpus), "--port", str(free_port()),
+               "--dashboard-port", str(dashboard), "--include-dashboard", "true", *free_agent_ports(),
+               "--disable-usage-stats"]
+    address = f"http://127.0.0.1:{dashboard}"
+    with running_head(command, env, address):
+        yield address, env
 
 
 def submit_five_fold(address: str, env: dict[str, str], job_dir: Path, args: list[str],

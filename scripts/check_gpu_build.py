@@ -31,7 +31,8 @@ def main() -> int:
     if problem:
         print(f"check_gpu_build: error: {problem}", file=sys.stderr)
         return 1
-    print(f"torch CUDA {torch.version.cuda}, DALI CUDA {dali.__cuda_version__ // 1000}.{dali.__cuda_version__ % 1000 // 10}")
+    major, minor = divmod(dali.__cuda_version__, 1000)
+    print(f"torch CUDA {torch.version.cuda}, DALI CUDA {major}.{minor // 10}")
     return 0
 
 

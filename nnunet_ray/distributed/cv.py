@@ -135,8 +135,9 @@ def write_summary(table: pd.DataFrame, path: str) -> None:
     for _, row in stats.iterrows():
         values = row.drop(["dim", "fold", "best_checkpoint"]).to_dict()
         per_dim.setdefault(row["dim"], {})[row["fold"]] = _finite(values)
-    storage.write_json(storage.join(path, SUMMARY_JSON), {"trials": [_finite(r) for r in trials.to_dict(orient="records")],
-                                    "per_dim": per_dim, "cost": table.attrs.get("cost")})
+    storage.write_json(storage.join(path, SUMMARY_JSON),
+                       {"trials": [_finite(r) for r in trials.to_dict(orient="records")], "per_dim": per_dim,
+                        "cost": table.attrs.get("cost")})
 
 
 def _finite(record: dict) -> dict:

@@ -46,7 +46,7 @@ FREE_ON_RESUME: dict[str, str] = {
     "overlap": "", "blend": "", "tta": "", "focal": "changes the training loss from the next epoch",
     "sync_batchnorm": "", "seed": "", "resume_training": "", "max_failures": "", "image_every": "", "address": "",
     "val_every": "", "checkpoint_every": "", "max_time": "counts from this attempt's start", "val_scores_on": "",
-    "max_preemption_failures": "", "checkpoint_upload": "",
+    "max_preemption_failures": "", "checkpoint_upload": "", "placement": "",
 }
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import ray
 from ray.util.state import list_actors
 
 from nnunet_ray.cli import main
@@ -58,8 +59,10 @@ def test_cv_in_original_space_writes_numbers_for_every_fold(tmp_path, synth_task
 
 def _prediction_actors() -> set[str]:
     """Ids of every prediction actor the cluster has created, alive or dead."""
-    return {a.actor_id for a in list_actors(filters=[("class_name", "=", "PredictActor")], limit=10000,
-                                            raise_on_missing_output=False)}
+    # The connected cluster's address: other clusters on this machine (a test's `ray start`) may be newer.
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10000, raise_on_missing_output=False,
+                         filters=[("class_name", "=", "PredictActor")])
+    return {a.actor_id for a in actors}
 
 
 def test_cv_needs_the_raw_dataset(tmp_path, capsys):

@@ -63,7 +63,8 @@ def _trial_node(cluster: Cluster):
 
 
 def _lose_node_mid_run(cluster: Cluster, run: Path, *, notice: bool, seen: dict) -> None:
-    """Once a checkpoint of epoch 1 or later exists, take away the trial's node (after a preemption notice when ``notice``)."""
+    """Once a checkpoint of epoch 1 or later exists, take away the trial's node (after a preemption notice when
+    ``notice``)."""
     deadline = time.monotonic() + 300
     while _latest_epoch(run) < 1 and time.monotonic() < deadline:  # Tune keeps only the best and the latest
         time.sleep(0.1)

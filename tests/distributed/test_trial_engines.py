@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import ray
 from ray.util.state import list_actors
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig
@@ -102,7 +103,8 @@ def test_one_cpu_trials_run_two_at_a_time_without_a_train_controller(task, tmp_p
 
 
 def _train_controllers() -> list:
-    return [a for a in list_actors(limit=10000, raise_on_missing_output=False) if "TrainController" in a.class_name]
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10000, raise_on_missing_output=False)
+    return [a for a in actors if "TrainController" in a.class_name]
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.bench_jobs import free_port
+from scripts.bench_jobs import free_agent_ports, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -31,9 +31,7 @@ def head_command(*, port: int, dashboard_port: int, temp_dir: Path) -> str:
     words = [w for w in shlex.split(line.split(";", 1)[1]) if not w.startswith(LAUNCHER_ONLY)]
     words = [f"--port={port}" if w.startswith("--port=") else w for w in words]
     words[words.index("ray")] = RAY
-    extra = [f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}", "--block",
-             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-             f"--metrics-export-port={free_port()}"]
+    extra = [f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}", "--block", *free_agent_ports()]
     return shlex.join(words + extra)
 
 

@@ -121,3 +121,14 @@ def test_training_seconds_is_the_union_of_the_trials_fit_intervals(tmp_path):
                                                                  "seconds_in_worker": seconds}))
     (tmp_path / "summary.json").write_text(json.dumps({"cases": 2}))  # not a trial: no fit interval
     assert training_seconds(tmp_path) == pytest.approx(20.0 + 5.0)  # [100, 120] and [130, 135]
+
+
+def test_five_fold_refuses_a_raw_data_uri_in_one_line(tmp_path):
+    copy = _alone(ROOT / "jobs" / "five_fold.py", tmp_path / "job")
+    result = subprocess.run([sys.executable, str(copy), "--data", "s3://key:secret@bucket/raw/Task04",
+                             "--results", str(tmp_path / "r")], cwd=tmp_path / "job", env=_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and not (tmp_path / "r").exists()
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("five_fold: error: --data s3://bucket/raw/Task04: a raw dataset URI is not supported")
+    assert "secret" not in result.stderr + result.stdout
