@@ -18,6 +18,8 @@ from pathlib import Path
 import ray
 import yaml
 
+from nnunet_ray.distributed.ray_internals import TOKEN_AUTH_LOGGER, worker_log_dispatcher
+
 # A custom resource the on-demand head of cluster.yaml advertises: drivers that must outlive spot workers ask for it.
 DRIVER_RESOURCE = "nnunet_ray_driver"
 
@@ -82,7 +84,7 @@ class _DropDefaultTokenAuthNotice(logging.Filter):
 
 
 def _quiet_token_auth_notice() -> None:
-    auth_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    auth_logger = logging.getLogger(TOKEN_AUTH_LOGGER)
     if not any(isinstance(f, _DropDefaultTokenAuthNotice) for f in auth_logger.filters):
         auth_logger.addFilter(_DropDefaultTokenAuthNotice())
 
@@ -100,9 +102,8 @@ def is_ray_noise(line: str) -> bool:
 
 def _drop_forwarded_ray_noise() -> None:
     """Filter ``is_ray_noise`` lines out of the worker logs Ray forwards to this driver; every other line passes."""
-    try:  # Ray's driver-side log dispatcher (private, so a missing one just leaves the logs as they are)
-        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
-    except ImportError:
+    dispatcher = worker_log_dispatcher()  # private: a missing one just leaves the logs as they are
+    if dispatcher is None:
         return
     printer = next((handler for name, handler in dispatcher.handlers if name == "ray_print_logs"), None)
     if printer is None:  # log_to_driver=False: nothing is forwarded

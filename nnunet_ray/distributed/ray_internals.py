@@ -79,3 +79,17 @@ def _epoch_named_storage_class() -> type:
 
 
 _EpochNamedStorage = _epoch_named_storage_class()
+
+
+# ray/_private/authentication/authentication_token_setup.py logs the notice that a new local cluster has token
+# authentication on (its secure default) at WARNING under this module's name.
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def worker_log_dispatcher():
+    """Ray's driver-side dispatcher of forwarded worker logs (ray/_private/ray_logging.py), or None if it moved."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher
+    except ImportError:
+        return None
+    return global_worker_stdstream_dispatcher
