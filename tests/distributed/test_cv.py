@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow  # several Tune + Train trials: minutes on 2 cores
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDS = 5
-TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "1", "--batch-size", "2",
+# 30 batches an epoch: a trial inside a reused Tune actor trains the tiny task in ~0.3 s with 1 batch, faster than
+# the kill below can react; at 30 batches each trial takes seconds, so the kill lands with trials still running.
+TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "30", "--batch-size", "2",
                "--dali-threads", "1", "--warmup", "0", "--image-every", "0"]
 
 
@@ -57,7 +59,7 @@ def killed_and_resumed(request, tmp_path_factory):
     first = _cv(task, root / "results", "--engine", engine)
     deadline = time.monotonic() + 400
     while len(_finished(experiment)) < 2 and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     before = {p.parent.name: p.read_text() for p in _finished(experiment)}
