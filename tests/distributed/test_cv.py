@@ -30,9 +30,7 @@ pytestmark = pytest.mark.slow  # several Tune + Train trials: minutes on 2 cores
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDS = 5
-# 30 batches an epoch: a trial inside a reused Tune actor trains the tiny task in ~0.3 s with 1 batch, faster than
-# the kill below can react; at 30 batches each trial takes seconds, so the kill lands with trials still running.
-TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "30", "--batch-size", "2",
+TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "1", "--batch-size", "2",
                "--dali-threads", "1", "--warmup", "0", "--image-every", "0"]
 
 
@@ -56,7 +54,10 @@ def killed_and_resumed(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"cv_{engine}")
     task = build_tiny_task(root / "task", cases=6, folds=FOLDS)
     experiment = root / "results" / "cv"
-    first = _cv(task, root / "results", "--engine", engine)
+    # A trial in a reused Tune actor trains 1 batch an epoch in ~0.3 s, faster than the kill below can react; at 30
+    # batches it takes seconds, so the kill lands with trials still running (a Ray Train trial takes 15-40 s anyway).
+    slower = ["--train-batches", "30"] if engine == "tune" else []
+    first = _cv(task, root / "results", "--engine", engine, *slower)
     deadline = time.monotonic() + 400
     while len(_finished(experiment)) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

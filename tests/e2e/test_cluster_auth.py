@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.bench_jobs import free_agent_ports, free_port
+from scripts.bench_jobs import free_agent_ports, free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -72,8 +71,7 @@ def head(tmp_path_factory):
             time.sleep(1)
         yield {"dashboard": dashboard, "env": env, "home": home}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_group(process)
         subprocess.run(["pkill", "-9", "-f", str(temp_dir)], check=False)
 
 
