@@ -29,8 +29,9 @@ import typing
 from typing import Any, Callable
 
 from nnunet_ray.config import (ConfigError, CVConfig, DownloadConfig, EvaluateConfig, PlanConfig, PredictConfig,
-                               PreprocessConfig, RunError, SynthConfig, TrainConfig, TuneConfig, flag_name)
+                               PreprocessConfig, RunError, Stopped, SynthConfig, TrainConfig, TuneConfig, flag_name)
 from nnunet_ray.data import storage
+from nnunet_ray.data.credentials import into_environment
 from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.planning.schema import PlansError
 
@@ -129,7 +130,8 @@ def _config_from(cls: type, args: argparse.Namespace) -> Any:
     for f in dataclasses.fields(cls):
         if "nested" in f.metadata:  # the nested config keeps its defaults for the flags the outer one owns
             values[f.name] = type(f.default)(**_values(type(f.default), args, f.default, f.name + "."))
-    return cls(**values).validate()
+    # A URI's KEY:SECRET@ goes to the environment here, before anything can store or print it.
+    return into_environment(cls(**values)).validate()
 
 
 def cmd_synth(cfg: SynthConfig) -> int:
@@ -140,6 +142,7 @@ def cmd_synth(cfg: SynthConfig) -> int:
 
 def cmd_download(cfg: DownloadConfig) -> int:
     from nnunet_ray.data.download import DownloadError, download_task
+    storage.check_writable_here(cfg.out, "out")
     try:
         for task in cfg.task:
             print(download_task(task, cfg.out, mirror=cfg.mirror, keep_archive=cfg.keep_archive,
@@ -193,18 +196,22 @@ def cmd_tune(cfg: TuneConfig) -> int:
 
 def cmd_predict(cfg: PredictConfig) -> int:
     from nnunet_ray.distributed.predict import predict_folder
+    storage.check_writable_here(cfg.out, "out")
     summary = predict_folder(cfg)
     print(summary.line())
     return 0 if summary.ok else 1
 
 
 def cmd_evaluate(cfg: EvaluateConfig) -> int:
+    cfg.validate()
+    storage.check_writable_here(cfg.out or cfg.cv or cfg.preds, "out")
     if cfg.cv:
         from nnunet_ray.distributed.cv_eval import cv_table, evaluate_cv
         print(cv_table(evaluate_cv(cfg)))
         return 0
     from nnunet_ray.evaluation.report import evaluate_folders, summary_table
-    summary = evaluate_folders(cfg.preds, cfg.labels, tolerance=cfg.nsd_tolerance, out=cfg.out, progress=print)
+    summary = evaluate_folders(cfg.preds, cfg.labels, tolerance=cfg.nsd_tolerance, out=cfg.out,
+                               allow_missing=cfg.allow_missing, progress=print)
     print(summary_table(summary))
     print(f"summary.json and summary.csv are in {storage.display(cfg.out or cfg.preds)}")
     return 0
@@ -234,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STOPPED_EXIT = 130  # the shell's code for a command ended by Ctrl-C
+RESUME_FLAGS = {"train": "add --resume-training", "cv": "add --resume if its trials had started",
+                "tune": "add --resume if its trials had started"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nnunet-ray` console command; returns the exit status."""
     parser = build_parser()
@@ -242,10 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     cls, run, _ = COMMANDS[args.command]
     try:
         return run(_config_from(cls, args))
+    except Stopped as err:
+        print(f"nnunet-ray {args.command}: {err}", file=sys.stderr)
+        return STOPPED_EXIT
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM once Ray is up (cluster.init_ray)
+        print(f"nnunet-ray {args.command}: stopped; finished work is kept: rerun the command to continue "
+              f"({RESUME_FLAGS.get(args.command, 'the same flags')})", file=sys.stderr)
+        return STOPPED_EXIT
     except (ConfigError, DatasetError, CaseError, PlansError) as err:
         print(f"nnunet-ray {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except RunError as err:
+    except (RunError, storage.StorageError) as err:  # a StorageError names the object that could not be written
         print(f"nnunet-ray {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -6,12 +6,12 @@ flag to fix. At the Ray boundary a config travels as ``asdict(cfg)`` and is rebu
 ``base`` holds the machinery, ``stages`` the stage commands' configs, ``runs`` those of cv / tune / predict / evaluate.
 """
 
-from nnunet_ray.config.base import ConfigError, RunError, flag_name, from_dict, opt, parse_duration
+from nnunet_ray.config.base import ConfigError, RunError, Stopped, flag_name, from_dict, opt, parse_duration
 from nnunet_ray.config.runs import (TRIAL_FIELDS, CVConfig, EvaluateConfig, PredictConfig, TuneConfig,
                                     parse_int_list)
 from nnunet_ray.config.stages import (MSD_MIRROR, DownloadConfig, PlanConfig, PreprocessConfig, SynthConfig,
                                       TrainConfig)
 
 __all__ = ["CVConfig", "ConfigError", "DownloadConfig", "EvaluateConfig", "MSD_MIRROR", "PlanConfig",
-           "PredictConfig", "PreprocessConfig", "RunError", "SynthConfig", "TRIAL_FIELDS", "TrainConfig",
+           "PredictConfig", "PreprocessConfig", "RunError", "Stopped", "SynthConfig", "TRIAL_FIELDS", "TrainConfig",
            "TuneConfig", "flag_name", "from_dict", "opt", "parse_duration", "parse_int_list"]

@@ -8,6 +8,7 @@ flag to fix. At the Ray boundary a config travels as ``asdict(cfg)`` and is rebu
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import field
 from typing import Any, TypeVar
 
@@ -20,6 +21,10 @@ class ConfigError(ValueError):
 
 class RunError(RuntimeError):
     """A distributed run failed for good (retries used up); the message names the cause and the run folder."""
+
+
+class Stopped(RunError):
+    """Ctrl-C or SIGTERM stopped the work before it finished; the message says what finished and how to continue."""
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
@@ -55,9 +60,13 @@ def _check(condition: bool, name: str, problem: str) -> None:
         raise ConfigError(f"{flag_name(name)}: {problem}")
 
 
-def _check_choices(cfg: Any) -> None:
+def _check_fields(cfg: Any) -> None:
+    """Every field with choices holds one of them; every float is finite (argparse's ``float`` takes ``inf`` and
+    ``nan``, which no option means)."""
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
         if choices is not None and value not in choices:
             raise ConfigError(f"{flag_name(f.name)}: {value!r} is not one of {', '.join(map(str, choices))}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{flag_name(f.name)}: {value!r} is not a finite number")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nnunet_ray.config.base import ConfigError, _check, _check_choices, flag_name, opt
+from nnunet_ray.config.base import ConfigError, _check, _check_fields, flag_name, opt
 from nnunet_ray.config.stages import TrainConfig, check_gpus
 
 GPUS_PER_TRIAL_HELP = ("GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers; a fraction below 1 "
@@ -39,7 +39,7 @@ def _check_experiment(cfg: Any) -> None:
     _check(cfg.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
     _check(cfg.max_concurrent_trials >= 0, "max_concurrent_trials", "must be >= 0")
     check_gpus(cfg.gpus_per_trial, "gpus_per_trial", workers=cfg.workers_per_trial)
-    _check_choices(cfg)
+    _check_fields(cfg)
     workers = max(1, int(cfg.gpus_per_trial)) if cfg.gpus_per_trial else cfg.workers_per_trial
     _check(cfg.engine != "tune" or workers == 1, "engine",
            f"tune trains one worker per trial; this trial has {workers} (use --engine train or auto)")
@@ -107,7 +107,7 @@ class TuneConfig:
 
     def validate(self) -> "TuneConfig":
         _check_experiment(self)
-        _check_choices(self)
+        _check_fields(self)
         _check(self.num_samples >= 1, "num_samples", "must be >= 1")
         _check(self.grace_period >= 1, "grace_period", "must be >= 1")
         _check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
@@ -140,6 +140,8 @@ class PredictConfig:
     sw_device: str = opt("model", "where whole-volume accumulators live: 'model' (the model's device) or 'cpu' "
                          "(host memory while windows run on the GPU: large CT volumes)", choices=("model", "cpu"))
     save_probabilities: bool = opt(False, "also write <case>.npz: float16 class probabilities on the original grid")
+    overwrite: bool = opt(False, "start --out over: remove the predictions its predict.json records (and the record) "
+                          "first; other files are kept")
     postprocess: bool = opt(False, "apply the post-processing cross-validation chose (best_configuration.json of "
                             "the --models experiment: keep the largest connected component of some classes)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
@@ -148,7 +150,7 @@ class PredictConfig:
         _check(bool(self.models), "models", "is required (checkpoint or experiment folders)")
         _check(bool(self.input), "input", "is required")
         _check(bool(self.out), "out", "is required")
-        _check_choices(self)
+        _check_fields(self)
         _check(self.actors >= 0, "actors", "must be >= 0")
         _check(self.gpus_per_actor > 0, "gpus_per_actor", "must be > 0")
         _check(self.cpus_per_actor >= 1, "cpus_per_actor", "must be >= 1")
@@ -165,18 +167,25 @@ class EvaluateConfig:
     labels: str = opt("", "folder of reference label maps with the same file names")
     nsd_tolerance: float = opt(1.0, "normalised surface Dice tolerance in mm")
     out: str = opt("", "where summary.json and summary.csv go (default: the --preds folder)")
+    allow_missing: bool = opt(False, "score the cases that have a prediction when some labels have none (their "
+                              "count goes to summary.json); without it, labels without a prediction are an error")
     # --- cross-validation in the original space (instead of --preds / --labels)
     cv: str = opt("", "experiment folder: predict every fold's validation cases with its best checkpoint and score "
                   "them against the raw labels (needs --data)")
     data: str = opt("", "with --cv: the raw dataset folder the experiment was trained on")
     tta: bool = opt(False, "with --cv: flip test-time augmentation")
     actors: int = opt(0, "with --cv: predicting actors (0 = one per GPU, else one per CPU)")
+    overwrite: bool = opt(False, "with --cv: predict every fold again, replacing EXPERIMENT/cv_predictions (needed "
+                          "when they were made with other checkpoints or options, e.g. another --tta)")
     address: str = opt("", "with --cv: Ray cluster to join ('auto' for a running one); empty starts a local cluster")
 
     def validate(self) -> "EvaluateConfig":
         if self.cv:
             _check(bool(self.data), "data", "is required with --cv (the raw dataset folder)")
+            _check(not self.allow_missing, "allow_missing", "goes with --preds / --labels; --cv predicts and "
+                   "scores every validation case")
         else:
+            _check(not self.overwrite, "overwrite", "goes with --cv (it replaces earlier fold predictions)")
             _check(bool(self.preds), "preds", "is required (or --cv EXPERIMENT)")
             _check(bool(self.labels), "labels", "is required")
         _check(self.nsd_tolerance > 0, "nsd_tolerance", "must be > 0")

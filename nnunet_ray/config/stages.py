@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nnunet_ray.config.base import _check, _check_choices, opt, parse_duration
+from nnunet_ray.config.base import _check, _check_fields, opt, parse_duration
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -63,7 +63,7 @@ class PlanConfig:
 
     def validate(self) -> "PlanConfig":
         _check(bool(self.data), "data", "is required")
-        _check_choices(self)
+        _check_fields(self)
         _check(self.min_fmap >= 1, "min_fmap", "must be >= 1")
         _check(1 <= self.max_depth <= 8, "max_depth", "must be in 1..8")
         _check(self.memory_budget_mvox >= 0, "memory_budget_mvox", "must be >= 0")
@@ -81,9 +81,13 @@ class PreprocessConfig:
                          "test (imagesTs)", choices=("training", "val", "test"))
     case_workers: int = opt(0, "parallel case workers (0 = one per available CPU)",
                             aliases=("--num-workers", "--num_workers"))
-    nfolds: int = opt(5, "cross-validation folds written to splits.json (KFold, shuffled with seed 12345)")
+    nfolds: int = opt(5, "cross-validation folds written to splits.json (KFold, shuffled with seed 12345) when it "
+                      "does not exist yet; an existing one is kept (see --new-splits)")
     splits: str = opt("", "import the folds from this nnU-Net v2 splits_final.json instead of making --nfolds "
-                      "(checked: every id a case, each case validated in exactly one fold)")
+                      "(checked: every id a case, each case validated in exactly one fold); replaces splits.json")
+    new_splits: bool = opt(False, "replace an existing splits.json with new --nfolds folds over the cases "
+                           "preprocessed now: needed once cases were added, removed or now succeed, which a plain "
+                           "rerun refuses; runs trained on the old folds then refuse to resume or to ensemble")
     min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
     max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
@@ -91,10 +95,12 @@ class PreprocessConfig:
     def validate(self) -> "PreprocessConfig":
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
-        _check_choices(self)
+        _check_fields(self)
         _check(self.case_workers >= 0, "case_workers", "must be >= 0")
         _check(self.nfolds >= 2, "nfolds", "must be >= 2")
         _check(not self.splits or self.exec_mode == "training", "splits", "needs --exec-mode training")
+        _check(not self.new_splits or self.exec_mode == "training", "new_splits", "needs --exec-mode training")
+        _check(not (self.new_splits and self.splits), "new_splits", "cannot go with --splits (which imports folds)")
         return self
 
 
@@ -125,7 +131,9 @@ class TrainConfig:
     learning_rate: float = opt(1e-3, "initial learning rate")
     weight_decay: float = opt(1e-4, "weight decay (Adam/RAdam)")
     momentum: float = opt(0.99, "SGD momentum")
-    scheduler: str = opt("none", "LR schedule", choices=("none", "multistep", "cosine", "plateau"))
+    scheduler: str = opt("none", "LR schedule, stepped per epoch; cosine and poly decay over --max-epochs, or with "
+                         "--max-time over the epochs the budget holds (re-estimated each epoch)",
+                         choices=("none", "multistep", "cosine", "poly", "plateau"))
     lr_milestones: tuple[int, ...] = opt((), "multistep schedule: epochs at which the rate is multiplied by --factor",
                                          aliases=("--steps",))
     factor: float = opt(0.3, "multistep / plateau decay factor")
@@ -183,7 +191,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         _check(bool(self.data), "data", "is required")
         _check(bool(self.results), "results", "is required")
-        _check_choices(self)
+        _check_fields(self)
         for name in ("max_failures", "max_preemption_failures"):
             _check(getattr(self, name) >= -1, name, "must be >= 0, or -1 for no limit")
         check_gpus(self.gpus, "gpus", workers=1)

@@ -71,7 +71,11 @@ def download_task(task: int, out: str | Path, *, mirror: str = MSD_MIRROR, keep_
         return target
     out.mkdir(parents=True, exist_ok=True)
     archive = out / f"{name}.tar"
-    if not (archive.is_file() and file_md5(archive) == md5):
+    placed = archive.is_file()  # the user's own copy: used if it verifies, and left where it is either way
+    if placed and file_md5(archive) != md5:
+        raise DownloadError(f"{name}: {archive} is not the MSD archive (MD5 differs from {md5}); move it away to "
+                            "download a fresh copy")
+    if not placed:
         partial = out / f".{name}.tar.part"
         _fetch(f"{mirror.rstrip('/')}/{name}.tar", partial, name=name, progress=progress)
         if file_md5(partial) != md5:
@@ -80,7 +84,7 @@ def download_task(task: int, out: str | Path, *, mirror: str = MSD_MIRROR, keep_
                                 "run the command again")
         os.replace(partial, archive)
     _extract(archive, out, name)
-    if not keep_archive:
+    if not (keep_archive or placed):
         archive.unlink()
     progress(f"{name}: extracted to {target}")
     return target
@@ -139,7 +143,9 @@ def _extract(archive: Path, out: Path, name: str) -> None:
         with tarfile.open(archive) as tar:
             members = [_checked(m, name) for m in tar.getmembers()]
             # macOS metadata files ("._case.nii.gz") ship in some MSD archives: they are not images.
-            tar.extractall(staging, members=[m for m in members if not Path(m.name).name.startswith("._")])
+            # filter="data": no setuid/setgid or device bits, no absolute paths or links leaving the folder.
+            tar.extractall(staging, members=[m for m in members if not Path(m.name).name.startswith("._")],
+                           filter="data")
         if not (staging / name / "dataset.json").is_file():
             raise DownloadError(f"{name}: the archive has no {name}/dataset.json")
         os.replace(staging / name, out / name)

@@ -8,11 +8,13 @@ reproduced here without scikit-learn: the same ``np.random.RandomState(seed).shu
 fold sizes (``n // k``, one more for the first ``n % k`` folds), and train/val listed in that sorted order, as
 KFold's sorted indices give. So fold ``i`` validates on exactly the cases the reference's fold ``i`` does
 (``order="ids"`` gives nnU-Net v2's folds instead). :func:`import_splits` takes an nnU-Net v2
-``splits_final.json`` as is, after checking it against the dataset's cases.
+``splits_final.json`` as is, after checking it against the dataset's cases. :func:`splits_hash` names a set of
+folds, so a training run can record the folds it used and a rerun, resume or ensemble can tell they changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_ray.data.atomic import save_json
+from nnunet_ray.data.types import DatasetError
 
 
 ORDERS = ("reference", "ids")
@@ -76,15 +79,15 @@ def kfold_splits(case_ids: Sequence[str], n_splits: int = 5, seed: int = 12345, 
 
 def _check_splits(splits: object, where: str) -> list[dict[str, list[str]]]:
     if not isinstance(splits, list) or not splits:
-        raise ValueError(f"{where}: expected a non-empty list of folds")
+        raise DatasetError(f"{where}: expected a non-empty list of folds")
     for i, fold in enumerate(splits):
         ok = isinstance(fold, dict) and all(
             isinstance(fold.get(k), list) and all(isinstance(c, str) for c in fold[k]) for k in ("train", "val"))
         if not ok:
-            raise ValueError(f"{where}: fold {i} must be {{\"train\": [ids], \"val\": [ids]}}")
+            raise DatasetError(f"{where}: fold {i} must be {{\"train\": [ids], \"val\": [ids]}}")
         overlap = set(fold["train"]) & set(fold["val"])
         if overlap:
-            raise ValueError(f"{where}: fold {i} has cases in both train and val: {sorted(overlap)}")
+            raise DatasetError(f"{where}: fold {i} has cases in both train and val: {sorted(overlap)}")
     return splits  # type: ignore[return-value]
 
 
@@ -104,14 +107,25 @@ def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: invalid JSON or not a list of ``{"train", "val"}`` string lists; the message names the file.
+        DatasetError (a ValueError): invalid JSON or not a list of ``{"train", "val"}`` string lists; the message
+            names the file.
     """
     path = Path(path)
+    return parse_splits(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_splits(text: str, where: str) -> list[dict[str, list[str]]]:
+    """The folds in ``text``, a splits file's content (read from a path or a URI), checked as :func:`read_splits`.
+
+    Raises:
+        DatasetError (a ValueError): invalid JSON or not a list of ``{"train", "val"}`` string lists; the message
+            names ``where``.
+    """
     try:
-        splits = json.loads(path.read_text(encoding="utf-8"))
+        splits = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
-    return _check_splits(splits, str(path))
+        raise DatasetError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+    return _check_splits(splits, where)
 
 
 def import_splits(path: str | Path, case_ids: Sequence[str]) -> list[dict[str, list[str]]]:
@@ -145,3 +159,66 @@ def import_splits(path: str | Path, case_ids: Sequence[str]) -> list[dict[str, l
     if missing:
         raise ValueError(f"{path}: {len(missing)} cases are in no fold's val list: {missing[:5]}")
     return splits
+
+
+def splits_hash(splits: list[dict[str, list[str]]]) -> str:
+    """A short content hash of the folds: equal for the same cases in the same folds, whatever the list order.
+
+    Args:
+        splits: one ``{"train": [...], "val": [...]}`` per fold, as :func:`read_splits` returns.
+
+    Returns:
+        16 hex digits (sha256 of the canonical JSON: fold order kept, case lists sorted).
+    """
+    canonical = [{"train": sorted(fold["train"]), "val": sorted(fold["val"])} for fold in splits]
+    return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def split_case_ids(splits: list[dict[str, list[str]]]) -> set[str]:
+    """Every case id the folds name (in any fold's train or val list)."""
+    return {case_id for fold in splits for key in ("train", "val") for case_id in fold[key]}
+
+
+class CaseSetChanged(ValueError):
+    """The folds of an existing splits file name other cases than the dataset has now (``added`` / ``removed``)."""
+
+    def __init__(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        self.added, self.removed = sorted(added), sorted(removed)
+        parts = [f"{label}: {', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}"
+                 for label, ids in (("not in any fold", self.added), ("no longer a case", self.removed)) if ids]
+        super().__init__("the case set changed since the folds were made (" + "; ".join(parts) + ")")
+
+
+def settled_splits(existing: list[dict[str, list[str]]] | None, case_ids: Sequence[str], *, nfolds: int,
+                   imported: list[dict[str, list[str]]] | None = None, renew: bool = False,
+                   failed: Sequence[str] = ()) -> list[dict[str, list[str]]] | None:
+    """The folds a splits file must hold after cases were (re)preprocessed; None leaves the file as it is.
+
+    Folds are made once and never silently replaced, because runs are trained (and resumed, and ensembled) on them:
+    ``imported`` folds are taken as given (the explicit choice); ``renew`` makes new ``nfolds`` folds over
+    ``case_ids``; without either, existing folds are kept as long as they name exactly ``case_ids``.
+
+    Args:
+        existing: the folds in the file now, or None when there is none.
+        case_ids: the cases preprocessed successfully now.
+        nfolds: folds to make (fewer when there are fewer cases).
+        imported: folds from a file the user gave (``--splits``).
+        renew: make new folds even though some exist (``--new-splits``).
+        failed: cases that failed this time: missing from ``case_ids`` for a reason already reported, so not a
+            change of the case set.
+
+    Returns:
+        the folds to write, or None (keep the file; or fewer than 2 cases, so there are no folds to make).
+
+    Raises:
+        CaseSetChanged: existing folds that name other cases, without ``imported`` or ``renew``.
+    """
+    if imported is not None:
+        return None if existing is not None and splits_hash(existing) == splits_hash(imported) else imported
+    if existing is None or renew:
+        return kfold_splits(case_ids, n_splits=min(nfolds, len(case_ids))) if len(case_ids) >= 2 else None
+    in_folds, now = split_case_ids(existing), set(case_ids)
+    added, removed = now - in_folds, in_folds - now - set(failed)
+    if added or removed:
+        raise CaseSetChanged(sorted(added), sorted(removed))
+    return None

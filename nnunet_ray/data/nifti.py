@@ -130,28 +130,29 @@ def read_image(case: CaseFiles) -> Volume:
     return Volume(image.astype(np.float32, copy=False), spacing, affine)  # type: ignore[arg-type]
 
 
-def _as_classes(data: np.ndarray, case_id: str) -> np.ndarray:
+def _as_classes(data: np.ndarray, case_id: str, what: str = "label") -> np.ndarray:
     """Integer-valued label data -> uint8, rejecting fractional, negative or > 255 values."""
     if data.dtype.kind not in "biu":
         finite = np.isfinite(data)
         if not finite.all():
-            raise CaseError(case_id, f"label has {int(data.size - finite.sum())} NaN/Inf voxels")
+            raise CaseError(case_id, f"{what} has {int(data.size - finite.sum())} NaN/Inf voxels")
         rounded = np.rint(data)
         off = np.abs(data - rounded) > 1e-3
         if off.any():
-            raise CaseError(case_id, f"label has non-integer values, e.g. {float(data[off].flat[0]):g}")
+            raise CaseError(case_id, f"{what} has non-integer values, e.g. {float(data[off].flat[0]):g}")
         data = rounded
     low, high = data.min(), data.max()
     if low < 0 or high > 255:
-        raise CaseError(case_id, f"label values must be class indices 0..255; found {low:g}..{high:g}")
+        raise CaseError(case_id, f"{what} values must be class indices 0..255; found {low:g}..{high:g}")
     return data.astype(np.uint8)
 
 
-def read_label(case: CaseFiles) -> Volume:
+def read_label(case: CaseFiles, *, what: str = "label") -> Volume:
     """Read a case's label map.
 
     Args:
         case: the case's files; ``case.label`` must be set.
+        what: what errors call the file (``"prediction"`` when scoring a predicted label map).
 
     Returns:
         Volume with array ``(1, Z, Y, X)`` uint8, spacing ``(z, y, x)`` mm, the label file's affine.
@@ -162,11 +163,11 @@ def read_label(case: CaseFiles) -> Volume:
     """
     if case.label is None:
         raise CaseError(case.case_id, "no label file listed")
-    data, affine, zooms = _load(case.label, case.case_id, "label", as_label=True)
-    array = _to_czyx(data, case.case_id, "label")
+    data, affine, zooms = _load(case.label, case.case_id, what, as_label=True)
+    array = _to_czyx(data, case.case_id, what)
     if array.shape[0] != 1:
-        raise CaseError(case.case_id, f"label has {array.shape[0]} channels; expected one 3D label map")
-    return Volume(_as_classes(array, case.case_id), _spacing(zooms, case.case_id, "label"), affine)
+        raise CaseError(case.case_id, f"{what} has {array.shape[0]} channels; expected one 3D label map")
+    return Volume(_as_classes(array, case.case_id, what), _spacing(zooms, case.case_id, what), affine)
 
 
 def read_case(case: CaseFiles) -> tuple[Volume, Volume | None]:

@@ -4,17 +4,22 @@
 (pyarrow's filesystems, the ones Ray Train itself uses for ``storage_path``). A URI may carry pyarrow's S3
 options as a query, kept at the end when paths are joined, e.g.
 ``s3://bucket/results?endpoint_override=127.0.0.1:9000&scheme=http`` for an S3-compatible server.
-Credentials come from the environment as usual (instance role, ``AWS_*`` variables, ``~/.aws``).
+Credentials come from the environment as usual (instance role, ``AWS_*`` variables, ``~/.aws``); a URI's
+``KEY:SECRET@`` part is taken out by ``nnunet_ray.data.credentials`` before a command runs, so locations carried
+through a run (and written into its records) hold none.
 
 Writes are atomic either way: a local file is written under a temporary name and renamed
-(``nnunet_ray.data.atomic``); an object store publishes an object only when its upload completes.
+(``nnunet_ray.data.atomic``); an object store publishes an object only when its upload completes. A write, upload
+or download that fails (the store unreachable, access denied) raises ``StorageError``: one line naming the object.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -22,9 +27,18 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from nnunet_ray.config import ConfigError, flag_name
 from nnunet_ray.data.atomic import atomic_path
 
-_CREDENTIALS = re.compile(r"(://)[^/@]*@")  # s3://key:secret@bucket -> s3://bucket in messages
+# The user part of a URI: KEY:SECRET@ (a secret may hold an unescaped "/": AWS secrets do, bucket names cannot hold
+# ":") or USER@; right after the scheme, so an "@" in an object's name is never taken for one.
+USER_PART = r"(?:[^/@?]*:[^@?]*|[^/@?]*)@"
+_CREDENTIALS = re.compile(r"(://)" + USER_PART)  # s3://key:secret@bucket -> s3://bucket in messages
+UPLOAD_CHUNK = 8 << 20  # bytes per write to an object store's output stream
+
+
+class StorageError(OSError):
+    """A write, upload or download failed (store unreachable, access denied, ...); the message names the object."""
 
 
 def is_uri(location: str | Path) -> bool:
@@ -61,8 +75,26 @@ def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
         try:
             return pafs.FileSystem.from_uri(str(location))
         except (ValueError, OSError) as err:  # pyarrow raises ArrowInvalid (a ValueError) or an OSError
-            raise ValueError(f"{display(location)}: cannot open ({err})") from err
+            raise ValueError(f"{display(location)}: cannot open ({_reason(err, location)})") from err
     return pafs.LocalFileSystem(), absolute(location)
+
+
+def _reason(err: BaseException, location: str | Path) -> str:
+    """The first line of ``err``'s message, with no credentials (pyarrow quotes a URI it cannot parse verbatim)."""
+    text = str(err).replace(str(location), display(location))
+    lines = _CREDENTIALS.sub(r"\1", text).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+@contextlib.contextmanager
+def _naming(location: str | Path, action: str) -> Iterator[None]:
+    """Turn a failed transfer into a ``StorageError`` naming ``location`` (a missing source stays FileNotFoundError)."""
+    try:
+        yield
+    except (FileNotFoundError, StorageError):
+        raise
+    except OSError as err:
+        raise StorageError(f"{display(location)}: cannot {action} ({_reason(err, location)})") from err
 
 
 def _info(location: str | Path) -> pafs.FileInfo:
@@ -97,23 +129,30 @@ def read_bytes(location: str | Path) -> bytes:
 
     Raises:
         FileNotFoundError: there is no file there.
+        StorageError: it could not be read, naming it.
     """
     fs, path = resolve(location)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        raise FileNotFoundError(f"{display(location)}: no such file")
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    with _naming(location, "read"):
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            raise FileNotFoundError(f"{display(location)}: no such file")
+        with fs.open_input_stream(path, compression=None) as stream:  # the bytes stored, even of a .gz
+            return stream.read()
 
 
 def write_bytes(location: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``location`` atomically, creating folders as needed."""
+    """Write ``data`` to ``location`` atomically, creating folders as needed.
+
+    Raises:
+        StorageError: the write failed (nothing is published at ``location``), naming it.
+    """
     if not is_uri(location):
         with atomic_path(location) as tmp:
             tmp.write_bytes(data)
         return
     fs, path = resolve(location)
-    with fs.open_output_stream(path) as stream:  # an object appears only when the upload completes
-        stream.write(data)
+    # compression=None: the bytes given, as a local file holds them (pyarrow would gzip a .gz name again).
+    with _naming(location, "write"), fs.open_output_stream(path, compression=None) as stream:
+        stream.write(data)  # published when the upload completes
 
 
 def read_text(location: str | Path) -> str:
@@ -137,14 +176,43 @@ def write_json(location: str | Path, obj: Any, *, indent: int | None = 2) -> Non
 
 
 def upload(local: str | Path, location: str | Path) -> None:
-    """Copy a local file, or a folder recursively, to ``location`` (files of the same name are replaced)."""
+    """Copy a local file, or a folder recursively, to ``location`` (files of the same name are replaced).
+
+    Raises:
+        StorageError: a file's upload failed, naming its object (an object store publishes no half object, and
+            keeps an earlier object of that name); the files before it are uploaded.
+    """
     fs, path = resolve(location)
+    if isinstance(fs, pafs.LocalFileSystem):  # a path (or file:// URI): pyarrow's copy, its folders created first
+        local = Path(local)
+        with _naming(location, "write"):
+            (Path(path) if local.is_dir() else Path(path).parent).mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(str(local.resolve()), path, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+        return
+    upload_to(local, fs, path, shown=display(location))
+
+
+def upload_to(local: str | Path, fs: pafs.FileSystem, path: str, *, shown: str = "") -> None:
+    """``upload`` to ``path`` inside an opened object store ``fs`` (e.g. Ray Train's storage filesystem).
+
+    Each file is one output stream whose close (where the upload completes) is checked: pyarrow's ``copy_files``
+    ignores a failed close, reporting success for an object it never published (pyarrow 26, S3).
+
+    Args:
+        shown: how messages name ``path`` (default ``<filesystem type>://<path>``).
+
+    Raises:
+        StorageError: naming the object whose upload failed.
+    """
     local = Path(local)
-    if local.is_dir():
-        fs.create_dir(path, recursive=True)
-    elif not is_uri(location):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(str(local.resolve()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    shown = (shown or f"{fs.type_name}://{path}").rstrip("/")
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    for source in files:
+        relative = "" if source == local else "/" + source.relative_to(local).as_posix()
+        with _naming(shown + relative, "upload"), source.open("rb") as data, \
+                fs.open_output_stream(path.rstrip("/") + relative, compression=None) as stream:
+            shutil.copyfileobj(data, stream, UPLOAD_CHUNK)
 
 
 def download(location: str | Path, local: str | Path) -> None:
@@ -152,14 +220,17 @@ def download(location: str | Path, local: str | Path) -> None:
 
     Raises:
         FileNotFoundError: nothing exists at ``location``.
+        StorageError: the download failed, naming ``location``.
     """
     fs, path = resolve(location)
-    kind = fs.get_file_info(path).type
-    if kind == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{display(location)}: not found")
-    local = Path(local)
-    (local if kind == pafs.FileType.Directory else local.parent).mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(path, str(local.resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    with _naming(location, "download"):
+        kind = fs.get_file_info(path).type
+        if kind == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"{display(location)}: not found")
+        local = Path(local)
+        (local if kind == pafs.FileType.Directory else local.parent).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(path, str(local.resolve()), source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
 
 
 def delete(location: str | Path) -> None:
@@ -223,3 +294,20 @@ def parent(location: str | Path) -> str:
         return str(Path(location).parent)
     base, sep, query = str(location).partition("?")
     return f"{base.rstrip('/').rsplit('/', 1)[0]}{sep}{query}"
+
+
+def check_writable_here(location: str | Path, flag: str) -> None:
+    """Before Ray starts: a local ``location`` (``--results``, ``--out``) is a folder this process may create or write
+    in; checked without writing anything, so a refusal later leaves no trace. A URI is checked when first written.
+
+    Raises:
+        ConfigError: naming the config field's flag, the path and the problem (a file in the way, no permission).
+    """
+    if is_uri(location):
+        return
+    path = Path(absolute(location))
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag_name(flag)}: {path} cannot be a folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag_name(flag)}: {path}: no permission to write in {existing}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ray.config import SynthConfig
+from nnunet_ray.config import ConfigError, SynthConfig, flag_name
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.nifti import write_nifti
 
@@ -163,11 +163,23 @@ def _dataset_json(cfg: SynthConfig, name: str, training: list[dict], test: list[
     }
 
 
+def _check_new_folder(root: Path) -> None:
+    """Refuse a ``--out`` that exists as a file or a non-empty folder (naming what is there)."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{flag_name('out')}: {root} exists and is not a folder")
+    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(f"{flag_name('out')}: {root} is not empty ({len(entries)} entries: {shown}); synth writes "
+                          "a new task into a new or empty folder")
+
+
 def make_synthetic_task(cfg: SynthConfig) -> Path:
     """Write a synthetic MSD v1 task folder at ``cfg.out``; its folder name is the dataset name.
 
     Training cases are ``synth_000``..., test cases (imagesTs, listed without labels; their ground truth goes to
-    labelsTs) continue the numbering.
+    labelsTs) continue the numbering. ``cfg.out`` must be new or empty: writing over a dataset would replace
+    its dataset.json and mix two tasks' files.
     Images are float32 (4D ``(x, y, z, c)`` NIfTI when ``cfg.modalities > 1``), labels uint8. dataset.json is
     written last, so a folder holding one is complete. Rewriting with the same config gives identical arrays.
 
@@ -178,10 +190,11 @@ def make_synthetic_task(cfg: SynthConfig) -> Path:
         The task folder.
 
     Raises:
-        ConfigError: an invalid ``cfg`` field.
+        ConfigError: an invalid ``cfg`` field, or ``cfg.out`` is a file or a non-empty folder.
     """
     cfg.validate()
     root = Path(cfg.out)
+    _check_new_folder(root)
     training, test = [], []
     for index in range(cfg.cases + cfg.test):
         case_id = f"synth_{index:03d}"

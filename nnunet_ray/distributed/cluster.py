@@ -18,6 +18,8 @@ from pathlib import Path
 import ray
 import yaml
 
+from nnunet_ray.data.credentials import forwarded_environment
+from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.ray_internals import TOKEN_AUTH_LOGGER, worker_log_dispatcher
 
 # A custom resource the on-demand head of cluster.yaml advertises: drivers that must outlive spot workers ask for it.
@@ -38,14 +40,25 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     kwargs = {"logging_level": logging.WARNING, "configure_logging": True}
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target:
-        ray.init(address=target, **kwargs)
+        ray.init(address=target, runtime_env=_credentials_runtime_env(), **kwargs)
     else:
+        # A local cluster's processes inherit this process's environment, credentials taken from a URI included.
         # "local": a new cluster even when a `ray start` instance runs on this machine (plain ray.init() would
         # silently join the latest one, e.g. another user's on a shared machine).
         with _state_api_pinned() as dashboard_port:
             ray.init(address="local", num_cpus=num_cpus, dashboard_port=dashboard_port, **kwargs)
     _drop_forwarded_ray_noise()
     _quiet_ray_data()
+    stopping.install()
+
+
+def _credentials_runtime_env() -> dict | None:
+    """The job's runtime environment on a cluster this process joins: the credentials ``into_environment`` took from
+    a URI, which that cluster's workers do not inherit (they start from their node's environment). Ray keeps it in
+    its job table (dashboard, ``ray list jobs``) and its runtime-env agent logs it on each node (see
+    ``nnunet_ray.data.credentials``); None when no URI carried credentials."""
+    env_vars = forwarded_environment()
+    return {"env_vars": env_vars} if env_vars else None
 
 
 STATE_API_ENV = "RAY_API_SERVER_ADDRESS"

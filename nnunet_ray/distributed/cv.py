@@ -17,10 +17,13 @@ import pandas as pd
 
 from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list
 from nnunet_ray.data import storage
-from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experiment_folder, experiment_folder,
-                                               load_spec, raise_failed_trials, run_tuner, validate_trials)
+from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experiment_folder, check_options,
+                                               experiment_folder, load_spec, raise_failed_trials, run_tuner,
+                                               validate_trials)
 from nnunet_ray.distributed.locations import read_plans
-from nnunet_ray.distributed.trial_data import apply_config_file, check_folds, preprocess_raw, resolve_data
+from nnunet_ray.distributed.trial_spec import check_resume_options
+from nnunet_ray.distributed.trial_data import (apply_config_file, check_folds, check_resumed_splits, preprocess_raw,
+                                              resolve_data)
 from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
 SUMMARY_CSV = "cv_summary.csv"
@@ -44,6 +47,7 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
         RunError: a trial failed for good.
     """
     cfg.validate()
+    storage.check_writable_here(cfg.results, "results")
     started_at = time.time()
     dims, folds = parse_int_list(cfg.dims, "dims"), parse_int_list(cfg.folds, "folds")
     data = resolve_data(cfg.data, dims, results=cfg.results, preprocessed=cfg.preprocessed)
@@ -52,10 +56,13 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
     check_experiment_folder(path, resume=cfg.resume)
     if cfg.resume:  # exactly the options the experiment started with
         spec = load_spec(path)
+        check_resume_options(dataclasses.replace(cfg, train=apply_config_file(cfg.train, cfg.config)), spec)
+        check_resumed_splits(path, spec.data_dirs)  # its runs' folds must still be the data's
     else:
         base = trial_train_config(apply_config_file(cfg.train, cfg.config), gpus=cfg.gpus_per_trial,
                                   workers=cfg.workers_per_trial, results=path)
         spec = TrialSpec(base=base, data_dirs=data.dirs, dims=dims, folds=folds, engine=cfg.engine)
+        check_options(spec)
         if data.raw:  # a raw dataset's trials can only be checked once it is planned
             preprocess_raw(data, address=base.address)
         validate_trials(spec)

@@ -37,8 +37,10 @@ from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.distributed.locations import read_splits
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
-from nnunet_ray.inference.members import run_folders
-from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpoint
+from nnunet_ray.data.folds import splits_hash
+from nnunet_ray.inference.members import check_same_splits, run_folders
+from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpoint, load_file
+from nnunet_ray.training.resume import SPLITS_HASH_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def _training_dice(checkpoint: Path) -> float | None:
     """The validation mean Dice the run measured during training (preprocessed grid) at its best epoch."""
     if not (checkpoint / STATE_FILE).is_file():
         return None
-    progress = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True).get("progress", {})
+    progress = load_file(checkpoint / STATE_FILE).get("progress", {})
     best = progress.get("best_dice")
     return None if best is None or not np.isfinite(best) else float(best)
 
@@ -75,9 +77,14 @@ def _validation_cases(config: dict, dataset, name: str):
     splits_path = storage.display(storage.join(config["data"], "splits.json"))
     fold = int(config["fold"])
     try:
-        ids = set(read_splits(config["data"])[fold]["val"])
+        splits = read_splits(config["data"])
+        ids = set(splits[fold]["val"])
     except (OSError, ValueError, IndexError) as exc:
         raise ConfigError(f"{flag_name('cv')}: run {name}: cannot read fold {fold} of {splits_path}: {exc}") from exc
+    recorded, now = config.get(SPLITS_HASH_KEY), splits_hash(splits)
+    if recorded and recorded != now:  # runs recorded before the hash existed have none
+        raise ConfigError(f"{flag_name('cv')}: run {name} was trained on other folds (splits hash {recorded}) than "
+                          f"{splits_path} holds now (hash {now}): its validation cases there may be training cases")
     cases = [c for c in dataset.training if c.case_id in ids]
     if len(cases) != len(ids):
         missing = sorted(ids - {c.case_id for c in cases})
@@ -96,19 +103,23 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
     experiment = storage.absolute(cfg.cv)
     dataset = load_dataset(cfg.data)
     runs, rows = _fold_runs(experiment), []
+    check_same_splits([(name, config) for name, _, config, _ in runs], flag=flag_name("cv"))
     requests = []
     for name, checkpoint, config, _ in runs:
         logger.info("%s: fold %s with %s", name, config["fold"], storage.display(checkpoint))
         predict = PredictConfig(models=(checkpoint,), input=str(dataset.root), out=storage.join(
             experiment, PREDICTIONS, name), tta=cfg.tta, actors=cfg.actors, address=cfg.address,
-            save_probabilities=True).validate()
+            save_probabilities=True, overwrite=cfg.overwrite).validate()
         requests.append((predict, _validation_cases(config, dataset, name)))
     # One actor pool for every fold: each case is predicted by its own fold's best checkpoint.
-    for (name, _, config, training_dice), (predict, _), summary in zip(runs, requests, predict_folders(requests)):
+    for (name, _, config, training_dice), (predict, cases), summary in zip(runs, requests,
+                                                                           predict_folders(requests)):
         if not summary.ok:
             raise ConfigError(f"{flag_name('cv')}: run {name}: {len(summary.failed)} validation case(s) failed, "
                               f"e.g. {next(iter(summary.failed.values()))}")
-        scores = evaluate_folders(predict.out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance)
+        # This fold's validation cases only: labelsTr also holds the other folds' cases.
+        scores = evaluate_folders(predict.out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance,
+                                  cases=[c.case_id for c in cases])
         rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
                      "training_dice": training_dice, **scores["mean"]})
     result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,

@@ -28,8 +28,9 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from nnunet_ray.config import ConfigError, RunError, flag_name
+from nnunet_ray.config import ConfigError, RunError, Stopped, flag_name
 from nnunet_ray.data import storage
+from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
 from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.fold_run import SCORE, SUMMARY
@@ -41,6 +42,24 @@ from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.distributed.trial_fit import fit_in_trial
 
 log = logging.getLogger(__name__)
+
+
+class _TuneStopNoise(logging.Filter):
+    """Drops Tune's own lines around a stop signal: they point at its Python API (``Tuner.restore``) and list trials
+    without results, where the command prints one line with the CLI's way to continue (``run_tuner``)."""
+
+    STARTS = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted",
+              "Failed to fetch metrics")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.STARTS)
+
+
+def _quiet_tune_stop_noise() -> None:
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _TuneStopNoise) for f in target.filters):
+            target.addFilter(_TuneStopNoise())
 
 SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
 HEALTH_CHECK_INTERVAL_S = "0.5"
@@ -84,6 +103,20 @@ def _finished_summary(run_dir: str) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------------------- resources
+
+def check_options(spec: TrialSpec, candidates: dict[str, list[Any]] | None = None) -> None:
+    """The checks that need no data (ranges, patch rank, flag combinations), for every dim and every candidate value:
+    before a raw dataset is preprocessed, so a typo costs a second, not a preprocessing run.
+
+    Raises:
+        ConfigError: naming the flag (or swept option) and the problem.
+    """
+    for dim in spec.dims:
+        cfg = dataclasses.replace(spec.base, dim=dim, data=spec.data_dirs[dim]).validate()
+        for name, values in (candidates or {}).items():
+            for value in values:
+                dataclasses.replace(cfg, **{name: value}).validate()
+
 
 def validate_trials(spec: TrialSpec, candidates: dict[str, list[Any]] | None = None) -> None:
     """Check every (dim, fold) and every candidate value of a swept option against the data, before any trial.
@@ -155,6 +188,7 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     # deleted one); with epochs of seconds it then warns that snapshots are frequent, which is what we want.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(address)
+    _quiet_tune_stop_noise()
     name = storage.basename(path)
     concurrency = _concurrency(spec, max_concurrent)
     trainable = trial_trainable(spec, faults)
@@ -180,9 +214,24 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
                                       verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
                                                             HParamsCallback(path)], **_trial_retention(spec)))
     start = time.perf_counter()
-    results = tuner.fit()
+    try:
+        with stopping.tune_stops_gracefully():
+            results = tuner.fit()  # on Ctrl-C / SIGTERM Tune saves the experiment, ends the trials and returns
+    except KeyboardInterrupt:  # a second signal while Tune was saving
+        ray.shutdown()
+        raise Stopped(f"stopped; continue with {resume_hint(path)}") from None
     log.info("%s: %d trials in %.0f s", name, len(results), time.perf_counter() - start)
+    if stopping.requested():
+        ray.shutdown()  # the trials' last forwarded log lines come out before the command's own last line
+        finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("done"))
+        raise Stopped(f"stopped with {finished} of {len(results)} trials finished; continue with "
+                      f"{resume_hint(path)}")
     return results
+
+
+def resume_hint(path: str) -> str:
+    """How to continue the experiment at ``path``."""
+    return f"--resume --name {storage.basename(path)} --results {storage.display(storage.parent(path))}"
 
 
 def _concurrency(spec: TrialSpec, max_concurrent: int = 0) -> int | None:

@@ -6,7 +6,9 @@
   ``tune.report``.
 
 Either way the run folder holds the same files (``epoch_NNNN/`` checkpoints, ``metrics.jsonl``, ``tensorboard/``,
-``summary.json``); the summary names the engine and the device-hours the run held.
+``summary.json``); the summary names the engine and the device-hours the run held. Each checkpoint's config.json
+and the summary record the hash of the splits.json the run trained on (``training.resume``), so a resume or an
+ensemble on other folds is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nnunet_ray.planning.schema import PatchSizeError, Plans, load_plans, with_p
 from nnunet_ray.training.best import BEST_METRIC
 from nnunet_ray.training.checkpoint import epoch_dir_name, load_checkpoint
 from nnunet_ray.training.loop import benchmark, fit
+from nnunet_ray.training.resume import data_splits_hash, record_splits_hash
 
 SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice, finite at every report
 SUMMARY = "summary.json"
@@ -80,6 +83,16 @@ class FiniteScoreReport:
         self.sink({**metrics, SCORE: self.score}, checkpoint_dir)
 
 
+def with_splits_hash(sink: Sink, splits_hash: str | None) -> Sink:
+    """``sink`` after recording the run's splits hash in each checkpoint's config.json (before the engine keeps it)."""
+    def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is not None:
+            record_splits_hash(checkpoint_dir, splits_hash)
+        sink(metrics, checkpoint_dir)
+
+    return report
+
+
 def fault_hook(faults: dict | None, rank: int, world_size: int) -> Callable[[int], None] | None:
     """Test-only (tests pass ``{"kill_at_epoch": E, "kill_marker": path}``): kill the last worker for real at the
     start of epoch E, once; the marker file records that it happened, so the restarted run trains on."""
@@ -109,7 +122,7 @@ def train_process(cfg: TrainConfig, run_dir: str, *, device: torch.device, rank:
         prepare: the model wrapper (DDP under Ray Train with several workers).
 
     Returns:
-        ``fit``'s result (``benchmark``'s with ``--benchmark``).
+        ``fit``'s result and the ``splits_hash`` of the folds trained on (``benchmark``'s with ``--benchmark``).
     """
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
@@ -124,12 +137,15 @@ def train_process(cfg: TrainConfig, run_dir: str, *, device: torch.device, rank:
     mirror = LogMirror(run_dir) if rank == 0 else None
     if mirror is not None:
         mirror.pull()
+    splits_hash = data_splits_hash(cfg.data)  # the folds fold_loaders just read
     try:
-        return fit(cfg, plans, train_data=loader, val_data=val_data,
-                   steps_per_epoch=cfg.train_batches or len(loader), device=device, rank=rank,
-                   world_size=world_size, prepare=prepare, report=FiniteScoreReport(resume, reporter(mirror)),
-                   resume=resume, log_dir=mirror.local_dir if mirror else None,
-                   epoch_hook=fault_hook(faults, rank, world_size))
+        returned = fit(cfg, plans, train_data=loader, val_data=val_data,
+                       steps_per_epoch=cfg.train_batches or len(loader), device=device, rank=rank,
+                       world_size=world_size, prepare=prepare,
+                       report=FiniteScoreReport(resume, with_splits_hash(reporter(mirror), splits_hash)),
+                       resume=resume, log_dir=mirror.local_dir if mirror else None,
+                       epoch_hook=fault_hook(faults, rank, world_size))
+        return {**returned, "splits_hash": splits_hash}
     finally:
         if mirror is not None:
             mirror.close()
@@ -164,7 +180,8 @@ def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: di
                "tensorboard": storage.join(run_dir, "tensorboard"), "seconds": seconds,
                "seconds_in_worker": returned.get("seconds"), "started_at": time.time() - seconds,
                "finished_at": time.time(), "device": device, "devices": count,
-               "device_hours": count * seconds / 3600.0, "node_id": node_id}
+               "device_hours": count * seconds / 3600.0, "node_id": node_id,
+               "splits_hash": returned.get("splits_hash")}
     storage.write_json(storage.join(run_dir, SUMMARY), summary)
     return summary
 

@@ -9,6 +9,7 @@ fingerprinting actor from the dataset fingerprint / the NIfTI headers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -30,7 +31,7 @@ from nnunet_ray.data.types import CaseFiles, DatasetError, DatasetInfo
 from nnunet_ray.loading.fold_data import fold_cases
 from nnunet_ray.planning.schema import (PLANS_FILE, Plans, PlansError, PlansNotFoundError, load_plans, plans_from_json,
                                         save_plans)
-from nnunet_ray.preprocessing.case import is_done, preprocess_case
+from nnunet_ray.preprocessing.case import preprocess_case
 
 SPLITS_FILE, FINGERPRINT_FILE = "splits.json", "fingerprint.json"
 BASE_MEMORY = 768 * 1024**2  # bytes: an actor's interpreter with numpy, scipy, nibabel and torch imported
@@ -148,12 +149,18 @@ def _preprocess_in_place(case: CaseFiles, *, plans: Plans, out: Path, mode: str)
 
 
 def _preprocess_and_upload(case: CaseFiles, *, plans: Plans, out: str, mode: str) -> dict:
-    """Preprocess into node-local scratch, then upload the arrays and, last, the ``.json`` that marks it done."""
-    if is_done(out, case.case_id, plans.preprocessing_hash, mode):
-        return {"case_id": case.case_id, "status": "skipped", "error": None, "seconds": 0.0}
+    """Preprocess into node-local scratch, then upload the arrays and, last, the ``.json`` that marks it done.
+
+    Whether the case is done already is decided from ``out`` itself; a case that fails loses its older outputs
+    there too, as in a local folder.
+    """
     with tempfile.TemporaryDirectory(prefix="nnunet_ray_case_") as tmp:
-        record = preprocess_case(case, plans, Path(tmp), mode=mode)
-        if record["status"] != "done":
+        record = preprocess_case(case, plans, Path(tmp), mode=mode, done_in=out)
+        if record["status"] == "failed":
+            for suffix in (".json", "_x.npy", "_y.npy"):  # the done-marker first
+                with contextlib.suppress(OSError):
+                    storage.delete(storage.join(out, f"{case.case_id}{suffix}"))
+        if record["status"] not in ("done", "reprocessed"):
             return record
         names = sorted(p.name for p in Path(tmp).iterdir())
         try:

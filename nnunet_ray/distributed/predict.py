@@ -6,8 +6,10 @@ The driver resolves the members (every run's best checkpoint under an experiment
 them in Ray's object store; each actor builds every member's network once ([1] one GPU per actor where the cluster
 has GPUs, else CPUs). Cases go to whichever actor is free ([2] ``ray.wait`` on the running calls), so a slow case
 never holds up the others. A case that fails is reported by name and the others go on; the exit status is 1 at the
-end. Outputs are written atomically by the actors, so a rerun predicts only the unfinished cases; ``predict.json``
-records the members (paths, network and preprocessing hashes), the options and per-case timings. Multi-node clusters
+end. ``predict.json`` (``nnunet_ray.inference.record``: members and their hashes, the options, per-case status and
+timings) is written before the first case and updated as each case lands, so a rerun with the same members and
+options predicts only the cases not recorded as done; a folder of other members or options, or holding predictions
+no record accounts for, is refused (``--overwrite`` starts a recorded folder over). Multi-node clusters
 need ``--input`` on a filesystem every node sees; ``--models`` and ``--out`` may also be URIs (``s3://``, ``gs://``):
 the driver downloads only the checkpoint files it loads, and each actor writes a case to local scratch and uploads
 it (the label map, the file that marks the case done, last).
@@ -29,14 +31,12 @@ from nnunet_ray.data.inputs import input_cases
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.distributed.predict_pool import CaseTask, predict_on_pool, window_options
 from nnunet_ray.inference.members import BEST_CONFIGURATION, Member, check_compatible, find_checkpoints, load_member
-from nnunet_ray.inference.outputs import output_names
+from nnunet_ray.inference.record import (RECORD, PredictRecord, input_fingerprint, is_prediction_file, read_record,
+                                         weights_hash, write_record)
 from nnunet_ray.planning.schema import PLANS_FILE
 from nnunet_ray.training.checkpoint import REQUIRED
 
 logger = logging.getLogger(__name__)
-
-RECORD = "predict.json"
-SAME_RESULT_OPTIONS = ("tta", "amp", "overlap", "blend", "postprocess")  # options that change the predictions
 
 
 @dataclass
@@ -114,24 +114,66 @@ def postprocess_classes(cfg: PredictConfig) -> list[int]:
                       "`nnunet-ray evaluate --cv EXPERIMENT --data RAW` first")
 
 
-def _record(cfg: PredictConfig, members: list[Member], largest_component: list[int]) -> dict:
-    return {"members": [m.describe() for m in members], "options": dataclasses.asdict(cfg),
-            "largest_component": largest_component,
-            "n_classes": members[0].n_classes, "labels": members[0].labels}
+def _new_record(cfg: PredictConfig, members: list[Member], largest_component: list[int]) -> PredictRecord:
+    return PredictRecord(members=[{**m.describe(), "weights_hash": weights_hash(m.weights)} for m in members],
+                         options=dataclasses.asdict(cfg), largest_component=largest_component,
+                         n_classes=members[0].n_classes, labels=members[0].labels)
 
 
-def _check_out_folder(out: str, record: dict) -> dict:
-    """The cases of an earlier run in ``out``; refuses a folder predicted by another ensemble or options."""
-    path = storage.join(out, RECORD)
-    if not storage.is_file(path):
-        return {}
-    earlier = storage.read_json(path)
-    key = lambda r: ([(m["path"], m.get("network_hash")) for m in r["members"]],  # noqa: E731
-                     [r["options"].get(k) for k in SAME_RESULT_OPTIONS])
-    if key(earlier) != key(record):
-        raise ConfigError(f"{flag_name('out')}: {storage.display(out)} holds predictions of other members or options "
-                          f"({', '.join(SAME_RESULT_OPTIONS)}), see its {RECORD}; choose another folder")
-    return earlier.get("cases", {})
+def claim_folder(out: str, fresh: PredictRecord, *, overwrite: bool) -> PredictRecord:
+    """The record a run into ``out`` continues: the earlier one's cases under ``fresh``'s members and options, or
+    ``fresh`` alone for a new folder (or, with ``overwrite``, after removing the outputs the earlier record names).
+
+    Raises:
+        ConfigError: ``out`` is a file, the folder holds predictions no record names, its record is unreadable, or
+            (without ``overwrite``) it records other members or options.
+    """
+    shown = storage.display(out)
+    if storage.exists(out) and not storage.is_dir(out):
+        raise ConfigError(f"{flag_name('out')}: {shown} exists and is not a folder")
+    try:
+        earlier = read_record(out)
+    except ValueError as exc:
+        raise ConfigError(f"{flag_name('out')}: {exc}; remove the folder's predictions and {RECORD} to start "
+                          "over") from exc
+    names = storage.list_names(out)
+    recorded = earlier.output_names() if earlier else set()
+    strangers = [n for n in names if is_prediction_file(n) and n not in recorded]
+    if strangers:
+        raise ConfigError(f"{flag_name('out')}: {shown} holds {len(strangers)} prediction file(s) that no {RECORD} "
+                          f"records ({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); predict "
+                          "into an empty folder, or remove them")
+    differences = _differences(earlier, fresh) if earlier else []
+    if differences and not overwrite:
+        raise ConfigError(f"{flag_name('out')}: {shown} holds predictions made with other {', '.join(differences)} "
+                          f"(see its {RECORD}); predict into another folder, or pass {flag_name('overwrite')} to "
+                          "replace them")
+    if earlier and overwrite:
+        _remove_recorded(out, [n for n in names if n in recorded])
+        return fresh
+    if earlier:
+        fresh.planned, fresh.cases = earlier.planned, earlier.cases
+    return fresh
+
+
+def _differences(earlier: PredictRecord, fresh: PredictRecord) -> list[str]:
+    """What differs between two runs' identities, for a message: ``members``, ``--tta True (now False)``..."""
+    before, now = earlier.identity(), fresh.identity()
+    old = earlier.version < fresh.version  # an older record has no weights hashes: its members never match
+    described = {"members": "members (an older record, without weights hashes)" if old else
+                 "members (checkpoints or their weights)",
+                 "largest_component": f"post-processing classes {before['largest_component']} (now "
+                                      f"{now['largest_component']})"}
+    return [described.get(k, f"{flag_name(k)} {before[k]} (now {now[k]})") for k in earlier.differences(fresh)]
+
+
+def _remove_recorded(out: str, names: list[str]) -> None:
+    """Remove a folder's recorded outputs, then its record (last: a removal cut short can be rerun)."""
+    logger.info("--overwrite: removing %d recorded prediction file(s) and %s from %s", len(names), RECORD,
+                storage.display(out))
+    for name in names:
+        storage.delete(storage.join(out, name))
+    storage.delete(storage.join(out, RECORD))
 
 
 def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = None) -> PredictSummary:
@@ -157,57 +199,61 @@ def predict_folders(requests: Sequence[tuple[PredictConfig, Sequence[CaseFiles] 
     pool_cfg = requests[0][0]
     if any(window_options(job.cfg) != window_options(pool_cfg) for job in jobs):
         raise ValueError("predict_folders: every request must use the same sliding-window options")
+    for job in jobs:  # before the first case: every output the pool writes is accounted for
+        write_record(job.summary.out_dir, job.record)
     tasks = [CaseTask(i, case, job.summary.out_dir, job.cfg.save_probabilities, tuple(job.largest_component))
              for i, job in enumerate(jobs) for case in job.todo]
     actors = 0
     if tasks:
         actors = predict_on_pool(pool_cfg, [job.members for job in jobs], tasks,
-                                 lambda task, record: _collect(jobs[task.ensemble], record))
+                                 lambda task, result: _collect(jobs[task.ensemble], result))
     for job in jobs:
-        job.summary.actors = actors if job.todo else 0
-        job.summary.seconds = time.perf_counter() - start
-        storage.write_json(storage.join(job.summary.out_dir, RECORD), {**job.record, "cases": job.timings,
-                           "actors": job.summary.actors, "seconds": job.summary.seconds})
+        job.summary.actors = job.record.actors = actors if job.todo else 0
+        job.summary.seconds = job.record.seconds = round(time.perf_counter() - start, 3)
+        write_record(job.summary.out_dir, job.record)
     return [job.summary for job in jobs]
 
 
 @dataclass
 class _FolderJob:
-    """One ensemble, the cases it still has to predict, and what its folder records."""
+    """One ensemble, the cases it still has to predict (with their image files' fingerprints), and its record."""
 
     cfg: PredictConfig
     members: list[Member]
     largest_component: list[int]
-    record: dict
-    timings: dict
+    record: PredictRecord
     todo: list[CaseFiles]
+    inputs: dict[str, list | None]
     summary: PredictSummary
 
 
 def _folder_job(cfg: PredictConfig, cases: Sequence[CaseFiles] | None) -> _FolderJob:
-    """Load the members, check the output folder and find the cases not predicted yet (a rerun skips the rest)."""
+    """Load the members, claim the output folder and find the cases not done yet (a rerun skips the rest)."""
     cfg.validate()
     members = load_members(cfg.models)
     largest_component = postprocess_classes(cfg)
     cases = input_cases(cfg.input) if cases is None else tuple(cases)
     out = storage.absolute(cfg.out)
-    record = _record(cfg, members, largest_component)
-    timings = _check_out_folder(out, record)
+    record = claim_folder(out, _new_record(cfg, members, largest_component), overwrite=cfg.overwrite)
     present = set(storage.list_names(out))  # one listing, not one request per case on object storage
-    todo = [c for c in cases if not present.issuperset(output_names(c.case_id,
-                                                                    save_probabilities=cfg.save_probabilities))]
-    summary = PredictSummary(out_dir=out, skipped=[c.case_id for c in cases if c not in todo])
+    todo = [c for c in cases if not record.is_done(c, present, save_probabilities=cfg.save_probabilities)]
+    todo_ids = {c.case_id for c in todo}
+    record.planned = sorted({*record.planned, *todo_ids})
+    summary = PredictSummary(out_dir=out, skipped=[c.case_id for c in cases if c.case_id not in todo_ids])
     logger.info("predicting %d of %d cases with %d member(s) (%d already done)", len(todo), len(cases), len(members),
                 len(summary.skipped))
-    return _FolderJob(cfg, members, largest_component, record, timings, todo, summary)
+    inputs = {c.case_id: input_fingerprint(c) for c in todo}
+    return _FolderJob(cfg, members, largest_component, record, todo, inputs, summary)
 
 
-def _collect(job: _FolderJob, record: dict) -> None:
-    case_id = record["case_id"]
-    job.timings[case_id] = {"status": record["status"], "seconds": round(record["seconds"], 3),
-                            "error": record["error"]}
-    if record["status"] == "failed":
-        job.summary.failed[case_id] = record["error"]
-        logger.error("%s", record["error"])
+def _collect(job: _FolderJob, result: dict) -> None:
+    """Record one case's result as it comes back from the pool (its outputs have landed when it is done)."""
+    case_id = result["case_id"]
+    job.record.cases[case_id] = {"status": result["status"], "seconds": round(result["seconds"], 3),
+                                 "error": result["error"], "inputs": job.inputs.get(case_id)}
+    write_record(job.summary.out_dir, job.record)
+    if result["status"] == "failed":
+        job.summary.failed[case_id] = result["error"]
+        logger.error("%s", result["error"])
     else:
-        (job.summary.done if record["status"] == "done" else job.summary.skipped).append(case_id)
+        job.summary.done.append(case_id)

@@ -2,7 +2,10 @@
 for ``evaluate --cv``) and predicts whole cases; a case names its ensemble and its output folder.
 
 One pool serves a whole command: actors start once, import torch and build their networks once, and cases of every
-ensemble share them, the next case going to whichever actor is free ([2] ``ray.wait`` on the running calls).
+ensemble share them, the next case going to whichever actor is free ([2] ``ray.wait`` on the running calls). An
+actor that dies mid-case (its process killed, out of memory, its node lost) is replaced by a new one and the case is
+tried again there ([3]), at most ``MAX_ATTEMPTS`` times per case: a case that kills every actor it meets fails with
+one line naming it, and the others go on.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from nnunet_ray.inference.members import Member
 from nnunet_ray.inference.outputs import predict_case
 
 logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3  # tries per case whose actor died under it
+# What a call raises when its actor's process is gone: killed, crashed, its node lost, or (OutOfMemoryError) stopped by
+# Ray's memory monitor.
+ACTOR_DEATHS = (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -77,31 +85,70 @@ def actor_count(cfg: PredictConfig, n_cases: int) -> tuple[int, bool]:
     return max(1, min(wanted, fits, n_cases)), use_gpu
 
 
-def run_pool(actors: list, tasks: Sequence[CaseTask], on_record: Callable[[CaseTask, dict], None]) -> None:
-    """Feed ``tasks`` to ``actors``, one at a time each, the next task to whichever finishes first."""
-    queue, running = deque(tasks), {}
+def _failed(task: CaseTask, problem: str) -> dict:
+    return {"case_id": task.case.case_id, "status": "failed", "seconds": 0.0,
+            "error": f"{task.case.case_id}: {problem}"}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def run_pool(actors: list, tasks: Sequence[CaseTask], on_record: Callable[[CaseTask, dict], None], *,
+             replace: Callable[[], object], max_attempts: int | None = None) -> None:
+    """Feed ``tasks`` to ``actors``, one at a time each, the next task to whichever finishes first.
+
+    Args:
+        actors: the started actors; replacements of dead ones are appended (the caller stops them all).
+        tasks: the cases.
+        on_record: called with each case's final record (done, or failed with a one-line error).
+        replace: starts a new actor in place of a dead one.
+        max_attempts: tries per case whose actor dies under it (default ``MAX_ATTEMPTS``, read at call time).
+    """
+    max_attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
+    queue, running = deque((task, 1) for task in tasks), {}
 
     def submit(actor) -> None:
         if queue:
-            task = queue.popleft()
-            running[actor.predict.remote(task)] = (actor, task)
+            task, attempt = queue.popleft()
+            running[actor.predict.remote(task)] = (actor, task, attempt)
 
-    for actor in actors:
+    for actor in list(actors):
         submit(actor)
     while running:
         # [2] whichever actor finishes first gets the next case.
         (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, task = running.pop(ref)
+        actor, task, attempt = running.pop(ref)
         try:
             record = ray.get(ref)
+        except ACTOR_DEATHS as exc:  # [3] the actor died mid-case: a new one takes its place
+            record = _after_actor_death(task, attempt, max_attempts, _first_line(exc), queue)
+            ray.kill(actor)  # an unreachable one may yet come back: free its resources for the replacement
+            actor = None
+            if queue:
+                actor = replace()
+                actors.append(actor)
+        except ray.exceptions.RayError as exc:  # the call itself failed (e.g. an upload): the actor lives on
+            cause = getattr(exc, "cause", None) or exc  # a RayTaskError carries the exception the actor raised
+            record = _failed(task, f"predicting failed: {type(cause).__name__}: {_first_line(cause)}")
+        if actor is not None:
             submit(actor)
-        except ray.exceptions.RayError as exc:  # the actor died (out of memory, node lost): the case fails
-            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            record = {"case_id": task.case.case_id, "status": "failed", "seconds": 0.0,
-                      "error": f"{task.case.case_id}: predicting actor failed: {problem}"}
-            if not running and queue:  # no live actor will take the rest
-                submit(actor)
-        on_record(task, record)
+        if record is not None:
+            on_record(task, record)
+
+
+def _after_actor_death(task: CaseTask, attempt: int, max_attempts: int, problem: str, queue: deque) -> dict | None:
+    """Put a case whose actor died back at the front of ``queue`` (None), or its failure once it has had
+    ``max_attempts`` tries."""
+    case_id = task.case.case_id
+    if attempt < max_attempts:
+        logger.warning("%s: its predicting actor died (%s); trying again on a new actor (attempt %d of %d)", case_id,
+                       problem, attempt + 1, max_attempts)
+        queue.appendleft((task, attempt + 1))
+        return None
+    return _failed(task, f"its predicting actor died on each of {max_attempts} attempts (out of memory or killed?); "
+                         f"last: {problem}")
 
 
 def predict_on_pool(cfg: PredictConfig, ensembles: list[list[Member]], tasks: Sequence[CaseTask],
@@ -117,10 +164,11 @@ def predict_on_pool(cfg: PredictConfig, ensembles: list[list[Member]], tasks: Se
                                               num_gpus=cfg.gpus_per_actor if use_gpu else 0)
     shared = ray.put(ensembles)  # one copy in the object store for every actor
     options = dataclasses.asdict(window_options(cfg))
-    actors = [remote.remote(shared, options, cfg.cpus_per_actor) for _ in range(count)]
+    start = lambda: remote.remote(shared, options, cfg.cpus_per_actor)  # noqa: E731
+    actors = [start() for _ in range(count)]
     progress = Progress(len(tasks))
     try:
-        run_pool(actors, tasks, lambda task, record: (on_record(task, record), progress(record)))
+        run_pool(actors, tasks, lambda task, record: (on_record(task, record), progress(record)), replace=start)
     finally:
         for actor in actors:
             ray.kill(actor)

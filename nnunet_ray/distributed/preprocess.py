@@ -1,4 +1,4 @@
-"""Planning and preprocessing on Ray Data: cases are sharded over every CPU of the cluster.
+"""Planning and preprocessing on Ray Data: cases are sharded over every CPU of the cluster (``case_pool``).
 
     nnunet-ray plan --data RAW_DIR --dim 3 --results PRE_ROOT
     nnunet-ray preprocess --data RAW_DIR --results PRE_ROOT --dim 3
@@ -7,10 +7,12 @@
 The results root may be a shared path or a URI: every actor writes there, wherever it runs (``locations``), and a
 probe checks first that every node reads ``--data`` and writes ``--results``. Actors reserve the memory the largest
 case needs, and the pool grows with the cluster (Ray Data's autoscaling actor pool) instead of being sized by the CPUs
-present when the call starts.
-Each case is one row; the pure per-case functions (``case_fingerprint``, ``preprocess_case``) never raise for a
-bad case, they return an ``error``, so one corrupt file never aborts the dataset (Ray Data would otherwise fail the
-whole run, or silently drop the block with ``max_errored_blocks``).
+present when the call starts. A bad case is reported on one line and never aborts the dataset; a case worker that
+dies mid-case costs only the unfinished cases, which run again (``case_pool``).
+
+A rerun redoes the cases whose raw files changed ("reprocessed"), and keeps ``splits.json``: folds are made once
+(``data.folds.settled_splits``); a changed case set is refused until ``--new-splits`` or ``--splits FILE`` says what
+the folds should become.
 """
 
 from __future__ import annotations
@@ -18,22 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, NoReturn
 
-import ray
-import ray.data
-
-from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig
+from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.folds import import_splits, kfold_splits, sorted_case_ids
-from nnunet_ray.data.types import CaseFiles, DatasetInfo
-from nnunet_ray.distributed.cluster import can_reserve_memory, cluster_cpus, init_ray, node_memory
-from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, RawData, case_memory_bytes, case_writer,
-                                              open_raw_dataset, raw_case_memory_bytes, read_plans, write_plans,
-                                              write_splits)
+from nnunet_ray.data.folds import CaseSetChanged, import_splits, settled_splits, split_case_ids
+from nnunet_ray.data.types import DatasetInfo
+from nnunet_ray.distributed.case_pool import map_cases_retrying
+from nnunet_ray.distributed.cluster import init_ray
+from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, SPLITS_FILE, case_memory_bytes, case_writer,
+                                              open_raw_dataset, raw_case_memory_bytes, read_plans, read_splits,
+                                              write_plans, write_splits)
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans
@@ -41,13 +40,13 @@ from nnunet_ray.planning.schema import Plans, PlansNotFoundError
 
 logger = logging.getLogger(__name__)
 
-
 @dataclass
 class PreprocessSummary:
     """What one preprocessing run did; ``failed`` maps case id to its one-line error."""
 
     out_dir: Path | str  # a str when the results root is a URI
     done: list[str] = field(default_factory=list)
+    reprocessed: list[str] = field(default_factory=list)  # done before, redone because their raw files changed
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -56,75 +55,15 @@ class PreprocessSummary:
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def finished(self) -> list[str]:
+        """Every case that is preprocessed now, whether in this run or before."""
+        return self.done + self.reprocessed + self.skipped
+
     def line(self) -> str:
-        return (f"{len(self.done)} preprocessed, {len(self.skipped)} already done, {len(self.failed)} failed "
-                f"in {self.seconds:.1f} s -> {storage.display(self.out_dir)}")
-
-
-def _case_to_row(case: CaseFiles, root: Path) -> dict[str, Any]:
-    # Arrow rows: plain strings only ("" = no label) so blocks of train and test cases share one schema. Paths are
-    # relative to the dataset folder: a staged copy sits in a different folder on each node.
-    return {"case_id": case.case_id, "images": [str(p.relative_to(root)) for p in case.images],
-            "label": str(case.label.relative_to(root)) if case.label else ""}
-
-
-def _row_to_case(row: dict[str, Any], root: Path) -> CaseFiles:
-    return CaseFiles(case_id=row["case_id"], images=tuple(root / p for p in row["images"]),
-                     label=root / row["label"] if row["label"] else None)
-
-
-class _CaseMapper:
-    """Ray Data actor applying a per-case function to rows.
-
-    Actors rather than tasks: each actor imports the stack once and keeps a few rows queued, so a worker never
-    idles between cases (per-task scheduling left ~30 % of two CPUs idle on sub-second cases).
-    """
-
-    def __init__(self, fn: Callable[[CaseFiles], dict], raw: RawData):
-        self.fn = fn
-        self.root = raw.local_root()  # a raw dataset on a URI: staged once per node
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        record = self.fn(_row_to_case(row, self.root))
-        return {k: ("" if v is None else v) for k, v in record.items()}
-
-
-def actor_pool(num_workers: int, n_cases: int, memory: int | None = None) -> ray.data.ActorPoolStrategy:
-    """A fixed pool of ``num_workers`` actors, or (0) one that grows with the cluster.
-
-    The autoscaling pool starts with as many actors as the cluster's CPUs and memory hold now, and grows up to one
-    actor per case: Ray Data adds actors while cases wait and the cluster (or its autoscaler) has room for them,
-    so nodes that join mid-run are used.
-    """
-    cases = max(1, n_cases)
-    if num_workers:
-        return ray.data.ActorPoolStrategy(size=min(num_workers, cases))
-    fit = sum(m // memory for m in node_memory()) if memory else cases
-    initial = max(1, min(cluster_cpus(), fit, cases))
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(cases, initial), initial_size=initial)
-
-
-def _map_cases(dataset: DatasetInfo, raw: RawData, cases: tuple[CaseFiles, ...], fn: Callable[[CaseFiles], dict], *,
-               num_workers: int, memory: int | None = None) -> Iterator[dict[str, Any]]:
-    """Run ``fn`` on every case with Ray Data, one case per block, each actor reserving ``memory`` bytes.
-
-    ``memory`` is capped at the largest node's, so a huge estimate still runs (one actor per node) instead of
-    waiting forever for a node that does not exist.
-    """
-    if memory and not can_reserve_memory():
-        memory = None
-    if memory:
-        memory = min(memory, max(node_memory(), default=memory))
-    rows = ray.data.from_items([_case_to_row(c, dataset.root) for c in cases], override_num_blocks=max(1, len(cases)))
-    # max_restarts=0: Ray Data passes its actors' constructor arguments through the object store, and Ray logs an
-    # error line per actor when such an actor may restart, because its restart would fail if they were lost
-    # (ray-project/ray#53727). A crashed case worker fails the run instead; a rerun skips the finished cases.
-    # Ray 2.60 has no named parameter for it yet (the kwargs route is deprecated for 2.64; Ray is pinned < 2.61).
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        mapped = rows.map(_CaseMapper, fn_constructor_args=(fn, raw), num_cpus=1, memory=memory, max_restarts=0,
-                          compute=actor_pool(num_workers, len(cases), memory))
-    yield from mapped.iter_rows()
+        redone = f"{len(self.reprocessed)} reprocessed (raw files changed), " if self.reprocessed else ""
+        return (f"{len(self.done)} preprocessed, {redone}{len(self.skipped)} already done, {len(self.failed)} "
+                f"failed in {self.seconds:.1f} s -> {storage.display(self.out_dir)}")
 
 
 def output_dir(results: str, dataset: DatasetInfo, dim: int, exec_mode: str = "training") -> str:
@@ -146,12 +85,15 @@ def plan_dataset(cfg: PlanConfig) -> Plans:
         The plans.
     """
     cfg.validate()
+    if cfg.results:
+        storage.check_writable_here(cfg.results, "results")
     dataset, raw = open_raw_dataset(cfg.data)
     init_ray(cfg.address)
     if cfg.results:
         _probe(cfg.data, cfg.results)
     memory = raw_case_memory_bytes(dataset.training)  # this node's copy: the driver's staged or shared folder
-    records = list(_map_cases(dataset, raw, dataset.training, case_fingerprint, num_workers=0, memory=memory))
+    records = list(map_cases_retrying(dataset, raw, dataset.training, case_fingerprint, num_workers=0,
+                                      memory=memory))
     for record in records:
         if record.get("error"):
             logger.warning("%s (left out of the fingerprint)", record["error"])
@@ -177,34 +119,42 @@ def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> Plans:
     return plans
 
 
-def preprocess_dataset(cfg: PreprocessConfig) -> PreprocessSummary:
-    """Plan if needed, then preprocess every case of ``cfg.exec_mode`` in parallel; write splits.json.
+def preprocess_dataset(cfg: PreprocessConfig, *, faults: dict | None = None) -> PreprocessSummary:
+    """Plan if needed, then preprocess every case of ``cfg.exec_mode`` in parallel; settle splits.json.
 
     A bad case is reported on one line and left out; every other case is still written.
+
+    Args:
+        faults: test-only fault injection (``case_pool.CaseMapper``).
+
+    Raises:
+        ConfigError: a bad option or splits file; a changed case set without ``--new-splits`` / ``--splits``.
+        RunError: case workers kept dying (``case_pool.CASE_ATTEMPTS``).
     """
     cfg.validate()
+    storage.check_writable_here(cfg.results, "results")
     dataset, raw = open_raw_dataset(cfg.data)
     imported = _imported_splits(cfg, dataset)  # a bad splits file fails before any planning or case work
+    out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
+    existing = _existing_splits(cfg, out, dataset)  # a case gone from dataset.json is refused before Ray starts
     plans = _ensure_plans(cfg, dataset)  # existing plans are read (and a bad file refused) before Ray starts
     init_ray(cfg.address)
     _probe(cfg.data, cfg.results)
-    out = output_dir(cfg.results, dataset, cfg.dim, cfg.exec_mode)
     cases = dataset.test if cfg.exec_mode == "test" else dataset.training
     summary = PreprocessSummary(out_dir=out if storage.is_uri(out) else Path(out))
     start = time.perf_counter()
     memory = case_memory_bytes(_read_fingerprint(cfg, dataset), plans)
     run = case_writer(plans, out, cfg.exec_mode)
-    mapped = _map_cases(dataset, raw, cases, run, num_workers=cfg.case_workers, memory=memory)
+    mapped = map_cases_retrying(dataset, raw, cases, run, num_workers=cfg.case_workers, memory=memory,
+                                faults=faults)
     for index, record in enumerate(mapped, start=1):
         _record(summary, record)
         if record["status"] != "failed":
             logger.info("  [%d/%d] %s %s (%.1f s)", index, len(cases), record["case_id"], record["status"],
                         record["seconds"])
     summary.seconds = time.perf_counter() - start
-    if imported is not None:
-        write_splits(out, imported)
-    elif cfg.exec_mode == "training":
-        _write_splits(out, summary, cfg.nfolds)
+    if cfg.exec_mode == "training":
+        _settle_splits(cfg, out, summary, existing=existing, imported=imported)
     return summary
 
 
@@ -224,7 +174,7 @@ def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
         summary.failed[case_id] = record["error"]
         logger.error("%s", record["error"])
     else:
-        (summary.done if status == "done" else summary.skipped).append(case_id)
+        {"done": summary.done, "reprocessed": summary.reprocessed, "skipped": summary.skipped}[status].append(case_id)
 
 
 def _read_fingerprint(cfg: PreprocessConfig, dataset: DatasetInfo) -> dict | None:
@@ -234,17 +184,59 @@ def _read_fingerprint(cfg: PreprocessConfig, dataset: DatasetInfo) -> dict | Non
         return None
 
 
-def _write_splits(out: str, summary: PreprocessSummary, nfolds: int) -> None:
-    # Folds over the cases that are actually on disk, ordered as the reference's sorted(glob("*_x.npy")).
-    case_ids = sorted_case_ids(summary.done + summary.skipped)
-    if len(case_ids) < nfolds:
-        logger.warning("%d cases for %d folds; writing %d folds", len(case_ids), nfolds, len(case_ids))
-    if len(case_ids) >= 2:
-        write_splits(out, kfold_splits(case_ids, n_splits=min(nfolds, len(case_ids))))
+def _existing_splits(cfg: PreprocessConfig, out: str, dataset: DatasetInfo) -> list[dict[str, list[str]]] | None:
+    """The folds in ``out``'s splits.json now (None: there are none, or ``--new-splits`` replaces them anyway).
+
+    Raises:
+        ConfigError: on a plain rerun, the file is malformed or names cases no longer in dataset.json.
+    """
+    if cfg.exec_mode != "training" or cfg.new_splits:
+        return None
+    try:
+        existing = read_splits(out)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        if cfg.splits:  # imported folds replace it
+            return None
+        raise ConfigError(f"{storage.display(storage.join(out, SPLITS_FILE))}: unreadable ({err}); rerun `nnunet-ray "
+                          f"preprocess` with {flag_name('new_splits')} to write new folds or with "
+                          f"{flag_name('splits')} FILE to import them") from err
+    gone = split_case_ids(existing) - {case.case_id for case in dataset.training}
+    if gone and not cfg.splits:
+        _refuse_case_set(out, CaseSetChanged([], sorted(gone)), len(dataset.training))
+    return existing
+
+
+def _settle_splits(cfg: PreprocessConfig, out: str, summary: PreprocessSummary, *,
+                   existing: list[dict[str, list[str]]] | None, imported: list[dict[str, list[str]]] | None) -> None:
+    """Write splits.json when it is missing, imported or renewed; keep it otherwise (``settled_splits``)."""
+    finished = summary.finished
+    if imported is None and len(finished) < cfg.nfolds and (existing is None or cfg.new_splits):
+        logger.warning("%d cases for %d folds; writing %d folds", len(finished), cfg.nfolds, len(finished))
+    try:
+        splits = settled_splits(existing, finished, nfolds=cfg.nfolds, imported=imported, renew=cfg.new_splits,
+                                failed=list(summary.failed))
+    except CaseSetChanged as changed:
+        _refuse_case_set(out, changed, len(finished))
+    if splits is not None:
+        write_splits(out, splits)
+    elif existing is not None and imported is None and len(existing) != min(cfg.nfolds, len(finished)):
+        logger.info("keeping %s (%d folds; %s makes %d new ones)", storage.display(storage.join(out, SPLITS_FILE)),
+                    len(existing), flag_name("new_splits"), min(cfg.nfolds, len(finished)))
+
+
+def _refuse_case_set(out: str, changed: CaseSetChanged, n_cases: int) -> NoReturn:
+    # Named as a command, not a bare flag: cv and tune preprocess a raw dataset too, without these flags.
+    raise ConfigError(f"{storage.display(storage.join(out, SPLITS_FILE))}: {changed}; training runs use these folds, "
+                      f"so they are kept: rerun `nnunet-ray preprocess` with {flag_name('new_splits')} to make new "
+                      f"folds over the {n_cases} cases (runs trained on the old ones then refuse to resume) or with "
+                      f"{flag_name('splits')} FILE to import folds") from changed
 
 
 def summary_json(summary: PreprocessSummary) -> str:
     """A machine-readable summary line (printed by the CLI after the human one)."""
     return json.dumps({"out_dir": storage.display(summary.out_dir), "done": len(summary.done),
-                       "skipped": len(summary.skipped), "failed": summary.failed,
+                       "reprocessed": len(summary.reprocessed), "skipped": len(summary.skipped),
+                       "failed": summary.failed,
                        "seconds": round(summary.seconds, 2)})

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from nnunet_ray.data import storage
 from nnunet_ray.training.checkpoint import epoch_dir_name
 
@@ -55,7 +57,7 @@ STORAGE_LOGGER = "ray.train._internal.storage"
 def name_trial_checkpoints_by_epoch() -> None:
     """In a Tune function trainable: persist each checkpoint it reports as ``epoch_NNNN`` (the reported metrics'
     ``epoch``), the layout Ray Train runs have, instead of Tune's ``checkpoint_NNNNNN``; without a log line per
-    checkpoint (rank 0's epoch line says it)."""
+    checkpoint (rank 0's epoch line says it); on object storage uploaded file by file, each checked."""
     from ray.train._internal.session import get_session
 
     logging.getLogger(STORAGE_LOGGER).setLevel(logging.WARNING)
@@ -74,6 +76,15 @@ def _epoch_named_storage_class() -> type:
         @property
         def checkpoint_dir_name(self) -> str:
             return epoch_dir_name(self.current_checkpoint_index)
+
+        def persist_current_checkpoint(self, checkpoint):  # Ray's signature: a ray.train Checkpoint in and out
+            # On object storage through storage.upload_to: Ray's copy (pyarrow.fs.copy_files) ignores a failed
+            # upload and Tune registers a checkpoint without its files; this raises StorageError naming the object
+            # before anything is registered, so the trial restarts from the last whole checkpoint.
+            if isinstance(self.storage_filesystem, pafs.LocalFileSystem):
+                return super().persist_current_checkpoint(checkpoint)
+            storage.upload_to(checkpoint.path, self.storage_filesystem, self.checkpoint_fs_path)
+            return checkpoint.__class__(filesystem=self.storage_filesystem, path=self.checkpoint_fs_path)
 
     return EpochNamedStorage
 

@@ -51,7 +51,7 @@ def storage_location(results: str) -> tuple[str, pafs.FileSystem | None]:
 
 
 def location_of(results: str, fs_path: str) -> str:
-    """The location (path or URI, with the root's credentials and options) of a path Ray reports in storage."""
+    """The location (path or URI, with the root's options) of a path Ray reports in storage."""
     if not storage.is_uri(results):
         return fs_path
     scheme_and_user = results.split("?", 1)[0]
@@ -156,13 +156,26 @@ class LogMirror:
                 shutil.rmtree(self.local_dir, ignore_errors=True)
 
 
+def upload_checkpoint(checkpoint: Checkpoint, dir_name: str) -> Checkpoint:
+    """Ray Train's ``checkpoint_upload_fn`` for a results root on object storage: the checkpoint's files go up
+    through ``storage.upload_to``, so an upload that fails (the store unreachable) fails the report naming the
+    object, where Ray's own copy (``pyarrow.fs.copy_files``) ignores the failure and registers a checkpoint whose
+    files never arrived. The destination is the one Ray would use: ``<run folder>/<dir_name>``."""
+    run = ray.train.get_context().get_storage()
+    path = f"{run.experiment_fs_path.rstrip('/')}/{dir_name}"
+    storage.upload_to(checkpoint.path, run.storage_filesystem, path)
+    return Checkpoint(path=path, filesystem=run.storage_filesystem)
+
+
 def epoch_reporter(mirror: LogMirror | None, upload: str) -> Callable[[dict, Path | None], None]:
     """``fit``'s report callback: rank 0 uploads its logs, then every rank reports (Ray's barrier).
 
     With ``upload="async"`` rank 0's checkpoint is copied to a folder Ray owns and uploads in the background
-    (deleting it afterwards), because ``fit`` removes its own temporary folder as soon as the report returns.
+    (deleting it afterwards), because ``fit`` removes its own temporary folder as soon as the report returns. On
+    object storage ``upload_checkpoint`` uploads it.
     """
     mode = UPLOAD_MODES[upload]
+    upload_fn = upload_checkpoint if mirror is not None and mirror.remote else None  # only rank 0 has a checkpoint
 
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
         if mirror is not None:
@@ -174,6 +187,6 @@ def epoch_reporter(mirror: LogMirror | None, upload: str) -> Callable[[dict, Pat
                 checkpoint_dir = Path(shutil.copytree(checkpoint_dir, owned, dirs_exist_ok=True))
             checkpoint = Checkpoint.from_directory(str(checkpoint_dir))
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=epoch_dir_name(metrics["epoch"]),
-                         checkpoint_upload_mode=mode)
+                         checkpoint_upload_mode=mode, checkpoint_upload_fn=upload_fn)
 
     return report

@@ -27,11 +27,13 @@ from ray.tune.search import Searcher
 from nnunet_ray.config import TuneConfig, parse_int_list
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.cv import trial_train_config
-from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, experiment_folder,
-                                               load_spec, raise_failed_trials, run_tuner, validate_trials)
+from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, check_options,
+                                               experiment_folder, load_spec, raise_failed_trials, run_tuner,
+                                               validate_trials)
 from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
 from nnunet_ray.distributed.fold_run import SCORE, devices_held
-from nnunet_ray.distributed.trial_data import check_folds, preprocess_raw, resolve_data
+from nnunet_ray.distributed.trial_spec import check_resume_options
+from nnunet_ray.distributed.trial_data import check_folds, check_resumed_splits, preprocess_raw, resolve_data
 
 RESULTS_CSV = "tune_results.csv"
 BEST_CONFIG = "best_config.json"
@@ -49,6 +51,7 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
         ConfigError / DatasetError: bad input, before Ray starts; RunError: trials failed for good.
     """
     cfg.validate()
+    storage.check_writable_here(cfg.results, "results")
     space = search_space(cfg)
     sweep, searcher = _search(cfg, space)
     folds, dim = parse_int_list(cfg.folds, "folds"), cfg.train.dim
@@ -60,7 +63,10 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep, engine=cfg.engine)
     if cfg.resume:
         spec = dataclasses.replace(load_spec(path), sweep=spec.sweep)
+        check_resume_options(cfg, spec)
+        check_resumed_splits(path, spec.data_dirs)  # its runs' folds must still be the data's
     elif data.raw:
+        check_options(spec, candidates(space))
         preprocess_raw(data, address=base.address)
     if not cfg.resume:
         validate_trials(spec, candidates(space))  # every patch size / value, before any trial starts

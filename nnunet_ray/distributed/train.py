@@ -180,6 +180,7 @@ def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
         return benchmark_train(cfg)
     start = time.perf_counter()
     cfg, name, run_dir = prepare_fold(cfg)
+    storage.check_writable_here(cfg.results, "results")
     exists = run_exists(run_dir)
     if exists and not cfg.resume_training:
         raise ConfigError(f"{flag_name('experiment')}: a run named {name!r} already exists in "

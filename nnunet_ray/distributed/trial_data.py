@@ -1,7 +1,8 @@
 """The data of a ``cv`` / ``tune`` experiment: a raw dataset (preprocessed first) or preprocessed folders.
 
 Everything here that can fail on bad input runs before Ray starts: the dataset must have labels, the folds must
-exist, a ``--config`` file must name real training options.
+exist, a ``--config`` file must name real training options, and ``--resume`` must find the folds its runs were
+trained on.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from typing import Any
 
 from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.locations import SPLITS_FILE, open_raw_dataset, read_plans, read_splits
+from nnunet_ray.distributed.run_storage import resume_view
 from nnunet_ray.planning.schema import PLANS_FILE, PlansError
+from nnunet_ray.training.resume import check_splits, data_splits_hash, latest_checkpoint
 
 RAW_FOLDS = PreprocessConfig().nfolds  # folds written when cv preprocesses a raw dataset itself
 
@@ -97,6 +101,31 @@ def check_folds(data: ExperimentData, folds: tuple[int, ...]) -> None:
         if bad:
             raise ConfigError(f"{flag_name('folds')}: fold {bad[0]} does not exist: {dim}d data has {n_folds} "
                               f"folds (0-{n_folds - 1})")
+
+
+def check_resumed_splits(path: str, data_dirs: dict[int, str]) -> None:
+    """``--resume``: every run of the experiment at ``path`` trained on the folds its dim's data holds now.
+
+    A `preprocess --new-splits` in between would otherwise continue the unfinished folds (and summarise the finished
+    ones) on other folds than they started with. Runs recorded before the splits hash existed are accepted.
+
+    Args:
+        path: the experiment folder (path or URI), one run folder per trial (``<dim>d_fold<F>...``).
+        data_dirs: dim -> the preprocessed folder the trials train on (the experiment's spec).
+
+    Raises:
+        ConfigError: naming --data and the first run trained on other folds (``training.resume.check_splits``).
+    """
+    current = {dim: data_splits_hash(folder) for dim, folder in data_dirs.items()}
+    for name in storage.list_names(path):
+        match = re.match(r"(\d)d_fold\d+", name)
+        if match is None or int(match.group(1)) not in current:
+            continue
+        with resume_view(storage.join(path, name)) as local:
+            checkpoint = latest_checkpoint(local)
+            if checkpoint is not None:
+                saved = json.loads((checkpoint / "config.json").read_text())
+                check_splits(saved, current[int(match.group(1))], name)
 
 
 def preprocess_raw(data: ExperimentData, *, address: str) -> None:

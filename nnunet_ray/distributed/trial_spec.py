@@ -8,7 +8,7 @@ from typing import Any
 
 from ray import tune
 
-from nnunet_ray.config import ConfigError, TrainConfig, flag_name, from_dict
+from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, flag_name, from_dict, parse_int_list
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
 
@@ -106,3 +106,45 @@ def declared_resources(spec: TrialSpec, cluster: dict[str, float] | None = None)
     if DRIVER_RESOURCE in (cluster or {}):
         return {"cpu": 0.0, DRIVER_RESOURCE: 1.0}
     return {"cpu": DRIVER_CPUS}
+
+
+def check_resume_options(cfg: Any, spec: TrialSpec) -> None:
+    """``--resume`` continues with exactly the options the experiment started with: a flag given on the resume with
+    another value than the experiment's would be silently ignored, so it is refused, naming every such flag.
+
+    Args:
+        cfg: the ``CVConfig`` / ``TuneConfig`` of the resume (its ``train`` with any ``--config`` file applied).
+        spec: the experiment's own options (``experiment.json``).
+
+    Raises:
+        ConfigError: naming the flags whose values differ, with the experiment's values.
+    """
+    defaults, fixed = TrainConfig(), set(TRIAL_FIELDS) | {"address", "dim"}
+    given = {f.name: getattr(cfg.train, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in fixed
+             and getattr(cfg.train, f.name) != getattr(defaults, f.name)}
+    theirs = {name: getattr(spec.base, name) for name in given}
+    given |= _trial_shape(cfg, type(cfg)())
+    theirs |= {"dims": spec.dims, "folds": spec.folds, "gpus_per_trial": spec.base.gpus,
+               "workers_per_trial": spec.base.workers, "engine": spec.engine}
+    changed = [f"{flag_name(name)} {_shown(value)} (the experiment's: {_shown(theirs[name])})"
+               for name, value in given.items() if value != theirs[name]]
+    if changed:
+        raise ConfigError(f"{flag_name('resume')}: continues with the experiment's own options; these differ: "
+                          f"{'; '.join(changed)}. Drop them, or start a new experiment with --name")
+
+
+def _trial_shape(cfg: Any, defaults: Any) -> dict[str, Any]:
+    """The grid and resource flags given with values other than their defaults (``dims`` / ``folds`` parsed)."""
+    shape: dict[str, Any] = {}
+    for name in ("dims", "folds", "gpus_per_trial", "workers_per_trial", "engine"):
+        value = getattr(cfg, name, None)
+        if value is not None and value != getattr(defaults, name):
+            shape[name] = parse_int_list(value, name) if name in ("dims", "folds") else value
+    return shape
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "none"
+    return f"{value:g}" \
+        if isinstance(value, float) else str(value)

@@ -1,10 +1,12 @@
 """``nnunet-ray evaluate``: score a folder of predicted label maps against reference labels.
 
-    nnunet-ray evaluate --preds PRED_DIR --labels LABELS_DIR [--nsd-tolerance 1.0]
+    nnunet-ray evaluate --preds PRED_DIR --labels LABELS_DIR [--nsd-tolerance 1.0] [--allow-missing]
 
 Every ``<case>.nii.gz`` (or ``.nii``) in ``--preds`` is paired with the file of the same name in ``--labels``.
 Before any metric is computed, each pair's headers are checked: a missing label, or a prediction whose shape or
-affine differs from its label's, is a one-line error naming the case. Spacing comes from the label's header.
+affine differs from its label's, is a one-line error naming the case. Labels without a prediction are an error too
+(a half-finished prediction folder must not score as a whole one), listing them; ``--allow-missing`` scores the
+cases that have one and records how many had none. Spacing comes from the label's header.
 Writes ``summary.json`` and ``summary.csv`` (per case and class, then per-class and overall means).
 """
 
@@ -14,7 +16,8 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -30,37 +33,72 @@ from nnunet_ray.evaluation.surface import case_metrics
 log = logging.getLogger(__name__)
 METRICS = ("dice", "hd95", "nsd")
 PREDICT_RECORD = "predict.json"  # written by `nnunet-ray predict`; names the classes
+SHOWN = 5  # case ids an error or a summary line lists before "..."
 
 
-def pair_cases(preds: str | Path, labels: str | Path) -> list[tuple[str, Path, Path]]:
-    """(case_id, prediction, label) for every prediction, after checking shapes and affines from the headers.
+@dataclass(frozen=True)
+class Pairs:
+    """The cases to score: ``pairs`` (case_id, prediction, label), and ``missing``: ids of labels without a
+    prediction (scored only with ``allow_missing``)."""
+
+    pairs: list[tuple[str, Path, Path]]
+    missing: list[str]
+
+
+def _nifti_files(folder: Path) -> dict[str, Path]:
+    """Case id -> file of every ``<case>.nii.gz`` / ``<case>.nii`` in ``folder`` (hidden files skipped)."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        case_id = strip_nifti_suffix(path.name)
+        if case_id is not None and not path.name.startswith(".") and case_id not in files:
+            files[case_id] = path
+    return files
+
+
+def pair_cases(preds: str | Path, labels: str | Path, *, cases: Sequence[str] | None = None) -> Pairs:
+    """Pair every prediction with its label, after checking shapes and affines from the headers.
+
+    Args:
+        preds: local folder of predicted label maps.
+        labels: local folder of reference label maps.
+        cases: score only these case ids (default: every label in ``labels``).
 
     Raises:
         DatasetError: a folder is missing or ``preds`` holds no prediction.
-        CaseError: a case has no label file, or its prediction's shape or affine differs from the label's.
+        CaseError: a case has no label file, a file is unreadable, or a prediction's shape or affine differs from
+            its label's.
     """
     preds, labels = Path(preds), Path(labels)
     for folder, flag in ((preds, "--preds"), (labels, "--labels")):
         if not folder.is_dir():
             raise DatasetError(f"{flag}: {folder} is not a folder")
+    predicted, reference = _nifti_files(preds), _nifti_files(labels)
+    wanted = sorted(reference) if cases is None else sorted(cases)
     pairs = []
-    for path in sorted(preds.iterdir()):
-        case_id = strip_nifti_suffix(path.name)
-        if case_id is None or path.name.startswith("."):
+    for case_id, path in predicted.items():
+        if cases is not None and case_id not in wanted:
             continue
-        label = next((labels / f"{case_id}{s}" for s in (".nii.gz", ".nii") if (labels / f"{case_id}{s}").is_file()),
-                     None)
-        if label is None:
+        if case_id not in reference:
             raise CaseError(case_id, f"no label file {case_id}.nii.gz in {labels}")
-        _check_geometry(case_id, path, label)
-        pairs.append((case_id, path, label))
+        _check_geometry(case_id, path, reference[case_id])
+        pairs.append((case_id, path, reference[case_id]))
     if not pairs:
         raise DatasetError(f"--preds: {preds} holds no predictions (<case>.nii.gz)")
-    return pairs
+    return Pairs(pairs, [case_id for case_id in wanted if case_id not in predicted])
+
+
+def _header(case_id: str, path: Path, what: str) -> nib.Nifti1Image:
+    """The image of ``path`` with only its header read (``what``: "prediction" or "label", for the error)."""
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds for a damaged file; one line names it
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CaseError(case_id, f"cannot read {what} {path.name} (corrupt or truncated?): "
+                                 f"{type(exc).__name__}: {problem}") from exc
 
 
 def _check_geometry(case_id: str, pred: Path, label: Path) -> None:
-    p, g = nib.load(str(pred)), nib.load(str(label))
+    p, g = _header(case_id, pred, "prediction"), _header(case_id, label, "label")
     if p.shape[:3] != g.shape[:3]:
         raise CaseError(case_id, f"prediction shape {p.shape[:3]} != label shape {g.shape[:3]} (x, y, z)")
     if not np.allclose(p.affine, g.affine, atol=AFFINE_ATOL):
@@ -76,16 +114,17 @@ def class_names(preds: str | Path, pairs: list[tuple[str, Path, Path]]) -> dict[
         labels = json.loads(record.read_text()).get("labels") or {}
         if labels:
             return {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(k) > 0}
-    highest = max(int(_read(case_id, label)[0].max()) for case_id, _, label in pairs)
+    highest = max(int(_read(case_id, label, "label")[0].max()) for case_id, _, label in pairs)
     return {c: str(c) for c in range(1, max(highest, 1) + 1)}
 
 
-def _read(case_id: str, path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    volume = read_label(CaseFiles(case_id, (), label=path))
+def _read(case_id: str, path: Path, what: str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    volume = read_label(CaseFiles(case_id, (), label=path), what=what)
     return volume.array[0], volume.spacing
 
 
 def evaluate_folders(preds: str | Path, labels: str | Path, *, tolerance: float = 1.0, out: str | Path = "",
+                     cases: Sequence[str] | None = None, allow_missing: bool = False,
                      progress: Callable[[str], None] = log.info) -> dict:
     """Score every prediction; write ``summary.json`` and ``summary.csv`` to ``out`` (default: ``preds``).
 
@@ -95,33 +134,47 @@ def evaluate_folders(preds: str | Path, labels: str | Path, *, tolerance: float 
         labels: folder of reference label maps with the same file names (a path or a URI).
         tolerance: NSD tolerance in mm.
         out: where the summaries go (a path or a URI).
+        cases: score only these case ids (default: every label in ``labels``).
+        allow_missing: score the cases that have a prediction when some labels have none (else an error).
         progress: called with one line per case.
 
     Returns:
         The summary: ``classes``, ``nsd_tolerance_mm``, ``cases`` (per case and class), ``per_class`` means,
-        ``mean`` (over classes), ``n_cases``.
+        ``mean`` (over classes), ``n_cases``, ``n_missing`` and ``missing`` (labels without a prediction).
 
     Raises:
-        DatasetError, CaseError: see :func:`pair_cases`; a label holding values outside the classes.
+        DatasetError: see :func:`pair_cases`; labels without a prediction (unless ``allow_missing``).
+        CaseError: see :func:`pair_cases`; a label or prediction holding values outside the classes.
     """
     for folder, flag in ((preds, "--preds"), (labels, "--labels")):
         if not storage.is_dir(folder):
             raise DatasetError(f"{flag}: {storage.display(folder)} is not a folder")
     with storage.local_copy(preds, keep=lambda name: not name.endswith(".npz")) as local_preds, \
-            storage.local_copy(labels) as local_labels, storage.writable_folder(out or preds) as out_dir:
-        return _score_folders(local_preds, local_labels, tolerance=tolerance, out_dir=out_dir, progress=progress)
+            storage.local_copy(labels) as local_labels:
+        found = pair_cases(local_preds, local_labels, cases=cases)
+        if found.missing and not allow_missing:
+            raise DatasetError(f"--preds: {len(found.missing)} label(s) in {storage.display(labels)} have no "
+                               f"prediction in {storage.display(preds)}: {_first(found.missing)} (--allow-missing "
+                               f"scores the {len(found.pairs)} that have one)")
+        with storage.writable_folder(out or preds) as out_dir:
+            return _score_folders(local_preds, found, tolerance=tolerance, out_dir=out_dir, progress=progress)
 
 
-def _score_folders(preds: Path, labels: Path, *, tolerance: float, out_dir: Path,
+def _first(case_ids: Sequence[str]) -> str:
+    """The first few ids, comma-separated, "..." when there are more."""
+    return ", ".join(case_ids[:SHOWN]) + (", ..." if len(case_ids) > SHOWN else "")
+
+
+def _score_folders(preds: Path, found: Pairs, *, tolerance: float, out_dir: Path,
                    progress: Callable[[str], None]) -> dict:
-    """``evaluate_folders`` on local folders."""
-    pairs = pair_cases(preds, labels)
+    """``evaluate_folders`` on a local predictions folder and its checked pairs."""
+    pairs = found.pairs
     names = class_names(preds, pairs)
     n_classes = max(names) + 1
     cases = []
     for index, (case_id, pred_path, label_path) in enumerate(pairs, start=1):
-        label, spacing = _read(case_id, label_path)
-        pred, _ = _read(case_id, pred_path)
+        label, spacing = _read(case_id, label_path, "label")
+        pred, _ = _read(case_id, pred_path, "prediction")
         try:
             per_class = case_metrics(pred, label, spacing, n_classes, tolerance=tolerance)
         except ValueError as exc:
@@ -133,7 +186,7 @@ def _score_folders(preds: Path, labels: Path, *, tolerance: float, out_dir: Path
                  for name in names.values()}
     summary = {"n_cases": len(cases), "classes": {str(k): v for k, v in names.items()}, "nsd_tolerance_mm": tolerance,
                "mean": {k: float(np.mean([m[k] for m in per_class.values()])) for k in METRICS},
-               "per_class": per_class, "cases": cases}
+               "per_class": per_class, "cases": cases, "n_missing": len(found.missing), "missing": found.missing}
     save_json(out_dir / "summary.json", summary)
     save_text(out_dir / "summary.csv", summary_csv(summary))
     return summary
@@ -159,4 +212,6 @@ def summary_table(summary: dict) -> str:
     rows = [header, "-" * len(header)]
     for name, m in [*summary["per_class"].items(), ("mean", summary["mean"])]:
         rows.append(f"{name:<16}{m['dice']:>8.4f}{m['hd95']:>10.2f}{m['nsd']:>12.4f}")
-    return "\n".join(rows) + f"\n({summary['n_cases']} cases)"
+    missing = summary.get("n_missing", 0)
+    note = f"; {missing} label(s) without a prediction not scored: {_first(summary['missing'])}" if missing else ""
+    return "\n".join(rows) + f"\n({summary['n_cases']} cases{note})"

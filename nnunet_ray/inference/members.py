@@ -23,7 +23,8 @@ from nnunet_ray.config import ConfigError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import Plans, load_plans
 from nnunet_ray.training.checkpoint import (CONFIG_FILE, MODEL_FILE, best_checkpoint, is_checkpoint,
-                                            model_kwargs)
+                                            load_file, model_kwargs)
+from nnunet_ray.training.resume import SPLITS_HASH_KEY
 
 BEST_CONFIGURATION = "best_configuration.json"
 
@@ -90,7 +91,7 @@ def load_member(directory: str | Path) -> Member:
     directory = Path(directory).resolve()
     return Member(path=str(directory), plans=load_plans(directory),
                   config=json.loads((directory / CONFIG_FILE).read_text()),
-                  weights=torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
+                  weights=load_file(directory / MODEL_FILE))
 
 
 def run_folders(root: str | Path) -> list[Path]:
@@ -152,7 +153,8 @@ def chosen_dims(folder: str | Path) -> list[int] | None:
 
 
 def check_compatible(members: Sequence[Member], *, flag: str = "--models") -> None:
-    """Members can only be averaged when they agree on the classes and the input channels.
+    """Members can only be averaged when they agree on the classes and the input channels, and were trained on the
+    same folds (the folds of one cross-validation; checkpoints from before the splits hash was recorded pass).
 
     Raises:
         ConfigError: naming the first member that differs from the first one.
@@ -163,3 +165,21 @@ def check_compatible(members: Sequence[Member], *, flag: str = "--models") -> No
             if getattr(member, key) != getattr(first, key):
                 raise ConfigError(f"{flag}: {member.path} has {key} {getattr(member, key)} but {first.path} has "
                                   f"{getattr(first, key)}; an ensemble needs the same classes and channels")
+    check_same_splits([(member.path, member.config) for member in members], flag=flag)
+
+
+def check_same_splits(runs: Sequence[tuple[str, dict]], *, flag: str) -> None:
+    """Runs trained on different splits.json folds (``splits_hash`` in their config.json) are refused together.
+
+    Args:
+        runs: (checkpoint or run, its config.json) pairs; a config without ``splits_hash`` is not compared.
+
+    Raises:
+        ConfigError: naming ``flag`` and two runs trained on different folds.
+    """
+    recorded = [(where, config[SPLITS_HASH_KEY]) for where, config in runs if config.get(SPLITS_HASH_KEY)]
+    for where, splits_hash in recorded[1:]:
+        if splits_hash != recorded[0][1]:
+            raise ConfigError(f"{flag}: {where} was trained on other folds (splits hash {splits_hash}) than "
+                              f"{recorded[0][0]} (splits hash {recorded[0][1]}); ensemble members must come from "
+                              "one cross-validation")

@@ -2,8 +2,9 @@
 
 The label map keeps the input image's header (qform/sform codes, units, pixdim) and affine and is stored as
 uint8; ``--save-probabilities`` adds ``<case>.npz`` holding ``probabilities``, float16 ``(K, Z, Y, X)`` on the same
-grid. Every file is written under a temporary name and renamed, the label map last: a case is done when its
-label map exists (and its probabilities, when asked for), so an interrupted run redoes only unfinished cases.
+grid. Every file is written under a temporary name and renamed, the label map last, so a file is never seen
+half-written. Which cases of a folder are done, and by which ensemble, is ``predict.json``'s to say
+(``nnunet_ray.inference.record``): a case is always written here, replacing any file of the same name.
 """
 
 from __future__ import annotations
@@ -34,11 +35,6 @@ def output_files(out_dir: str | Path, case_id: str, *, save_probabilities: bool)
     return [Path(out_dir) / name for name in output_names(case_id, save_probabilities=save_probabilities)]
 
 
-def is_done(out_dir: str | Path, case_id: str, *, save_probabilities: bool) -> bool:
-    """Whether every output file of the case exists."""
-    return all(p.is_file() for p in output_files(out_dir, case_id, save_probabilities=save_probabilities))
-
-
 def write_prediction(out_dir: str | Path, case: CaseFiles, probs: np.ndarray, *, save_probabilities: bool,
                      largest_component: Sequence[int] = ()) -> Path:
     """Write one case's outputs atomically (probabilities first, the label map last).
@@ -65,7 +61,8 @@ def write_prediction(out_dir: str | Path, case: CaseFiles, probs: np.ndarray, *,
 
 def predict_case(predict: Callable[[CaseFiles], np.ndarray], case: CaseFiles, out_dir: str | Path, *,
                  save_probabilities: bool, largest_component: Sequence[int] = ()) -> dict:
-    """Predict and write one case; a failure is returned, never raised, so the other cases go on.
+    """Predict and write one case (replacing its earlier outputs); a failure is returned, never raised, so the other
+    cases go on.
 
     Args:
         predict: case -> ``(K, Z, Y, X)`` probabilities on the original grid (an ``EnsemblePredictor``).
@@ -75,16 +72,13 @@ def predict_case(predict: Callable[[CaseFiles], np.ndarray], case: CaseFiles, ou
         largest_component: post-processing, see :func:`write_prediction`.
 
     Returns:
-        ``{"case_id", "status": "done" | "skipped" | "failed", "error": "<case_id>: <problem>" | None, "seconds"}``.
+        ``{"case_id", "status": "done" | "failed", "error": "<case_id>: <problem>" | None, "seconds"}``.
     """
     start = time.perf_counter()
     record = {"case_id": case.case_id, "status": "done", "error": None}
     try:
-        if is_done(out_dir, case.case_id, save_probabilities=save_probabilities):
-            record["status"] = "skipped"
-        else:
-            write_prediction(out_dir, case, predict(case), save_probabilities=save_probabilities,
-                             largest_component=largest_component)
+        write_prediction(out_dir, case, predict(case), save_probabilities=save_probabilities,
+                         largest_component=largest_component)
     except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
         error = str(exc) if isinstance(exc, CaseError) else f"{case.case_id}: {type(exc).__name__}: {exc}"
         record.update(status="failed", error=error.splitlines()[0] if error else case.case_id)

@@ -4,9 +4,11 @@ This is the function the Ray layer maps over a dataset; it never raises for a ba
 ``<case>_x.npy`` float32 ``(C, Z, Y, X)``, ``<case>_y.npy`` uint8 ``(1, Z, Y, X)`` (not in test mode) and
 ``<case>.json`` with ``case_id``, ``plans_hash`` (the plans' ``preprocessing_hash``), ``mode``, ``original_shape``,
 ``original_spacing``, ``affine``, ``crop_box``, ``target_spacing``, ``anisotropic_axis`` (the resampling's, so the
-inverse repeats it exactly), ``resampled_shape``, ``pad``, ``shape`` and ``foreground``. Each file is written under a
-temporary name and renamed; the json goes last and marks the case done, so a rerun skips finished cases and redoes
-half-written or stale ones (another preprocessing hash: only plans fields that change the arrays count).
+inverse repeats it exactly), ``resampled_shape``, ``pad``, ``shape``, ``foreground`` and ``raw_files`` (the
+fingerprint of the raw input files, ``raw_files.py``). Each file is written under a temporary name and renamed; the
+json goes last and marks the case done, so a rerun skips finished cases and redoes half-written or stale ones
+(another preprocessing hash: only plans fields that change the arrays count) and those whose raw files changed since
+("reprocessed").
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from nnunet_ray.data.types import CaseError, CaseFiles
 from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
 from nnunet_ray.preprocessing.normalize import channel_schemes, normalize
+from nnunet_ray.preprocessing.raw_files import CHANGED, RAW_FILES_KEY, check_raw_files, raw_file_records
 from nnunet_ray.preprocessing.resample import (anisotropic_axis, resample_image, resample_label, resample_mask,
                                                resampled_shape)
 
 MODES = ("training", "val", "test")
+# done_state's answers: the case is written and current / must be (re)written / is written but its raw files changed.
+UP_TO_DATE, NOT_DONE, RAW_CHANGED = "up_to_date", "not_done", "raw_changed"
 MAX_FOREGROUND_SAMPLES = 1000  # voxel coordinates kept per class for foreground-oversampled crops
 
 
@@ -194,22 +199,37 @@ def _write(out_dir: Path, case_id: str, arrays: dict[str, np.ndarray], props: di
     save_json(out_dir / f"{case_id}.json", props, indent=None)
 
 
-def is_done(out_dir: str | Path, case_id: str, plans_hash: str, mode: str) -> bool:
-    """Whether ``<case>.json`` exists for this preprocessing hash and mode and its arrays are there.
+def done_state(out_dir: str | Path, case: CaseFiles, plans_hash: str, mode: str) -> str:
+    """Whether ``case`` is done in ``out_dir``: the one definition of "this case needs no work".
+
+    Done means ``<case>.json`` records this preprocessing hash and mode, its arrays exist, and its raw files are the
+    ones recorded (``raw_files.check_raw_files``; a case written before that record existed counts as done). When
+    only the files' times moved (a copy, a staged ``s3://`` root), the record is rewritten with the new times.
 
     Args:
         out_dir: the preprocessed folder, a path or a URI (``s3://``...; see ``nnunet_ray.data.storage``).
+        case: the case's raw files as ``mode`` uses them (no label in ``"test"`` mode).
+
+    Returns:
+        ``UP_TO_DATE``, ``NOT_DONE`` (missing, half-written, other hash or mode) or ``RAW_CHANGED``.
     """
+    location = storage.join(out_dir, f"{case.case_id}.json")
     try:
-        props = json.loads(storage.read_text(storage.join(out_dir, f"{case_id}.json")))
+        props = json.loads(storage.read_text(location))
     except (OSError, ValueError):
-        return False
+        return NOT_DONE
     suffixes = ("_x.npy",) if mode == "test" else ("_x.npy", "_y.npy")
-    return (
-        props.get("plans_hash") == plans_hash
-        and props.get("mode") == mode
-        and all(storage.is_file(storage.join(out_dir, f"{case_id}{s}")) for s in suffixes)
-    )
+    written = (isinstance(props, dict) and props.get("plans_hash") == plans_hash and props.get("mode") == mode
+               and all(storage.is_file(storage.join(out_dir, f"{case.case_id}{s}")) for s in suffixes))
+    if not written:
+        return NOT_DONE
+    state, refreshed = check_raw_files(props.get(RAW_FILES_KEY), case)
+    if state == CHANGED:
+        return RAW_CHANGED
+    if refreshed is not None:
+        with contextlib.suppress(OSError):  # a read-only root: the next rerun hashes the files again, that is all
+            storage.write_json(location, {**props, RAW_FILES_KEY: refreshed}, indent=None)
+    return UP_TO_DATE
 
 
 def stale_cases(out_dir: str | Path, case_ids: Iterable[str], plans_hash: str) -> list[str]:
@@ -234,7 +254,17 @@ def stale_cases(out_dir: str | Path, case_ids: Iterable[str], plans_hash: str) -
     return stale
 
 
-def preprocess_case(case: CaseFiles, plans: Plans, out_dir: Path, *, mode: str = "training") -> dict:
+def _mode_files(case: CaseFiles, mode: str) -> CaseFiles:
+    """The files ``mode`` reads: test mode ignores the label, the others need one."""
+    if mode == "test":
+        return dataclasses.replace(case, label=None)
+    if case.label is None:
+        raise CaseError(case.case_id, f"{mode} mode needs a label file")
+    return case
+
+
+def preprocess_case(case: CaseFiles, plans: Plans, out_dir: Path, *, mode: str = "training",
+                    done_in: str | Path | None = None) -> dict:
     """Preprocess one case into ``out_dir`` (see the module docstring for the files).
 
     Args:
@@ -242,10 +272,12 @@ def preprocess_case(case: CaseFiles, plans: Plans, out_dir: Path, *, mode: str =
         plans: the dataset's plans.
         out_dir: the preprocessed folder, created if missing.
         mode: ``"training"`` (pad to the patch size), ``"val"`` (no padding) or ``"test"`` (no label).
+        done_in: where a finished case is looked for (``done_state``), default ``out_dir``: a results root on a
+            URI, when ``out_dir`` is the local scratch folder the case is written to before its upload.
 
     Returns:
-        ``{"case_id", "status": "done" | "skipped" | "failed", "error": "<case_id>: <problem>" | None,
-        "seconds"}``.
+        ``{"case_id", "status": "done" | "reprocessed" (its raw files changed) | "skipped" | "failed",
+        "error": "<case_id>: <problem>" | None, "seconds"}``.
 
     Raises:
         ValueError: an unknown ``mode`` (a caller bug, not a bad case).
@@ -255,16 +287,17 @@ def preprocess_case(case: CaseFiles, plans: Plans, out_dir: Path, *, mode: str =
     start, out_dir = time.perf_counter(), Path(out_dir)
     record = {"case_id": case.case_id, "status": "done", "error": None}
     try:
-        if is_done(out_dir, case.case_id, plans.preprocessing_hash, mode):
+        case = _mode_files(case, mode)
+        state = done_state(out_dir if done_in is None else done_in, case, plans.preprocessing_hash, mode)
+        if state == UP_TO_DATE:
             record["status"] = "skipped"
         else:
-            if mode == "test":
-                case = dataclasses.replace(case, label=None)
-            elif case.label is None:
-                raise CaseError(case.case_id, f"{mode} mode needs a label file")
+            raw_files = raw_file_records(case)  # before reading: a file changed meanwhile is seen next time
             arrays, props = _process(case, plans, mode)
-            props = {"case_id": case.case_id, "plans_hash": plans.preprocessing_hash, "mode": mode, **props}
+            props = {"case_id": case.case_id, "plans_hash": plans.preprocessing_hash, "mode": mode, **props,
+                     RAW_FILES_KEY: raw_files}
             _write(out_dir, case.case_id, arrays, props)
+            record["status"] = "reprocessed" if state == RAW_CHANGED else "done"
     except Exception as exc:  # noqa: BLE001 - any failure of one case must not stop the others
         # A failed case leaves nothing behind: no temporary files, no outputs of an older run.
         _remove(_case_files(out_dir, case.case_id, temporary=True))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,24 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
     missing = [name for name in REQUIRED if not (directory / name).is_file()]
     if missing:
         raise CheckpointError(f"{directory}: not a checkpoint (missing {', '.join(missing)})")
-    state = torch.load(directory / STATE_FILE, map_location=map_location, weights_only=True)
-    return {"model": torch.load(directory / MODEL_FILE, map_location=map_location, weights_only=True),
+    state = load_file(directory / STATE_FILE, map_location=map_location)
+    return {"model": load_file(directory / MODEL_FILE, map_location=map_location),
             **state,
             "config": json.loads((directory / CONFIG_FILE).read_text()),
             "plans": load_plans(directory)}
+
+
+def load_file(path: Path, *, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of one checkpoint file.
+
+    Raises:
+        CheckpointError: the file is unreadable (cut short, not a checkpoint), naming it and torch's first sentence.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        reason = str(exc).split(". ")[0].strip().rstrip(".")
+        raise CheckpointError(f"{path}: not a readable checkpoint file ({reason})") from exc
 
 
 def model_kwargs(config: dict) -> dict[str, Any]:
@@ -108,7 +122,7 @@ def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> 
     config = json.loads((directory / CONFIG_FILE).read_text())
     plans = load_plans(directory)
     model = build_unet(plans, **model_kwargs(config))
-    model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
+    model.load_state_dict(load_file(directory / MODEL_FILE))
     return model.to(device).eval(), plans, config
 
 
@@ -147,7 +161,7 @@ class LocalCheckpoints:
     def _stored_best(self) -> float:
         if not (self.best / STATE_FILE).is_file():
             return -math.inf
-        progress = torch.load(self.best / STATE_FILE, weights_only=True)["progress"]
+        progress = load_file(self.best / STATE_FILE)["progress"]
         score = progress.get("metrics", {}).get(self.metric)
         return -math.inf if score is None or math.isnan(score) else float(score)
 
@@ -191,6 +205,6 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
     latest = epochs[-1]
     if not (latest / STATE_FILE).is_file():
         return latest
-    progress = torch.load(latest / STATE_FILE, map_location="cpu", weights_only=True).get("progress", {})
+    progress = load_file(latest / STATE_FILE).get("progress", {})
     best = run_dir / epoch_dir_name(int(progress.get("best_epoch", -1)))
     return best if best in epochs else latest

@@ -5,6 +5,10 @@ model arguments come from what was saved). An option that defines the network or
 change, or every worker would fail on the state dict and be retried ``--max-failures`` times; ``check_resume``
 refuses it on the driver, before any worker starts. Every ``TrainConfig`` field is in exactly one of the two
 tables below (a test enforces it), so a new option has to say which it is.
+
+The folds are fixed too: each checkpoint's config.json also records ``splits_hash`` (``data.folds.splits_hash`` of
+the splits.json the run trained on, stamped by ``record_splits_hash``), and a run is only resumed on the same folds
+(``check_splits``). Runs recorded before the hash existed have none and are accepted.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.config import ConfigError, TrainConfig, flag_name
+from nnunet_ray.data import storage
+from nnunet_ray.data.folds import parse_splits, splits_hash
 from nnunet_ray.planning.schema import Plans, PlansError, load_plans
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_GLOB = "epoch_*"  # the Ray layer names each epoch's checkpoint epoch_NNNN inside the run folder
+SPLITS_HASH_KEY = "splits_hash"  # in a checkpoint's config.json, next to the TrainConfig fields
+SPLITS_FILE = "splits.json"
 
 # Options fixed for the life of a run: what each defines.
 FIXED_ON_RESUME: dict[str, str] = {
@@ -70,7 +78,7 @@ def check_resume(cfg: TrainConfig, plans: Plans, run_dir: str | Path) -> None:
         run_dir: the run's folder (nothing is checked when it holds no checkpoint yet).
 
     Raises:
-        ConfigError: naming the first fixed option that differs (or ``--data`` for other plans).
+        ConfigError: naming the first fixed option that differs (or ``--data`` for other plans or other folds).
     """
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
@@ -85,6 +93,7 @@ def check_resume(cfg: TrainConfig, plans: Plans, run_dir: str | Path) -> None:
             raise ConfigError(f"{flag_name(option)}: {current[option]!r}, but run {name!r} was trained with "
                               f"{before!r} ({meaning} cannot change on resume); start a new --experiment instead")
     _check_plans(plans, checkpoint, name)
+    check_splits(saved, data_splits_hash(cfg.data), name)
     for option, note in FREE_ON_RESUME.items():
         if note and option in saved and _differs(saved[option], current[option]):
             logger.warning("%s: %r (was %r) %s", flag_name(option), current[option], saved[option], note)
@@ -99,3 +108,45 @@ def _check_plans(plans: Plans, checkpoint: Path, name: str) -> None:
         raise ConfigError(f"--data: its plans differ from those run {name!r} was trained with (patch "
                           f"{list(saved.patch_size)} -> {list(plans.patch_size)}, network hash {saved.network_hash} "
                           f"-> {plans.network_hash}); start a new --experiment instead")
+
+
+def data_splits_hash(data: str | Path) -> str | None:
+    """``splits_hash`` of ``<data>/splits.json`` (a folder path or URI), or None when it has none.
+
+    Raises:
+        ConfigError: the file is there but is not a splits file (naming it).
+    """
+    location = storage.join(data, SPLITS_FILE)
+    try:
+        text = storage.read_text(location)
+    except FileNotFoundError:
+        return None
+    try:
+        return splits_hash(parse_splits(text, storage.display(location)))
+    except ValueError as err:
+        raise ConfigError(f"{flag_name('data')}: {err}") from err
+
+
+def record_splits_hash(checkpoint_dir: str | Path, splits_hash_: str | None) -> None:
+    """Add the run's ``splits_hash`` to a checkpoint's config.json (before the checkpoint is persisted)."""
+    if splits_hash_ is None:
+        return
+    path = Path(checkpoint_dir) / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), SPLITS_HASH_KEY: splits_hash_}, indent=1))
+
+
+def check_splits(saved_config: dict, current: str | None, name: str) -> None:
+    """Refuse to continue run ``name`` on other folds than the ones its checkpoint recorded.
+
+    Args:
+        saved_config: the run's checkpoint config.json (no ``splits_hash``: recorded before it existed, accepted).
+        current: ``data_splits_hash`` of the data the run would continue on (None: no splits.json to compare).
+
+    Raises:
+        ConfigError: naming ``--data``, the run and both hashes.
+    """
+    recorded = saved_config.get(SPLITS_HASH_KEY)
+    if recorded is not None and current is not None and recorded != current:
+        raise ConfigError(f"{flag_name('data')}: its splits.json (hash {current}) is not the one run {name!r} was "
+                          f"trained on (hash {recorded}): its validation cases may have been training cases; "
+                          "restore that splits.json, or start a new --experiment")

@@ -134,6 +134,37 @@ def test_an_archive_member_outside_the_dataset_folder_is_refused(mirror, monkeyp
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out" / NAME).exists()
 
 
+def test_an_archive_the_user_placed_is_used_and_left_in_place(served, archive, tmp_path):
+    url, handler = served
+    (tmp_path / f"{NAME}.tar").write_bytes(archive)
+    download.download_task(4, tmp_path, mirror=url)
+    assert handler.ranges == []  # nothing fetched
+    assert (tmp_path / f"{NAME}.tar").read_bytes() == archive and (tmp_path / NAME / "dataset.json").is_file()
+
+
+def test_a_placed_archive_that_does_not_verify_is_refused_and_kept(served, tmp_path):
+    url, handler = served
+    (tmp_path / f"{NAME}.tar").write_bytes(b"the user's own file")
+    with pytest.raises(download.DownloadError, match=f"^{NAME}: .*{NAME}.tar is not the MSD archive"):
+        download.download_task(4, tmp_path, mirror=url)
+    assert (tmp_path / f"{NAME}.tar").read_bytes() == b"the user's own file" and handler.ranges == []
+
+
+def test_extraction_drops_setuid_bits(mirror, monkeypatch, tmp_path):
+    url, handler = mirror
+    raw = make_synthetic_task(SynthConfig(out=str(tmp_path / "src" / NAME), cases=2, test=1, size=16))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(raw, arcname=NAME)
+        info = tarfile.TarInfo(f"{NAME}/run.sh")
+        info.size, info.mode = 2, 0o4755  # setuid, as a hostile archive would ship it
+        tar.addfile(info, io.BytesIO(b"x\n"))
+    handler.files[f"{NAME}.tar"] = buffer.getvalue()
+    monkeypatch.setitem(download.MSD_TASKS, 4, (NAME, hashlib.md5(buffer.getvalue()).hexdigest()))
+    target = download.download_task(4, tmp_path / "out", mirror=url)
+    assert (target / "run.sh").stat().st_mode & 0o7000 == 0
+
+
 def test_cli_download_prints_the_dataset_folder(served, tmp_path, capsys):
     url, _ = served
     assert cli.main(["download", "--task", "04", "--out", str(tmp_path), "--mirror", url]) == 0

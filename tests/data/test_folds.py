@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_ray.data.folds import import_splits, kfold_splits, read_splits, sorted_case_ids, write_splits
+from nnunet_ray.data.folds import (CaseSetChanged, import_splits, kfold_splits, read_splits, settled_splits,
+                                   sorted_case_ids, splits_hash, write_splits)
 
 # nnU-Net writes splits_final.json with KFold(5, shuffle=True, random_state=12345) on the sorted case ids, the
 # same call as NVIDIA's reference. These are folds 0-2 of one such file published for a 30-case dataset
@@ -168,3 +169,41 @@ def test_import_splits_accepts_an_nnunet_v2_file(tmp_path: Path) -> None:
 def test_import_splits_rejects(tmp_path: Path, splits: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         import_splits(_write(tmp_path, splits), ["liver_1", "liver_2", "liver_3"])
+
+
+def test_splits_hash_names_the_folds_not_the_list_order() -> None:
+    splits = kfold_splits(_ids(10), n_splits=5)
+    shuffled = [{"val": fold["val"][::-1], "train": fold["train"][::-1]} for fold in splits]
+    assert splits_hash(shuffled) == splits_hash(splits) and len(splits_hash(splits)) == 16
+    assert splits_hash(splits[::-1]) != splits_hash(splits)  # fold i is another fold
+    assert splits_hash(kfold_splits(_ids(10), n_splits=5, seed=0)) != splits_hash(splits)
+
+
+FIVE = kfold_splits(_ids(10), n_splits=5)
+IMPORTED = [{"train": _ids(10)[5:], "val": _ids(10)[:5]}, {"train": _ids(10)[:5], "val": _ids(10)[5:]}]
+
+
+@pytest.mark.parametrize("existing, case_ids, kwargs, expected", [
+    (None, _ids(10), {}, FIVE),  # no file yet: made
+    (FIVE, _ids(10), {}, None),  # the same cases: kept
+    (IMPORTED, _ids(10), {}, None),  # imported earlier: kept by a plain rerun, whatever --nfolds says
+    (FIVE, _ids(10), {"imported": IMPORTED}, IMPORTED),  # --splits FILE: the explicit choice
+    (IMPORTED, _ids(10), {"imported": IMPORTED}, None),  # --splits FILE equal to what is there: nothing to write
+    (IMPORTED, _ids(11), {"renew": True}, kfold_splits(_ids(11), n_splits=5)),  # --new-splits
+    (FIVE, _ids(9), {"failed": ["case_09"]}, None),  # a case failing now is reported as failed, not a new case set
+    (None, _ids(1), {}, None),  # one case: no folds to make
+])
+def test_settled_splits(existing, case_ids, kwargs, expected) -> None:
+    assert settled_splits(existing, case_ids, nfolds=5, **kwargs) == expected
+
+
+@pytest.mark.parametrize("case_ids, added, removed", [
+    (_ids(11), ["case_10"], []),  # added to dataset.json, or a case that failed before now succeeds
+    (_ids(9), [], ["case_09"]),
+    ([*_ids(9), "new"], ["new"], ["case_09"]),
+])
+def test_a_changed_case_set_is_refused_naming_the_cases(case_ids, added, removed) -> None:
+    with pytest.raises(CaseSetChanged) as err:
+        settled_splits(FIVE, case_ids, nfolds=5)
+    assert (err.value.added, err.value.removed) == (added, removed)
+    assert all(c in str(err.value) for c in added + removed) and "\n" not in str(err.value)

@@ -76,3 +76,12 @@ def test_a_missing_source_is_an_error_and_leaves_nothing(s3_root, tmp_path):
     with pytest.raises(FileNotFoundError):
         staging.stage_folder(storage.join(s3_root, "absent"), "k", root=tmp_path / "stage")
     assert not (tmp_path / "stage" / "k").exists()
+
+
+def test_staging_logs_no_credentials(remote_dataset, tmp_path, caplog):
+    location, _ = remote_dataset  # s3://test:test@bucket/...
+    secret_location = location.replace("test:test@", "AKID:st4g1ng-s3cr3t@")
+    with caplog.at_level("INFO", logger="nnunet_ray.data.staging"):
+        staged = staging.stage_folder(secret_location, "Task_3d_secret", root=tmp_path / "stage")
+    logged = caplog.text + (tmp_path / "stage" / staging.LOG_FILE).read_text() + (staged / staging.MARKER).read_text()
+    assert "staged" in caplog.text and "st4g1ng-s3cr3t" not in logged and "AKID" not in logged

@@ -106,3 +106,22 @@ def test_writable_folder_publishes_its_files_only_when_the_block_succeeds(root):
             (folder / "half.npz").write_text("x")
             raise RuntimeError("the prediction failed")
         assert storage.list_names(storage.join(root, "failed")) == []
+
+
+def test_gz_files_keep_their_bytes_whichever_way_they_travel(root, tmp_path):
+    """pyarrow's streams gzip / gunzip a ``.gz`` name by default: a ``.nii.gz`` must stay the bytes it is."""
+    gz = b"\x1f\x8b\x08\x00 not really gzip"
+    storage.write_bytes(storage.join(root, "written.nii.gz"), gz)
+    assert storage.read_bytes(storage.join(root, "written.nii.gz")) == gz
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "case.nii.gz").write_bytes(gz)
+    storage.upload(tmp_path / "src", storage.join(root, "uploaded"))
+    assert storage.read_bytes(storage.join(root, "uploaded", "case.nii.gz")) == gz
+    storage.download(storage.join(root, "written.nii.gz"), tmp_path / "back.nii.gz")
+    assert (tmp_path / "back.nii.gz").read_bytes() == gz
+
+
+def test_an_unparseable_uri_is_refused_without_its_secret():
+    with pytest.raises(ValueError, match="cannot open") as error:
+        storage.exists("s3://AKID:se/cr3t@bucket/x")  # pyarrow quotes the URI it cannot parse
+    assert "se/cr3t" not in str(error.value)

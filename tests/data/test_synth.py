@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from nnunet_ray.cli import main
 from nnunet_ray.config import ConfigError, SynthConfig
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.nifti import read_case
@@ -161,3 +163,26 @@ def test_test_cases_ground_truth_goes_to_labels_ts(synth_task):
         label = nib.load(str(synth_task / "labelsTs" / f"{case_id}.nii.gz"))
         assert label.shape == image.shape and np.allclose(label.affine, image.affine)
         assert set(np.unique(np.asanyarray(label.dataobj))) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("existing, problem", [
+    ("dataset", r"is not empty \(5 entries: dataset.json, imagesTr, imagesTs, \.\.\.\)"),
+    ("file", "exists and is not a folder"),
+])
+def test_out_that_exists_is_refused_in_one_line_and_left_alone(tmp_path: Path, capsys, existing: str,
+                                                               problem: str) -> None:
+    out = tmp_path / "T"
+    if existing == "dataset":
+        make_synthetic_task(SynthConfig(out=str(out), cases=2, test=1, size=16))
+    else:
+        out.write_text("notes")
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    assert main(["synth", "--out", str(out), "--cases", "3", "--size", "16", "--seed", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and re.match(rf"nnunet-ray synth: error: --out: {re.escape(str(out))} {problem}", err[0])
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_empty_out_folder_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "T").mkdir()
+    assert load_dataset(make_synthetic_task(SynthConfig(out=str(tmp_path / "T"), cases=2, test=0, size=16))).training

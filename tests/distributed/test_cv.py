@@ -1,9 +1,9 @@
 """Cross-validation on Ray Tune: 5 folds x 3D as 1-CPU trials on the 2-CPU session cluster, killed and resumed.
 
 One experiment per engine serves every assertion: folds trained inside their Tune trials (``--engine tune``, the
-default for one worker) and on Ray Train (``--engine train``, ~15-40 s per trial on 2 cores). The driver process
-is SIGKILLed once two trials have finished, ``--resume`` finishes the rest, then the summary, the trial folders,
-the concurrency and the TensorBoard files are checked.
+default for one worker) and on Ray Train (``--engine train``, ~15-40 s per trial on 2 cores). Once two trials have
+finished the driver gets SIGTERM (tune engine: it must stop cleanly) or SIGKILL (train engine), ``--resume``
+finishes the rest, then the summary, the trial folders, the concurrency and the TensorBoard files are checked.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import ray.train
 import ray.tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nnunet_ray import cli
 from nnunet_ray.distributed.cv import SUMMARY_CSV, SUMMARY_JSON
 from tests.training.conftest import build_tiny_task
 
@@ -35,21 +36,29 @@ TRAIN_FLAGS = ["--max-epochs", "2", "--min-epochs", "1", "--train-batches", "1",
 
 
 def _cv(task: Path, results: Path, *extra: str) -> subprocess.Popen:
-    """The CLI in its own process with its own local 2-CPU cluster, which dies with it (as for a user's kill -9)."""
+    """The CLI in its own process (and process session) with its own local 2-CPU cluster."""
     cmd = [sys.executable, "-m", "nnunet_ray.cli", "cv", "--data", str(task), "--results", str(results),
            "--dims", "3", "--folds", f"0-{FOLDS - 1}", "--name", "cv", *TRAIN_FLAGS, *extra]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
 
 
 def _finished(experiment: Path) -> list[Path]:
     return sorted(experiment.glob("3d_fold*/summary.json"))
 
 
+def _left_in_session(sid: int) -> list[str]:
+    """The processes still running in session ``sid`` (the CLI's, and every Ray process it started)."""
+    rows = subprocess.run(["ps", "-eo", "sid=,pid=,args="], capture_output=True, text=True).stdout.splitlines()
+    return [row for row in rows if row.split()[0] == str(sid)]
+
+
 @pytest.fixture(scope="module", params=["tune", "train"])
 def killed_and_resumed(request, tmp_path_factory):
-    """The experiment folder of a CV killed (SIGKILL) after 2 finished trials and then resumed; the summaries of
-    the trials finished before the kill, as they were at the kill; the CLI's output."""
+    """The experiment folder of a CV stopped after 2 finished trials and then resumed; the summaries of the trials
+    finished before the stop, as they were at the stop; the resumed CLI's output. The tune-engine CV gets SIGTERM
+    (what `timeout`, SLURM and Kubernetes send) and must stop cleanly; the Ray Train one is killed with SIGKILL."""
     engine = request.param
     root = tmp_path_factory.mktemp(f"cv_{engine}")
     task = build_tiny_task(root / "task", cases=6, folds=FOLDS)
@@ -61,17 +70,37 @@ def killed_and_resumed(request, tmp_path_factory):
     deadline = time.monotonic() + 400
     while len(_finished(experiment)) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
+    if engine == "tune":
+        _sigterm_stops_cleanly(first)
+    else:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
     before = {p.parent.name: p.read_text() for p in _finished(experiment)}
     assert 2 <= len(before) < FOLDS, before.keys()
-    second = _cv(task, root / "results", "--resume")
+    second = _cv(task, root / "results", "--resume", *slower)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output[-4000:]
     return experiment, before, output, engine
 
 
-def test_cv_resumed_after_sigkill_reruns_no_finished_trial(killed_and_resumed):
+def _sigterm_stops_cleanly(cli: subprocess.Popen) -> None:
+    """SIGTERM mid-trial: exit 130 within 30 s, one last line saying what finished and how to continue, no stack
+    dump, and no process of the CLI's session (its Ray cluster) left behind."""
+    start = time.monotonic()
+    cli.send_signal(signal.SIGTERM)
+    output, _ = cli.communicate(timeout=60)
+    assert time.monotonic() - start < 30 and cli.returncode == 130, (cli.returncode, output[-3000:])
+    last = output.strip().splitlines()[-1]
+    assert re.fullmatch(r"nnunet-ray cv: stopped with [234] of 5 trials finished; continue with --resume --name cv "
+                        r"--results \S+", last), output[-3000:]
+    assert "Traceback" not in output and "SIGTERM received" not in output and "Tuner.restore" not in output
+    deadline = time.monotonic() + 10
+    while _left_in_session(cli.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _left_in_session(cli.pid)
+
+
+def test_cv_resumed_after_a_stop_reruns_no_finished_trial(killed_and_resumed):
     experiment, before, _, _ = killed_and_resumed
     assert len(_finished(experiment)) == FOLDS
     for name, text in before.items():
@@ -138,3 +167,16 @@ def test_every_trial_has_hparams_and_scalars(killed_and_resumed):
         assert "val/dice_mean" in acc.Tags()["scalars"]
         hparams = acc.PluginTagToContent("hparams")
         assert "_hparams_/session_start_info" in hparams
+
+
+def test_a_resume_with_a_changed_training_option_is_refused(killed_and_resumed, capsys):
+    experiment = killed_and_resumed[0]
+    task = next((experiment.parents[1] / "task" / "preprocessed").glob("*/3d"))
+    finished = {p: p.read_text() for p in _finished(experiment)}
+    argv = ["cv", "--data", str(task), "--results", str(experiment.parent), "--name", "cv", "--resume",
+            "--max-epochs", "5", "--min-epochs", "1"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-epochs 5 (the experiment's: 2)" in err[0], err
+    assert "--min-epochs" not in err[0]  # given with the experiment's own value: not a change
+    assert {p: p.read_text() for p in _finished(experiment)} == finished

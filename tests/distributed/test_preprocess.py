@@ -113,16 +113,18 @@ def test_preprocess_writes_arrays_plans_and_kfold_splits(synth_task, tmp_path):
                                                         "network_hash")}
     (out / "plans.json").write_text(json.dumps({**old, "hash": "0" * 16,
                                                 "normalization": {**old["normalization"], "scheme": "mri"}}))
-    rerun = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3, nfolds=3))
-    assert rerun.ok and sorted(rerun.skipped) == ids and not rerun.done
-    assert json.loads((out / "plans.json").read_text()) == plans
-    assert json.loads((out / "splits.json").read_text()) == kfold_splits(ids, n_splits=3)
     # --splits: an nnU-Net v2 splits_final.json replaces the generated folds, as is.
     final = [{"train": ids[2:], "val": ids[:2]}, {"train": ids[:2], "val": ids[2:]}]
     (tmp_path / "splits_final.json").write_text(json.dumps(final))
     imported = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3,
                                                    splits=str(tmp_path / "splits_final.json")))
-    assert imported.ok and json.loads((out / "splits.json").read_text()) == final
+    assert imported.ok and sorted(imported.skipped) == ids and not imported.done
+    assert json.loads((out / "plans.json").read_text()) == plans
+    assert json.loads((out / "splits.json").read_text()) == final
+    # A plain rerun keeps the folds runs were trained on: imported ones too, whatever --nfolds says.
+    rerun = preprocess_dataset(PreprocessConfig(data=str(synth_task), results=str(tmp_path), dim=3, nfolds=3))
+    assert rerun.ok and sorted(rerun.skipped) == ids
+    assert json.loads((out / "splits.json").read_text()) == final
 
 
 def test_bad_splits_file_fails_before_any_case(synth_task, tmp_path):

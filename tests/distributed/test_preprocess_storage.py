@@ -8,12 +8,21 @@ import pytest
 from nnunet_ray import cli
 from nnunet_ray.config import PreprocessConfig
 from nnunet_ray.data import storage
+from nnunet_ray.data.credentials import ACCESS_KEY, FORWARD_ENV, SECRET_KEY, SESSION_TOKEN
 from nnunet_ray.data.folds import kfold_splits
 from nnunet_ray.data.nifti import write_nifti
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.distributed.locations import case_memory_bytes, raw_case_memory_bytes, read_plans, read_splits
 from nnunet_ray.distributed.preprocess import preprocess_dataset
 from tests.conftest import make_test_plans
+
+
+@pytest.fixture
+def uri_credentials_undone(monkeypatch):
+    """The AWS_* variables a command takes from a URI are removed after the test (they stay in a CLI's process)."""
+    for name in (ACCESS_KEY, SECRET_KEY, SESSION_TOKEN, FORWARD_ENV):
+        monkeypatch.setenv(name, "")  # records the variable's state (delenv alone records nothing when unset)
+        monkeypatch.delenv(name)
 
 
 def test_preprocess_writes_cases_plans_and_splits_under_an_s3_root_and_a_rerun_skips_them(synth_task, s3_root):
@@ -34,7 +43,8 @@ def test_preprocess_writes_cases_plans_and_splits_under_an_s3_root_and_a_rerun_s
     assert again.done == [] and sorted(again.skipped) == sorted(summary.done)
 
 
-def test_cli_preprocess_with_an_unreachable_results_root_fails_before_any_work(synth_task, s3_server, capsys):
+def test_cli_preprocess_with_an_unreachable_results_root_fails_before_any_work(synth_task, s3_server, capsys,
+                                                                               uri_credentials_undone):
     results = f"s3://test:test@no-such-bucket/pre?endpoint_override={s3_server}&scheme=http&region=us-east-1"
     status = cli.main(["preprocess", "--data", str(synth_task), "--results", results])
     err = capsys.readouterr().err.strip().splitlines()  # the "planning ..." progress line, then the one error
@@ -78,7 +88,7 @@ def test_a_raw_dataset_on_s3_is_staged_and_keeps_its_name(synth_task, s3_root, t
     assert summary.out_dir == tmp_path / "pre" / synth_task.name / "3d"  # named after the dataset, not the copy
 
 
-def test_a_raw_uri_without_dataset_json_is_one_line(s3_root, tmp_path, capsys):
+def test_a_raw_uri_without_dataset_json_is_one_line(s3_root, tmp_path, capsys, uri_credentials_undone):
     status = cli.main(["preprocess", "--data", storage.join(s3_root, "nothing"), "--results", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].endswith("/nothing/dataset.json: dataset.json not found")

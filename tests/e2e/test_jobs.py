@@ -3,11 +3,15 @@ submitted to a real cluster started with `ray start --head` through the real job
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -15,7 +19,7 @@ import pytest
 
 from nnunet_ray.data import storage
 from scripts.bench_jobs import local_head, submit_five_fold, training_seconds
-from tests.conftest import new_s3_root
+from tests.distributed.test_s3_storage import S3StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))
@@ -85,17 +89,61 @@ def _bucket_files(location: str) -> list[str]:
     return sorted(i.path[len(root) + 1:] for i in infos if i.type == pafs.FileType.File)
 
 
+def _kept_by_ray(path: Path | None, line: str) -> bool:
+    """What Ray itself records of what a job was given: its echo of the submitted command line (the first line of
+    the job's log, which `ray job submit` tails) and each node's runtime-env agent log of the job's runtime
+    environment (where the credentials travel to the workers of a cluster the job joins)."""
+    return line.startswith("Running entrypoint for job ") or (path is not None and path.name == "runtime_env_agent.log")
+
+
+def _secret_holders(secret: str, submits: list[subprocess.CompletedProcess], bucket: str,
+                    folders: list[Path]) -> list[str]:
+    """Where ``secret`` appears, but for ``_kept_by_ray``: lines of the submits' stdout/stderr, objects of the whole
+    bucket, lines of the files under the local ``folders``."""
+    found = [f"output: {line}" for submit in submits for line in (submit.stdout + submit.stderr).splitlines()
+             if secret in line and not _kept_by_ray(None, line)]
+    found += [f"object: {name}" for name in _bucket_files(bucket)
+              if secret.encode() in storage.read_bytes(storage.join(bucket, name))]
+    for path in (p for folder in folders for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        with contextlib.suppress(OSError):  # another test's file vanishing under the walk
+            data = path.read_bytes()
+            lines = data.decode("utf-8", "replace").splitlines() if secret.encode() in data else []
+            found += [f"file: {path}" for line in lines if secret in line and not _kept_by_ray(path, line)][:1]
+    return found
+
+
+def _ray_session(submit: subprocess.CompletedProcess) -> Path:
+    """The session folder of the cluster that ran the job `ray job submit` printed."""
+    job = re.search(r"raysubmit_\w+", submit.stdout).group(0)
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray")
+    return next(ray_tmp.glob(f"session_2*/logs/job-driver-{job}.log")).parents[1]  # not session_latest
+
+
+@pytest.fixture(scope="module")
+def keyed_s3():
+    """An S3 stand-in that refuses every request not signed with the access key AKIAJOBTEST."""
+    server = S3StandIn(key="AKIAJOBTEST")
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.mark.slow
-def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, s3_server, tmp_path):
+def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, keyed_s3, tmp_path):
+    """The job on an ``s3://KEY:SECRET@...`` root: the credentials go to the environment of the job's driver and,
+    as the job's runtime environment, to its workers (the store refuses any other signer); the secret then appears
+    in no object of the bucket, no local file (the job's working folder, the smoke task, staging, every nnunet_ray_*
+    temporary folder, the cluster's session folder) and no printed line, but where Ray keeps what the job was given
+    (``_kept_by_ray``)."""
     address, env = ray_head
-    results = new_s3_root(s3_server)  # endpoint and credentials travel in the URI to every job process
+    secret = f"jobs-s3cr3t-{uuid.uuid4().hex[:8]}"
+    results = keyed_s3.new_root(secret)  # the endpoint and the credentials travel in the URI
     args = ["--smoke-test", "--results", results]
     submit, seconds = submit_five_fold(address, env, tmp_path / "job", args)
     assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
     print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s (results on s3://, moto)")
-    # `ray job submit` echoes the entrypoint as given; the job's own lines name locations without credentials.
     own = [line for line in submit.stdout.splitlines() if line.startswith(JOB_LINES)]
-    assert own and not [line for line in own if "test:test@" in line], own
+    assert own and not [line for line in own if "AKIAJOBTEST" in line], own
     experiment = storage.join(results, "Task99_Synthetic_five_fold")
     files = _bucket_files(experiment)
     for trial in ("3d_fold0", "3d_fold1"):
@@ -111,6 +159,10 @@ def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, s3_server, tmp_path)
     for trial, summary in trained.items():
         assert storage.read_bytes(storage.join(experiment, trial, "summary.json")) == summary, f"{trial} retrained"
     assert "0 predicted, 2 already done" in resumed.stdout  # the test predictions found in the bucket
+
+    temporary = [p for p in Path(tempfile.gettempdir()).glob("nnunet_ray_*") if p.is_dir()]  # stage, smoke task...
+    assert not _secret_holders(secret, [submit, resumed], storage.parent(storage.parent(experiment)),
+                               [tmp_path, *temporary, _ray_session(submit)])
 
 
 def test_training_seconds_is_the_union_of_the_trials_fit_intervals(tmp_path):

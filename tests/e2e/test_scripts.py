@@ -64,12 +64,12 @@ def test_cli_synth_then_plan_print(tmp_path):
     raw = tmp_path / "Task04_Hippocampus"
     synth = _run("-m", "nnunet_ray.cli", "synth", "--out", str(raw), "--cases", "3", "--test", "0", "--size", "24")
     assert synth.returncode == 0 and (raw / "dataset.json").is_file(), synth.stderr
-    plan = _run("-m", "nnunet_ray.cli", "plan", "--data", str(raw), "--dim", "3", "--print")
+    plan = _run("-m", "nnunet_ray.cli", "plan", "--data", str(raw), "--dim", "3", "--results", str(tmp_path / "pre"))
     assert plan.returncode == 0, plan.stderr[-3000:]
-    plans = _last_json(plan.stdout)
+    plans = json.loads((tmp_path / "pre" / raw.name / "3d" / "plans.json").read_text())
     # The synthetic task has 4 classes, Hippocampus 3: the folder name alone does not select the preset.
     assert plans["version"] == 2 and plans["preset"] == "auto" and plans["patch_size"] != [40, 56, 40]
-    line = _run("-m", "nnunet_ray.cli", "plan", "--data", str(raw), "--dim", "3").stdout.strip().splitlines()[-1]
+    line = plan.stdout.strip().splitlines()[-1]
     assert line.endswith("preset auto (Task04_Hippocampus has 1 channels / 4 classes, the MSD task has 1 / 3: "
                          "planned from the fingerprint)")
 

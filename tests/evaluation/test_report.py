@@ -10,7 +10,7 @@ import pytest
 
 from nnunet_ray.cli import main
 from nnunet_ray.data.nifti import write_nifti
-from nnunet_ray.data.types import CaseError
+from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.evaluation.report import evaluate_folders, summary_table
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])  # voxel (x, y, z) -> mm: spacing (z, y, x) = (2.5, 0.8, 0.8)
@@ -86,3 +86,55 @@ def test_cli_prints_the_table(tmp_path, capsys):
     assert main(["evaluate", "--preds", str(preds), "--labels", str(labels), "--nsd-tolerance", "2"]) == 0
     out = capsys.readouterr().out
     assert "NSD@2mm" in out and "(1 cases)" in out
+
+
+def test_labels_without_a_prediction_are_an_error_listing_them(tmp_path, capsys):
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube())})
+    for case_id in ("b", "c", "d", "e", "f", "g"):
+        write_nifti(_cube(), AFFINE, labels / f"{case_id}.nii.gz")
+    argv = ["evaluate", "--preds", str(preds), "--labels", str(labels)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"nnunet-ray evaluate: error: --preds: 6 label(s) in {labels} have no prediction in {preds}: b, c, d, e, f, "
+        "... (--allow-missing scores the 1 that have one)"]
+    assert not (preds / "summary.json").exists()
+
+    assert main([*argv, "--allow-missing"]) == 0
+    assert "(1 cases; 6 label(s) without a prediction not scored: b, c, d, e, f, ...)" in capsys.readouterr().out
+    summary = json.loads((preds / "summary.json").read_text())
+    assert summary["n_cases"] == 1 and summary["n_missing"] == 6 and summary["missing"][0] == "b"
+
+
+def test_scoring_named_cases_ignores_the_other_labels(tmp_path):
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube()), "b": (_cube(), _cube())})
+    write_nifti(_cube(), AFFINE, labels / "other_fold.nii.gz")
+    (preds / "b.nii.gz").unlink()
+    summary = evaluate_folders(preds, labels, cases=["a"])
+    assert summary["n_cases"] == 1 and summary["n_missing"] == 0
+    with pytest.raises(DatasetError, match=r"^--preds: 1 label\(s\) .* no prediction .*: b \("):
+        evaluate_folders(preds, labels, cases=["a", "b"])
+
+
+def _garbage(path):
+    path.write_bytes(b"\x1f\x8b not gzip data")
+
+
+def _truncated(path):
+    path.write_bytes(path.read_bytes()[:-30])  # the header reads; the voxels and the gzip trailer do not
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated], ids=["garbage", "truncated"])
+@pytest.mark.parametrize("side", ["prediction", "label"])
+def test_an_unreadable_file_is_one_line_naming_which_side(tmp_path, capsys, damage, side):
+    preds, labels = _folders(tmp_path, {"a": (_cube(), _cube())})
+    damage((preds if side == "prediction" else labels) / "a.nii.gz")
+    assert main(["evaluate", "--preds", str(preds), "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nnunet-ray evaluate: error: a: cannot read {side} a.nii.gz "
+                                               "(corrupt or truncated?): ")
+
+
+def test_allow_missing_goes_with_preds_not_cv(capsys):
+    assert main(["evaluate", "--cv", "x", "--data", "y", "--allow-missing"]) == 2
+    assert "error: --allow-missing: goes with --preds / --labels" in capsys.readouterr().err
+

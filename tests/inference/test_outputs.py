@@ -64,7 +64,7 @@ def test_one_hot_round_trip_restores_the_label_and_the_header(tmp_path, synth_ta
     assert saved.dtype == np.float16 and saved.shape == (plans.n_classes, *original.shape[::-1])
 
 
-def test_a_failing_case_is_named_and_a_finished_case_is_skipped(tmp_path, synth_task):
+def test_a_failing_case_is_named_and_a_case_is_always_written(tmp_path, synth_task):
     good = load_dataset(synth_task).test[0]
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not a nifti file at all")
@@ -76,8 +76,10 @@ def test_a_failing_case_is_named_and_a_finished_case_is_skipped(tmp_path, synth_
         return probs
 
     out = tmp_path / "out"
+    (out / f"{good.case_id}.nii.gz").parent.mkdir()
+    (out / f"{good.case_id}.nii.gz").write_bytes(b"stale")  # predict.json, not the file, says what is done
     assert predict_case(predict, good, out, save_probabilities=False)["status"] == "done"
-    assert predict_case(predict, good, out, save_probabilities=False)["status"] == "skipped"
+    assert nib.load(str(out / f"{good.case_id}.nii.gz")).shape == shape[::-1]
     record = predict_case(lambda c: (_ for _ in ()).throw(ValueError("boom")), CaseFiles("bad", (broken,)), out,
                           save_probabilities=False)
     assert record["status"] == "failed" and record["error"].startswith("bad: ")

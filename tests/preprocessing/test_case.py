@@ -20,7 +20,7 @@ from nnunet_ray.preprocessing.inverse import restore_prediction
 from tests.conftest import make_test_plans
 
 JSON_KEYS = {"case_id", "plans_hash", "mode", "original_shape", "original_spacing", "affine", "crop_box",
-             "target_spacing", "anisotropic_axis", "resampled_shape", "pad", "shape", "foreground"}
+             "target_spacing", "anisotropic_axis", "resampled_shape", "pad", "shape", "foreground", "raw_files"}
 
 
 @pytest.fixture(scope="module")

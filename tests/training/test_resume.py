@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 import pytest
@@ -11,7 +12,9 @@ import torch
 from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.training.checkpoint import save_checkpoint
-from nnunet_ray.training.resume import FIXED_ON_RESUME, FREE_ON_RESUME, check_resume, latest_checkpoint
+from nnunet_ray.data.folds import kfold_splits, splits_hash, write_splits
+from nnunet_ray.training.resume import (FIXED_ON_RESUME, FREE_ON_RESUME, check_resume, data_splits_hash,
+                                        latest_checkpoint, record_splits_hash)
 from tests.conftest import make_test_plans
 
 PLANS = make_test_plans()
@@ -64,3 +67,41 @@ def test_free_options_pass_and_a_new_learning_rate_is_noted(run_dir, caplog):
         check_resume(cfg, PLANS, run_dir)
     assert "--learning-rate: 0.01 (was 0.001) applies from the next epoch" in caplog.text
     assert "--workers" not in caplog.text
+
+
+IDS = [f"case_{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("recorded, folds, refused", [
+    (3, 3, False),  # the same folds
+    (3, 2, True),  # `preprocess --new-splits` made others since
+    (None, 2, False),  # a run recorded before the hash existed is accepted
+])
+def test_resume_on_other_folds_is_refused_naming_the_run(run_dir, tmp_path, recorded, folds, refused):
+    data = tmp_path / "data"
+    write_splits(data / "splits.json", kfold_splits(IDS, n_splits=folds))
+    if recorded is not None:
+        record_splits_hash(latest_checkpoint(run_dir), splits_hash(kfold_splits(IDS, n_splits=recorded)))
+    cfg = TrainConfig(data=str(data), results="r", resume_training=True)
+    if refused:
+        with pytest.raises(ConfigError, match=r"^--data: its splits.json \(hash \w{16}\) is not the one run 'run' "
+                                              r"was trained on \(hash \w{16}\)"):
+            check_resume(cfg, PLANS, run_dir)
+    else:
+        check_resume(cfg, PLANS, run_dir)
+
+
+def test_recorded_splits_hash_sits_beside_the_config(run_dir):
+    checkpoint = latest_checkpoint(run_dir)
+    record_splits_hash(checkpoint, "0123456789abcdef")
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["splits_hash"] == "0123456789abcdef" and config["fold"] == 0
+
+
+def test_data_splits_hash(tmp_path):
+    assert data_splits_hash(tmp_path) is None  # no splits.json: nothing to compare
+    write_splits(tmp_path / "splits.json", kfold_splits(IDS, n_splits=2))
+    assert data_splits_hash(tmp_path) == splits_hash(kfold_splits(IDS, n_splits=2))
+    (tmp_path / "splits.json").write_text("[{")
+    with pytest.raises(ConfigError, match=r"^--data: .*splits.json: invalid JSON"):
+        data_splits_hash(tmp_path)
