@@ -31,7 +31,7 @@ from nnunet_ray.planning.schema import Plans
 from nnunet_ray.training.best import BEST_METRIC, CHECKPOINT_SCORE, checkpoint_score, is_better
 from nnunet_ray.training.checkpoint import model_kwargs, save_checkpoint
 from nnunet_ray.training.logs import RunLog
-from nnunet_ray.training.schedules import LRSchedule, set_lr
+from nnunet_ray.training.schedules import LRSchedule, set_lr, time_horizon
 from nnunet_ray.training.steps import amp_dtype, batch_stream, build_optimizer, make_scaler, timed_steps, train_epoch
 from nnunet_ray.training.validate import validate
 
@@ -155,14 +155,16 @@ def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_p
     stream, all_reduce = batch_stream(train_data), all_reduce_sum(world_size)
     deadline = None if cfg.max_seconds is None else start_time + cfg.max_seconds
     end_epoch = start_epoch if stopped else cfg.max_epochs
-    epoch = start_epoch - 1
+    epoch, epoch_seconds = start_epoch - 1, []
     try:
         for epoch in range(start_epoch, end_epoch):
             if epoch_hook is not None:
                 epoch_hook(epoch)
+            horizon = _horizon(cfg, epoch, deadline, epoch_seconds, all_reduce, world_size, tr.device)
             record, out_of_time = _run_epoch(cfg, plans, tr, epoch, stream=stream, val_data=val_data,
                                              steps=steps_per_epoch, world_size=world_size, all_reduce=all_reduce,
-                                             early=early, log=log, deadline=deadline)
+                                             early=early, log=log, deadline=deadline, horizon=horizon)
+            epoch_seconds.append(record["epoch_seconds"])
             stopped = early.should_stop(epoch)
             stop_reason = _stop_reason(cfg, epoch, stopped=stopped, out_of_time=out_of_time)
             record.update(stopped_early=stopped, stop_reason=stop_reason)
@@ -193,6 +195,21 @@ def _stop_reason(cfg, epoch: int, *, stopped: bool, out_of_time: bool) -> str | 
     return "max_epochs" if epoch + 1 >= cfg.max_epochs else None
 
 
+def _horizon(cfg, epoch: int, deadline: float | None, epoch_seconds: list[float], all_reduce, world_size: int,
+             device: torch.device) -> int | None:
+    """With ``--max-time``, the run's length in epochs as far as the budget shows now (``time_horizon``); the same on
+    every rank (each measures its own epochs: they agree on the mean), so all ranks train at one rate."""
+    if deadline is None:
+        return None
+    horizon = time_horizon(epoch, remaining=deadline - time.perf_counter(), epoch_seconds=epoch_seconds,
+                           max_epochs=cfg.max_epochs)
+    if all_reduce is None:
+        return horizon
+    total = torch.tensor(float(horizon), device=device)
+    all_reduce(total)
+    return round(total.item() / world_size)
+
+
 def _out_of_time(deadline: float | None, all_reduce, device: torch.device) -> bool:
     """Whether ``--max-time`` has run out on any rank (all ranks must stop at the same epoch)."""
     if deadline is None:
@@ -209,10 +226,11 @@ def validation_due(cfg, epoch: int, *, last: bool) -> bool:
 
 
 def _run_epoch(cfg, plans: Plans, tr: Trainer, epoch: int, *, stream, val_data, steps: int, world_size: int,
-               all_reduce, early: EarlyStopping, log: RunLog | None, deadline: float | None) -> tuple[dict, bool]:
+               all_reduce, early: EarlyStopping, log: RunLog | None, deadline: float | None,
+               horizon: int | None = None) -> tuple[dict, bool]:
     """Train one epoch, validate it when due, log it; returns (the epoch's metrics record, out of time)."""
     epoch_start = time.perf_counter()
-    lr = tr.schedule.lr(epoch)
+    lr = tr.schedule.lr(epoch, horizon=horizon)
     set_lr(tr.optimizer, lr)
     record: dict[str, Any] = {"epoch": epoch, "lr": lr}
     record.update(train_epoch(tr.net, stream, steps=steps, world_size=world_size, all_reduce=all_reduce,

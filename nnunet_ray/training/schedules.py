@@ -1,12 +1,19 @@
-"""Learning-rate schedules, stepped once per epoch: none / multistep / cosine / plateau, times a linear warm-up.
+"""Learning-rate schedules, stepped once per epoch: none / multistep / cosine / poly / plateau, times a linear warm-up.
 
 The reference (NVIDIA nnU-Net v21.02/05, ``models/nn_unet.py::NNUnet.configure_optimizers``) uses torch's
 MultiStepLR(steps, gamma=factor),
-CosineAnnealingLR(T_max=max_epochs) and ReduceLROnPlateau(factor, patience, monitor val_loss). Here the
-epoch-indexed schedules are a pure function of the epoch, so a resumed run recomputes them exactly; only the
-plateau schedule has state, which the checkpoint stores.
+CosineAnnealingLR(T_max=max_epochs) and ReduceLROnPlateau(factor, patience, monitor val_loss). ``poly`` is nnU-Net
+v2's ``PolyLRScheduler`` (nnunetv2/training/lr_scheduler/polylr.py): ``(1 - epoch / T) ** 0.9``, stepped at the start
+of each epoch as nnU-Net v2 steps it, so an epoch trains at one rate and a resumed run recomputes it exactly. Here the
+epoch-indexed schedules are a pure function of the epoch and the horizon ``T``; only the plateau schedule has state,
+which the checkpoint stores.
 
-lr(epoch) = learning_rate * warmup(epoch) * decay(epoch), with warmup(e) = min(1, (e + 1) / warmup).
+The horizon of ``cosine`` and ``poly`` is ``--max-epochs``, or with ``--max-time`` the number of epochs the budget
+holds, re-estimated every epoch from the epochs measured so far (``time_horizon``), so a time-boxed run reaches the
+end of its decay at its last epoch instead of decaying over 10,000 epochs it never trains. (torch's ``PolynomialLR``
+fixes ``total_iters`` up front, which a time budget cannot.)
+
+lr(epoch) = learning_rate * warmup(epoch) * decay(epoch, T), with warmup(e) = min(1, (e + 1) / warmup).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
-SCHEDULERS = ("none", "multistep", "cosine", "plateau")
+SCHEDULERS = ("none", "multistep", "cosine", "poly", "plateau")
+POLY_EXPONENT = 0.9  # nnU-Net v2's
 PLATEAU_THRESHOLD = 1e-4  # relative improvement that counts (torch ReduceLROnPlateau's default)
 
 
@@ -32,10 +40,11 @@ def decay_factor(epoch: int, *, scheduler: str, steps: Sequence[int] = (), facto
     Args:
         epoch: 0-based epoch.
         scheduler: ``none`` or ``plateau`` (both 1 here; plateau's state lives in ``LRSchedule``), ``multistep``
-            (``factor ** number of milestones <= epoch``) or ``cosine`` (half cosine from 1 to 0 over max_epochs).
+            (``factor ** number of milestones <= epoch``), ``cosine`` (half cosine from 1 to 0 over max_epochs) or
+            ``poly`` (``(1 - epoch / max_epochs) ** 0.9``, epochs past the horizon at its last epoch's value).
         steps: multistep milestones, in epochs.
         factor: multistep decay per milestone.
-        max_epochs: cosine period.
+        max_epochs: the cosine period / poly horizon ``T`` (the run's length in epochs).
     """
     if scheduler in ("none", "plateau"):
         return 1.0
@@ -43,6 +52,8 @@ def decay_factor(epoch: int, *, scheduler: str, steps: Sequence[int] = (), facto
         return factor ** sum(1 for step in steps if epoch >= step)
     if scheduler == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(epoch, max_epochs) / max_epochs))
+    if scheduler == "poly":
+        return (1.0 - min(epoch, max_epochs - 1) / max_epochs) ** POLY_EXPONENT
     raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
 
 
@@ -73,10 +84,11 @@ class LRSchedule:
         return cls(cfg.learning_rate, scheduler=cfg.scheduler, steps=cfg.lr_milestones, factor=cfg.factor,
                    max_epochs=cfg.max_epochs, warmup=cfg.lr_warmup, lr_patience=cfg.lr_patience)
 
-    def lr(self, epoch: int) -> float:
-        """Learning rate for ``epoch`` (0-based)."""
+    def lr(self, epoch: int, *, horizon: int | None = None) -> float:
+        """Learning rate for ``epoch`` (0-based); ``horizon``: the run's length in epochs when a time budget sets it
+        (``time_horizon``), else ``max_epochs``."""
         decay = decay_factor(epoch, scheduler=self.scheduler, steps=self.steps, factor=self.factor,
-                             max_epochs=self.max_epochs)
+                             max_epochs=min(horizon or self.max_epochs, self.max_epochs))
         return self.base_lr * warmup_factor(epoch, self.warmup) * decay * self.plateau_scale
 
     def observe(self, val_loss: float) -> None:
@@ -101,6 +113,16 @@ class LRSchedule:
         self.plateau_scale = float(state["plateau_scale"])
         self.best_loss = float(state["best_loss"])
         self.bad_epochs = int(state["bad_epochs"])
+
+
+def time_horizon(epoch: int, *, remaining: float, epoch_seconds: Sequence[float], max_epochs: int) -> int:
+    """The run's length in epochs under a time budget, as known at the start of ``epoch``: the epochs done, plus as
+    many epochs of the mean measured length as the ``remaining`` seconds hold (at least this one), at most
+    ``max_epochs``. With nothing measured yet, ``max_epochs`` (epoch 0's rate is the full rate either way)."""
+    if not epoch_seconds:
+        return max_epochs
+    mean = sum(epoch_seconds) / len(epoch_seconds)
+    return min(max_epochs, epoch + max(1, math.floor(remaining / mean)))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nnunet_ray.config import TrainConfig
-from nnunet_ray.training.schedules import LRSchedule, decay_factor, set_lr, warmup_factor
+from nnunet_ray.training.schedules import LRSchedule, decay_factor, set_lr, time_horizon, warmup_factor
 
 
 @pytest.mark.parametrize("epoch, warmup, expected", [
@@ -53,6 +53,7 @@ def _torch_lrs(make_scheduler, epochs, losses=None):
 @pytest.mark.parametrize("scheduler, make", [
     ("multistep", lambda o: torch.optim.lr_scheduler.MultiStepLR(o, milestones=[3, 7], gamma=0.3)),
     ("cosine", lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=12)),
+    ("poly", lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=12, power=0.9)),
 ])
 def test_epoch_schedules_match_torch(scheduler, make):
     ours = LRSchedule(1e-3, scheduler=scheduler, steps=(3, 7), factor=0.3, max_epochs=12)
@@ -96,3 +97,38 @@ def test_from_config_and_set_lr():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     set_lr(opt, schedule.lr(1))
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize("epoch, expected", [(0, 1.0), (5, 0.5 ** 0.9), (9, 0.1 ** 0.9), (25, 0.1 ** 0.9)])
+def test_poly_by_hand(epoch, expected):
+    # nnU-Net v2's (1 - epoch / T) ** 0.9 with T = 10; past the horizon it stays at the last epoch's rate.
+    assert decay_factor(epoch, scheduler="poly", max_epochs=10) == pytest.approx(expected, rel=1e-12)
+
+
+def test_time_horizon_by_hand():
+    assert time_horizon(0, remaining=100.0, epoch_seconds=[], max_epochs=1000) == 1000  # nothing measured yet
+    assert time_horizon(3, remaining=70.0, epoch_seconds=[10.0, 10.0, 10.0], max_epochs=1000) == 10  # 3 + 7
+    assert time_horizon(3, remaining=70.0, epoch_seconds=[10.0] * 3, max_epochs=8) == 8  # --max-epochs caps it
+    assert time_horizon(9, remaining=4.0, epoch_seconds=[10.0] * 9, max_epochs=1000) == 10  # this epoch at least
+
+
+@pytest.mark.parametrize("scheduler", ["poly", "cosine"])
+def test_a_time_budget_ends_the_decay_at_the_last_epoch(scheduler):
+    """A fake clock: a 100 s budget, epochs of 7 s (the first 9 s: start-up), checked after each epoch as the loop
+    does. The run trains epochs 0-13; its last epoch runs at the schedule's last rate for the 14 epochs the budget
+    held, not at the barely decayed rate of a 10,000-epoch horizon."""
+    schedule = LRSchedule(1.0, scheduler=scheduler, max_epochs=10000)
+    budget, clock, measured, lrs = 100.0, 0.0, [], []
+    for epoch in range(10000):
+        horizon = time_horizon(epoch, remaining=budget - clock, epoch_seconds=measured, max_epochs=10000)
+        lrs.append(schedule.lr(epoch, horizon=horizon))
+        measured.append(9.0 if epoch == 0 else 7.0)
+        clock += measured[-1]
+        if clock >= budget:
+            break
+    last = len(lrs) - 1
+    assert last == 13 and lrs[0] == 1.0 and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    floor = decay_factor(last, scheduler=scheduler, max_epochs=last + 1)  # the rate at the end of a 14-epoch run
+    one_epoch = decay_factor(last - 1, scheduler=scheduler, max_epochs=last + 1) - floor
+    assert lrs[-1] <= floor + one_epoch
+    assert lrs[-1] < 0.1 * decay_factor(last, scheduler=scheduler, max_epochs=10000)
