@@ -74,9 +74,9 @@ BAD_INPUTS = [
     ("tune --patch-size of the wrong rank", "tune --data {raw} --results {out} --patch-size 64,64", 2,
      "needs 3 edges"),
     ("tune --learning-rate loguniform:1e-4:inf", "tune --data {raw} --results {out} "
-     "--learning-rate loguniform:1e-4:inf", 2, "'inf' is not a valid finite float"),
+     "--learning-rate loguniform:1e-4:inf", 2, "learning_rate: 'inf' is not finite"),
     ("tune --search-space with .inf for an int", "tune --data {raw} --results {out} --search-space {space}", 2,
-     "batch_size: inf is not a valid finite int"),
+     "batch_size: inf is not finite"),
     ("tune --num-samples 0", "tune --data {raw} --results {out} --learning-rate 1e-3 --num-samples 0", 2,
      "--num-samples: must be >= 1"),
     ("predict a truncated model.pt", "predict --models {checkpoint} --input {raw} --out {out}", 2,

@@ -53,14 +53,15 @@ def coerce(name: str, value: Any, where: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError
             return value
-        if kind in ("int", "float") and (isinstance(value, bool) or not math.isfinite(float(value))):
-            raise ValueError  # inf / nan: no option takes them, and int(inf) would raise OverflowError
-        if kind == "int" and float(value) != int(float(value)):
+        if kind in ("int", "float") and not isinstance(value, bool) and not math.isfinite(float(value)):
+            raise ConfigError(f"{where}: {name}: {value!r} is not finite")  # and int(inf) raises OverflowError
+        if kind == "int" and (isinstance(value, bool) or float(value) != int(float(value))):
             raise ValueError
         return {"int": lambda v: int(float(v)), "float": float, "str": str}[kind](value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
-        what = f"finite {kind}" if kind in ("int", "float") else kind
-        raise ConfigError(f"{where}: {name}: {value!r} is not a valid {what}") from None
+        raise ConfigError(f"{where}: {name}: {value!r} is not a valid {kind}") from None
 
 
 def _entry(name: str, kind: str, values: list[Any], where: str) -> tuple[str, list[Any]]:
