@@ -14,10 +14,12 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from nnunet_ray.config import ConfigError, TrainConfig, TuneConfig
-from nnunet_ray.distributed.experiment import TrialSpec, validate_trials
+from nnunet_ray.distributed.experiment import SCORE_MODE, TrialSpec, _search_algorithm, validate_trials
+from nnunet_ray.distributed.fold_run import SCORE
 from nnunet_ray.distributed.search_space import optuna_search, search_space
 from nnunet_ray.distributed.sweep import BEST_CONFIG, RESULTS_CSV, run_sweep
 from nnunet_ray.distributed.trial_data import apply_config_file
@@ -131,9 +133,11 @@ def test_invalid_patch_size_is_refused_before_any_trial(sweep, tmp_path):
 OPTUNA_SEED = 7
 
 
-@pytest.fixture(scope="module", params=["tune", "train"])
+@pytest.fixture(scope="module", params=["tune"])
 def optuna_sweep(request, task, tmp_path_factory):
-    """3 configurations drawn by Optuna's TPE (1 random start-up, then 2 modelled), 2 epochs each."""
+    """3 configurations drawn by Optuna's TPE (1 random start-up, then 2 modelled), 2 epochs each. On the tune engine
+    only: what TPE draws does not depend on the engine, and a Ray Train sweep (ASHA's, above) costs a minute here;
+    the ConcurrencyLimiter Ray Train trials add is checked by test_optuna_on_ray_train_is_capped_at_the_concurrency."""
     root = tmp_path_factory.mktemp(f"optuna_{request.param}")
     cfg = _sweep_cfg(task, root / "results", "", search_space="", search="optuna", search_seed=OPTUNA_SEED,
                      num_samples=3, name="optuna", patch_size=("16,16,16", "24,24,24"), engine=request.param)
@@ -182,3 +186,12 @@ def test_optuna_sweep_resumes_with_its_searcher(optuna_sweep):
     assert {p.parent.name: p.stat().st_mtime for p in path.glob("3d_fold0_*/metrics.jsonl")} == before
     assert sorted(resumed["table"]["trial"]) == sorted(outcome["table"]["trial"])
     assert resumed["best_config"] == outcome["best_config"]
+
+
+def test_optuna_on_ray_train_is_capped_at_the_concurrency():
+    # Ray Train trials are invisible to Tune's placement, so a model-based searcher is capped at what the cluster
+    # holds; trials trained in their Tune trial need no cap (Tune asks for one pending trial at a time).
+    searcher = OptunaSearch(metric=SCORE, mode=SCORE_MODE)
+    capped = _search_algorithm(searcher, 2, random_state=0)
+    assert isinstance(capped, ConcurrencyLimiter) and capped.max_concurrent == 2 and capped.searcher is searcher
+    assert _search_algorithm(searcher, None, random_state=0) is searcher
