@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -123,6 +124,7 @@ def test_a_killed_run_is_continued_with_the_same_options_and_refused_with_others
     with pytest.raises(_Killed):
         predict_folder(_config(experiment, synth_task, out))
     monkeypatch.undo()
+    _wait_for_no_predict_actor()  # the other case may still land from an actor the "kill" left running a moment
     record = json.loads((out / "predict.json").read_text())
     (landed, entry), = record["cases"].items()  # the case that landed is recorded as it landed
     assert entry["status"] == "done" and entry["inputs"][0][0] == f"{landed}.nii.gz"
@@ -142,6 +144,16 @@ def test_a_killed_run_is_continued_with_the_same_options_and_refused_with_others
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "predict.json", "summary.json"]
     record = json.loads((out / "predict.json").read_text())  # the folder now starts over with the new options
     assert record["options"]["tta"] is True and record["cases"] == {} and record["planned"] == []
+
+
+def _wait_for_no_predict_actor(timeout: float = 60.0) -> None:
+    """Until the pool's actors (``ray.kill``ed by the driver on its way out, asynchronously) are gone."""
+    from ray.util.state import list_actors
+    deadline = time.monotonic() + timeout
+    address = ray.get_runtime_context().gcs_address
+    while list_actors(filters=[("class_name", "=", "PredictActor"), ("state", "=", "ALIVE")], address=address):
+        assert time.monotonic() < deadline, "the prediction actors outlived the driver's call"
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
