@@ -4,7 +4,7 @@ A checkpoint directory holds
   model.pt        the U-Net's state dict (unwrapped, no ``module.`` prefix)
   train_state.pt  optimizer, GradScaler and LR-schedule state, and ``progress`` (epoch, best Dice, early-stopping
                   counters, the epoch's metrics)
-  config.json     the run's ``TrainConfig`` as ``asdict``
+  config.json     the run's ``TrainConfig`` as ``asdict``, and ``splits_hash``: the folds it trained on
   plans.json      the plans the model was built from (written and read by ``planning/schema.py``)
 so ``load_model(dir)`` rebuilds the network with nothing else. Tensors and primitive containers only: both .pt
 files load with ``torch.load(weights_only=True)``.
