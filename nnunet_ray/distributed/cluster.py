@@ -20,7 +20,7 @@ import yaml
 
 from nnunet_ray.data.credentials import forwarded_environment
 from nnunet_ray.distributed import stopping
-from nnunet_ray.distributed.ray_internals import TOKEN_AUTH_LOGGER, worker_log_dispatcher
+from nnunet_ray.distributed.ray_internals import DATA_PROGRESS_LOGGER, TOKEN_AUTH_LOGGER, worker_log_dispatcher
 
 # A custom resource the on-demand head of cluster.yaml advertises: drivers that must outlive spot workers ask for it.
 DRIVER_RESOURCE = "nnunet_ray_driver"
@@ -138,7 +138,7 @@ def _quiet_ray_data() -> None:
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # Ray Data then warns once that the bars are disabled: we chose that, so the WARNING would only alarm.
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    logging.getLogger(DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
 
 

@@ -7,6 +7,7 @@ and fails loudly when an upgrade moves one, instead of a run silently resuming, 
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -95,6 +96,14 @@ _EpochNamedStorage = _epoch_named_storage_class()
 # ray/_private/authentication/authentication_token_setup.py logs the notice that a new local cluster has token
 # authentication on (its secure default) at WARNING under this module's name.
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+# Ray Data's progress-bar module, which warns once that bars are off when they were turned off on purpose.
+DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
+
+# The signal Ray Tune always answers with its graceful stop (save the experiment, end the trials, return from fit):
+# ray/tune/tune.py ``_setup_signal_catching`` registers it next to SIGINT, whose handler TUNE_DISABLE_SIGINT_HANDLER
+# turns off.
+TUNE_GRACEFUL_STOP_SIGNAL = signal.SIGUSR1
 
 
 def worker_log_dispatcher():

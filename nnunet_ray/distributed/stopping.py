@@ -19,6 +19,8 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from nnunet_ray.distributed.ray_internals import TUNE_GRACEFUL_STOP_SIGNAL
+
 _requested = threading.Event()
 _tune_running = threading.Event()
 
@@ -34,7 +36,7 @@ def _on_stop_signal(signum: int, frame: object) -> None:
     first = not _requested.is_set()
     _requested.set()
     if first and _tune_running.is_set():
-        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop
+        os.kill(os.getpid(), TUNE_GRACEFUL_STOP_SIGNAL)
         return
     raise KeyboardInterrupt
 
@@ -46,7 +48,7 @@ def requested() -> bool:
 
 @contextlib.contextmanager
 def tune_stops_gracefully() -> Iterator[None]:
-    """While Tune runs: the first stop signal goes to Tune's own SIGUSR1 handler; Tune's SIGINT handler stays off,
+    """While Tune runs: the first stop signal goes to Tune's own graceful-stop handler; Tune's SIGINT handler stays off,
     since it would replace ``install``'s handler (and never see SIGTERM)."""
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     _tune_running.set()

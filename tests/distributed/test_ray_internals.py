@@ -32,3 +32,13 @@ def test_run_exists_reads_the_snapshot(tmp_path):
     assert not ray_internals.run_exists(tmp_path)
     (tmp_path / constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME).write_text("{}")
     assert ray_internals.run_exists(tmp_path)
+
+
+def test_tune_answers_its_graceful_stop_signal_and_ray_data_has_its_progress_logger():
+    import inspect
+
+    from ray.tune import tune as tune_module
+
+    source = inspect.getsource(tune_module._setup_signal_catching)
+    assert f"signal.{ray_internals.TUNE_GRACEFUL_STOP_SIGNAL.name}" in source and "TUNE_DISABLE_SIGINT_HANDLER" in source
+    importlib.import_module(ray_internals.DATA_PROGRESS_LOGGER)
