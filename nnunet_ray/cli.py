@@ -196,14 +196,12 @@ def cmd_tune(cfg: TuneConfig) -> int:
 
 def cmd_predict(cfg: PredictConfig) -> int:
     from nnunet_ray.distributed.predict import predict_folder
-    storage.check_writable_here(cfg.out, "out")
     summary = predict_folder(cfg)
     print(summary.line())
     return 0 if summary.ok else 1
 
 
 def cmd_evaluate(cfg: EvaluateConfig) -> int:
-    cfg.validate()
     storage.check_writable_here(cfg.out or cfg.cv or cfg.preds, "out")
     if cfg.cv:
         from nnunet_ray.distributed.cv_eval import cv_table, evaluate_cv

@@ -230,6 +230,7 @@ class _FolderJob:
 def _folder_job(cfg: PredictConfig, cases: Sequence[CaseFiles] | None) -> _FolderJob:
     """Load the members, claim the output folder and find the cases not done yet (a rerun skips the rest)."""
     cfg.validate()
+    storage.check_writable_here(cfg.out, "out")  # before the members' weights are loaded
     members = load_members(cfg.models)
     largest_component = postprocess_classes(cfg)
     cases = input_cases(cfg.input) if cases is None else tuple(cases)

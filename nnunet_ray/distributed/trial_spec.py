@@ -146,5 +146,4 @@ def _trial_shape(cfg: Any, defaults: Any) -> dict[str, Any]:
 def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "none"
-    return f"{value:g}" \
-        if isinstance(value, float) else str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
