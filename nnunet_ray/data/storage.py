@@ -307,6 +307,8 @@ def check_writable_here(location: str | Path, flag: str) -> None:
         return
     path = Path(absolute(location))
     existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path and not path.is_dir():
+        raise ConfigError(f"{flag_name(flag)}: {path} exists and is not a folder")
     if not existing.is_dir():
         raise ConfigError(f"{flag_name(flag)}: {path} cannot be a folder: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
