@@ -22,20 +22,33 @@ def test_base_image_is_rays_gpu_image_for_the_pinned_ray_and_python():
 
 
 def test_installs_the_exact_pins_and_runs_as_a_non_root_user():
-    assert "pip install -c constraints.txt ." in DOCKERFILE  # nvidia-dali-cuda120 is a pinned dependency
+    assert "pip install -c constraints.txt -c constraints-gpu.txt ." in DOCKERFILE
     users = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
     assert users and users[-1] not in ("root", "0")
     assert "docker build -t $(IMAGE) ." in (ROOT / "Makefile").read_text()
 
 
 def test_the_build_fails_unless_torch_and_dali_are_cuda_builds_of_one_major_version():
-    import importlib.util
+    from nnunet_ray.loading.gpu_build import gpu_build_problem
 
-    spec = importlib.util.spec_from_file_location("check_gpu_build", ROOT / "scripts" / "check_gpu_build.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
-    assert "python scripts/check_gpu_build.py" in DOCKERFILE
-    assert check.gpu_build_problem("12.8", 12086) is None
-    assert "CPU-only" in check.gpu_build_problem(None, 12086)  # what this CPU test machine has
-    assert "no CUDA build" in check.gpu_build_problem("12.8", 0)
-    assert "CUDA 11.8 but DALI for CUDA 12.x" in check.gpu_build_problem("11.8", 12086)
+    assert "python -m nnunet_ray.loading.gpu_build" in DOCKERFILE
+    assert gpu_build_problem("13.0", 13000) is None
+    assert gpu_build_problem("12.8", 12086) is None
+    assert "CPU-only" in gpu_build_problem(None, 12086)  # what this CPU test machine has
+    assert "no CUDA build" in gpu_build_problem("12.8", 0)
+    assert "CUDA 11.8 but DALI for CUDA 12.x" in gpu_build_problem("11.8", 12086)
+
+
+def _pins(name: str) -> dict[str, str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_gpu_pins_are_kept_apart_and_match_torch_and_dali():
+    cpu, gpu = _pins("constraints.txt"), _pins("constraints-gpu.txt")
+    assert not set(cpu) & set(gpu)  # one version per package: the image installs both files
+    assert "torch" not in gpu and "nvidia-dali-cuda130" in gpu
+    assert gpu["nvidia-dali-cuda130"] == cpu["nvidia-dali-cuda120"]  # the same DALI, built for torch's CUDA 13
+    assert gpu["nvidia-cuda-runtime"].startswith("13.") and "nvidia-nccl-cu13" in gpu
+    assert "pip install -c constraints.txt -c constraints-gpu.txt nvidia-dali-cuda130" in DOCKERFILE
+    assert "constraints-gpu.txt" not in (ROOT / "Makefile").read_text()  # CI installs the CPU lock only

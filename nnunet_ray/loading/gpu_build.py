@@ -1,9 +1,9 @@
 """Fails (exit 1, one line) unless torch and DALI are CUDA builds for the same CUDA major version.
 
-    python scripts/check_gpu_build.py     # the Dockerfile runs it; needs no GPU, only the installed wheels
+    python -m nnunet_ray.loading.gpu_build     # the Dockerfile runs it; needs no GPU, only the installed wheels
 
-torch reports its CUDA build as ``torch.version.cuda`` ("12.8"; None for a CPU wheel); the DALI wheel records the
-CUDA it was built for as ``nvidia.dali.backend.__cuda_version__`` (12080 for 12.8). The driver on the nodes (the
+torch reports its CUDA build as ``torch.version.cuda`` ("13.0"; None for a CPU wheel); the DALI wheel records the
+CUDA it was built for as ``nvidia.dali.backend.__cuda_version__`` (13000 for 13.0). The driver on the nodes (the
 AMI in cluster.yaml) must support that major version.
 """
 
@@ -17,7 +17,7 @@ def gpu_build_problem(torch_cuda: str | None, dali_cuda: int | None) -> str | No
     if not torch_cuda:
         return "torch is a CPU-only build (torch.version.cuda is None): install the CUDA wheel"
     if not dali_cuda:
-        return "DALI has no CUDA build: install nvidia-dali-cuda120 (or the CUDA 11 extra on CUDA 11 nodes)"
+        return "DALI has no CUDA build: install the nvidia-dali-cuda1xx wheel of torch's CUDA major version (constraints-gpu.txt)"
     if int(torch_cuda.split(".")[0]) != dali_cuda // 1000:
         return f"torch is built for CUDA {torch_cuda} but DALI for CUDA {dali_cuda // 1000}.x"
     return None
@@ -29,7 +29,7 @@ def main() -> int:
 
     problem = gpu_build_problem(torch.version.cuda, getattr(dali, "__cuda_version__", None))
     if problem:
-        print(f"check_gpu_build: error: {problem}", file=sys.stderr)
+        print(f"gpu_build: error: {problem}", file=sys.stderr)
         return 1
     major, minor = divmod(dali.__cuda_version__, 1000)
     print(f"torch CUDA {torch.version.cuda}, DALI CUDA {major}.{minor // 10}")
