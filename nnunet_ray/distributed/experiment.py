@@ -63,6 +63,10 @@ def _quiet_tune_stop_noise() -> None:
 
 SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
 HEALTH_CHECK_INTERVAL_S = "0.5"
+# A Ray Train trial's driver lost with its node (it holds no device; on cluster.yaml it runs on the on-demand head)
+# is rerun this often. Kept small: a run that failed for good already used its --max-failures worker restarts, and
+# each driver rerun would spend them again.
+TRAIN_DRIVER_RETRIES = 2
 SCORE_MODE = "max"  # how Tune's scheduler and searcher rank trials by SCORE (a Dice)
 
 
@@ -260,10 +264,11 @@ def trial_trainable(spec: TrialSpec, faults: dict | None) -> Any:
 
 def _trial_retention(spec: TrialSpec) -> dict[str, Any]:
     """Folds trained in the trial: Tune keeps the best checkpoint (by ``CHECKPOINT_SCORE``) and the latest, and
-    restarts a trial whose process or node died from its latest one (``--max-failures``). A Ray Train run does
-    both itself."""
+    restarts a trial whose process or node died from its latest one (``--max-failures``). A Ray Train run keeps its
+    checkpoints and restarts its workers itself; Tune only retries its driver (``TRAIN_DRIVER_RETRIES``), whose rerun
+    resumes the run from its latest checkpoint."""
     if not spec.in_trial:
-        return {}
+        return {"failure_config": tune.FailureConfig(max_failures=TRAIN_DRIVER_RETRIES)}
     return {"checkpoint_config": tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                                                        checkpoint_score_order=SCORE_ORDER),
             "failure_config": tune.FailureConfig(max_failures=spec.base.max_failures)}

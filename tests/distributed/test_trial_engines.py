@@ -6,7 +6,12 @@ device(s) to Tune; several workers (or ``--engine train``) run on Ray Train with
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 import ray
@@ -126,6 +131,42 @@ def test_two_worker_trials_run_one_at_a_time_on_ray_train(task, tmp_path):
                    key=lambda s: s["started_at"])
     assert [s["engine"] for s in spans] == ["train", "train"]
     assert spans[1]["started_at"] >= spans[0]["finished_at"] - 1.0  # the driver's summary lags its run's end
+
+
+@pytest.mark.slow
+def test_a_ray_train_trial_whose_driver_dies_is_retried_and_resumes_its_run(task, tmp_path):
+    """The Tune trial that drives a Ray Train run is killed (its node lost) after the run's epoch-1 checkpoint: Tune
+    retries the trial (``TRAIN_DRIVER_RETRIES``), whose new run continues from Ray Train's latest checkpoint; no
+    epoch is trained twice or skipped beyond those after it."""
+    results = tmp_path / "results" / "driver"
+    spec = _spec(engine="train", results=str(results))
+    spec = TrialSpec(**{**spec.__dict__, "data_dirs": {3: str(task)},
+                        "base": dataclasses.replace(spec.base, train_batches=10)})
+    run, seen = results / "3d_fold0", {}
+    killer = threading.Thread(target=_kill_driver_after_epoch_1, args=(run, seen))
+    killer.start()
+    grid = run_tuner(spec, path=str(results), resume=False, address="")
+    killer.join()
+    assert seen.get("killed") and not grid.errors
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["engine"] == "train" and summary["epochs"] == 4
+    assert 2 <= summary["start_epoch"] <= 3  # after the registered epoch 1 (or a later one registered meanwhile)
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1, 2, 3]
+
+
+def _kill_driver_after_epoch_1(run, seen: dict) -> None:
+    """SIGKILL the trial's driver (the process is gone as with its node) once Ray Train has registered the epoch-1
+    checkpoint (its snapshot names it: a folder Ray has not registered yet is not a checkpoint to resume from)."""
+    snapshot, deadline = run / "checkpoint_manager_snapshot.json", time.monotonic() + 300
+    while not (snapshot.is_file() and "epoch_0001" in snapshot.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    drivers = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, limit=10000,
+                                      filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+               if a.class_name.endswith("ImplicitFunc")]
+    for driver in drivers:
+        os.kill(driver.pid, signal.SIGKILL)
+    seen["killed"] = bool(drivers)
 
 
 def test_ray_train_drivers_ask_for_the_heads_driver_resource_where_the_cluster_has_it():
