@@ -38,8 +38,11 @@ from nvidia.dali import pipeline_def
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from nnunet_ray.loading.augment import Augmentations, augment
+from nnunet_ray.loading.autograph_files import remove_generated_files
 from nnunet_ray.loading.iterators import TABLE_HEADER, batches_per_epoch, check_case, crop_table
 from nnunet_ray.planning.schema import Plans
+
+remove_generated_files()  # before any pipeline is defined: see autograph_files.py
 
 
 def _floor_index(u, count):

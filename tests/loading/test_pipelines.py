@@ -1,5 +1,11 @@
 """The DALI training loader on the CPU (real DALI): crops, oversampling, alignment, sharding, seeding, 2D."""
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +172,23 @@ def test_gpu_batches_live_on_the_device(indexed_cases):
     batch = train_loader(folder, ids, PLANS_3D, batch_size=2, seed=0, device_id=0).next_batch()
     assert batch["image"].is_cuda and batch["image"].shape == (2, 2, 16, 16, 16)
     assert batch["label"].dtype == torch.uint8
+
+
+def test_a_process_that_ends_without_atexit_leaves_no_autograph_files(indexed_cases, tmp_path):
+    """DALI's autograph writes the converted augmentation code to <tmp>/__autograph_generated_file*.py and deletes it
+    only at exit; Ray workers end without exit hooks (here: os._exit after one batch, as a killed trial's process)."""
+    folder, ids = indexed_cases(2, (8, 8, 8))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from nnunet_ray.loading.pipelines import train_loader
+        from tests.loading.test_pipelines import PLANS_3D
+        loader = train_loader(Path({str(folder)!r}), {ids!r}, PLANS_3D, batch_size=2, seed=0, num_threads=1)
+        loader.next_batch()
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "TMPDIR": str(scratch)},
+                   cwd=Path(__file__).resolve().parents[2])
+    assert not list(scratch.glob("__autograph_generated_file*"))
