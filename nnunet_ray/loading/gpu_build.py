@@ -29,10 +29,10 @@ def main() -> int:
 
     problem = gpu_build_problem(torch.version.cuda, getattr(dali, "__cuda_version__", None))
     if problem:
-        print(f"gpu_build: error: {problem}", file=sys.stderr)
+        sys.stderr.write(f"gpu_build: error: {problem}\n")
         return 1
     major, minor = divmod(dali.__cuda_version__, 1000)
-    print(f"torch CUDA {torch.version.cuda}, DALI CUDA {major}.{minor // 10}")
+    sys.stdout.write(f"torch CUDA {torch.version.cuda}, DALI CUDA {major}.{minor // 10}\n")
     return 0
 
 
