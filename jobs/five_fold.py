@@ -4,6 +4,7 @@
         python jobs/five_fold.py --data /shared/Task04_Hippocampus --results /shared/results
     python jobs/five_fold.py --smoke-test --results /tmp/smoke        # a synthetic task, a tiny budget
     python jobs/five_fold.py --data /shared/Task04_Hippocampus --results s3://bucket/results   # outputs in a bucket
+    python jobs/five_fold.py --data s3://bucket/raw/Task04_Hippocampus --results s3://bucket/results   # all in one
 
 Steps, each an `nnunet-ray` command on the cluster the job runs on (`RAY_ADDRESS` under `ray job submit`):
   1. cv        plan + preprocess (Ray Data), then every fold x dim a Ray Tune trial (Ray Train DDP + AMP)
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from nnunet_ray.data import storage
 from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
@@ -28,7 +28,8 @@ from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_datase
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="", help="raw dataset folder (MSD or nnU-Net v2 layout)")
+    parser.add_argument("--data", default="", help="raw dataset folder (MSD or nnU-Net v2 layout): a path every node "
+                        "sees or an s3:// / gs:// URI")
     parser.add_argument("--results", required=True, help="results root: a shared filesystem path or an s3:// / gs:// URI")
     parser.add_argument("--name", default="", help="experiment name (default <dataset>_five_fold)")
     parser.add_argument("--dims", default="3", help="dims to cross-validate: 3, 2 or 2,3")
@@ -44,24 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     args, cv_options = parse_args(argv)
     results = storage.absolute(args.results)
     try:
-        if storage.is_uri(args.data):  # never resolved as a path (that would mangle it into a local folder name)
-            raise JobError(f"--data {storage.display(args.data)}: a raw dataset URI is not supported by this job yet "
-                           "(evaluate --cv and predict read the raw images from a path every node sees); copy it to "
-                           "a shared path")
-        data = Path(args.data).resolve() if args.data else synthetic_dataset(results, smoke=args.smoke_test)
-        name = args.name or f"{data.name}_five_fold"
+        # A URI goes to every step as given (resolving it as a path would mangle it into a local folder name).
+        data = storage.absolute(args.data) if args.data else str(synthetic_dataset(results, smoke=args.smoke_test))
+        name = args.name or f"{storage.basename(data)}_five_fold"
         experiment = storage.join(results, name)
         folds = args.folds or ("0,1" if args.smoke_test else "0-4")
         budget = SMOKE_TRAINING if args.smoke_test else []
-        run_step("cv", ["cv", "--data", str(data), "--results", results, "--name", name,
+        run_step("cv", ["cv", "--data", data, "--results", results, "--name", name,
                         "--dims", args.dims, "--folds", folds, *(["--resume"] if args.resume else []),
                         *budget, *cv_options])
-        run_step("evaluate --cv", ["evaluate", "--cv", experiment, "--data", str(data)])
+        run_step("evaluate --cv", ["evaluate", "--cv", experiment, "--data", data])
         predictions = storage.join(experiment, "test_predictions")
-        run_step("predict", ["predict", "--models", experiment, "--input", str(data), "--out", predictions,
+        run_step("predict", ["predict", "--models", experiment, "--input", data, "--out", predictions,
                              *(["--tta"] if args.tta else [])])
-        if (data / "labelsTs").is_dir():
-            run_step("evaluate", ["evaluate", "--preds", predictions, "--labels", str(data / "labelsTs")])
+        if storage.is_dir(storage.join(data, "labelsTs")):
+            run_step("evaluate", ["evaluate", "--preds", predictions, "--labels", storage.join(data, "labelsTs")])
     except JobError as err:
         print(f"five_fold: error: {err}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ Writes ``<experiment>/cv_predictions/<run>/`` (label maps, float16 probabilities
 ``summary.json``/``.csv``) and ``<experiment>/cv_original_space.json`` + ``.csv``: per run the in-training best Dice
 next to the original-space Dice, HD95 and NSD, and their means per configuration (dim). The experiment may be a
 URI (``s3://``): its checkpoints and predictions are read through temporary local copies, outputs written there.
+So may the raw dataset: the driver downloads its training labels, each actor the images of the cases it predicts.
 
 Then the best configuration, as nnU-Net v2 chooses it: 2D, 3D and (when both exist) their ensemble (probabilities
 averaged) are compared by mean Dice over the CV cases; for the winner, each class keeps only its largest connected
@@ -33,7 +34,7 @@ import torch
 
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.distributed.case_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.locations import read_splits
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
@@ -73,7 +74,8 @@ def _training_dice(checkpoint: Path) -> float | None:
     return None if best is None or not np.isfinite(best) else float(best)
 
 
-def _validation_cases(config: dict, dataset, name: str):
+def _validation_cases(config: dict, data: str, inputs: Inputs, name: str) -> Inputs:
+    """Run ``name``'s validation cases among the raw dataset's training cases ``inputs`` (the dataset ``data``)."""
     splits_path = storage.display(storage.join(config["data"], "splits.json"))
     fold = int(config["fold"])
     try:
@@ -85,48 +87,58 @@ def _validation_cases(config: dict, dataset, name: str):
     if recorded and recorded != now:  # runs recorded before the hash existed have none
         raise ConfigError(f"{flag_name('cv')}: run {name} was trained on other folds (splits hash {recorded}) than "
                           f"{splits_path} holds now (hash {now}): its validation cases there may be training cases")
-    cases = [c for c in dataset.training if c.case_id in ids]
+    cases = [c for c in inputs.cases if c.case_id in ids]
     if len(cases) != len(ids):
         missing = sorted(ids - {c.case_id for c in cases})
-        raise ConfigError(f"{flag_name('data')}: {dataset.root} lacks validation cases of run {name}: {missing[:5]}")
-    return cases
+        raise ConfigError(f"{flag_name('data')}: {storage.display(data)} lacks validation cases of run {name}: "
+                          f"{missing[:5]}")
+    return inputs.only(cases)
 
 
 def evaluate_cv(cfg: EvaluateConfig) -> dict:
     """Predict and score every fold's validation cases in the original space; see the module docstring.
+
+    ``--data`` may be a URI: the driver downloads its training labels only, each actor the images it predicts.
 
     Returns:
         ``{"runs": [{"run", "dim", "fold", "cases", "training_dice", "dice", "hd95", "nsd"}], "configurations":
         {"<dim>d": means over its folds}}``, also written to ``cv_original_space.json`` / ``.csv``.
     """
     cfg.validate()
-    experiment = storage.absolute(cfg.cv)
-    dataset = load_dataset(cfg.data)
-    runs, rows = _fold_runs(experiment), []
-    check_same_splits([(name, config) for name, _, config, _ in runs], flag=flag_name("cv"))
-    requests = []
+    experiment, data = storage.absolute(cfg.cv), storage.absolute(cfg.data)
+    with labelled_dataset(data) as (dataset, inputs):
+        runs = _fold_runs(experiment)
+        check_same_splits([(name, config) for name, _, config, _ in runs], flag=flag_name("cv"))
+        rows = _predict_and_score(cfg, experiment, runs, dataset, inputs)
+        result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,
+                  "best": choose_configuration(experiment, rows, dataset)}
+    storage.write_json(storage.join(experiment, f"{RESULT}.json"), result)
+    storage.write_text(storage.join(experiment, f"{RESULT}.csv"), _csv(rows))
+    return result
+
+
+def _predict_and_score(cfg: EvaluateConfig, experiment: str, runs: list, dataset, inputs: Inputs) -> list[dict]:
+    """Every run's validation cases predicted (one actor pool for all) and scored against the labels of ``dataset``
+    (on this machine); one row per run."""
+    requests, rows = [], []
     for name, checkpoint, config, _ in runs:
         logger.info("%s: fold %s with %s", name, config["fold"], storage.display(checkpoint))
-        predict = PredictConfig(models=(checkpoint,), input=str(dataset.root), out=storage.join(
+        predict = PredictConfig(models=(checkpoint,), input=storage.absolute(cfg.data), out=storage.join(
             experiment, PREDICTIONS, name), tta=cfg.tta, actors=cfg.actors, address=cfg.address,
             save_probabilities=True, overwrite=cfg.overwrite).validate()
-        requests.append((predict, _validation_cases(config, dataset, name)))
+        requests.append((predict, _validation_cases(config, cfg.data, inputs, name)))
     # One actor pool for every fold: each case is predicted by its own fold's best checkpoint.
-    for (name, _, config, training_dice), (predict, cases), summary in zip(runs, requests,
-                                                                           predict_folders(requests)):
+    summaries = predict_folders(requests, flags=("data", "cv"), out_root=storage.join(experiment, PREDICTIONS))
+    for (name, _, config, training_dice), (predict, cases), summary in zip(runs, requests, summaries):
         if not summary.ok:
             raise ConfigError(f"{flag_name('cv')}: run {name}: {len(summary.failed)} validation case(s) failed, "
                               f"e.g. {next(iter(summary.failed.values()))}")
         # This fold's validation cases only: labelsTr also holds the other folds' cases.
         scores = evaluate_folders(predict.out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance,
-                                  cases=[c.case_id for c in cases])
+                                  cases=[c.case_id for c in cases.cases])
         rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
                      "training_dice": training_dice, **scores["mean"]})
-    result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,
-              "best": choose_configuration(experiment, rows, dataset)}
-    storage.write_json(storage.join(experiment, f"{RESULT}.json"), result)
-    storage.write_text(storage.join(experiment, f"{RESULT}.csv"), _csv(rows))
-    return result
+    return rows
 
 
 def _per_configuration(rows: list[dict]) -> dict:

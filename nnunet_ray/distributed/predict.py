@@ -9,10 +9,12 @@ never holds up the others. A case that fails is reported by name and the others 
 end. ``predict.json`` (``nnunet_ray.inference.record``: members and their hashes, the options, per-case status and
 timings) is written before the first case and updated as each case lands, so a rerun with the same members and
 options predicts only the cases not recorded as done; a folder of other members or options, or holding predictions
-no record accounts for, is refused (``--overwrite`` starts a recorded folder over). Multi-node clusters
-need ``--input`` on a filesystem every node sees; ``--models`` and ``--out`` may also be URIs (``s3://``, ``gs://``):
-the driver downloads only the checkpoint files it loads, and each actor writes a case to local scratch and uploads
-it (the label map, the file that marks the case done, last).
+no record accounts for, is refused (``--overwrite`` starts a recorded folder over). ``--input``, ``--models`` and
+``--out`` may be paths (on a multi-node cluster: a filesystem every node sees) or URIs (``s3://``, ``gs://``): each
+actor downloads the images of the case it predicts (``case_inputs``), the driver downloads only the checkpoint files
+it loads, and each actor writes a case to local scratch and uploads it (the label map, the file that marks the case
+done, last). Before any actor starts, a probe on every node checks that it reads the input and writes (and sees the
+driver's writes in) the output folder (``probe``).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from pathlib import Path, PurePosixPath
 
 from nnunet_ray.config import ConfigError, PredictConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.inputs import input_cases
 from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.distributed.case_inputs import Inputs, open_inputs
+from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.predict_pool import CaseTask, predict_on_pool, window_options
+from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.inference.members import BEST_CONFIGURATION, Member, check_compatible, find_checkpoints, load_member
-from nnunet_ray.inference.record import (RECORD, PredictRecord, input_fingerprint, is_prediction_file, read_record,
-                                         weights_hash, write_record)
+from nnunet_ray.inference.record import (RECORD, PredictRecord, is_prediction_file, read_record, weights_hash,
+                                         write_record)
 from nnunet_ray.planning.schema import PLANS_FILE
 from nnunet_ray.training.checkpoint import REQUIRED
 
@@ -176,20 +180,27 @@ def _remove_recorded(out: str, names: list[str]) -> None:
     storage.delete(storage.join(out, RECORD))
 
 
-def predict_folder(cfg: PredictConfig, *, cases: Sequence[CaseFiles] | None = None) -> PredictSummary:
+def predict_folder(cfg: PredictConfig, *, cases: Inputs | Sequence[CaseFiles] | None = None) -> PredictSummary:
     """Predict every case of ``cfg.input`` (or the given ``cases``) with the ensemble ``cfg.models`` into ``cfg.out``.
 
     Raises:
-        ConfigError: bad options, no usable member, or an output folder of another ensemble.
+        ConfigError: bad options, no usable member, an output folder of another ensemble, or a node that cannot
+            read the input or write the output folder.
         DatasetError: the input folder holds no cases.
     """
     return predict_folders([(cfg, cases)])[0]
 
 
-def predict_folders(requests: Sequence[tuple[PredictConfig, Sequence[CaseFiles] | None]]) -> list[PredictSummary]:
+def predict_folders(requests: Sequence[tuple[PredictConfig, Inputs | Sequence[CaseFiles] | None]], *,
+                    flags: tuple[str, str] = ("input", "out"), out_root: str = "") -> list[PredictSummary]:
     """Several ensembles, each predicting its cases into its own folder, on one actor pool (``evaluate --cv``: each
     fold's validation cases with that fold's members). The pool's actors, devices and window options are the first
     request's; every request must predict with the same window options.
+
+    Args:
+        requests: per ensemble its options and its cases (None: every case of its ``--input``).
+        flags: the options the images and the output folders came from, for the storage probe's messages.
+        out_root: the folder the probe checks every node writes in (default: the first request's ``--out``).
 
     Returns:
         one summary per request, in order.
@@ -199,10 +210,12 @@ def predict_folders(requests: Sequence[tuple[PredictConfig, Sequence[CaseFiles] 
     pool_cfg = requests[0][0]
     if any(window_options(job.cfg) != window_options(pool_cfg) for job in jobs):
         raise ValueError("predict_folders: every request must use the same sliding-window options")
+    tasks = [CaseTask(i, case, job.summary.out_dir, job.cfg.save_probabilities, tuple(job.largest_component),
+                      job.inputs.source) for i, job in enumerate(jobs) for case in job.todo]
+    if tasks:
+        _probe(jobs, tasks, flags, out_root or jobs[0].summary.out_dir)
     for job in jobs:  # before the first case: every output the pool writes is accounted for
         write_record(job.summary.out_dir, job.record)
-    tasks = [CaseTask(i, case, job.summary.out_dir, job.cfg.save_probabilities, tuple(job.largest_component))
-             for i, job in enumerate(jobs) for case in job.todo]
     actors = 0
     if tasks:
         actors = predict_on_pool(pool_cfg, [job.members for job in jobs], tasks,
@@ -214,6 +227,17 @@ def predict_folders(requests: Sequence[tuple[PredictConfig, Sequence[CaseFiles] 
     return [job.summary for job in jobs]
 
 
+def _probe(jobs: list[_FolderJob], tasks: list[CaseTask], flags: tuple[str, str], out_root: str) -> None:
+    """Before any actor starts: every node must read an image the actors will open (the first one the driver sees:
+    a file missing everywhere is its own case's failure) and write, and see the driver's writes in, the output
+    folder; else one line naming the node and the path. ``--models`` needs no probe: only the driver reads it (the
+    members reach the actors through Ray's object store)."""
+    init_ray(jobs[0].cfg.address)
+    images = ((jobs[task.ensemble].inputs, path) for task in tasks for path in task.case.images)
+    image = next((inputs.location(path) for inputs, path in images if inputs.has(path)), "")
+    probe_storage(readable={flags[0]: image} if image else {}, results=out_root, results_flag=flags[1])
+
+
 @dataclass
 class _FolderJob:
     """One ensemble, the cases it still has to predict (with their image files' fingerprints), and its record."""
@@ -222,36 +246,38 @@ class _FolderJob:
     members: list[Member]
     largest_component: list[int]
     record: PredictRecord
+    inputs: Inputs  # every case, and where their images are
     todo: list[CaseFiles]
-    inputs: dict[str, list | None]
+    fingerprints: dict[str, list | None]
     summary: PredictSummary
 
 
-def _folder_job(cfg: PredictConfig, cases: Sequence[CaseFiles] | None) -> _FolderJob:
+def _folder_job(cfg: PredictConfig, cases: Inputs | Sequence[CaseFiles] | None) -> _FolderJob:
     """Load the members, claim the output folder and find the cases not done yet (a rerun skips the rest)."""
     cfg.validate()
     storage.check_writable_here(cfg.out, "out")  # before the members' weights are loaded
     members = load_members(cfg.models)
     largest_component = postprocess_classes(cfg)
-    cases = input_cases(cfg.input) if cases is None else tuple(cases)
+    inputs = open_inputs(cfg.input) if cases is None else cases if isinstance(cases, Inputs) else Inputs(tuple(cases))
     out = storage.absolute(cfg.out)
     record = claim_folder(out, _new_record(cfg, members, largest_component), overwrite=cfg.overwrite)
     present = set(storage.list_names(out))  # one listing, not one request per case on object storage
-    todo = [c for c in cases if not record.is_done(c, present, save_probabilities=cfg.save_probabilities)]
+    todo = [c for c in inputs.cases if not record.is_done(c, present, save_probabilities=cfg.save_probabilities,
+                                                          fingerprint_of=inputs.fingerprint)]
     todo_ids = {c.case_id for c in todo}
     record.planned = sorted({*record.planned, *todo_ids})
-    summary = PredictSummary(out_dir=out, skipped=[c.case_id for c in cases if c.case_id not in todo_ids])
-    logger.info("predicting %d of %d cases with %d member(s) (%d already done)", len(todo), len(cases), len(members),
-                len(summary.skipped))
-    inputs = {c.case_id: input_fingerprint(c) for c in todo}
-    return _FolderJob(cfg, members, largest_component, record, todo, inputs, summary)
+    summary = PredictSummary(out_dir=out, skipped=[c.case_id for c in inputs.cases if c.case_id not in todo_ids])
+    logger.info("predicting %d of %d cases with %d member(s) (%d already done)", len(todo), len(inputs.cases),
+                len(members), len(summary.skipped))
+    fingerprints = {c.case_id: inputs.fingerprint(c) for c in todo}
+    return _FolderJob(cfg, members, largest_component, record, inputs, todo, fingerprints, summary)
 
 
 def _collect(job: _FolderJob, result: dict) -> None:
     """Record one case's result as it comes back from the pool (its outputs have landed when it is done)."""
     case_id = result["case_id"]
     job.record.cases[case_id] = {"status": result["status"], "seconds": round(result["seconds"], 3),
-                                 "error": result["error"], "inputs": job.inputs.get(case_id)}
+                                 "error": result["error"], "inputs": job.fingerprints.get(case_id)}
     write_record(job.summary.out_dir, job.record)
     if result["status"] == "failed":
         job.summary.failed[case_id] = result["error"]

@@ -22,7 +22,8 @@ import torch
 
 from nnunet_ray.config import PredictConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.data.types import CaseError, CaseFiles
+from nnunet_ray.distributed.case_inputs import local_case
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
 from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
 from nnunet_ray.inference.members import Member
@@ -45,6 +46,7 @@ class CaseTask:
     out_dir: str  # path or URI
     save_probabilities: bool
     largest_component: tuple[int, ...] = ()
+    source: str = ""  # "": the case's paths are read in place; a URI: they are relative to it (``case_inputs``)
 
 
 class PredictActor:
@@ -59,10 +61,14 @@ class PredictActor:
 
     def predict(self, task: CaseTask) -> dict:
         """Predict and write one case; returns its record (failures included, never raised)."""
-        with storage.writable_folder(task.out_dir) as out:  # a URI: written locally, uploaded when done
-            return predict_case(self.predictors[task.ensemble], task.case, out,
-                                save_probabilities=task.save_probabilities,
-                                largest_component=list(task.largest_component))
+        try:
+            # A URI input: this case's images downloaded to scratch first; a URI output: written locally, uploaded.
+            with local_case(task.case, task.source) as case, storage.writable_folder(task.out_dir) as out:
+                return predict_case(self.predictors[task.ensemble], case, out,
+                                    save_probabilities=task.save_probabilities,
+                                    largest_component=list(task.largest_component))
+        except CaseError as err:  # an image could not be downloaded
+            return _failed(task, err.problem)
 
 
 def window_options(cfg: PredictConfig) -> WindowOptions:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,10 +92,12 @@ class PredictRecord:
         mine, theirs = self.identity(), other.identity()
         return [k for k in mine if mine[k] != theirs[k]]
 
-    def is_done(self, case: CaseFiles, present: Iterable[str], *, save_probabilities: bool) -> bool:
-        """Recorded as done from the same image files, and every output file is in ``present`` (the folder)."""
+    def is_done(self, case: CaseFiles, present: Iterable[str], *, save_probabilities: bool,
+                fingerprint_of: Callable[[CaseFiles], list | None] = input_fingerprint) -> bool:
+        """Recorded as done from the same image files, and every output file is in ``present`` (the folder).
+        ``fingerprint_of`` gives the images' fingerprint now (default: ``stat`` them; on object storage: a listing)."""
         entry = self.cases.get(case.case_id, {})
-        fingerprint = input_fingerprint(case)
+        fingerprint = fingerprint_of(case)
         return (entry.get("status") == "done" and fingerprint is not None and entry.get("inputs") == fingerprint
                 and set(output_names(case.case_id, save_probabilities=save_probabilities)) <= set(present))
 
