@@ -6,17 +6,19 @@ no driver runs on a worker node. The cluster is stopped even when the test fails
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from scripts.bench_autoscaling import fake_autoscaling_head, run_smoke_job, state_api
+from nnunet_ray.distributed.fake_autoscaling import fake_autoscaling_head, run_smoke_job, state_api
 
 pytestmark = pytest.mark.slow
+FIVE_FOLD = Path(__file__).resolve().parents[2] / "jobs" / "five_fold.py"
 
 
 def test_the_smoke_job_grows_an_empty_cluster_and_keeps_drivers_on_the_head(tmp_path):
     with fake_autoscaling_head(tmp_path / "home") as head:
-        result = run_smoke_job(head, tmp_path)
+        result = run_smoke_job(head, tmp_path, FIVE_FOLD)
         nodes, actors = state_api(head, "nodes"), state_api(head, "actors")
     submit = result["submit"]
     assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.bench_jobs import free_agent_ports, free_port, stop_group
+from nnunet_ray.distributed.local_clusters import free_agent_ports, free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -19,11 +19,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from nnunet_ray.data import storage
-from scripts.bench_jobs import local_head, submit_five_fold, training_seconds
+from nnunet_ray.distributed.local_clusters import local_head, submit_job, training_seconds
 from tests.distributed.test_s3_storage import S3StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))
+FIVE_FOLD = ROOT / "jobs" / "five_fold.py"
 
 
 def _alone(script: Path, folder: Path) -> Path:
@@ -66,7 +67,7 @@ def ray_head():
 def test_five_fold_smoke_job_through_ray_job_submit(ray_head, tmp_path):
     address, env = ray_head
     results = tmp_path / "results"
-    submit, seconds = submit_five_fold(address, env, tmp_path / "job", ["--smoke-test", "--results", str(results)])
+    submit, seconds = submit_job(address, env, FIVE_FOLD, tmp_path / "job", ["--smoke-test", "--results", str(results)])
     assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
     print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s (results on a local path)")
     assert "(raylet)" not in submit.stdout + submit.stderr  # e.g. its worker start-up concurrency warning
@@ -140,7 +141,7 @@ def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, keyed_s3, tmp_path):
     secret = f"jobs-s3cr3t-{uuid.uuid4().hex[:8]}"
     results = keyed_s3.new_root(secret)  # the endpoint and the credentials travel in the URI
     args = ["--smoke-test", "--results", results]
-    submit, seconds = submit_five_fold(address, env, tmp_path / "job", args)
+    submit, seconds = submit_job(address, env, FIVE_FOLD, tmp_path / "job", args)
     assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
     print(f"ray job submit -> SUCCEEDED in {seconds:.0f} s (results on s3://, moto)")
     own = [line for line in submit.stdout.splitlines() if line.startswith(JOB_LINES)]
@@ -154,7 +155,7 @@ def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, keyed_s3, tmp_path):
             "test_predictions/synth_010.nii.gz", "test_predictions/synth_011.nii.gz"} <= set(files)
     trained = {t: storage.read_bytes(storage.join(experiment, t, "summary.json")) for t in ("3d_fold0", "3d_fold1")}
 
-    resumed, seconds = submit_five_fold(address, env, tmp_path / "job", [*args, "--resume"])
+    resumed, seconds = submit_job(address, env, FIVE_FOLD, tmp_path / "job", [*args, "--resume"])
     assert resumed.returncode == 0 and "succeeded" in resumed.stdout, resumed.stdout[-4000:] + resumed.stderr[-2000:]
     print(f"resumed job -> SUCCEEDED in {seconds:.0f} s")
     for trial, summary in trained.items():
