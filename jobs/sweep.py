@@ -5,8 +5,9 @@
         --learning-rate loguniform:1e-4:1e-2 --patch-size 32,48,32 40,56,40 --num-samples 8 --then-cv
 
 Options this script does not know (--learning-rate, --patch-size, --search-space, --search, --num-samples,
---scheduler, any training option) go to `nnunet-ray tune`. With --then-cv the sweep's best_config.json trains every
-fold (`cv --config`).
+--scheduler, --budget, --recipe, any training option) go to `nnunet-ray tune`; with no search option it sweeps the
+learning rate. With --then-cv the sweep's best_config.json (which names a --recipe other than dle) trains every fold
+(`cv --config`).
 Needs nothing but the installed `nnunet_ray` package.
 """
 

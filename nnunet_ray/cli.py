@@ -15,7 +15,8 @@
 Every flag is the kebab-case name of a config field (``--learning-rate``); the reference's snake_case spelling
 (``--learning_rate``) is accepted as an alias, as are a few of its names where ours differ (``--num_workers`` is
 ``--dali-threads`` in train and ``--case-workers`` in preprocess). Each bool has ``--x`` and ``--no-x``. A bad
-option exits with status 2 and one line naming the flag.
+option exits with status 2 and one line naming the flag. The flags given are recorded (``GIVEN``), so that
+``--recipe`` supplies only the training options the user left out (``config.recipes``).
 """
 
 from __future__ import annotations
@@ -29,13 +30,29 @@ import typing
 from typing import Any, Callable
 
 from nnunet_ray.config import (ConfigError, CVConfig, DownloadConfig, EvaluateConfig, PlanConfig, PredictConfig,
-                               PreprocessConfig, RunError, Stopped, SynthConfig, TrainConfig, TuneConfig, flag_name)
+                               PreprocessConfig, RunError, Stopped, SynthConfig, TrainConfig, TuneConfig, apply_recipe,
+                               flag_name)
 from nnunet_ray.data import storage
 from nnunet_ray.data.credentials import into_environment
 from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.planning.schema import PlansError
 
 SCALARS: dict[type, Callable[[str], Any]] = {int: int, float: float, str: str}
+GIVEN = "_given"  # the parsed namespace's set of the dests whose flags were on the command line
+
+
+class _Given(argparse.Action):
+    """Stores a flag's value (a bool's ``--x`` / ``--no-x``: its ``const``) and records that it was given: a
+    recipe must not override what the user typed, even a value equal to the default."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config that are flags (all but those marked ``flag=False``)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
 
 
 def _flag_names(f: dataclasses.Field) -> list[str]:
@@ -57,28 +74,28 @@ def _add_field(parser: Any, f: dataclasses.Field, kind: Any, prefix: str = "") -
     names, help_text, dest = _flag_names(f), f.metadata.get("help", ""), prefix + f.name
     metavar = f.name.upper() if prefix else None  # not argparse's TRAIN.NAME for a nested field
     if kind is bool:
-        parser.add_argument(*names, dest=dest, action="store_true", default=f.default, help=help_text)
-        parser.add_argument("--no-" + names[0][2:], dest=dest, action="store_false", default=argparse.SUPPRESS,
-                            help=f"turn {names[0]} off")
+        parser.add_argument(*names, dest=dest, action=_Given, nargs=0, const=True, default=f.default, help=help_text)
+        parser.add_argument("--no-" + names[0][2:], dest=dest, action=_Given, nargs=0, const=False,
+                            default=argparse.SUPPRESS, help=f"turn {names[0]} off")
         return
     args = typing.get_args(kind)
     if typing.get_origin(kind) is tuple and args and all(a in SCALARS for a in args if a is not Ellipsis):
         nargs = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
-        parser.add_argument(*names, dest=dest, type=SCALARS[args[0]], nargs=nargs, default=list(f.default),
-                            metavar=metavar, help=help_text)
+        parser.add_argument(*names, dest=dest, action=_Given, type=SCALARS[args[0]], nargs=nargs,
+                            default=list(f.default), metavar=metavar, help=help_text)
         return
     if kind not in SCALARS:
         raise TypeError(f"{f.name}: the CLI cannot express type {kind!r}; use bool, int, float, str or tuple[T, ...]")
     choices = f.metadata.get("choices")
-    parser.add_argument(*names, dest=dest, type=SCALARS[kind], default=f.default, choices=choices,
+    parser.add_argument(*names, dest=dest, action=_Given, type=SCALARS[kind], default=f.default, choices=choices,
                         metavar=None if choices else metavar, help=help_text)
 
 
 def nested_fields(cls: type, f: dataclasses.Field) -> list[dataclasses.Field]:
     """The fields of a ``nested`` config field (cv/tune's ``train``) that get flags: all but the names in its
     ``nested`` metadata (set per trial) and any whose flag the outer command already has."""
-    outer = {_flag_names(o)[0] for o in dataclasses.fields(cls)}
-    return [sub for sub in dataclasses.fields(type(f.default))
+    outer = {_flag_names(o)[0] for o in flag_fields(cls)}
+    return [sub for sub in flag_fields(type(f.default))
             if sub.name not in f.metadata["nested"] and _flag_names(sub)[0] not in outer]
 
 
@@ -86,7 +103,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add a flag for every field of the config dataclass ``cls`` (see ``_add_field``); a field with ``nested``
     metadata adds its config's fields (``nested_fields``) in a group, landing in ``args.<field>.<name>``."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in flag_fields(cls):
         if "nested" not in f.metadata:
             _add_field(parser, f, hints[f.name])
             continue
@@ -121,17 +138,24 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def _values(cls: type, args: argparse.Namespace, default: Any = None, prefix: str = "") -> dict[str, Any]:
-    values = {f.name: getattr(args, prefix + f.name, getattr(default, f.name, None)) for f in dataclasses.fields(cls)}
+    values = {f.name: getattr(args, prefix + f.name, getattr(default, f.name, f.default)) for f in flag_fields(cls)}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
+def _build(cls: type, args: argparse.Namespace, default: Any = None, prefix: str = "") -> Any:
+    """The config ``cls`` from the parsed flags; a ``TrainConfig`` takes its recipe's values where no flag was given."""
+    config = cls(**_values(cls, args, default, prefix))
+    given = {dest[len(prefix):] for dest in getattr(args, GIVEN, ()) if dest.startswith(prefix)}
+    return apply_recipe(config, given) if cls is TrainConfig else config
+
+
 def _config_from(cls: type, args: argparse.Namespace) -> Any:
-    values = _values(cls, args)
-    for f in dataclasses.fields(cls):
+    config = _build(cls, args)
+    for f in flag_fields(cls):
         if "nested" in f.metadata:  # the nested config keeps its defaults for the flags the outer one owns
-            values[f.name] = type(f.default)(**_values(type(f.default), args, f.default, f.name + "."))
+            config = dataclasses.replace(config, **{f.name: _build(type(f.default), args, f.default, f.name + ".")})
     # A URI's KEY:SECRET@ goes to the environment here, before anything can store or print it.
-    return into_environment(cls(**values)).validate()
+    return into_environment(config).validate()
 
 
 def cmd_synth(cfg: SynthConfig) -> int:

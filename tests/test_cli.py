@@ -10,7 +10,7 @@ import typing
 
 import pytest
 
-from nnunet_ray.cli import COMMANDS, _flag_names, add_config_flags, build_parser, nested_fields
+from nnunet_ray.cli import COMMANDS, _flag_names, add_config_flags, build_parser, flag_fields, nested_fields
 from nnunet_ray.config import TrainConfig, opt
 
 
@@ -34,7 +34,7 @@ def _flag_fields(cls: type) -> list[tuple[str, dataclasses.Field, object]]:
     """(dest, field, type) of every flag of a command: its config's fields, a nested config's (cv/tune's
     ``train``) under ``<field>.<name>``."""
     hints, out = typing.get_type_hints(cls), []
-    for f in dataclasses.fields(cls):
+    for f in flag_fields(cls):
         if "nested" not in f.metadata:
             out.append((f.name, f, hints[f.name]))
             continue
@@ -55,6 +55,13 @@ def test_every_config_field_round_trips_through_its_flag(command):
         assert (tuple(parsed) if isinstance(parsed, list) else parsed) == value, (command, dest, words)
 
 
+def test_only_the_recorded_explicit_options_have_no_flag():
+    unflagged = {(cls.__name__, f.name) for cls, _, _ in COMMANDS.values() for f in dataclasses.fields(cls)
+                 if f not in flag_fields(cls)}
+    nested = {f.name for f in dataclasses.fields(TrainConfig) if f not in flag_fields(TrainConfig)}
+    assert unflagged == {("TrainConfig", "explicit")} and nested == {"explicit"}
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_bool_can_be_switched_both_ways(command):
     cls, parser = COMMANDS[command][0], build_parser()
@@ -66,9 +73,10 @@ def test_every_bool_can_be_switched_both_ways(command):
 
 
 @pytest.mark.parametrize("command, owned", [
-    ("cv", {"data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark", "dim"}),
+    ("cv", {"data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark", "dim",
+            "explicit"}),
     ("tune", {"data", "results", "fold", "experiment", "resume_training", "gpus", "workers", "benchmark",
-              "learning_rate", "patch_size", "scheduler"}),
+              "learning_rate", "patch_size", "scheduler", "explicit"}),
 ])
 def test_nested_training_options_become_the_trials_config(command, owned):
     """cv/tune: every training option except those set per trial (or owned by the command) is a flag, and the

@@ -3,15 +3,18 @@
 Each field's ``metadata["help"]`` is its CLI help; the CLI builds its flags from these dataclasses
 (kebab-case: ``learning_rate`` -> ``--learning-rate``). ``validate()`` raises ``ConfigError`` naming the
 flag to fix. At the Ray boundary a config travels as ``asdict(cfg)`` and is rebuilt with ``from_dict``.
-``base`` holds the machinery, ``stages`` the stage commands' configs, ``runs`` those of cv / tune / predict / evaluate.
+``base`` holds the machinery, ``recipes`` the ``--recipe`` defaults, ``stages`` the stage commands' configs,
+``runs`` those of cv / tune / predict / evaluate.
 """
 
 from nnunet_ray.config.base import ConfigError, RunError, Stopped, flag_name, from_dict, opt, parse_duration
+from nnunet_ray.config.recipes import RECIPES, apply_recipe, chosen_options, with_options
 from nnunet_ray.config.runs import (TRIAL_FIELDS, CVConfig, EvaluateConfig, PredictConfig, TuneConfig,
                                     parse_int_list)
 from nnunet_ray.config.stages import (MSD_MIRROR, DownloadConfig, PlanConfig, PreprocessConfig, SynthConfig,
                                       TrainConfig)
 
 __all__ = ["CVConfig", "ConfigError", "DownloadConfig", "EvaluateConfig", "MSD_MIRROR", "PlanConfig",
-           "PredictConfig", "PreprocessConfig", "RunError", "Stopped", "SynthConfig", "TRIAL_FIELDS", "TrainConfig",
-           "TuneConfig", "flag_name", "from_dict", "opt", "parse_duration", "parse_int_list"]
+           "PredictConfig", "PreprocessConfig", "RECIPES", "RunError", "Stopped", "SynthConfig", "TRIAL_FIELDS",
+           "TrainConfig", "TuneConfig", "apply_recipe", "chosen_options", "flag_name", "from_dict", "opt",
+           "parse_duration", "parse_int_list", "with_options"]

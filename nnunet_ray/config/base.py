@@ -29,7 +29,8 @@ class Stopped(RunError):
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field with CLI help text and optional metadata: ``choices``, ``cli`` (the flag, when not the
-    field's kebab-case name) and ``aliases`` (more accepted spellings, e.g. the reference's)."""
+    field's kebab-case name), ``aliases`` (more accepted spellings, e.g. the reference's) and ``flag=False`` (no
+    flag: a field the CLI fills itself)."""
     return field(default=default, metadata={"help": help, **extra})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nnunet_ray.config.base import ConfigError, _check, _check_fields, flag_name, opt
+from nnunet_ray.config.base import ConfigError, _check, _check_fields, flag_name, opt, parse_duration
 from nnunet_ray.config.stages import TrainConfig, check_gpus
 
 GPUS_PER_TRIAL_HELP = ("GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers; a fraction below 1 "
@@ -83,7 +83,8 @@ class TuneConfig:
     results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
     folds: str = opt("0", "folds every configuration trains on; its score is the mean over them")
     learning_rate: str = opt("", "learning-rate space: loguniform:1e-4:1e-2, uniform:A:B, choice:1e-3,3e-3, "
-                             "grid:1e-3,3e-3 or one value (empty = --search-space / the default)")
+                             "grid:1e-3,3e-3 or one value (empty = --search-space; with no search flag at all, "
+                             "loguniform over a range for the optimizer: Adam/RAdam 1e-4:1e-2, SGD 1e-3:1e-1)")
     patch_size: tuple[str, ...] = opt((), "patch sizes to choose from, e.g. 64,96,80 80,112,96 (empty = the plans')")
     search_space: str = opt("", "YAML file: training option -> {choice|grid|uniform|loguniform: values}")
     num_samples: int = opt(4, "configurations drawn from the space (grid values: each one num-samples times)")
@@ -93,6 +94,8 @@ class TuneConfig:
     search: str = opt("random", "how configurations are drawn: random (each independently) or optuna (Optuna's TPE "
                       "learns from finished trials; one fold, no grid values)", choices=("random", "optuna"))
     search_seed: int = opt(0, "seed of the search (the same seed draws the same first configurations)")
+    budget: str = opt("", "wall time of the whole sweep, HH:MM:SS, from its first trial: then no further trial starts, "
+                      "running ones are stopped, and the results so far are written (empty = no limit)")
     gpus_per_trial: float = opt(0.0, GPUS_PER_TRIAL_HELP)
     workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
     engine: str = opt("auto", ENGINE_HELP, choices=ENGINES)
@@ -112,12 +115,19 @@ class TuneConfig:
         _check(self.grace_period >= 1, "grace_period", "must be >= 1")
         _check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
         _check(self.search_seed >= 0, "search_seed", "must be >= 0")
+        if self.budget:
+            parse_duration(self.budget, "budget")
         # A configuration's folds are separate trials (a grid in param_space); TPE scores one configuration per
         # trial and cannot grid-search, so an Optuna sweep tunes on one fold and cv --config cross-validates it.
         _check(self.search != "optuna" or len(parse_int_list(self.folds, "folds")) == 1, "folds",
                f"{self.folds!r}: --search optuna tunes on one fold (TPE cannot repeat a configuration over "
                "folds); pass e.g. --folds 0, then run cv --config best_config.json on every fold")
         return self
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """``--budget`` in seconds, or None without a limit."""
+        return parse_duration(self.budget, "budget") if self.budget else None
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,8 @@ class PredictConfig:
 
     models: tuple[str, ...] = opt((), "checkpoint folders, or experiment / run folders (each training run's best "
                                   "checkpoint under them joins the ensemble: every fold, and every dim present)")
-    input: str = opt("", "images to predict: a dataset folder (its test cases) or a folder of NIfTI files")
+    input: str = opt("", "images to predict: a dataset folder (its test cases) or a folder of NIfTI files; a path or "
+                     "an s3:// / gs:// URI (each actor downloads the cases it predicts)")
     out: str = opt("", "prediction folder: <case>.nii.gz label maps, predict.json (a rerun skips finished cases)")
     tta: bool = opt(False, "flip test-time augmentation (8 passes in 3D, 4 in 2D)")
     amp: bool = opt(False, "mixed precision: fp16 autocast on CUDA, bf16 on CPU")
@@ -172,7 +183,8 @@ class EvaluateConfig:
     # --- cross-validation in the original space (instead of --preds / --labels)
     cv: str = opt("", "experiment folder: predict every fold's validation cases with its best checkpoint and score "
                   "them against the raw labels (needs --data)")
-    data: str = opt("", "with --cv: the raw dataset folder the experiment was trained on")
+    data: str = opt("", "with --cv: the raw dataset folder the experiment was trained on (a path or an s3:// / gs:// "
+                    "URI)")
     tta: bool = opt(False, "with --cv: flip test-time augmentation")
     actors: int = opt(0, "with --cv: predicting actors (0 = one per GPU, else one per CPU)")
     overwrite: bool = opt(False, "with --cv: predict every fold again, replacing EXPERIMENT/cv_predictions (needed "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nnunet_ray.config.base import _check, _check_fields, opt, parse_duration
+from nnunet_ray.config.recipes import RECIPE_NAMES
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -127,10 +128,16 @@ class TrainConfig:
     amp_dtype: str = opt("float16", "autocast dtype on CUDA", choices=("float16", "bfloat16"))
     benchmark: bool = opt(False, "benchmark mode: time --train-batches steps after --warmup, write perf.json")
     # --- optimisation
+    recipe: str = opt("dle", "named defaults of the options below that make up a training method: dle (NVIDIA's "
+                      "nnU-Net, these defaults) or nnunetv2 (nnU-Net v2's nnUNetTrainer: SGD lr 1e-2 Nesterov, poly, "
+                      "250 batches per epoch, 1000 epochs, deep supervision); a flag given wins over its recipe",
+                      choices=RECIPE_NAMES)
     optimizer: str = opt("radam", "optimizer", choices=("radam", "adam", "sgd"))
     learning_rate: float = opt(1e-3, "initial learning rate")
-    weight_decay: float = opt(1e-4, "weight decay (Adam/RAdam)")
+    weight_decay: float = opt(1e-4, "weight decay: decoupled in Adam/RAdam, L2 in SGD (recipe dle: none with SGD, "
+                          "as the reference)")
     momentum: float = opt(0.99, "SGD momentum")
+    nesterov: bool = opt(False, "SGD: Nesterov momentum")
     scheduler: str = opt("none", "LR schedule, stepped per epoch; cosine and poly decay over --max-epochs, or with "
                          "--max-time over the epochs the budget holds (re-estimated each epoch)",
                          choices=("none", "multistep", "cosine", "poly", "plateau"))
@@ -171,7 +178,11 @@ class TrainConfig:
     # --- model
     norm: str = opt("instance", "normalization layer", choices=("instance", "batch", "group"))
     residual: bool = opt(False, "residual encoder blocks")
-    deep_supervision: bool = opt(False, "auxiliary heads at the two next coarser levels")
+    deep_supervision: bool = opt(False, "auxiliary heads on coarser decoder levels (see --deep-supervision-scheme)")
+    deep_supervision_scheme: str = opt("dle", "with --deep-supervision: dle (heads at the two next coarser levels, "
+                                       "loss weights 1/2^i, the reference's) or nnunetv2 (every decoder level but the "
+                                       "lowest-resolution one, whose weight nnU-Net v2 sets to 0; 1/2^i normalised)",
+                                       choices=("dle", "nnunetv2"))
     focal: bool = opt(False, "focal loss instead of cross-entropy in Dice + CE")
     negative_slope: float = opt(0.01, "LeakyReLU negative slope (also Kaiming init's a)")
     sync_batchnorm: bool = opt(False, "synchronise BatchNorm statistics across GPU workers (with --norm batch; "
@@ -187,6 +198,8 @@ class TrainConfig:
                                  "on) or sync (each epoch waits for it)", choices=("async", "sync"))
     image_every: int = opt(10, "TensorBoard: log a validation slice overlay every K epochs (0 = never)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
+    explicit: tuple[str, ...] = opt((), "the options set by the user (flags, --config values, swept values); "
+                                    "--recipe gave the others. Filled by the CLI, recorded in config.json", flag=False)
 
     def validate(self) -> "TrainConfig":
         _check(bool(self.data), "data", "is required")
@@ -202,6 +215,10 @@ class TrainConfig:
                      "patience", "max_epochs", "val_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, "must be >= 1")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        _check(not (self.nesterov and self.optimizer == "sgd") or self.momentum > 0, "nesterov",
+               "needs --momentum > 0")
         _check(0 <= self.oversampling <= 1, "oversampling", "must be in [0, 1]")
         _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
         _check(self.min_epochs <= self.max_epochs, "min_epochs", "must be <= --max-epochs")

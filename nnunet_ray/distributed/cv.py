@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list
+from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list, with_options
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experiment_folder, check_options,
                                                experiment_folder, load_spec, raise_failed_trials, run_tuner,
@@ -31,9 +31,10 @@ SUMMARY_JSON = "cv_summary.json"
 
 
 def trial_train_config(train: TrainConfig, *, gpus: float, workers: int, results: str) -> TrainConfig:
-    """The options every trial shares: the command's training options, its resources, the experiment folder."""
-    return dataclasses.replace(train, gpus=gpus, workers=workers, results=str(results), resume_training=False,
-                               experiment="", benchmark=False)
+    """The options every trial shares: the command's training options (a config built in Python with a recipe gets
+    its values, ``with_options``), its resources, the experiment folder."""
+    return dataclasses.replace(with_options(train), gpus=gpus, workers=workers, results=str(results),
+                               resume_training=False, experiment="", benchmark=False)
 
 
 def run_cv(cfg: CVConfig) -> pd.DataFrame:

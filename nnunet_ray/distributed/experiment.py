@@ -28,7 +28,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from nnunet_ray.config import ConfigError, RunError, Stopped, flag_name
+from nnunet_ray.config import ConfigError, RunError, Stopped, flag_name, with_options
 from nnunet_ray.data import storage
 from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
@@ -119,7 +119,7 @@ def check_options(spec: TrialSpec, candidates: dict[str, list[Any]] | None = Non
         cfg = dataclasses.replace(spec.base, dim=dim, data=spec.data_dirs[dim]).validate()
         for name, values in (candidates or {}).items():
             for value in values:
-                dataclasses.replace(cfg, **{name: value}).validate()
+                with_options(cfg, **{name: value}).validate()  # as trial_config sets it (a recipe resolves)
 
 
 def validate_trials(spec: TrialSpec, candidates: dict[str, list[Any]] | None = None) -> None:
@@ -137,7 +137,7 @@ def validate_trials(spec: TrialSpec, candidates: dict[str, list[Any]] | None = N
             prepare_fold(cfg)
             for name, values in (candidates or {}).items():
                 for value in values:
-                    prepare_fold(dataclasses.replace(cfg, **{name: value}))
+                    prepare_fold(with_options(cfg, **{name: value}))
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -172,7 +172,7 @@ def load_spec(path: str) -> TrialSpec:
 
 def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_samples: int = 1,
               scheduler: Any = None, random_state: int = 0, searcher: Searcher | None = None,
-              max_concurrent: int = 0, faults: dict | None = None) -> tune.ResultGrid:
+              max_concurrent: int = 0, stopper: Any = None, faults: dict | None = None) -> tune.ResultGrid:
     """Start (or with ``resume``, restore) the experiment at ``path`` and run every trial to its end.
 
     Args:
@@ -180,6 +180,8 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
         searcher: draws the swept values not in ``spec.sweep`` (e.g. OptunaSearch); None: random search with
             ``random_state``. On ``resume`` the experiment's own searcher, with its state, is restored.
         max_concurrent: ``--max-concurrent-trials`` (Ray Train trials; 0 = from the cluster at its largest).
+        stopper: a ``tune.Stopper`` (``RunConfig(stop=...)``), also added as a callback when it is one (the sweep's
+            ``--budget``); on ``resume`` the experiment's own, restored with it.
         faults: test-only fault injection in every trial (``fold_run.fault_hook``).
 
     Returns:
@@ -215,8 +217,10 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
                 # trained in the trial has no controller: its process and imported torch serve the next trial.
                 reuse_actors=spec.in_trial, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
-                                      verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                                                            HParamsCallback(path)], **_trial_retention(spec)))
+                                      verbose=1, stop=stopper, callbacks=[
+                                          CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback(path),
+                                          *([stopper] if isinstance(stopper, tune.Callback) else [])],
+                                      **_trial_retention(spec)))
     start = time.perf_counter()
     try:
         with stopping.tune_stops_gracefully():

@@ -7,6 +7,10 @@
     patch_size: {choice: [[64, 96, 80], [80, 112, 96]]}
     batch_size: {grid: [2, 4]}
     oversampling: 0.5                          # a plain value: fixed for every trial
+    recipe: {grid: [dle, nnunetv2]}            # each trial takes its recipe's values for the options not given
+
+With no search flag at all, ``tune`` sweeps the learning rate log-uniformly over a range suited to the optimizer
+(``DEFAULT_LR_RANGES``: the recipe's, or ``--optimizer``'s).
 
 Every option is a ``TrainConfig`` field; values are checked against its type here and against the data (patch sizes,
 flag ranges) by ``candidates`` + ``validate_trials`` before any trial starts. Kinds map to Ray Tune's
@@ -30,7 +34,10 @@ from ray.tune.search.sample import Domain
 from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, TuneConfig, flag_name
 
 KINDS = ("choice", "grid", "uniform", "loguniform")
-NOT_SWEPT = TRIAL_FIELDS + ("dim", "address")  # what a trial is, not how it trains
+NOT_SWEPT = TRIAL_FIELDS + ("dim", "address", "explicit")  # what a trial is, not how it trains
+# The default sweep's learning rates, a decade either side of each optimizer's usual rate: Adam/RAdam around the
+# reference's 1e-3, SGD around nnU-Net v2's 1e-2.
+DEFAULT_LR_RANGES = {"radam": (1e-4, 1e-2), "adam": (1e-4, 1e-2), "sgd": (1e-3, 1e-1)}
 Space = dict[str, tuple[str, list[Any]]]  # field -> (kind, values; a range's [low, high]; "value": [v])
 
 
@@ -121,11 +128,14 @@ def load_space_file(path: str) -> Space:
 
 
 def search_space(cfg: TuneConfig) -> Space:
-    """The sweep of ``tune``: the YAML file, then ``--learning-rate`` / ``--patch-size`` on top.
+    """The sweep of ``tune``: the YAML file, then ``--learning-rate`` / ``--patch-size`` on top; with none of them,
+    the learning rate, log-uniform over ``DEFAULT_LR_RANGES`` of the training options' optimizer.
 
     Raises:
         ConfigError: an invalid entry, or an empty space.
     """
+    if not (cfg.search_space or cfg.learning_rate or cfg.patch_size):
+        return {"learning_rate": ("loguniform", list(DEFAULT_LR_RANGES[cfg.train.optimizer]))}
     space = load_space_file(cfg.search_space) if cfg.search_space else {}
     if cfg.learning_rate:
         space["learning_rate"] = parse_flag("learning_rate", cfg.learning_rate)

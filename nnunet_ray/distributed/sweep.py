@@ -7,8 +7,11 @@ Each drawn configuration trains on every ``--folds`` fold (one trial per fold, t
 epoch's validation reaches Tune, so ASHA (https://docs.ray.io/en/latest/tune/api/schedulers.html) stops poor trials
 at its milestones. A configuration's score is its trials' best validation mean Dice averaged over the folds.
 ``--search optuna`` draws the configurations with Optuna's TPE (``search_space.optuna_search``) on one fold.
-Writes ``RESULTS/NAME/tune_results.csv`` (one row per trial, best configuration first) and ``best_config.json``
-(the best configuration's values, accepted by ``nnunet-ray cv --config``).
+With no search flag the learning rate is swept (``search_space.DEFAULT_LR_RANGES``). ``--budget HH:MM:SS`` caps
+the sweep's wall time with a Tune stopper (``budget.SweepBudget``): no trial starts after it, running ones stop, and
+the results so far are written. Writes ``RESULTS/NAME/tune_results.csv`` (one row per trial that trained an epoch,
+best configuration first) and ``best_config.json`` (the best configuration's values, accepted by
+``nnunet-ray cv --config``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -24,8 +28,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
-from nnunet_ray.config import TuneConfig, parse_int_list
+from nnunet_ray.config import RunError, TrainConfig, TuneConfig, parse_int_list, with_options
 from nnunet_ray.data import storage
+from nnunet_ray.distributed.budget import SweepBudget, read_budget_record
 from nnunet_ray.distributed.cv import trial_train_config
 from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, check_options,
                                                experiment_folder, load_spec, raise_failed_trials, run_tuner,
@@ -33,7 +38,8 @@ from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_expe
 from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
 from nnunet_ray.distributed.fold_run import SCORE, devices_held
 from nnunet_ray.distributed.trial_spec import check_resume_options
-from nnunet_ray.distributed.trial_data import check_folds, check_resumed_splits, preprocess_raw, resolve_data
+from nnunet_ray.distributed.trial_data import (ExperimentData, check_folds, check_resumed_splits, preprocess_raw,
+                                              resolve_data)
 
 RESULTS_CSV = "tune_results.csv"
 BEST_CONFIG = "best_config.json"
@@ -43,14 +49,17 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     """Run (or with ``--resume``, finish) a sweep and write its results.
 
     Returns:
-        {"table": the tune_results DataFrame, "best_config": dict, "best_score": float, "stopped_early": int,
-        "epochs_saved": int, "seconds_saved": float (trial-seconds ASHA spared, estimated from each stopped
-        trial's own epoch time), "path": experiment folder}.
+        {"table": the tune_results DataFrame (trials that trained an epoch), "best_config": dict, "best_score": float,
+        "stopped_early": int, "epochs_saved": int, "seconds_saved": float (trial-seconds ASHA spared, estimated from
+        each stopped trial's own epoch time), "trials": {"planned", "trained", "stopped_by_budget", "not_started"},
+        "budget": the --budget that ran out, or "", "path": experiment folder}.
 
     Raises:
-        ConfigError / DatasetError: bad input, before Ray starts; RunError: trials failed for good.
+        ConfigError / DatasetError: bad input, before Ray starts; RunError: trials failed for good, or the budget
+        ran out before any trial trained an epoch.
     """
     cfg.validate()
+    cfg = dataclasses.replace(cfg, train=with_options(cfg.train))  # built in Python: its recipe's values
     storage.check_writable_here(cfg.results, "results")
     space = search_space(cfg)
     sweep, searcher = _search(cfg, space)
@@ -59,26 +68,58 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     check_folds(data, folds)
     path = experiment_folder(cfg.results, cfg.name or f"{data.dataset}_tune")
     check_experiment_folder(path, resume=cfg.resume)
-    base = trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path)
-    spec = TrialSpec(base=base, data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep, engine=cfg.engine)
+    spec = _checked_spec(cfg, space, TrialSpec(
+        base=trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path),
+        data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep, engine=cfg.engine, budget=cfg.budget), data, path)
+    budget = SweepBudget(cfg.budget_seconds, path) if cfg.budget_seconds else None
+    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address, num_samples=cfg.num_samples,
+                        scheduler=_scheduler(cfg, spec.base.max_epochs), random_state=cfg.search_seed,
+                        searcher=searcher, max_concurrent=cfg.max_concurrent_trials, stopper=budget)
+    raise_failed_trials(results, path)
+    outcome = _outcome(list(results), spec, space, path, planned=planned_trials(space, cfg.num_samples, len(folds)))
+    storage.write_text(storage.join(path, RESULTS_CSV), outcome["table"].to_csv(index=False))
+    storage.write_json(storage.join(path, BEST_CONFIG), outcome["best_config"])
+    return {**outcome, "path": path}
+
+
+def _checked_spec(cfg: TuneConfig, space: Space, spec: TrialSpec, data: ExperimentData, path: str) -> TrialSpec:
+    """The sweep's trials, every candidate value checked before any starts; on ``--resume`` the experiment's own
+    (a flag given with another value is refused)."""
     if cfg.resume:
         spec = dataclasses.replace(load_spec(path), sweep=spec.sweep)
         check_resume_options(cfg, spec)
         check_resumed_splits(path, spec.data_dirs)  # its runs' folds must still be the data's
-    elif data.raw:
+        return spec
+    if data.raw:
         check_options(spec, candidates(space))
-        preprocess_raw(data, address=base.address)
-    if not cfg.resume:
-        validate_trials(spec, candidates(space))  # every patch size / value, before any trial starts
-    results = run_tuner(spec, path=path, resume=cfg.resume, address=cfg.train.address, num_samples=cfg.num_samples,
-                        scheduler=_scheduler(cfg, spec.base.max_epochs), random_state=cfg.search_seed,
-                        searcher=searcher, max_concurrent=cfg.max_concurrent_trials)
-    raise_failed_trials(results, path)
-    outcome = summarise_sweep(results, max_epochs=spec.base.max_epochs, swept=sorted(space),
-                              device=devices_held(spec.base))
-    storage.write_text(storage.join(path, RESULTS_CSV), outcome["table"].to_csv(index=False))
-    storage.write_json(storage.join(path, BEST_CONFIG), outcome["best_config"])
-    return {**outcome, "path": path}
+        preprocess_raw(data, address=spec.base.address)
+    validate_trials(spec, candidates(space))  # every patch size / value, before any trial starts
+    return spec
+
+
+def planned_trials(space: Space, num_samples: int, n_folds: int) -> int:
+    """Trials the sweep would run without a budget: ``--num-samples`` per combination of grid values, per fold."""
+    return num_samples * n_folds * math.prod(len(values) for kind, values in space.values() if kind == "grid")
+
+
+def _outcome(results: list[tune.Result], spec: TrialSpec, space: Space, path: str, *, planned: int) -> dict[str, Any]:
+    """``summarise_sweep`` over the trials that trained an epoch, with what the budget (if it ran out) cut short,
+    and best_config.json's values (with the recipe when the sweep's is not the default, for ``cv --config``)."""
+    record = (read_budget_record(path) or {}) if spec.budget else {}
+    cut = set(record.get("stopped_running", []))
+    trained = [r for r in results if "epoch" in (r.metrics or {})]
+    if not trained:
+        raise RunError(f"no trial trained an epoch within --budget {spec.budget}; start the sweep again with a "
+                       f"longer --budget and a new --name" if record else "no trial reported an epoch")
+    outcome = summarise_sweep(trained, max_epochs=spec.base.max_epochs, swept=sorted(space),
+                              device=devices_held(spec.base), budget_stopped=cut)
+    started = {PurePosixPath(r.path).name for r in trained} | cut
+    outcome["trials"] = {"planned": planned, "trained": len(trained), "stopped_by_budget": len(cut),
+                         "not_started": max(0, planned - len(started))}
+    outcome["budget"] = spec.budget if record else ""
+    if spec.base.recipe != TrainConfig().recipe and "recipe" not in space:
+        outcome["best_config"] = {"recipe": spec.base.recipe, **outcome["best_config"]}
+    return outcome
 
 
 def _search(cfg: TuneConfig, space: Space) -> tuple[dict[str, Any], Searcher | None]:
@@ -97,8 +138,10 @@ def _scheduler(cfg: TuneConfig, max_epochs: int) -> ASHAScheduler | None:
                          reduction_factor=cfg.reduction_factor)
 
 
-def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str], devices: float = 0.0) -> dict[str, Any]:
-    """One row of tune_results.csv from a trial's Tune result; ``devices``: GPUs (or CPUs) one trial holds."""
+def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str], devices: float = 0.0,
+                 budget_stopped: bool = False) -> dict[str, Any]:
+    """One row of tune_results.csv from a trial's Tune result; ``devices``: GPUs (or CPUs) one trial holds;
+    ``budget_stopped``: the sweep's budget ran out while it trained (so the scheduler did not stop it)."""
     metrics, config = result.metrics or {}, result.config
     epochs = int(metrics.get("epoch", -1)) + 1
     finished = epochs >= max_epochs or bool(metrics.get("stopped_early")) or bool(metrics.get("already_finished"))
@@ -108,7 +151,8 @@ def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str], devi
     row = {"trial": PurePosixPath(result.path).name, "fold": int(config["fold"]), "dim": int(config["dim"])}
     row.update({name: _plain(config["sweep"].get(name)) for name in swept})
     row.update({"trial_best_dice": best if best is not None and math.isfinite(best) else 0.0, "epochs": epochs,
-                "stopped_by_scheduler": not finished, "epoch_seconds": epoch_seconds,
+                "stopped_by_scheduler": not finished and not budget_stopped,
+                "stopped_by_budget": not finished and budget_stopped, "epoch_seconds": epoch_seconds,
                 "device_hours": devices * float(metrics.get("time_total_s") or 0.0) / 3600.0})
     return row
 
@@ -117,11 +161,13 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[str],
-                    device: tuple[str, float] = ("CPU", 0.0)) -> dict[str, Any]:
+def summarise_sweep(results: Iterable[tune.Result], *, max_epochs: int, swept: list[str],
+                    device: tuple[str, float] = ("CPU", 0.0), budget_stopped: set[str] = frozenset()) -> dict[str, Any]:
     """The results table (a configuration's ``score`` = mean over its folds), the best configuration, what ASHA
-    stopped, and the device-hours spent (``device``: what one trial holds, ``fold_run.devices_held``)."""
-    rows = [trial_record(r, max_epochs=max_epochs, swept=swept, devices=device[1]) for r in results]
+    stopped, and the device-hours spent (``device``: what one trial holds, ``fold_run.devices_held``).
+    ``budget_stopped``: the trials (folder names) the budget stopped while they trained."""
+    rows = [trial_record(r, max_epochs=max_epochs, swept=swept, devices=device[1],
+                         budget_stopped=PurePosixPath(r.path).name in budget_stopped) for r in results]
     table = pd.DataFrame(rows)
     table["config"] = table[swept].apply(lambda r: json.dumps([_plain(v) for v in r]), axis=1)
     table["score"] = table.groupby("config")["trial_best_dice"].transform("mean")
@@ -139,9 +185,13 @@ def summarise_sweep(results: tune.ResultGrid, *, max_epochs: int, swept: list[st
 
 def format_outcome(outcome: dict[str, Any]) -> str:
     """What ``nnunet-ray tune`` prints: the results table, what ASHA spared, the best configuration."""
-    table, path = outcome["table"], outcome["path"]
+    table, path, trials = outcome["table"], outcome["path"], outcome["trials"]
+    budget = [f"--budget {outcome['budget']} ran out: {trials['trained']} of {trials['planned']} trials trained "
+              f"(--num-samples x grid x folds); {trials['stopped_by_budget']} stopped while training, "
+              f"{trials['not_started']} never started"] if outcome["budget"] else []
     return "\n".join([
         table.drop(columns=["epoch_seconds"]).to_string(index=False),
+        *budget,
         f"{len(table)} trials; ASHA stopped {outcome['stopped_early']} early, sparing {outcome['epochs_saved']} "
         f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds); {outcome['device_hours']:.4f} "
         f"{outcome['device']}-hours in all",

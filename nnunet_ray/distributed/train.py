@@ -30,7 +30,7 @@ import ray.train.torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict
+from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict, with_options
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.locations import PLANS_FILE, fold_case_ids, read_plans
@@ -176,6 +176,7 @@ def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
             with an option or plans that cannot change on resume (``training.resume``).
         ray.train.TrainingFailedError: the workers failed more than ``--max-failures`` times.
     """
+    cfg = with_options(cfg)  # a config built in Python with a --recipe gets its values (the CLI's already has them)
     if cfg.benchmark:
         return benchmark_train(cfg)
     start = time.perf_counter()

@@ -13,7 +13,7 @@ import logging
 import re
 from typing import Any
 
-from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, flag_name
+from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, chosen_options, flag_name, with_options
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.locations import SPLITS_FILE, open_raw_dataset, read_plans, read_splits
 from nnunet_ray.distributed.run_storage import resume_view
@@ -148,7 +148,9 @@ def preprocess_raw(data: ExperimentData, *, address: str) -> None:
 
 
 def apply_config_file(cfg: TrainConfig, path: str) -> TrainConfig:
-    """Training options from a JSON file (``tune``'s best_config.json) over the options left at their defaults.
+    """Training options from a JSON file (``tune``'s best_config.json) over the options the user did not choose
+    (``chosen_options``: not given, and at their defaults or their recipe's values). A ``recipe`` in the file
+    gives its values to the options nobody chose.
 
     Raises:
         ConfigError: the file is missing, not a JSON object, or names an unknown option.
@@ -161,11 +163,9 @@ def apply_config_file(cfg: TrainConfig, path: str) -> TrainConfig:
         raise ConfigError(f"{flag_name('config')}: cannot read {path} ({err})") from err
     if not isinstance(values, dict):
         raise ConfigError(f"{flag_name('config')}: {path} must hold a JSON object of training options")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - set(fields))
+    options = {f.name for f in dataclasses.fields(TrainConfig)} - {"explicit"}  # that one records, it sets nothing
+    unknown = sorted(set(values) - options)
     if unknown:
         raise ConfigError(f"{flag_name('config')}: {path}: unknown training option {unknown[0]!r}")
-    defaults = TrainConfig()
-    chosen = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
-              if getattr(cfg, k) == getattr(defaults, k)}
-    return dataclasses.replace(cfg, **chosen)
+    kept = chosen_options(cfg)
+    return with_options(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k not in kept})

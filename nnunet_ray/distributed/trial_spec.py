@@ -8,7 +8,8 @@ from typing import Any
 
 from ray import tune
 
-from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, flag_name, from_dict, parse_int_list
+from nnunet_ray.config import (TRIAL_FIELDS, ConfigError, TrainConfig, flag_name, from_dict, parse_int_list,
+                               with_options)
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
 
@@ -25,6 +26,7 @@ class TrialSpec:
     folds: tuple[int, ...]
     sweep: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> value or Tune domain
     engine: str = "auto"  # --engine: "tune" / "train", or "auto" (tune for one worker)
+    budget: str = ""  # tune --budget (HH:MM:SS), recorded so --resume can refuse another
 
     @property
     def in_trial(self) -> bool:
@@ -38,13 +40,14 @@ class TrialSpec:
     def to_json(self) -> dict[str, Any]:
         """What ``--resume`` rebuilds the trials from (``RESULTS/NAME/experiment.json``); not the sweep."""
         return {"base": dataclasses.asdict(self.base), "data_dirs": {str(d): p for d, p in self.data_dirs.items()},
-                "dims": list(self.dims), "folds": list(self.folds), "engine": self.engine}
+                "dims": list(self.dims), "folds": list(self.folds), "engine": self.engine, "budget": self.budget}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "TrialSpec":
         return cls(base=from_dict(TrainConfig, values["base"]),
                    data_dirs={int(d): p for d, p in values["data_dirs"].items()},
-                   dims=tuple(values["dims"]), folds=tuple(values["folds"]), engine=values.get("engine", "auto"))
+                   dims=tuple(values["dims"]), folds=tuple(values["folds"]), engine=values.get("engine", "auto"),
+                   budget=values.get("budget", ""))
 
 
 def _grid(values: tuple[int, ...]) -> Any:
@@ -53,13 +56,14 @@ def _grid(values: tuple[int, ...]) -> Any:
 
 
 def trial_config(config: dict, spec: TrialSpec) -> TrainConfig:
-    """The ``TrainConfig`` of one trial: the shared options with its dim, fold and swept values."""
+    """The ``TrainConfig`` of one trial: the shared options with its dim, fold and swept values. The swept values
+    count as given (``explicit``); a swept ``recipe`` (or ``optimizer``) resolves the options nobody chose anew."""
     dim = int(config["dim"])
-    return dataclasses.replace(spec.base, dim=dim, fold=int(config["fold"]), data=spec.data_dirs[dim],
-                               **{k: tuple(v) if isinstance(v, list) else v for k, v in config["sweep"].items()})
+    base = dataclasses.replace(spec.base, dim=dim, fold=int(config["fold"]), data=spec.data_dirs[dim])
+    return with_options(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in config["sweep"].items()})
 
 
-ABBREVIATIONS = {"learning_rate": "lr", "patch_size": "patch", "batch_size": "bs", "weight_decay": "wd"}
+ABBREVIATIONS = {"learning_rate": "lr", "patch_size": "patch", "batch_size": "bs", "weight_decay": "wd", "recipe": ""}
 
 
 def trial_name(trial: Any) -> str:
@@ -119,13 +123,13 @@ def check_resume_options(cfg: Any, spec: TrialSpec) -> None:
     Raises:
         ConfigError: naming the flags whose values differ, with the experiment's values.
     """
-    defaults, fixed = TrainConfig(), set(TRIAL_FIELDS) | {"address", "dim"}
+    defaults, fixed = TrainConfig(), set(TRIAL_FIELDS) | {"address", "dim", "explicit"}
     given = {f.name: getattr(cfg.train, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in fixed
              and getattr(cfg.train, f.name) != getattr(defaults, f.name)}
     theirs = {name: getattr(spec.base, name) for name in given}
     given |= _trial_shape(cfg, type(cfg)())
     theirs |= {"dims": spec.dims, "folds": spec.folds, "gpus_per_trial": spec.base.gpus,
-               "workers_per_trial": spec.base.workers, "engine": spec.engine}
+               "workers_per_trial": spec.base.workers, "engine": spec.engine, "budget": spec.budget}
     changed = [f"{flag_name(name)} {_shown(value)} (the experiment's: {_shown(theirs[name])})"
                for name, value in given.items() if value != theirs[name]]
     if changed:
@@ -136,7 +140,7 @@ def check_resume_options(cfg: Any, spec: TrialSpec) -> None:
 def _trial_shape(cfg: Any, defaults: Any) -> dict[str, Any]:
     """The grid and resource flags given with values other than their defaults (``dims`` / ``folds`` parsed)."""
     shape: dict[str, Any] = {}
-    for name in ("dims", "folds", "gpus_per_trial", "workers_per_trial", "engine"):
+    for name in ("dims", "folds", "gpus_per_trial", "workers_per_trial", "engine", "budget"):
         value = getattr(cfg, name, None)
         if value is not None and value != getattr(defaults, name):
             shape[name] = parse_int_list(value, name) if name in ("dims", "folds") else value
@@ -146,4 +150,4 @@ def _trial_shape(cfg: Any, defaults: Any) -> dict[str, Any]:
 def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "none"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value) or "none"

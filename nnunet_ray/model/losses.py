@@ -1,4 +1,4 @@
-"""Training losses: batch Dice + cross-entropy (or softmax focal), and the deep-supervision wrapper.
+"""Training losses: batch Dice + cross-entropy (or softmax focal), and the deep-supervision wrapper and weights.
 
 Dice over foreground classes only. The reference changed its mind: v21.02 (from b741b383) and v21.05 use MONAI
 DiceLoss(include_background=False), v21.10 includes background, and the 2022 code returns to False. We exclude
@@ -67,26 +67,56 @@ class DiceCELoss(nn.Module):
         return dice[1:].mean() + stats[3 * k] / stats[3 * k + 1]
 
 
+DS_SCHEMES = ("dle", "nnunetv2")
+DLE_AUX_LEVELS = 2  # the reference's auxiliary heads: decoder levels 1 and 2
+
+
+def deep_supervision_weights(n_levels: int, scheme: str = "dle") -> list[float]:
+    """Loss weight of each decoder level's output, full resolution (level 0) first, summing to 1.
+
+    Level i gets ``0.5**i`` before normalising. ``dle`` (the reference): levels 0..2 only, deeper levels 0.
+    ``nnunetv2`` (``nnUNetTrainer._build_loss``): every level, the lowest-resolution one set to 0 (with one level,
+    that level keeps its weight). A level with weight 0 gets no head (``UNet``), so DDP sees no unused parameter;
+    nnU-Net v2 keeps the head and gives it 1e-6 under DDP instead.
+
+    Args:
+        n_levels: decoder outputs the network could give: its levels less the bottleneck.
+        scheme: ``dle`` or ``nnunetv2`` (``--deep-supervision-scheme``).
+    """
+    if scheme not in DS_SCHEMES:
+        raise ValueError(f"deep-supervision scheme must be one of {', '.join(DS_SCHEMES)}, got {scheme!r}")
+    weights = [0.5**i for i in range(n_levels)]
+    if scheme == "dle":
+        weights = [w if i <= DLE_AUX_LEVELS else 0.0 for i, w in enumerate(weights)]
+    elif n_levels > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
 class DeepSupervisionLoss(nn.Module):
     """Weighted sum of ``base`` over deep-supervision outputs.
 
-    Output i gets weight ``0.5**i`` (normalised to sum 1) and the label downsampled by nearest neighbour to its
-    spatial size. A single tensor (eval mode, or no deep supervision) is passed straight to ``base``.
+    Output i gets ``weights[i]`` (default ``0.5**i`` normalised to sum 1; a ``UNet``'s own are its
+    ``deep_supervision_weights``) and the label downsampled by nearest neighbour to its spatial size. A single
+    tensor (eval mode, or no deep supervision) is passed straight to ``base``.
     """
 
-    def __init__(self, base: nn.Module) -> None:
+    def __init__(self, base: nn.Module, weights: list[float] | None = None) -> None:
         super().__init__()
         self.base = base
+        self.weights = weights
 
     def forward(self, outputs: torch.Tensor | list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
         """``outputs``: logits (B, K, *S) or a list [main (B, K, *S), aux_i (B, K, *S_i)]; label (B, 1, *S)."""
         if isinstance(outputs, torch.Tensor):
             return self.base(outputs, label)
-        weights = [0.5**i for i in range(len(outputs))]
-        total = sum(weights)
+        weights = self.weights or [0.5**i / sum(0.5**j for j in range(len(outputs))) for i in range(len(outputs))]
+        if len(weights) != len(outputs):
+            raise ValueError(f"{len(outputs)} deep-supervision outputs but {len(weights)} weights")
         loss = outputs[0].new_zeros((), dtype=torch.float32)
         for w, out in zip(weights, outputs):
-            loss = loss + (w / total) * self.base(out, downsample_label(label, out.shape[2:]))
+            loss = loss + w * self.base(out, downsample_label(label, out.shape[2:]))
         return loss
 
 

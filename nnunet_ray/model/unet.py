@@ -2,9 +2,10 @@
 
 Level 0 is the input block (stride 1), levels 1..L-2 downsample with a strided first convolution, level L-1 is
 the bottleneck. The decoder mirrors the encoder with transposed convolutions and skip concatenation; a 1x1 head
-gives logits. With deep supervision, 1x1 heads on the decoder outputs of levels 1 and 2 return extra logits at
-those (coarser) resolutions in train() mode only; the loss downsamples the label to meet them
-(``losses.DeepSupervisionLoss``).
+gives logits. With deep supervision, 1x1 heads on coarser decoder outputs return extra logits at those resolutions in
+train() mode only: levels 1 and 2 (the reference's, scheme ``dle``) or every level but the lowest-resolution one
+(nnU-Net v2's, ``nnunetv2``), as ``losses.deep_supervision_weights`` weights them; the loss downsamples the label to
+meet them (``losses.DeepSupervisionLoss``).
 """
 
 from __future__ import annotations
@@ -16,22 +17,23 @@ import torch
 from torch import nn
 
 from nnunet_ray.model.blocks import NORMS, ConvBlock, ResidBlock, UpsampleBlock, conv_cls
+from nnunet_ray.model.losses import deep_supervision_weights
 from nnunet_ray.planning.schema import Plans
-
-N_AUX_HEADS = 2  # deep-supervision heads, at decoder levels 1 and 2 (when the network is that deep)
 
 
 class UNet(nn.Module):
     """Encoder-decoder U-Net.
 
     forward(x: (B, in_channels, *spatial)) -> logits (B, n_classes, *spatial), or in train() mode with deep
-    supervision a list ``[main, aux1, aux2]``: aux_i has shape (B, n_classes, *spatial / prod(strides[1..i])).
-    Every spatial size must be divisible by the product of the strides along its axis.
+    supervision a list ``[main, aux_1, ..., aux_k]``: aux_i has shape (B, n_classes, *spatial / prod(strides[1..i]))
+    and loss weight ``deep_supervision_weights[i]``. Every spatial size must be divisible by the product of the
+    strides along its axis.
     """
 
     def __init__(self, *, dim: int, in_channels: int, n_classes: int, kernels: Sequence[Sequence[int]],
                  strides: Sequence[Sequence[int]], filters: Sequence[int], norm: str = "instance",
-                 residual: bool = False, deep_supervision: bool = False, negative_slope: float = 0.01) -> None:
+                 residual: bool = False, deep_supervision: bool = False, deep_supervision_scheme: str = "dle",
+                 negative_slope: float = 0.01) -> None:
         super().__init__()
         kw = dict(dim=dim, norm=norm, negative_slope=negative_slope)
         n_levels = len(filters)
@@ -45,7 +47,10 @@ class UNet(nn.Module):
             for lv in range(n_levels - 1, 0, -1))
         conv = conv_cls(dim)
         self.head = conv(filters[0], n_classes, 1)
-        self.aux_levels = [lv for lv in range(1, N_AUX_HEADS + 1) if lv <= n_levels - 2] if deep_supervision else []
+        # Heads only where a level's loss weight is not 0 (the weights are a prefix of decoder levels).
+        weights = [w for w in deep_supervision_weights(n_levels - 1, deep_supervision_scheme) if w > 0]
+        self.deep_supervision_weights = weights if deep_supervision else [1.0]
+        self.aux_levels = list(range(1, len(self.deep_supervision_weights)))
         self.aux_heads = nn.ModuleList(conv(filters[lv], n_classes, 1) for lv in self.aux_levels)
         self.deep_supervision = deep_supervision
         self.stride_product = [math.prod(s[a] for s in strides) for a in range(dim)]
@@ -96,15 +101,16 @@ def _check_plans(plans: Plans) -> None:
 
 
 def build_unet(plans: Plans, *, norm: str = "instance", residual: bool = False, deep_supervision: bool = False,
-               negative_slope: float = 0.01) -> UNet:
+               deep_supervision_scheme: str = "dle", negative_slope: float = 0.01) -> UNet:
     """Build the U-Net the plans describe.
 
     Args:
         plans: uses dim, in_channels, n_classes, kernels, strides, filters.
         norm: "instance", "batch" or "group".
         residual: residual encoder blocks (the reference's ``--residual``).
-        deep_supervision: add 1x1 heads at decoder levels 1 and 2 (fewer if the network is shallower);
-            train() mode then returns ``[main, aux1, aux2]``.
+        deep_supervision: add 1x1 heads on coarser decoder levels; train() mode then returns ``[main, aux...]``.
+        deep_supervision_scheme: which levels and weights: ``dle`` (levels 1 and 2, fewer if the network is
+            shallower) or ``nnunetv2`` (every level but the lowest-resolution one); ``deep_supervision_weights``.
         negative_slope: LeakyReLU slope, also Kaiming init's ``a``.
 
     Returns:
@@ -118,4 +124,5 @@ def build_unet(plans: Plans, *, norm: str = "instance", residual: bool = False, 
         raise ValueError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
     return UNet(dim=plans.dim, in_channels=plans.in_channels, n_classes=plans.n_classes,
                 kernels=plans.kernels, strides=plans.strides, filters=plans.filters, norm=norm,
-                residual=residual, deep_supervision=deep_supervision, negative_slope=negative_slope)
+                residual=residual, deep_supervision=deep_supervision,
+                deep_supervision_scheme=deep_supervision_scheme, negative_slope=negative_slope)

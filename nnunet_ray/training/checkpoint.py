@@ -103,6 +103,7 @@ def model_kwargs(config: dict) -> dict[str, Any]:
     """The ``build_unet`` options a run's config selects (defaults for keys an older config lacks)."""
     return {"norm": config.get("norm", "instance"), "residual": bool(config.get("residual", False)),
             "deep_supervision": bool(config.get("deep_supervision", False)),
+            "deep_supervision_scheme": config.get("deep_supervision_scheme", "dle"),
             "negative_slope": float(config.get("negative_slope", 0.01))}
 
 

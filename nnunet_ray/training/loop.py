@@ -110,7 +110,7 @@ def setup(cfg, plans: Plans, *, device: torch.device, world_size: int = 1,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuned kernels pay off
     loss_fn = DiceCELoss(focal=cfg.focal)
-    loss_fn = DeepSupervisionLoss(loss_fn) if cfg.deep_supervision else loss_fn
+    loss_fn = DeepSupervisionLoss(loss_fn, model.deep_supervision_weights) if cfg.deep_supervision else loss_fn
     return Trainer(model=model, net=prepare(model), optimizer=optimizer, scaler=scaler, schedule=schedule,
                    loss_fn=loss_fn, dtype=dtype, device=device)
 

@@ -37,6 +37,7 @@ FIXED_ON_RESUME: dict[str, str] = {
     "norm": "the network's normalisation layers",
     "residual": "the network's encoder blocks",
     "deep_supervision": "the network's auxiliary heads",
+    "deep_supervision_scheme": "the network's auxiliary heads",
     "negative_slope": "the activation the weights were trained with",
     "optimizer": "the stored optimizer state",
     "patch_size": "the network's patch, kernels, strides and filters",
@@ -54,7 +55,9 @@ FREE_ON_RESUME: dict[str, str] = {
     "overlap": "", "blend": "", "tta": "", "focal": "changes the training loss from the next epoch",
     "sync_batchnorm": "", "seed": "", "resume_training": "", "max_failures": "", "image_every": "", "address": "",
     "val_every": "", "checkpoint_every": "", "max_time": "counts from this attempt's start", "val_scores_on": "",
-    "max_preemption_failures": "", "checkpoint_upload": "", "placement": "",
+    "max_preemption_failures": "", "checkpoint_upload": "", "placement": "", "nesterov": "",
+    # A recipe is its options' values, each checked here on its own (its optimizer and heads are fixed).
+    "recipe": "", "explicit": "",
 }
 
 

@@ -4,7 +4,9 @@ Mixed precision (``--amp``): fp16 autocast + GradScaler on CUDA (bf16 autocast w
 ``--amp-dtype bfloat16``), bf16 autocast on CPU (CPUs have no fast fp16), nothing without ``--amp``.
 Optimizers as the reference (NVIDIA nnU-Net ``models/nn_unet.py::NNUnet.configure_optimizers``): RAdam from
 ``torch_optimizer``, whose weight decay is decoupled (``p -= lr * wd * p``, not an L2 term in the gradient), Adam with
-decoupled weight decay (apex FusedAdam's default adam_w_mode), SGD with momentum 0.99 and no weight decay.
+decoupled weight decay (apex FusedAdam's default adam_w_mode), SGD with momentum 0.99. The reference's SGD ignores
+``--weight-decay``; here SGD applies it as an L2 term (torch's, as nnU-Net v2's SGD), and the ``dle`` recipe gives
+SGD none unless the flag is given (``config.recipes``). ``--nesterov``: Nesterov momentum (nnU-Net v2's).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ AllReduce = Callable[[torch.Tensor], Any]
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.optimizer`` names, with ``cfg.learning_rate``, ``weight_decay`` and ``momentum``."""
+    """The optimizer ``cfg.optimizer`` names, with ``cfg.learning_rate``, ``weight_decay``, ``momentum`` and
+    ``nesterov``."""
     if cfg.optimizer == "radam":
         # torch's RAdam defaults to coupled L2; torch_optimizer.RAdam (the reference's) decays decoupled.
         return torch.optim.RAdam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
@@ -31,7 +34,8 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimize
     if cfg.optimizer == "adam":
         return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
     raise ValueError(f"--optimizer: {cfg.optimizer!r} is not one of radam, adam, sgd")
 
 

@@ -21,7 +21,7 @@ from nnunet_ray.config import ConfigError, TrainConfig, TuneConfig
 from nnunet_ray.distributed.experiment import SCORE_MODE, TrialSpec, _search_algorithm, validate_trials
 from nnunet_ray.distributed.fold_run import SCORE
 from nnunet_ray.distributed.search_space import optuna_search, search_space
-from nnunet_ray.distributed.sweep import BEST_CONFIG, RESULTS_CSV, run_sweep
+from nnunet_ray.distributed.sweep import BEST_CONFIG, RESULTS_CSV, format_outcome, run_sweep
 from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.inference.sliding_window import predict_volume
 from nnunet_ray.training.checkpoint import load_model
@@ -195,3 +195,30 @@ def test_optuna_on_ray_train_is_capped_at_the_concurrency():
     capped = _search_algorithm(searcher, 2, random_state=0)
     assert isinstance(capped, ConcurrencyLimiter) and capped.max_concurrent == 2 and capped.searcher is searcher
     assert _search_algorithm(searcher, None, random_state=0) is searcher
+
+
+# --------------------------------------------------------------------------------------- the default sweep, --budget
+
+def test_default_sweep_is_the_learning_rate_and_budget_stops_it(task, tmp_path):
+    """No search flag: the learning rate is drawn log-uniformly in RAdam's 1e-4..1e-2. Two trials fit the cluster at
+    once (one CPU each) and would train 1000 epochs; --budget stops them, the other two never start, the run is no
+    error and best_config.json holds the best learning rate so far."""
+    train = TrainConfig(dim=3, cpus_per_worker=1, max_epochs=1000, min_epochs=1, train_batches=1, batch_size=2,
+                        dali_threads=1, warmup=0, image_every=0, val_cases=1)
+    # 30 s: a trial's process takes up to ~20 s to start on a busy 2-core machine.
+    cfg = TuneConfig(data=str(task), results=str(tmp_path / "results"), folds="0", num_samples=4, scheduler="none",
+                     name="budget", budget="00:00:30", train=train)
+    outcome = run_sweep(cfg)
+    path, table = tmp_path / "results" / "budget", outcome["table"]  # as written, before the CSV's rounding
+    assert outcome["budget"] == "00:00:30" and outcome["trials"] == {"planned": 4, "trained": 2,
+                                                                     "stopped_by_budget": 2, "not_started": 2}
+    assert len(pd.read_csv(path / RESULTS_CSV)) == 2
+    assert table["stopped_by_budget"].all() and not table["stopped_by_scheduler"].any()
+    assert table["learning_rate"].between(1e-4, 1e-2).all() and table["learning_rate"].is_unique
+    assert (table["epochs"] >= 1).all() and outcome["stopped_early"] == 0
+    best = json.loads((path / BEST_CONFIG).read_text())
+    assert best == outcome["best_config"] == {"learning_rate": table.loc[0, "learning_rate"]}
+    assert "--budget 00:00:30 ran out: 2 of 4 trials trained" in format_outcome(outcome)
+    for trial, rate in zip(table["trial"], table["learning_rate"]):  # each run recorded its drawn rate as given
+        saved = json.loads(sorted((path / trial).glob("epoch_*/config.json"))[-1].read_text())
+        assert saved["learning_rate"] == rate and "learning_rate" in saved["explicit"]

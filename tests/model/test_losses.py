@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss, downsample_label
+from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights, downsample_label
 
 S = 1e-5  # smooth
 
@@ -106,6 +106,29 @@ def test_deep_supervision_weights_and_label_sizes() -> None:
     assert [tuple(y.shape) for y in base.labels] == [(1, 1, 4, 4), (1, 1, 2, 2), (1, 1, 1, 1)]
     assert base.labels[1].flatten().tolist() == [0, 2, 8, 10]  # nearest: every second row and column
     assert base.labels[1].dtype == torch.uint8
+
+
+@pytest.mark.parametrize("n_levels, scheme, expected", [
+    # nnU-Net v2 (nnUNetTrainer._build_loss): 1/2^i, the lowest resolution 0, normalised.
+    (4, "nnunetv2", [4 / 7, 2 / 7, 1 / 7, 0.0]),
+    (5, "nnunetv2", [8 / 15, 4 / 15, 2 / 15, 1 / 15, 0.0]),
+    (2, "nnunetv2", [1.0, 0.0]),
+    (1, "nnunetv2", [1.0]),  # a single output keeps its weight (v2 would divide by 0)
+    # The reference: the main output and the two next coarser levels, 1/2^i normalised.
+    (5, "dle", [4 / 7, 2 / 7, 1 / 7, 0.0, 0.0]),
+    (2, "dle", [2 / 3, 1 / 3]),
+])
+def test_deep_supervision_weights_per_level(n_levels, scheme, expected) -> None:
+    assert deep_supervision_weights(n_levels, scheme) == pytest.approx(expected)
+
+
+def test_deep_supervision_loss_takes_given_weights() -> None:
+    base, label = _MeanLoss(), torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    outputs = [torch.full((1, 2, 4, 4), 1.0), torch.full((1, 2, 2, 2), 2.0), torch.full((1, 2, 1, 1), 4.0)]
+    weights = deep_supervision_weights(4, "nnunetv2")[:3]  # the level with weight 0 has no output
+    assert DeepSupervisionLoss(base, weights)(outputs, label).item() == pytest.approx((4 + 2 * 2 + 4) / 7)
+    with pytest.raises(ValueError, match="3 deep-supervision outputs but 2 weights"):
+        DeepSupervisionLoss(base, [0.5, 0.5])(outputs, label)
 
 
 def test_deep_supervision_passes_a_tensor_through() -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nnunet_ray.model.blocks import ResidBlock, make_norm
+from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import Plans, synthetic_plans
 
@@ -108,6 +109,22 @@ def test_deep_supervision_outputs_in_train_mode_only() -> None:
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 2, z, y, x)).shape == (1, 3, z, y, x)
+
+
+def test_nnunetv2_deep_supervision_heads_every_level_but_the_lowest() -> None:
+    plans = make_plans("01_3d", width_div=16)  # 6 levels: decoder levels 0..4, level 4 weighted 0 by nnU-Net v2
+    model = build_unet(plans, deep_supervision=True, deep_supervision_scheme="nnunetv2")
+    assert model.aux_levels == [1, 2, 3]
+    assert model.deep_supervision_weights == pytest.approx([8 / 15, 4 / 15, 2 / 15, 1 / 15])
+    side = small_shape(plans)[0]
+    outs = model(torch.randn(1, 4, side, side, side))
+    assert [o.shape[2] for o in outs] == [side, side // 2, side // 4, side // 8]
+    dle = build_unet(plans, deep_supervision=True)
+    assert dle.aux_levels == [1, 2] and dle.deep_supervision_weights == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    # Every head gets a gradient from the loss (DDP fails on an unused one: nnU-Net v2 weights its lowest 1e-6).
+    label = torch.randint(0, 4, (1, 1, side, side, side), dtype=torch.uint8)
+    DeepSupervisionLoss(DiceCELoss(), model.deep_supervision_weights)(outs, label).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.aux_heads.parameters())
 
 
 def test_deep_supervision_on_shallow_net_has_fewer_heads() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nnunet_ray.config import ConfigError, TrainConfig
+from nnunet_ray.config import ConfigError, TrainConfig, apply_recipe
 from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.data.folds import read_splits
 from nnunet_ray.loading.iterators import eval_loader
@@ -154,16 +154,19 @@ def test_benchmark_writes_perf_json(tiny_task_3d, tmp_path, caplog):
     assert '"throughput_train"' in caplog.text  # logged, not printed: the caller decides what reaches a terminal
 
 
-@pytest.mark.parametrize("name, kind, lr, decay, momentum", [
-    ("radam", torch.optim.RAdam, 1e-3, 1e-4, None),
-    ("adam", torch.optim.AdamW, 1e-3, 1e-4, None),  # decoupled decay, as apex FusedAdam's adam_w_mode
-    ("sgd", torch.optim.SGD, 1e-3, 0.0, 0.99),  # the reference's SGD has no weight decay
+@pytest.mark.parametrize("options, kind, lr, decay, momentum, nesterov", [
+    ({"optimizer": "radam"}, torch.optim.RAdam, 1e-3, 1e-4, None, None),
+    ({"optimizer": "adam"}, torch.optim.AdamW, 1e-3, 1e-4, None, None),  # decoupled, as apex FusedAdam's adam_w_mode
+    ({"optimizer": "sgd"}, torch.optim.SGD, 1e-3, 0.0, 0.99, False),  # the reference's SGD has no weight decay
+    ({"optimizer": "sgd", "weight_decay": 1e-4}, torch.optim.SGD, 1e-3, 1e-4, 0.99, False),  # unless it is given
+    ({"recipe": "nnunetv2"}, torch.optim.SGD, 1e-2, 3e-5, 0.99, True),  # nnU-Net v2's nnUNetTrainer
 ])
-def test_optimizers(name, kind, lr, decay, momentum):
-    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainConfig(optimizer=name))
+def test_optimizers(options, kind, lr, decay, momentum, nesterov):
+    cfg = apply_recipe(TrainConfig(**options), given=options)  # as the CLI builds it from these flags
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg)
     group = opt.param_groups[0]
     assert type(opt) is kind and group["lr"] == lr and group["weight_decay"] == decay
-    assert momentum is None or group["momentum"] == momentum
+    assert momentum is None or (group["momentum"], group["nesterov"]) == (momentum, nesterov)
 
 
 def test_amp_settings_on_cpu():
