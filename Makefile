@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The static checks (lint) first, then the tests.
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -29,12 +30,15 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) scripts/gpu_check.py
 
+# ruff (pyflakes, pycodestyle, import order, bugbear) over the tree; mypy over nnunet_ray, jobs and scripts, strict
+# on config/, planning/ and data/ (settings in pyproject.toml; both keep a cache, .ruff_cache and .mypy_cache).
 lint: $(STAMP)
-	$(PY) -m compileall -q nnunet_ray jobs scripts tests
+	$(PY) -m ruff check nnunet_ray jobs scripts tests
+	$(PY) -m mypy
 
 # The cluster image (Dockerfile); needs a Docker engine, so not part of `make test`.
 docker:
 	docker build -t $(IMAGE) .
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

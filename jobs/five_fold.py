@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="", help="raw dataset folder (MSD or nnU-Net v2 layout): a path every node "
                         "sees or an s3:// / gs:// URI")
-    parser.add_argument("--results", required=True, help="results root: a shared filesystem path or an s3:// / gs:// URI")
+    parser.add_argument("--results", required=True,
+                        help="results root: a shared filesystem path or an s3:// / gs:// URI")
     parser.add_argument("--name", default="", help="experiment name (default <dataset>_five_fold)")
     parser.add_argument("--dims", default="3", help="dims to cross-validate: 3, 2 or 2,3")
     parser.add_argument("--folds", default="", help="folds to train (default 0-4; the smoke test trains 0,1)")

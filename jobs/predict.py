@@ -18,7 +18,8 @@ from nnunet_ray.jobs import JobError, run_step
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="prediction folder (<case>.nii.gz, predict.json): a path or an s3:// / gs:// URI")
+    parser.add_argument("--out", required=True,
+                        help="prediction folder (<case>.nii.gz, predict.json): a path or an s3:// / gs:// URI")
     parser.add_argument("--labels", default="", help="reference labels to score the predictions against")
     args, predict_options = parser.parse_known_args(argv)
     try:

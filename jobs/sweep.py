@@ -24,7 +24,8 @@ from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_datase
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="", help="raw dataset folder, or a preprocessed PRE/<dataset>/<dim>d")
-    parser.add_argument("--results", required=True, help="results root: a shared filesystem path or an s3:// / gs:// URI")
+    parser.add_argument("--results", required=True,
+                        help="results root: a shared filesystem path or an s3:// / gs:// URI")
     parser.add_argument("--name", default="", help="sweep name (default <dataset>_sweep)")
     parser.add_argument("--then-cv", action="store_true", help="cross-validate the best configuration (folds 0-4)")
     parser.add_argument("--smoke-test", action="store_true",

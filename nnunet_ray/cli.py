@@ -27,11 +27,24 @@ import json
 import logging
 import sys
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
-from nnunet_ray.config import (ConfigError, CVConfig, DownloadConfig, EvaluateConfig, PlanConfig, PredictConfig,
-                               PreprocessConfig, RunError, Stopped, SynthConfig, TrainConfig, TuneConfig, apply_recipe,
-                               flag_name)
+from nnunet_ray.config import (
+    ConfigError,
+    CVConfig,
+    DownloadConfig,
+    EvaluateConfig,
+    PlanConfig,
+    PredictConfig,
+    PreprocessConfig,
+    RunError,
+    Stopped,
+    SynthConfig,
+    TrainConfig,
+    TuneConfig,
+    apply_recipe,
+    flag_name,
+)
 from nnunet_ray.data import storage
 from nnunet_ray.data.credentials import into_environment
 from nnunet_ray.data.types import CaseError, DatasetError
@@ -82,7 +95,7 @@ def _add_field(parser: Any, f: dataclasses.Field, kind: Any, prefix: str = "") -
     if typing.get_origin(kind) is tuple and args and all(a in SCALARS for a in args if a is not Ellipsis):
         nargs = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
         parser.add_argument(*names, dest=dest, action=_Given, type=SCALARS[args[0]], nargs=nargs,
-                            default=list(f.default), metavar=metavar, help=help_text)
+                            default=list(cast(tuple[Any, ...], f.default)), metavar=metavar, help=help_text)
         return
     if kind not in SCALARS:
         raise TypeError(f"{f.name}: the CLI cannot express type {kind!r}; use bool, int, float, str or tuple[T, ...]")

@@ -95,6 +95,12 @@ def flags_from_config(best: dict) -> list[str]:
     return flags
 
 
+
+def _label_map(path: Path) -> np.ndarray:
+    image = nib.load(str(path))
+    assert isinstance(image, nib.Nifti1Image), path  # .nii.gz label maps
+    return np.asarray(image.dataobj).astype(np.int64)
+
 def score_test_cases(preds: Path, labels: Path) -> dict:
     """nnunet_ray's Dice of every labelsTs case against its prediction: per case, per class mean, overall mean."""
     n_classes, names = len(LABELS), [LABELS[k] for k in sorted(LABELS) if k]
@@ -104,8 +110,7 @@ def score_test_cases(preds: Path, labels: Path) -> dict:
         pred_path = preds / label_path.name
         if not pred_path.is_file():
             raise RuntimeError(f"{pred_path}: no prediction for test case {case}")
-        label = np.asarray(nib.load(str(label_path)).dataobj).astype(np.int64)
-        pred = np.asarray(nib.load(str(pred_path)).dataobj).astype(np.int64)
+        label, pred = _label_map(label_path), _label_map(pred_path)
         per_case[case] = case_dice(torch.from_numpy(pred), torch.from_numpy(label), n_classes).tolist()
     per_class = {name: float(np.mean([d[i] for d in per_case.values()])) for i, name in enumerate(names)}
     return {"per_case": per_case, "per_class": per_class, "mean": float(np.mean(list(per_class.values())))}

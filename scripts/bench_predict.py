@@ -1,4 +1,4 @@
-"""`scripts/benchmark.py --mode predict`: batched patch prediction, per-volume sliding window, ensemble on 1 vs 2 actors.
+"""`scripts/benchmark.py --mode predict`: batched patches, per-volume sliding window, ensemble on 1 vs 2 actors.
 
 Kept apart from benchmark.py (which imports ``bench_predict`` from here) so each file stays readable.
 """
@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from nnunet_ray.config import SynthConfig
 from nnunet_ray.data.synth import make_synthetic_task
+
+if TYPE_CHECKING:
+    from nnunet_ray.planning.schema import Plans
 
 
 def _latency_row(ms: list[float], batch: int) -> dict:
@@ -50,7 +54,7 @@ def _patch_predict_rows(args: argparse.Namespace, plans, device) -> dict:
     return rows
 
 
-def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, object, Path]:
+def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, Plans, Path]:
     """Synthetic test volumes with the MSD task's channel count and an experiment folder holding two randomly
     initialised 3D members with that task's preset plans (patch, spacing, topology; prediction cost does not depend
     on the weights)."""
@@ -82,7 +86,8 @@ def _volume_seconds(raw: Path, experiment: Path, device) -> dict:
     from nnunet_ray.inference.members import load_member
 
     case = load_dataset(raw).test[0]
-    result = {"volume_shape_xyz": list(nib.load(str(case.images[0])).shape[:3])}
+    image = cast(nib.Nifti1Image, nib.load(str(case.images[0])))  # typed as any image; a NIfTI file is one
+    result: dict[str, Any] = {"volume_shape_xyz": list(image.shape[:3])}
     for tta in (False, True):
         predictor = EnsemblePredictor([load_member(experiment / "fold0" / "best")], device=device,
                                       options=WindowOptions(tta=tta))

@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 from nnunet_ray.config import PreprocessConfig, SynthConfig
 from nnunet_ray.data.synth import make_synthetic_task
@@ -80,8 +81,9 @@ def bench_loader(args: argparse.Namespace, work: Path) -> dict:
     from nnunet_ray.loading.bench import loader_throughput
 
     device_id = 0 if torch.cuda.is_available() else None
-    runs = {"3d_4x128^3_b2": dict(dim=3, channels=4, patch_size=(128, 128, 128), batch_size=2),
-            "2d_4x192x160_b16": dict(dim=2, channels=4, patch_size=(192, 160), batch_size=16, nvol=1)}
+    runs: dict[str, dict[str, Any]] = {
+        "3d_4x128^3_b2": dict(dim=3, channels=4, patch_size=(128, 128, 128), batch_size=2),
+        "2d_4x192x160_b16": dict(dim=2, channels=4, patch_size=(192, 160), batch_size=16, nvol=1)}
     result = {"mode": "loader", "device": "gpu" if device_id is not None else "cpu"}
     for name, kwargs in runs.items():
         stats = loader_throughput(**kwargs, batches=args.batches, device_id=device_id, data_dir=work / name)
@@ -135,7 +137,7 @@ def _merge_last_class(raw: Path) -> None:
     meta["labels"].pop("3")
     (raw / "dataset.json").write_text(json.dumps(meta, indent=2))
     for path in sorted((raw / "labelsTr").glob("*.nii.gz")):
-        image = nib.load(str(path))
+        image = cast(nib.Nifti1Image, nib.load(str(path)))  # typed as any image; a NIfTI file is one
         label = np.asarray(image.dataobj).astype(np.uint8)
         nib.save(nib.Nifti1Image(np.where(label == 3, 2, label).astype(np.uint8), image.affine, image.header),
                  str(path))
@@ -149,7 +151,7 @@ def _task04_data(work: Path, cases: int) -> Path:
     _merge_last_class(raw)
     summary = preprocess_dataset(PreprocessConfig(data=str(raw), results=str(work / "pre"), dim=3))
     assert summary.ok, summary.line()
-    return summary.out_dir
+    return Path(summary.out_dir)  # a Path already: the results root is local
 
 
 def _fit_without_ray(cfg) -> float:
@@ -158,9 +160,9 @@ def _fit_without_ray(cfg) -> float:
 
     import torch
 
+    from nnunet_ray.loading.fold_data import fold_loaders
     from nnunet_ray.planning.schema import load_plans
     from nnunet_ray.training.checkpoint import LocalCheckpoints
-    from nnunet_ray.loading.fold_data import fold_loaders
     from nnunet_ray.training.loop import fit
 
     start = time.perf_counter()
@@ -337,13 +339,13 @@ def bench_epoch(args: argparse.Namespace, work: Path) -> dict:
                        min_epochs=args.epochs, max_epochs=args.epochs, dali_threads=1, cpus_per_worker=2,
                        image_every=0).validate()
     result: dict = {"mode": "epoch", "cases": 10, "size": args.size, "dim": args.dim, "epochs": args.epochs,
-                    "patch_size": json.loads((summary.out_dir / "plans.json").read_text())["patch_size"]}
-    result["every_epoch"] = _epoch_split(base, summary.out_dir)
+                    "patch_size": json.loads((Path(summary.out_dir) / "plans.json").read_text())["patch_size"]}
+    result["every_epoch"] = _epoch_split(base, Path(summary.out_dir))
     if args.val_every or args.checkpoint_every:
         cheaper = dataclasses.replace(base, results=str(work / "cheaper"), val_every=args.val_every,
                                       checkpoint_every=args.checkpoint_every).validate()
         result[f"val_every_{args.val_every}_checkpoint_every_{args.checkpoint_every}"] = \
-            _epoch_split(cheaper, summary.out_dir)
+            _epoch_split(cheaper, Path(summary.out_dir))
     return result
 
 
@@ -360,7 +362,8 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=3, choices=(2, 3))
     parser.add_argument("--task", type=int, default=4, help="step: MSD preset (1-10)")
     parser.add_argument("--batch-size", type=int, default=2, help="step/train: per-worker batch size")
-    parser.add_argument("--batches", type=int, default=5, help="loader/step/train: timed batches (train: also the steps of the 1-epoch overhead run)")
+    parser.add_argument("--batches", type=int, default=5,
+                        help="loader/step/train: timed batches (train: also the steps of the 1-epoch overhead run)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="step/train: untimed steps first")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the side-by-side pair; medians are reported")
     parser.add_argument("--volumes", type=int, default=4, help="predict: synthetic test volumes for the ensemble")

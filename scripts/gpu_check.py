@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -61,7 +62,7 @@ def _prepare_data(ctx: Context) -> Path:
         summary = preprocess_dataset(PreprocessConfig(data=str(raw), results=str(ctx.work / "pre"), nfolds=3))
         if not summary.ok:
             raise RuntimeError(summary.line())
-        ctx.data = summary.out_dir
+        ctx.data = Path(summary.out_dir)  # a Path already: the work folder is local
     return ctx.data
 
 
@@ -160,11 +161,11 @@ def check_predict(ctx: Context) -> dict:
     the input grid and written as NIfTI with the input's header."""
     if ctx.best_checkpoint is None:
         raise RuntimeError("no checkpoint: the train check did not finish")
+    import nibabel as nib
+
     from nnunet_ray.config import PredictConfig
     from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.distributed.predict import predict_folder
-
-    import nibabel as nib
 
     _prepare_data(ctx)
     case = load_dataset(ctx.work / "raw" / "Task99_GpuCheck").training[0]
@@ -173,7 +174,9 @@ def check_predict(ctx: Context) -> dict:
     summary = predict_folder(cfg, cases=[case])
     if not summary.ok or summary.done != [case.case_id]:
         raise RuntimeError(summary.line() + "; " + "; ".join(summary.failed.values()))
-    written, source = nib.load(str(Path(summary.out_dir) / f"{case.case_id}.nii.gz")), nib.load(str(case.images[0]))
+    # nibabel types load() as any image; NIfTI files load as NIfTI images.
+    written = cast(nib.Nifti1Image, nib.load(str(Path(summary.out_dir) / f"{case.case_id}.nii.gz")))
+    source = cast(nib.Nifti1Image, nib.load(str(case.images[0])))
     if written.shape != source.shape[:3]:
         raise RuntimeError(f"prediction shape {written.shape} is not the input's {source.shape[:3]}")
     return {"case_id": case.case_id, "shape_xyz": list(written.shape), "tta": True, "amp": True,

@@ -33,7 +33,7 @@ import time
 from os.path import join
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # type: ignore[import-not-found]
 
 CUDA = torch.device("cuda")  # the parent's default device; -device cpu replaces it
 

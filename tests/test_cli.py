@@ -90,7 +90,8 @@ def test_nested_training_options_become_the_trials_config(command, owned):
     words = [command, "--data", "d", "--results", "r", "--max-epochs", "7", "--no-amp", "--num_workers", "3",
              "--steps", "2", "4"]
     cfg = _config_from(cls, build_parser().parse_args(words))
-    assert (cfg.train.max_epochs, cfg.train.amp, cfg.train.dali_threads, cfg.train.lr_milestones) == (7, False, 3, (2, 4))
+    assert (cfg.train.max_epochs, cfg.train.amp, cfg.train.dali_threads,
+            cfg.train.lr_milestones) == (7, False, 3, (2, 4))
     assert (cfg.train.data, cfg.train.fold, cfg.train.workers) == ("", 0, TrainConfig().workers)
 
 

@@ -88,7 +88,8 @@ class TuneConfig:
     patch_size: tuple[str, ...] = opt((), "patch sizes to choose from, e.g. 64,96,80 80,112,96 (empty = the plans')")
     search_space: str = opt("", "YAML file: training option -> {choice|grid|uniform|loguniform: values}")
     num_samples: int = opt(4, "configurations drawn from the space (grid values: each one num-samples times)")
-    scheduler: str = opt("asha", "trial scheduler: asha stops poor trials at epoch milestones", choices=("asha", "none"))
+    scheduler: str = opt("asha", "trial scheduler: asha stops poor trials at epoch milestones",
+                         choices=("asha", "none"))
     grace_period: int = opt(1, "ASHA: epochs every trial trains before it can be stopped")
     reduction_factor: int = opt(2, "ASHA: keep the best 1/N of trials at each milestone")
     search: str = opt("random", "how configurations are drawn: random (each independently) or optuna (Optuna's TPE "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from nnunet_ray.config.base import _check, _check_fields, opt, parse_duration
 from nnunet_ray.config.recipes import RECIPE_NAMES
 
+
 @dataclass(frozen=True)
 class SynthConfig:
     """`nnunet-ray synth`: write a deterministic synthetic MSD-format task."""

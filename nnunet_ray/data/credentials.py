@@ -20,13 +20,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from nnunet_ray.config import ConfigError, flag_name
 from nnunet_ray.data.storage import USER_PART, display
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 ACCESS_KEY, SECRET_KEY, SESSION_TOKEN = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 # The names of the variables this process took from URIs (not the values): what a joined cluster's workers need.
@@ -69,7 +72,7 @@ def into_environment(cfg: T) -> T:
             ``AWS_*`` variables already set (never silently one or the other), or a malformed user part.
     """
     found: dict[str, tuple[str, str]] = {}
-    clean = _without_credentials(cfg, found)
+    clean: T = _without_credentials(cfg, found)
     if found:
         _export(found)
     return clean

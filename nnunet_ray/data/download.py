@@ -18,7 +18,7 @@ import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from nnunet_ray.config import MSD_MIRROR
 
@@ -120,7 +120,8 @@ def _fetch(url: str, partial: Path, *, name: str, progress: Callable[[str], None
         _copy(response, partial, append=resumed, name=name, total=total, progress=progress)
 
 
-def _copy(response, partial: Path, *, append: bool, name: str, total: int, progress: Callable[[str], None]) -> None:
+def _copy(response: BinaryIO, partial: Path, *, append: bool, name: str, total: int,
+          progress: Callable[[str], None]) -> None:
     done = partial.stat().st_size if append else 0
     next_report = done + max(total // 10, CHUNK)
     try:

@@ -25,7 +25,6 @@ import numpy as np
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.types import DatasetError
 
-
 ORDERS = ("reference", "ids")
 
 
@@ -63,14 +62,14 @@ def kfold_splits(case_ids: Sequence[str], n_splits: int = 5, seed: int = 12345, 
         raise ValueError(f"need at least 2 folds, got {n_splits}")
     if n_splits > n:
         raise ValueError(f"cannot make {n_splits} folds from {n} cases; use at most {n} folds")
-    order = np.arange(n)
-    np.random.RandomState(seed).shuffle(order)
+    permutation = np.arange(n)
+    np.random.RandomState(seed).shuffle(permutation)
     sizes = np.full(n_splits, n // n_splits, dtype=int)
     sizes[: n % n_splits] += 1
     splits, start = [], 0
     for size in sizes:
         in_val = np.zeros(n, dtype=bool)
-        in_val[order[start:start + size]] = True
+        in_val[permutation[start:start + size]] = True
         start += size
         splits.append({"train": [ids[i] for i in np.flatnonzero(~in_val)],
                        "val": [ids[i] for i in np.flatnonzero(in_val)]})
@@ -88,7 +87,7 @@ def _check_splits(splits: object, where: str) -> list[dict[str, list[str]]]:
         overlap = set(fold["train"]) & set(fold["val"])
         if overlap:
             raise DatasetError(f"{where}: fold {i} has cases in both train and val: {sorted(overlap)}")
-    return splits  # type: ignore[return-value]
+    return splits
 
 
 def write_splits(path: str | Path, splits: list[dict[str, list[str]]]) -> None:

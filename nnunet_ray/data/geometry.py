@@ -43,7 +43,7 @@ def nonzero_box(image: np.ndarray) -> Box:
     return box
 
 
-def coarse_axis(spacing: Sequence[float], threshold: float = ANISOTROPY_RATIO) -> int | None:
+def coarse_axis(spacing: Sequence[float] | np.ndarray, threshold: float = ANISOTROPY_RATIO) -> int | None:
     """The one axis with the largest spacing when ``max / min >= threshold``, else None.
 
     Two equally coarse axes leave no single through-plane axis, so they count as None (a plain 3D resample).

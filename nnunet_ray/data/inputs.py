@@ -60,8 +60,8 @@ def _bare_folder(root: Path) -> tuple[CaseFiles, ...]:
             stems[stem] = path
     if not stems:
         raise DatasetError(f"{root}: no NIfTI images (.nii.gz / .nii) in the input folder")
-    matches = {stem: _CHANNEL.match(stem) for stem in stems}
-    if not all(matches.values()):  # not every file has a channel suffix: one file per case
+    matches = {stem: match for stem in stems if (match := _CHANNEL.match(stem))}
+    if len(matches) < len(stems):  # not every file has a channel suffix: one file per case
         return tuple(CaseFiles(stem, (path,)) for stem, path in stems.items())
     grouped: dict[str, dict[int, Path]] = {}
     for stem, match in matches.items():

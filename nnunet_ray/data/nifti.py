@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -47,14 +47,15 @@ def _open(path: Path) -> Nifti1Image:
     uncompressed deflate block (common for noisy float images) would pass silently as wrong voxel values.
     """
     if not path.name.endswith(".gz"):
-        return nib.load(str(path))
+        return cast(Nifti1Image, nib.load(str(path)))  # typed as any image; a .nii file loads as NIfTI-1 or -2
     with gzip.open(path, "rb") as stream:
         raw = stream.read()
     sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")}  # 348: NIfTI-1, 540: NIfTI-2
     return Nifti2Image.from_bytes(raw) if 540 in sizeof_hdr else Nifti1Image.from_bytes(raw)
 
 
-def _load(path: Path, case_id: str, what: str, *, as_label: bool) -> tuple[np.ndarray, np.ndarray, tuple]:
+def _load(path: Path, case_id: str, what: str, *,
+          as_label: bool) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Read one file -> (data in NIfTI axis order, affine (4, 4), zooms). Images come back float32."""
     if path.exists() and not path.is_file():
         raise CaseError(case_id, f"{what} path is unreadable (a directory or special file, not a NIfTI file): {path}")
@@ -86,13 +87,13 @@ def _to_czyx(data: np.ndarray, case_id: str, what: str) -> np.ndarray:
     raise CaseError(case_id, f"{what} has shape {data.shape}; expected 3D (x, y, z) or 4D (x, y, z, c)")
 
 
-def _spacing(zooms: tuple, case_id: str, what: str) -> tuple[float, float, float]:
+def _spacing(zooms: tuple[float, ...], case_id: str, what: str) -> tuple[float, float, float]:
     if len(zooms) < 3:
         raise CaseError(case_id, f"{what} header has {len(zooms)} voxel sizes; expected 3")
-    spacing = tuple(float(z) for z in zooms[:3][::-1])
+    spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise CaseError(case_id, f"{what} voxel spacing {spacing} (z, y, x) must be positive")
-    return spacing  # type: ignore[return-value]
+    return spacing
 
 
 def read_image(case: CaseFiles) -> Volume:

@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -83,7 +84,7 @@ def _download(location: str, target: Path, *, key: str, root: Path) -> None:
     logger.info("staged %s to %s in %.1f s", storage.display(location), target, record["seconds"])
 
 
-def staged_copies(root: Path | None = None) -> list[dict]:
+def staged_copies(root: Path | None = None) -> list[dict[str, Any]]:
     """The downloads logged in ``root`` (default :func:`stage_root`), oldest first."""
     path = Path(root or stage_root()) / LOG_FILE
     if not path.is_file():

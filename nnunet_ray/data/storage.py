@@ -73,7 +73,8 @@ def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """
     if is_uri(location):
         try:
-            return pafs.FileSystem.from_uri(str(location))
+            fs_path: tuple[pafs.FileSystem, str] = pafs.FileSystem.from_uri(str(location))
+            return fs_path
         except (ValueError, OSError) as err:  # pyarrow raises ArrowInvalid (a ValueError) or an OSError
             raise ValueError(f"{display(location)}: cannot open ({_reason(err, location)})") from err
     return pafs.LocalFileSystem(), absolute(location)
@@ -104,17 +105,17 @@ def _info(location: str | Path) -> pafs.FileInfo:
 
 def exists(location: str | Path) -> bool:
     """Whether a file or folder exists at ``location``."""
-    return _info(location).type != pafs.FileType.NotFound
+    return bool(_info(location).type != pafs.FileType.NotFound)
 
 
 def is_file(location: str | Path) -> bool:
     """Whether a file exists at ``location``."""
-    return _info(location).type == pafs.FileType.File
+    return bool(_info(location).type == pafs.FileType.File)
 
 
 def is_dir(location: str | Path) -> bool:
     """Whether a folder exists at ``location`` (on an object store: any object has this prefix)."""
-    return _info(location).type == pafs.FileType.Directory
+    return bool(_info(location).type == pafs.FileType.Directory)
 
 
 def list_names(location: str | Path) -> list[str]:
@@ -136,7 +137,8 @@ def read_bytes(location: str | Path) -> bytes:
         if fs.get_file_info(path).type != pafs.FileType.File:
             raise FileNotFoundError(f"{display(location)}: no such file")
         with fs.open_input_stream(path, compression=None) as stream:  # the bytes stored, even of a .gz
-            return stream.read()
+            data: bytes = stream.read()
+            return data
 
 
 def write_bytes(location: str | Path, data: bytes) -> None:

@@ -19,6 +19,7 @@ the physical extent is similar), affines are rotated, flipped and shifted. Case 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -65,7 +66,8 @@ def _ellipsoid(grid: list[np.ndarray], center: np.ndarray, radii: np.ndarray, *,
     z, y, x = (g - c for g, c in zip(grid, center))
     yr = np.cos(angle) * y + np.sin(angle) * x
     xr = -np.sin(angle) * y + np.cos(angle) * x
-    return (z / radii[0]) ** 2 + (yr / radii[1]) ** 2 + (xr / radii[2]) ** 2 <= 1.0
+    inside: np.ndarray = (z / radii[0]) ** 2 + (yr / radii[1]) ** 2 + (xr / radii[2]) ** 2 <= 1.0
+    return inside
 
 
 def _nearest_voxel(center: np.ndarray, shape: tuple[int, int, int], spacing: np.ndarray) -> tuple[int, ...]:
@@ -107,7 +109,9 @@ def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int], spacing: 
     """Smooth multiplicative field (about 0.55..1.45): linear ramps plus an in-plane quadratic, like MRI coils."""
     u = [g / (n * s) for g, n, s in zip(_grid(shape, spacing), shape, spacing)]  # each in [-0.5, 0.5]
     slopes, curve = rng.uniform(-0.2, 0.2, size=3), rng.uniform(-0.3, 0.3)
-    return 1.0 + slopes[0] * u[0] + slopes[1] * u[1] + slopes[2] * u[2] + curve * (u[1] ** 2 + u[2] ** 2)
+    field: np.ndarray = (1.0 + slopes[0] * u[0] + slopes[1] * u[1] + slopes[2] * u[2]
+                         + curve * (u[1] ** 2 + u[2] ** 2))
+    return field
 
 
 def _image(rng: np.random.Generator, body: np.ndarray, label: np.ndarray, *, spacing: np.ndarray,
@@ -115,6 +119,7 @@ def _image(rng: np.random.Generator, body: np.ndarray, label: np.ndarray, *, spa
     """Intensities for one case: (C, Z, Y, X) float32, > 0 inside the body and exactly 0 outside."""
     tissue = np.where(body, label.astype(np.int64) + 1, 0)  # 0 outside, 1 body, 2 organ, 3 lesion, 4 spot
     image = np.empty((channels, *label.shape), dtype=np.float32)
+    field: float | np.ndarray
     for c in range(channels):
         if ct and c == 0:  # calibrated HU: only a small per-case offset, no bias field
             means, scale, noise = _CT_HU + rng.uniform(-8, 8), 1.0, 10.0
@@ -151,7 +156,7 @@ def _modality_names(cfg: SynthConfig) -> list[str]:
     return ["CT"] + names[1:] if cfg.ct else names
 
 
-def _dataset_json(cfg: SynthConfig, name: str, training: list[dict], test: list[str]) -> dict:
+def _dataset_json(cfg: SynthConfig, name: str, training: list[dict[str, str]], test: list[str]) -> dict[str, Any]:
     return {
         "name": name,
         "description": f"nnunet_ray synthetic task (seed {cfg.seed}, size {cfg.size})",

@@ -53,7 +53,8 @@ class Inputs:
         if not self.source:
             return input_fingerprint(case)
         found = [self.listing.get(path.as_posix()) for path in case.images]
-        return None if None in found else [[path.name, *stat] for path, stat in zip(case.images, found)]
+        stats = [stat for stat in found if stat is not None]
+        return None if len(stats) < len(found) else [[path.name, *stat] for path, stat in zip(case.images, stats)]
 
     def location(self, path: Path) -> str:
         """Where one of the cases' files is (a path, or a URI under ``source``)."""
@@ -97,6 +98,7 @@ def labelled_dataset(location: str) -> Iterator[tuple[DatasetInfo, Inputs]]:
     with _mirror(location) as (root, listing):
         dataset = load_dataset(root)
         for case in dataset.training:  # a label missing from the listing stays missing: scoring names it
+            assert case.label is not None  # load_dataset gives every training case a label
             relative = case.label.relative_to(root).as_posix()
             if relative in listing:
                 storage.download(storage.join(location, relative), case.label)
@@ -133,8 +135,8 @@ def _relative(cases: Iterable[CaseFiles], root: Path, source: str, listing: Mapp
     """``Inputs`` of ``cases`` found in the mirror ``root`` of ``source``: their paths made relative to it."""
     def inside(path: Path | None) -> Path | None:
         return None if path is None else path.relative_to(root)
-    return Inputs(tuple(CaseFiles(c.case_id, tuple(inside(p) for p in c.images), inside(c.label)) for c in cases),
-                  source, dict(listing))
+    return Inputs(tuple(CaseFiles(c.case_id, tuple(p.relative_to(root) for p in c.images), inside(c.label))
+                        for c in cases), source, dict(listing))
 
 
 @contextlib.contextmanager

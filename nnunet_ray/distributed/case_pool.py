@@ -102,8 +102,10 @@ def map_cases(dataset: DatasetInfo, raw: RawData, cases: tuple[CaseFiles, ...], 
     # Ray 2.60 has no named parameter for it yet (the kwargs route is deprecated for 2.64; Ray is pinned < 2.61).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        mapped = rows.map(CaseMapper, fn_constructor_args=(fn, raw, faults), num_cpus=1, memory=memory,
-                          max_restarts=0, compute=actor_pool(num_workers, len(cases), memory))
+        # Ray types map's fn as a function only; a callable class (with fn_constructor_args) is its documented form.
+        mapped = rows.map(CaseMapper, fn_constructor_args=(fn, raw, faults),  # type: ignore[arg-type]
+                          num_cpus=1, memory=memory, max_restarts=0,
+                          compute=actor_pool(num_workers, len(cases), memory))
     yield from mapped.iter_rows()
 
 

@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import ray
 import yaml
@@ -37,7 +38,7 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
         return
     _quiet_token_auth_notice()
     # The pipelines print their own progress; Ray's INFO chatter (dashboard URL, etc.) is noise here.
-    kwargs = {"logging_level": logging.WARNING, "configure_logging": True}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target:
         ray.init(address=target, runtime_env=_credentials_runtime_env(), **kwargs)

@@ -17,13 +17,26 @@ import pandas as pd
 
 from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list, with_options
 from nnunet_ray.data import storage
-from nnunet_ray.distributed.experiment import (SUMMARY, TrialSpec, check_experiment_folder, check_options,
-                                               experiment_folder, load_spec, raise_failed_trials, run_tuner,
-                                               validate_trials)
+from nnunet_ray.distributed.experiment import (
+    SUMMARY,
+    TrialSpec,
+    check_experiment_folder,
+    check_options,
+    experiment_folder,
+    load_spec,
+    raise_failed_trials,
+    run_tuner,
+    validate_trials,
+)
 from nnunet_ray.distributed.locations import read_plans
+from nnunet_ray.distributed.trial_data import (
+    apply_config_file,
+    check_folds,
+    check_resumed_splits,
+    preprocess_raw,
+    resolve_data,
+)
 from nnunet_ray.distributed.trial_spec import check_resume_options
-from nnunet_ray.distributed.trial_data import (apply_config_file, check_folds, check_resumed_splits, preprocess_raw,
-                                              resolve_data)
 from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
 SUMMARY_CSV = "cv_summary.csv"

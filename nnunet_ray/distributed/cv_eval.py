@@ -34,11 +34,11 @@ import torch
 
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
+from nnunet_ray.data.folds import splits_hash
 from nnunet_ray.distributed.case_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.locations import read_splits
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
-from nnunet_ray.data.folds import splits_hash
 from nnunet_ray.inference.members import check_same_splits, run_folders
 from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpoint, load_file
 from nnunet_ray.training.resume import SPLITS_HASH_KEY

@@ -32,14 +32,21 @@ from nnunet_ray.config import ConfigError, RunError, Stopped, flag_name, with_op
 from nnunet_ray.data import storage
 from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
-from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.fold_run import SCORE, SUMMARY
 from nnunet_ray.distributed.hparams import HParamsCallback
-from nnunet_ray.distributed.trial_spec import (DRIVER_CPUS, TrialSpec, declared_resources, max_concurrent_trials,
-                                               trial_config, trial_name, trial_resources)
+from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.train import fit_fold, prepare_fold
-from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.distributed.trial_fit import fit_in_trial
+from nnunet_ray.distributed.trial_spec import (
+    DRIVER_CPUS,
+    TrialSpec,
+    declared_resources,
+    max_concurrent_trials,
+    trial_config,
+    trial_name,
+    trial_resources,
+)
+from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +238,7 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     log.info("%s: %d trials in %.0f s", name, len(results), time.perf_counter() - start)
     if stopping.requested():
         ray.shutdown()  # the trials' last forwarded log lines come out before the command's own last line
-        finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("done"))
+        finished = sum(1 for r in trial_results(results) if r.error is None and (r.metrics or {}).get("done"))
         raise Stopped(f"stopped with {finished} of {len(results)} trials finished; continue with "
                       f"{resume_hint(path)}")
     return results
@@ -289,13 +296,19 @@ def _search_algorithm(searcher: Searcher | None, concurrency: int | None, random
                                  random_state=random_state)
 
 
+def trial_results(results: tune.ResultGrid) -> list[tune.Result]:
+    """The grid's results in order, as iterating over it gives them (``ResultGrid`` iterates through
+    ``__getitem__``; it declares no ``__iter__``, so type checkers do not see it as iterable)."""
+    return [results[i] for i in range(len(results))]
+
+
 def raise_failed_trials(results: tune.ResultGrid, path: str) -> None:
     """One line for trials that failed for good (their own retries used up).
 
     Raises:
         RunError: naming how many failed, the first cause, and how to retry.
     """
-    errors = [r.error for r in results if r.error is not None]
+    errors = [r.error for r in trial_results(results) if r.error is not None]
     if errors:
         cause = [line for line in str(errors[0]).splitlines() if line.strip()] or [type(errors[0]).__name__]
         raise RunError(f"{len(errors)} of {len(results)} trials failed (first: {cause[-1].strip()}); rerun with "

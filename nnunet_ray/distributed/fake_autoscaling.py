@@ -26,8 +26,14 @@ from pathlib import Path
 import yaml
 
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
-from nnunet_ray.distributed.local_clusters import (RAY, free_agent_ports, free_port, running_head, submit_job,
-                                                   training_seconds)
+from nnunet_ray.distributed.local_clusters import (
+    RAY,
+    free_agent_ports,
+    free_port,
+    running_head,
+    submit_job,
+    training_seconds,
+)
 
 WORKER_TYPE = "cpu_worker"
 OBJECT_STORE = 300_000_000  # bytes per node: three raylets share this machine's /dev/shm
@@ -98,7 +104,8 @@ class NodeRecorder(threading.Thread):
 
     def __init__(self, head: Head, every: float = 2.0) -> None:
         super().__init__(daemon=True)
-        self.head, self.every, self.samples = head, every, []
+        self.head, self.every = head, every
+        self.samples: list[tuple[float, int]] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:

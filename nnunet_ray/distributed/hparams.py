@@ -57,7 +57,7 @@ def write_hparams(trial_dir: str, config: dict, result: dict) -> None:
     with storage.writable_folder(tensorboard) as folder:
         writer = SummaryWriter(str(folder), filename_suffix=HPARAMS_SUFFIX)
         for summary in hparams(params, metrics):
-            writer.file_writer.add_summary(summary)
+            writer.file_writer.add_summary(summary)  # type: ignore[attr-defined]  # torch types it None (set in __init__)
         for tag, value in metrics.items():
             writer.add_scalar(tag, value)
         writer.close()

@@ -22,15 +22,22 @@ import numpy as np
 
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data import storage
-from nnunet_ray.data.folds import read_splits as read_local_splits
-from nnunet_ray.data.nifti import read_header
-from nnunet_ray.data.folds import write_splits as write_local_splits
 from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.folds import read_splits as read_local_splits
+from nnunet_ray.data.folds import write_splits as write_local_splits
+from nnunet_ray.data.nifti import read_header
 from nnunet_ray.data.staging import stage_folder
 from nnunet_ray.data.types import CaseFiles, DatasetError, DatasetInfo
 from nnunet_ray.loading.fold_data import fold_cases
-from nnunet_ray.planning.schema import (PLANS_FILE, Plans, PlansError, PlansNotFoundError, load_plans, plans_from_json,
-                                        save_plans)
+from nnunet_ray.planning.schema import (
+    PLANS_FILE,
+    Plans,
+    PlansError,
+    PlansNotFoundError,
+    load_plans,
+    plans_from_json,
+    save_plans,
+)
 from nnunet_ray.preprocessing.case import preprocess_case
 
 SPLITS_FILE, FINGERPRINT_FILE = "splits.json", "fingerprint.json"

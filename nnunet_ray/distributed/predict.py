@@ -35,8 +35,14 @@ from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.predict_pool import CaseTask, predict_on_pool, window_options
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.inference.members import BEST_CONFIGURATION, Member, check_compatible, find_checkpoints, load_member
-from nnunet_ray.inference.record import (RECORD, PredictRecord, is_prediction_file, read_record, weights_hash,
-                                         write_record)
+from nnunet_ray.inference.record import (
+    RECORD,
+    PredictRecord,
+    is_prediction_file,
+    read_record,
+    weights_hash,
+    write_record,
+)
 from nnunet_ray.planning.schema import PLANS_FILE
 from nnunet_ray.training.checkpoint import REQUIRED
 

@@ -173,11 +173,15 @@ def predict_on_pool(cfg: PredictConfig, ensembles: list[list[Member]], tasks: Se
     start = lambda: remote.remote(shared, options, cfg.cpus_per_actor)  # noqa: E731
     actors = [start() for _ in range(count)]
     progress = Progress(len(tasks))
+    def on_done(task: CaseTask, record: dict) -> None:
+        on_record(task, record)
+        progress(record)
+
     try:
-        run_pool(actors, tasks, lambda task, record: (on_record(task, record), progress(record)), replace=start)
+        run_pool(actors, tasks, on_done, replace=start)
     finally:
         for actor in actors:
-            ray.kill(actor)
+            ray.kill(actor)  # type: ignore[arg-type]  # Ray types .remote() as the handle or the class
     return count
 
 

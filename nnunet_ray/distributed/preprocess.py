@@ -30,9 +30,18 @@ from nnunet_ray.data.folds import CaseSetChanged, import_splits, settled_splits,
 from nnunet_ray.data.types import DatasetInfo
 from nnunet_ray.distributed.case_pool import map_cases_retrying
 from nnunet_ray.distributed.cluster import init_ray
-from nnunet_ray.distributed.locations import (FINGERPRINT_FILE, SPLITS_FILE, case_memory_bytes, case_writer,
-                                              open_raw_dataset, raw_case_memory_bytes, read_plans, read_splits,
-                                              write_plans, write_splits)
+from nnunet_ray.distributed.locations import (
+    FINGERPRINT_FILE,
+    SPLITS_FILE,
+    case_memory_bytes,
+    case_writer,
+    open_raw_dataset,
+    raw_case_memory_bytes,
+    read_plans,
+    read_splits,
+    write_plans,
+    write_splits,
+)
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans

@@ -62,7 +62,9 @@ def name_trial_checkpoints_by_epoch() -> None:
     from ray.train._internal.session import get_session
 
     logging.getLogger(STORAGE_LOGGER).setLevel(logging.WARNING)
-    session_storage = get_session().storage
+    session = get_session()
+    assert session is not None, "called inside a Tune trainable, which has a session"
+    session_storage = session.storage
     if not isinstance(session_storage, _EpochNamedStorage):
         session_storage.__class__ = _EpochNamedStorage
 

@@ -33,8 +33,8 @@ from nnunet_ray.data import storage
 from nnunet_ray.data.staging import stage_folder
 from nnunet_ray.planning.schema import PLANS_FILE, Plans
 from nnunet_ray.training.checkpoint import epoch_dir_name
-from nnunet_ray.training.resume import CHECKPOINT_GLOB
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR
+from nnunet_ray.training.resume import CHECKPOINT_GLOB
 
 UPLOAD_MODES = {"async": CheckpointUploadMode.ASYNC, "sync": CheckpointUploadMode.SYNC}
 
@@ -120,7 +120,7 @@ class LogMirror:
         Args:
             wait: return only once this upload has finished.
         """
-        if not self.remote:
+        if self._uploader is None:  # not self.remote
             return
         self._wait()
         snapshot = Path(tempfile.mkdtemp(prefix="nnunet_ray_logs_upload_"))
@@ -148,7 +148,7 @@ class LogMirror:
 
     def close(self) -> None:
         """Final upload (waited for), then remove the local copy."""
-        if self.remote:
+        if self._uploader is not None:  # self.remote
             try:
                 self.push(wait=True)
             finally:

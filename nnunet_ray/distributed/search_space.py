@@ -26,7 +26,7 @@ import dataclasses
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, cast
 
 from ray import tune
 from ray.tune.search.sample import Domain
@@ -51,7 +51,7 @@ def coerce(name: str, value: Any, where: str) -> Any:
     Raises:
         ConfigError: naming ``where`` (the flag or file), the option and the value.
     """
-    kind = _fields()[name].type
+    kind = cast(str, _fields()[name].type)  # a string: config/ has postponed annotations
     try:
         if kind.startswith("tuple"):
             items = value.split(",") if isinstance(value, str) else list(value)
@@ -64,7 +64,8 @@ def coerce(name: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {name}: {value!r} is not finite")  # and int(inf) raises OverflowError
         if kind == "int" and (isinstance(value, bool) or float(value) != int(float(value))):
             raise ValueError
-        return {"int": lambda v: int(float(v)), "float": float, "str": str}[kind](value)
+        converters: dict[str, Callable[[Any], Any]] = {"int": lambda v: int(float(v)), "float": float, "str": str}
+        return converters[kind](value)
     except ConfigError:
         raise
     except (TypeError, ValueError):

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -32,14 +33,28 @@ from nnunet_ray.config import RunError, TrainConfig, TuneConfig, parse_int_list,
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.budget import SweepBudget, read_budget_record
 from nnunet_ray.distributed.cv import trial_train_config
-from nnunet_ray.distributed.experiment import (SCORE_MODE, TrialSpec, check_experiment_folder, check_options,
-                                               experiment_folder, load_spec, raise_failed_trials, run_tuner,
-                                               validate_trials)
-from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
+from nnunet_ray.distributed.experiment import (
+    SCORE_MODE,
+    TrialSpec,
+    check_experiment_folder,
+    check_options,
+    experiment_folder,
+    load_spec,
+    raise_failed_trials,
+    run_tuner,
+    trial_results,
+    validate_trials,
+)
 from nnunet_ray.distributed.fold_run import SCORE, devices_held
+from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
+from nnunet_ray.distributed.trial_data import (
+    ExperimentData,
+    check_folds,
+    check_resumed_splits,
+    preprocess_raw,
+    resolve_data,
+)
 from nnunet_ray.distributed.trial_spec import check_resume_options
-from nnunet_ray.distributed.trial_data import (ExperimentData, check_folds, check_resumed_splits, preprocess_raw,
-                                              resolve_data)
 
 RESULTS_CSV = "tune_results.csv"
 BEST_CONFIG = "best_config.json"
@@ -76,7 +91,8 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
                         scheduler=_scheduler(cfg, spec.base.max_epochs), random_state=cfg.search_seed,
                         searcher=searcher, max_concurrent=cfg.max_concurrent_trials, stopper=budget)
     raise_failed_trials(results, path)
-    outcome = _outcome(list(results), spec, space, path, planned=planned_trials(space, cfg.num_samples, len(folds)))
+    outcome = _outcome(trial_results(results), spec, space, path,
+                       planned=planned_trials(space, cfg.num_samples, len(folds)))
     storage.write_text(storage.join(path, RESULTS_CSV), outcome["table"].to_csv(index=False))
     storage.write_json(storage.join(path, BEST_CONFIG), outcome["best_config"])
     return {**outcome, "path": path}
@@ -143,6 +159,7 @@ def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str], devi
     """One row of tune_results.csv from a trial's Tune result; ``devices``: GPUs (or CPUs) one trial holds;
     ``budget_stopped``: the sweep's budget ran out while it trained (so the scheduler did not stop it)."""
     metrics, config = result.metrics or {}, result.config
+    assert config is not None, "a Tune trial's result has its config"
     epochs = int(metrics.get("epoch", -1)) + 1
     finished = epochs >= max_epochs or bool(metrics.get("stopped_early")) or bool(metrics.get("already_finished"))
     best = metrics.get("best_dice")
@@ -162,7 +179,8 @@ def _plain(value: Any) -> Any:
 
 
 def summarise_sweep(results: Iterable[tune.Result], *, max_epochs: int, swept: list[str],
-                    device: tuple[str, float] = ("CPU", 0.0), budget_stopped: set[str] = frozenset()) -> dict[str, Any]:
+                    device: tuple[str, float] = ("CPU", 0.0),
+                    budget_stopped: AbstractSet[str] = frozenset()) -> dict[str, Any]:
     """The results table (a configuration's ``score`` = mean over its folds), the best configuration, what ASHA
     stopped, and the device-hours spent (``device``: what one trial holds, ``fold_run.devices_held``).
     ``budget_stopped``: the trials (folder names) the budget stopped while they trained."""

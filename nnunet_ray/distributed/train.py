@@ -33,12 +33,18 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict, with_options
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.cluster import init_ray
+from nnunet_ray.distributed.fold_run import fold_plans, loaded_checkpoint, train_process, write_run_summary
 from nnunet_ray.distributed.locations import PLANS_FILE, fold_case_ids, read_plans
 from nnunet_ray.distributed.probe import probe_storage
-from nnunet_ray.distributed.fold_run import fold_plans, loaded_checkpoint, train_process, write_run_summary
 from nnunet_ray.distributed.ray_internals import quiet_report_logs, run_exists
-from nnunet_ray.distributed.run_storage import (epoch_reporter, location_of, resume_view, stage_key, staged_config,
-                                                storage_location)
+from nnunet_ray.distributed.run_storage import (
+    epoch_reporter,
+    location_of,
+    resume_view,
+    stage_key,
+    staged_config,
+    storage_location,
+)
 from nnunet_ray.loading.fold_data import check_fold_arrays
 from nnunet_ray.planning.schema import Plans, PlansError
 from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
@@ -89,8 +95,10 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
                                    "stage_key": stage_key(plans, cfg.dim), **(worker_faults or {})}
     resources = {"CPU": cfg.cpus_per_worker - driver_cpus / cfg.world_size,
                  **({"GPU": cfg.gpus_per_worker} if cfg.gpus > 0 else {})}
+    # The type: ignores below: mypy sees ray.train's V1 classes, which ray/train/__init__.py replaces at runtime
+    # with the V2 API (Ray's default): logging_config, max_preemption_failures, a loop's return value.
     return TorchTrainer(
-        train_worker,
+        train_worker,  # type: ignore[arg-type]
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if cfg.gpus > 0 else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.gpus > 0,
@@ -98,8 +106,8 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
         run_config=RunConfig(
             name=name, storage_path=storage_path, storage_filesystem=storage_filesystem, callbacks=list(callbacks),
             # Rank 0 prints one line per epoch itself; Ray's per-report INFO lines would repeat it per worker.
-            logging_config=LoggingConfig(log_level="WARNING"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures,
+            logging_config=LoggingConfig(log_level="WARNING"),  # type: ignore[call-arg]
+            failure_config=FailureConfig(max_failures=cfg.max_failures,  # type: ignore[call-arg]
                                          max_preemption_failures=cfg.max_preemption_failures),
             # Ray always keeps the latest checkpoint too, so this keeps best-by-Dice + last.
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
@@ -212,7 +220,8 @@ def fit_fold(cfg: TrainConfig, name: str, run_dir: str | Path, *, callbacks: Seq
     result = _fit(trainer, cfg, run_dir)
     best = result.get_best_checkpoint(CHECKPOINT_SCORE, SCORE_ORDER)
     return write_run_summary(
-        cfg, name=name, run_dir=run_dir, returned=result.return_value or {}, engine="train", start=start,
+        cfg, name=name, run_dir=run_dir, returned=result.return_value or {},  # type: ignore[attr-defined]  # V2
+        engine="train", start=start,
         best_checkpoint=location_of(cfg.results, best.path) if best is not None else None,
         last_checkpoint=location_of(cfg.results, result.checkpoint.path) if result.checkpoint else None)
 
@@ -233,7 +242,7 @@ def benchmark_train(cfg: TrainConfig) -> dict:
     init_ray(cfg.address)
     _probe(cfg)
     run_dir = storage.join(cfg.results, name)
-    perf = _fit(build_trainer(cfg, name=name), cfg, run_dir).return_value
+    perf = _fit(build_trainer(cfg, name=name), cfg, run_dir).return_value  # type: ignore[attr-defined]  # V2
     storage.write_json(storage.join(run_dir, PERF_FILE), perf)
     logger.info("benchmark %s: %s", name, storage.display(storage.join(run_dir, PERF_FILE)))
     return perf

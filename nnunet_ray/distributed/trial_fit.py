@@ -22,8 +22,7 @@ import torch
 from ray import tune
 
 from nnunet_ray.config import TrainConfig
-from nnunet_ray.distributed.fold_run import (epoch_checkpoint, loaded_checkpoint, train_process,
-                                             write_run_summary)
+from nnunet_ray.distributed.fold_run import epoch_checkpoint, loaded_checkpoint, train_process, write_run_summary
 from nnunet_ray.distributed.locations import read_plans
 from nnunet_ray.distributed.ray_internals import name_trial_checkpoints_by_epoch
 from nnunet_ray.distributed.run_storage import LogMirror, stage_key, staged_config

@@ -8,8 +8,7 @@ from typing import Any
 
 from ray import tune
 
-from nnunet_ray.config import (TRIAL_FIELDS, ConfigError, TrainConfig, flag_name, from_dict, parse_int_list,
-                               with_options)
+from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, flag_name, from_dict, parse_int_list, with_options
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -90,7 +91,7 @@ def pair_cases(preds: str | Path, labels: str | Path, *, cases: Sequence[str] | 
 def _header(case_id: str, path: Path, what: str) -> nib.Nifti1Image:
     """The image of ``path`` with only its header read (``what``: "prediction" or "label", for the error)."""
     try:
-        return nib.load(str(path))
+        return cast(nib.Nifti1Image, nib.load(str(path)))  # typed as any image; a .nii file loads as NIfTI-1 or -2
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds for a damaged file; one line names it
         problem = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CaseError(case_id, f"cannot read {what} {path.name} (corrupt or truncated?): "
@@ -171,7 +172,7 @@ def _score_folders(preds: Path, found: Pairs, *, tolerance: float, out_dir: Path
     pairs = found.pairs
     names = class_names(preds, pairs)
     n_classes = max(names) + 1
-    cases = []
+    cases: list[dict[str, Any]] = []
     for index, (case_id, pred_path, label_path) in enumerate(pairs, start=1):
         label, spacing = _read(case_id, label_path, "label")
         pred, _ = _read(case_id, pred_path, "prediction")
@@ -182,11 +183,11 @@ def _score_folders(preds: Path, found: Pairs, *, tolerance: float, out_dir: Path
         cases.append({"case_id": case_id, "metrics": {names[c]: m for c, m in zip(range(1, n_classes), per_class)}})
         progress(f"  [{index}/{len(pairs)}] {case_id}: Dice " +
                  ", ".join(f"{names[c]} {m['dice']:.3f}" for c, m in zip(range(1, n_classes), per_class)))
-    per_class = {name: {k: float(np.mean([c["metrics"][name][k] for c in cases])) for k in METRICS}
-                 for name in names.values()}
+    class_means = {name: {k: float(np.mean([c["metrics"][name][k] for c in cases])) for k in METRICS}
+                   for name in names.values()}
     summary = {"n_cases": len(cases), "classes": {str(k): v for k, v in names.items()}, "nsd_tolerance_mm": tolerance,
-               "mean": {k: float(np.mean([m[k] for m in per_class.values()])) for k in METRICS},
-               "per_class": per_class, "cases": cases, "n_missing": len(found.missing), "missing": found.missing}
+               "mean": {k: float(np.mean([m[k] for m in class_means.values()])) for k in METRICS},
+               "per_class": class_means, "cases": cases, "n_missing": len(found.missing), "missing": found.missing}
     save_json(out_dir / "summary.json", summary)
     save_text(out_dir / "summary.csv", summary_csv(summary))
     return summary

@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 
 from nnunet_ray.evaluation.metrics import case_dice
 
+
 def face_areas(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Area (mm^2) of each voxel's faces that touch the outside of ``mask`` (the volume's edge counts as outside).
 

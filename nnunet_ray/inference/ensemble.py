@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -114,12 +115,15 @@ class EnsemblePredictor:
         Raises:
             CaseError: the case is unreadable or does not fit the plans (e.g. the wrong number of channels).
         """
-        total = None
+        total: np.ndarray | None = None
         for first, models in self.groups.values():
             image, props = preprocess_for_prediction(case, first.plans)
-            summed = sum(model_probabilities(model, image, patch_size=first.patch_size, n_classes=self.n_classes,
-                                             device=self.device, options=self.options)
-                         for model in models)  # (K, Z, Y, X), the group's members summed on the plans' grid
+            # (K, Z, Y, X), the group's members summed on the plans' grid (a group has a model: never sum()'s 0)
+            summed = cast(torch.Tensor, sum(model_probabilities(model, image, patch_size=first.patch_size,
+                                                                n_classes=self.n_classes, device=self.device,
+                                                                options=self.options)
+                                            for model in models))
             restored = restore_probabilities((summed / len(models)).cpu().numpy(), props) * len(models)
             total = restored if total is None else total + restored
+        assert total is not None, "an ensemble has at least one member"
         return total / self.n_members

@@ -3,8 +3,8 @@
 ``--models`` takes checkpoint directories and/or folders holding training runs (one run, a cross-validation
 experiment, a results root): under a folder, every training run folder's best checkpoint is a member, so five
 folds of 2D and 3D give ten members. When the folder holds a ``best_configuration.json`` (``evaluate --cv``), only
-the runs of the chosen configuration (2D, 3D or both) are taken. A member is loaded once on the driver (weights, plans, run config) and shipped
-to the predicting processes as it is, so they need no access to the results folder.
+the runs of the chosen configuration (2D, 3D or both) are taken. A member is loaded once on the driver (weights,
+plans, run config) and shipped to the predicting processes as it is, so they need no access to the results folder.
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ from torch import nn
 from nnunet_ray.config import ConfigError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import Plans, load_plans
-from nnunet_ray.training.checkpoint import (CONFIG_FILE, MODEL_FILE, best_checkpoint, is_checkpoint,
-                                            load_file, model_kwargs)
+from nnunet_ray.training.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    best_checkpoint,
+    is_checkpoint,
+    load_file,
+    model_kwargs,
+)
 from nnunet_ray.training.resume import SPLITS_HASH_KEY
 
 BEST_CONFIGURATION = "best_configuration.json"

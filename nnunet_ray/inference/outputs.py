@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def predict_case(predict: Callable[[CaseFiles], np.ndarray], case: CaseFiles, ou
         ``{"case_id", "status": "done" | "failed", "error": "<case_id>: <problem>" | None, "seconds"}``.
     """
     start = time.perf_counter()
-    record = {"case_id": case.case_id, "status": "done", "error": None}
+    record: dict[str, Any] = {"case_id": case.case_id, "status": "done", "error": None}
     try:
         write_prediction(out_dir, case, predict(case), save_probabilities=save_probabilities,
                          largest_component=largest_component)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,8 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, *, patch_s
     with torch.no_grad():
         for first in range(0, len(windows), batch_size):
             chunk = windows[first:first + batch_size]
-            slices = [(n, *(slice(s, s + e) for s, e in zip(corner, patch))) for n, corner in chunk]
+            slices: list[tuple[int | slice, ...]] = [(n, *(slice(s, s + e) for s, e in zip(corner, patch)))
+                                                     for n, corner in chunk]
             batch = torch.stack([padded[(n, slice(None), *box)] for n, *box in slices])  # (B, C, *patch)
             scores = predictor(batch)
             if tuple(scores.shape) != (len(chunk), n_classes, *patch):
@@ -147,8 +149,8 @@ def predict_volume(image: torch.Tensor, predictor: Predictor, *, patch_size: Seq
     """
     if image.dim() != 5 or image.shape[0] != 1:
         raise ValueError(f"image must be (1, C, Z, Y, X), got shape {tuple(image.shape)}")
-    kwargs = dict(patch_size=patch_size, n_classes=n_classes, overlap=overlap, blend=blend, batch_size=batch_size,
-                  out_device=out_device)
+    kwargs: dict[str, Any] = dict(patch_size=patch_size, n_classes=n_classes, overlap=overlap, blend=blend,
+                                  batch_size=batch_size, out_device=out_device)
     if len(patch_size) == 3:
         return sliding_window_predict(image, predictor, **kwargs)
     if len(patch_size) != 2:

@@ -45,12 +45,13 @@ def flip_tta(predictor: Predictor, *, n_spatial: int) -> Predictor:
     combos = flip_combinations(n_spatial)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        total = None
+        total: torch.Tensor | None = None
         for dims in combos:
             flipped = batch.flip(dims) if dims else batch
             probs = torch.softmax(predictor(flipped).float(), dim=1)
             probs = probs.flip(dims) if dims else probs  # back to the input's orientation
             total = probs if total is None else total + probs
+        assert total is not None, "flip_combinations always has the identity"
         return total / len(combos)
 
     return predict

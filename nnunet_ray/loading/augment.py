@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import nvidia.dali.fn as fn
 import nvidia.dali.math as dmath
@@ -50,7 +51,7 @@ class Augmentations:
 
 
 def _coin(p: float):
-    return fn.random.coin_flip(probability=p, dtype=types.BOOL)
+    return fn.random.coin_flip(probability=p, dtype=types.DALIDataType.BOOL)
 
 
 def _uniform(bounds: tuple[float, float]):
@@ -63,19 +64,20 @@ def _zoom(image, label, aug: Augmentations, patch: Sequence[int]):
         scale = _uniform(aug.zoom_range)
         names = ("crop_d", "crop_h", "crop_w")[-len(patch):]
         window = {name: scale * float(size) for name, size in zip(names, patch)}
-        image = fn.resize(fn.crop(image, **window), size=list(patch), interp_type=types.INTERP_CUBIC,
+        image = fn.resize(fn.crop(image, **window), size=list(patch), interp_type=types.DALIInterpType.INTERP_CUBIC,
                           antialias=False)
-        label = fn.resize(fn.crop(label, **window), size=list(patch), interp_type=types.INTERP_NN,
+        label = fn.resize(fn.crop(label, **window), size=list(patch), interp_type=types.DALIInterpType.INTERP_NN,
                           antialias=False)
     return image, label
 
 
 def _flip(image, label, aug: Augmentations, dim: int):
     """Independent coin per spatial axis; the same flips for image and label."""
-    axes = {"horizontal": fn.random.coin_flip(probability=aug.flip, dtype=types.INT32),
-            "vertical": fn.random.coin_flip(probability=aug.flip, dtype=types.INT32)}
+    axes: dict[str, Any] = {
+        "horizontal": fn.random.coin_flip(probability=aug.flip, dtype=types.DALIDataType.INT32),
+        "vertical": fn.random.coin_flip(probability=aug.flip, dtype=types.DALIDataType.INT32)}
     if dim == 3:
-        axes["depthwise"] = fn.random.coin_flip(probability=aug.flip, dtype=types.INT32)
+        axes["depthwise"] = fn.random.coin_flip(probability=aug.flip, dtype=types.DALIDataType.INT32)
     return fn.flip(image, **axes), fn.flip(label, **axes)
 
 

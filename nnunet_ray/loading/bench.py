@@ -41,7 +41,8 @@ def write_synthetic_cases(folder: Path, *, n_cases: int, channels: int, shape: S
         image = rng.standard_normal((channels, *shape), dtype=np.float32)
         label = np.zeros((1, *shape), np.uint8)
         corner = [int(rng.integers(0, max(s - 8, 1))) for s in shape]
-        label[(0, *[slice(c, c + 8) for c in corner])] = 1
+        box: tuple[int | slice, ...] = (0, *[slice(c, c + 8) for c in corner])
+        label[box] = 1
         np.save(folder / f"{case_id}_x.npy", image)
         np.save(folder / f"{case_id}_y.npy", label)
         props = {"case_id": case_id, "shape": list(shape),
@@ -99,4 +100,5 @@ def loader_throughput(*, dim: int = 3, channels: int = 4, patch_size: Sequence[i
         del loader
     return {"patches_per_s": batches * batch_size / seconds, "batches_per_s": batches / seconds,
             "seconds": seconds, "batches": batches, "batch_size": batch_size, "dim": dim,
-            "patch_size": patch, "channels": channels, "worst_case": worst_case, "device": "cpu" if device_id is None else f"cuda:{device_id}"}
+            "patch_size": patch, "channels": channels, "worst_case": worst_case,
+            "device": "cpu" if device_id is None else f"cuda:{device_id}"}

@@ -17,7 +17,8 @@ def gpu_build_problem(torch_cuda: str | None, dali_cuda: int | None) -> str | No
     if not torch_cuda:
         return "torch is a CPU-only build (torch.version.cuda is None): install the CUDA wheel"
     if not dali_cuda:
-        return "DALI has no CUDA build: install the nvidia-dali-cuda1xx wheel of torch's CUDA major version (constraints-gpu.txt)"
+        return ("DALI has no CUDA build: install the nvidia-dali-cuda1xx wheel of torch's CUDA major version "
+                "(constraints-gpu.txt)")
     if int(torch_cuda.split(".")[0]) != dali_cuda // 1000:
         return f"torch is built for CUDA {torch_cuda} but DALI for CUDA {dali_cuda // 1000}.x"
     return None
@@ -31,7 +32,7 @@ def main() -> int:
     if problem:
         sys.stderr.write(f"gpu_build: error: {problem}\n")
         return 1
-    major, minor = divmod(dali.__cuda_version__, 1000)
+    major, minor = divmod(dali.__cuda_version__, 1000)  # type: ignore[attr-defined]  # missing from DALI's stub
     sys.stdout.write(f"torch CUDA {torch.version.cuda}, DALI CUDA {major}.{minor // 10}\n")
     return 0
 

@@ -28,6 +28,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import nvidia.dali.fn as fn
@@ -47,9 +48,9 @@ remove_generated_files()  # before any pipeline is defined: see autograph_files.
 
 def _floor_index(u, count):
     """``min(floor(u * count), count - 1)`` as int32: a uniform index in [0, count) from u ~ U[0, 1)."""
-    count = fn.cast(count, dtype=types.FLOAT)
+    count = fn.cast(count, dtype=types.DALIDataType.FLOAT)
     index = dmath.min(dmath.floor(u * count), count - 1.0)
-    return fn.cast(index, dtype=types.INT32)
+    return fn.cast(index, dtype=types.DALIDataType.INT32)
 
 
 def _foreground_voxel(table):
@@ -57,7 +58,7 @@ def _foreground_voxel(table):
     k = _floor_index(fn.random.uniform(range=[0.0, 1.0]), table[4])
     offset, count = table[TABLE_HEADER + 2 * k], table[TABLE_HEADER + 2 * k + 1]
     start = offset + 3 * _floor_index(fn.random.uniform(range=[0.0, 1.0]), count)
-    return fn.cast(table[start:start + 3], dtype=types.FLOAT)
+    return fn.cast(table[start:start + 3], dtype=types.DALIDataType.FLOAT)
 
 
 def crop_start(table, patch: Sequence[int], oversampling: float):
@@ -68,13 +69,13 @@ def crop_start(table, patch: Sequence[int], oversampling: float):
     A volume smaller than the patch gets start 0 (the reader pads).
     """
     size = np.asarray(patch, np.float32)
-    shape = fn.cast(table[0:3], dtype=types.FLOAT)
+    shape = fn.cast(table[0:3], dtype=types.DALIDataType.FLOAT)
     last = dmath.max(shape - types.Constant(size), 0.0)  # largest start that keeps the patch inside
     centred = dmath.clamp(_foreground_voxel(table) - types.Constant(size // 2), 0.0, last)
     uniform = dmath.min(dmath.floor(fn.random.uniform(range=[0.0, 1.0], shape=[3]) * (last + 1.0)), last)
-    use_fg = fn.cast(fn.random.coin_flip(probability=oversampling), dtype=types.FLOAT) * fn.cast(
-        table[3], dtype=types.FLOAT)
-    return fn.cast(use_fg * centred + (1.0 - use_fg) * uniform, dtype=types.INT32)
+    use_fg = fn.cast(fn.random.coin_flip(probability=oversampling), dtype=types.DALIDataType.FLOAT) * fn.cast(
+        table[3], dtype=types.DALIDataType.FLOAT)
+    return fn.cast(use_fg * centred + (1.0 - use_fg) * uniform, dtype=types.DALIDataType.INT32)
 
 
 def _readers(files: dict[str, list[str]], *, shard: tuple[int, int], seed: int,
@@ -84,8 +85,8 @@ def _readers(files: dict[str, list[str]], *, shard: tuple[int, int], seed: int,
     With ``roi_patch`` the image and label readers read only the patch chosen by ``crop_start`` from the
     table read in the same step (sample i of every reader is the same case).
     """
-    common = dict(shard_id=shard[0], num_shards=shard[1], seed=seed, shuffle_after_epoch=True,
-                  shuffle_after_epoch_seed=seed, pad_last_batch=True)
+    common: dict[str, Any] = dict(shard_id=shard[0], num_shards=shard[1], seed=seed, shuffle_after_epoch=True,
+                                  shuffle_after_epoch_seed=seed, pad_last_batch=True)
     table = fn.readers.numpy(files=files["table"], name="ReaderTable", **common)
     region = {}
     if roi_patch is not None:

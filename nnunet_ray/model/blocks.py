@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,7 +73,7 @@ class ConvBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: Sequence[int], stride: Sequence[int], *,
                  dim: int, norm: str, negative_slope: float) -> None:
         super().__init__()
-        kw = dict(dim=dim, norm=norm, negative_slope=negative_slope)
+        kw: dict[str, Any] = dict(dim=dim, norm=norm, negative_slope=negative_slope)
         self.conv1 = ConvLayer(in_ch, out_ch, kernel, stride, **kw)
         self.conv2 = ConvLayer(out_ch, out_ch, kernel, [1] * dim, **kw)
 
@@ -115,7 +116,7 @@ class UpsampleBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: Sequence[int], stride: Sequence[int], *,
                  dim: int, norm: str, negative_slope: float) -> None:
         super().__init__()
-        up_cls = nn.ConvTranspose3d if dim == 3 else nn.ConvTranspose2d
+        up_cls: type[nn.Module] = nn.ConvTranspose3d if dim == 3 else nn.ConvTranspose2d  # as conv_cls
         self.up = up_cls(in_ch, out_ch, list(stride), list(stride), bias=True)
         # The decoder uses the deeper level's kernel (DynUNet / nnU-Net v1 convention).
         self.conv = ConvBlock(2 * out_ch, out_ch, kernel, [1] * dim, dim=dim, norm=norm,

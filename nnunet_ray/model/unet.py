@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ class UNet(nn.Module):
                  residual: bool = False, deep_supervision: bool = False, deep_supervision_scheme: str = "dle",
                  negative_slope: float = 0.01) -> None:
         super().__init__()
-        kw = dict(dim=dim, norm=norm, negative_slope=negative_slope)
+        kw: dict[str, Any] = dict(dim=dim, norm=norm, negative_slope=negative_slope)
         n_levels = len(filters)
         enc_block = ResidBlock if residual else ConvBlock
         chans = [in_channels, *filters]

@@ -95,7 +95,8 @@ def intensity_stats(samples: np.ndarray) -> dict[str, Any]:
     return {"n_samples": int(samples.size), **{k: float(v) for k, v in zip(keys, values)}}
 
 
-def _split_records(dataset: DatasetInfo, records: list[dict]) -> tuple[list[dict], list[dict]]:
+def _split_records(dataset: DatasetInfo,
+                   records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     n_channels = len(dataset.modalities)
     good, failed = [], []
     for record in records:
@@ -110,7 +111,7 @@ def _split_records(dataset: DatasetInfo, records: list[dict]) -> tuple[list[dict
     return sorted(good, key=lambda r: r["case_id"]), sorted(failed, key=lambda r: r["case_id"])
 
 
-def merge_fingerprints(dataset: DatasetInfo, records: list[dict]) -> dict[str, Any]:
+def merge_fingerprints(dataset: DatasetInfo, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Reduce per-case records into the dataset fingerprint (the content of ``fingerprint.json``).
 
     Args:

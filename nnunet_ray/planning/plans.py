@@ -1,16 +1,17 @@
 """``plans.json``: everything the preprocessor, loader and model need, decided once per dataset and dim.
 
 MSD tasks 01-10 (folder named as the MSD task, with its channel and class counts) take the reference's patch
-size, spacing and CT statistics (``preset: "msd"``); any other dataset is planned from its fingerprint (``preset: "auto"``): median
-spacing with the coarse axis tightened, patch from the median resampled shape within a voxel budget,
-rounded up to the network's total stride when that fits the budget (as nnU-Net v2), else down. The result is a
-typed ``Plans`` (``planning/schema.py`` loads, saves, migrates and hashes it).
+size, spacing and CT statistics (``preset: "msd"``); any other dataset is planned from its fingerprint
+(``preset: "auto"``): median spacing with the coarse axis tightened, patch from the median resampled shape within a
+voxel budget, rounded up to the network's total stride when that fits the budget (as nnU-Net v2), else down. The
+result is a typed ``Plans`` (``planning/schema.py`` loads, saves, migrates and hashes it).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
 DEFAULT_BUDGET = {3: max(math.prod(p.patch_3d) for p in MSD_PRESETS.values()), 2: 512**2}
 MIN_PATCH = 8  # smallest automatic patch edge in voxels
 
-def anisotropic_axis(spacing: Sequence[float]) -> int | None:
+def anisotropic_axis(spacing: Sequence[float] | np.ndarray) -> int | None:
     """The coarse axis of ``spacing`` when ``max / min >= 3`` (one rule with preprocessing: ``coarse_axis``).
 
     Args:
@@ -129,7 +130,8 @@ def auto_patch_size(
     return _round_to_strides(patch, spacing, **topology)
 
 
-def _auto_geometry(fingerprint: dict, dim: int, budget: int, **topology: int) -> tuple[list[int], list[float]]:
+def _auto_geometry(fingerprint: dict[str, Any], dim: int, budget: int,
+                   **topology: int) -> tuple[list[int], list[float]]:
     spacing = target_spacing(fingerprint["spacings"])
     cropped = np.asarray(fingerprint["cropped_shapes"], dtype=np.float64)
     spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)
@@ -138,7 +140,7 @@ def _auto_geometry(fingerprint: dict, dim: int, budget: int, **topology: int) ->
     return patch, spacing
 
 
-def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: CTStats | None) -> Normalization:
+def _normalization(dataset: DatasetInfo, fingerprint: dict[str, Any], ct_preset: CTStats | None) -> Normalization:
     """Per-channel schemes ("ct" for channels named CT, else "mri") and the CT statistics if any channel is CT.
 
     The reference normalised every channel as CT when channel 0 was CT; a PET/CT or CT/MR dataset keeps its
@@ -159,7 +161,7 @@ def _normalization(dataset: DatasetInfo, fingerprint: dict, ct_preset: CTStats |
 
 def make_plans(
     dataset: DatasetInfo,
-    fingerprint: dict,
+    fingerprint: dict[str, Any],
     *,
     dim: int,
     min_fmap: int = 4,
@@ -202,8 +204,8 @@ def make_plans(
     return Plans(
         dataset=dataset.name, dim=dim, modalities=tuple(dataset.modalities), in_channels=len(dataset.modalities),
         n_classes=dataset.n_classes, labels={str(k): v for k, v in sorted(dataset.labels.items())},
-        spacing=spacing, patch_size=patch, kernels=kernels, strides=strides,
-        filters=get_filters(len(strides), dim),
+        spacing=tuple(spacing), patch_size=tuple(patch), kernels=tuple(map(tuple, kernels)),
+        strides=tuple(map(tuple, strides)), filters=tuple(get_filters(len(strides), dim)),
         normalization=_normalization(dataset, fingerprint, preset.ct if preset else None),
         anisotropic_axis=anisotropic_axis(fingerprint["median_spacing"]),
         preset="msd" if preset is not None else "auto", min_fmap=min_fmap, max_depth=max_depth)

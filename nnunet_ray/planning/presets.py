@@ -148,6 +148,7 @@ def preset_plans(task_number: int, dim: int, *, min_fmap: int = 4, max_depth: in
         ("ct",) * in_channels, ct_min=ct.ct_min, ct_max=ct.ct_max, ct_mean=ct.ct_mean, ct_std=ct.ct_std)
     return Plans(dataset=preset.name, dim=dim, modalities=("CT" if ct else "MRI",) * in_channels,
                  in_channels=in_channels, n_classes=n_classes, labels={str(c): str(c) for c in range(n_classes)},
-                 spacing=spacing, patch_size=patch, kernels=kernels, strides=strides,
-                 filters=get_filters(len(strides), dim), normalization=normalization, preset="msd",
+                 spacing=tuple(spacing), patch_size=tuple(patch), kernels=tuple(map(tuple, kernels)),
+                 strides=tuple(map(tuple, strides)), filters=tuple(get_filters(len(strides), dim)),
+                 normalization=normalization, preset="msd",
                  min_fmap=min_fmap, max_depth=max_depth)

@@ -151,7 +151,7 @@ def _digest(plans: Plans, names: Sequence[str]) -> str:
 
 def _plain(value: Any) -> Any:
     """JSON-equal form of a field: dataclasses as dicts, tuples as lists."""
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     return json.loads(json.dumps(value))
 
@@ -260,8 +260,8 @@ def with_patch_size(plans: Plans, patch_size: Sequence[int]) -> Plans:
     if problem:
         raise PatchSizeError(f"patch size {list(patch)}: {problem}; try {list(_nearest_valid(plans, patch))}")
     kernels, strides = _topology(plans, patch)
-    return dataclasses.replace(plans, patch_size=patch, kernels=kernels, strides=strides,
-                               filters=get_filters(len(strides), plans.dim))
+    return dataclasses.replace(plans, patch_size=patch, kernels=tuple(map(tuple, kernels)),
+                               strides=tuple(map(tuple, strides)), filters=tuple(get_filters(len(strides), plans.dim)))
 
 
 def synthetic_plans(dim: int, patch_size: Sequence[int], *, in_channels: int = 1, n_classes: int = 2,

@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,13 @@ from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
 from nnunet_ray.preprocessing.normalize import channel_schemes, normalize
 from nnunet_ray.preprocessing.raw_files import CHANGED, RAW_FILES_KEY, check_raw_files, raw_file_records
-from nnunet_ray.preprocessing.resample import (anisotropic_axis, resample_image, resample_label, resample_mask,
-                                               resampled_shape)
+from nnunet_ray.preprocessing.resample import (
+    anisotropic_axis,
+    resample_image,
+    resample_label,
+    resample_mask,
+    resampled_shape,
+)
 
 MODES = ("training", "val", "test")
 # done_state's answers: the case is written and current / must be (re)written / is written but its raw files changed.
@@ -285,7 +291,7 @@ def preprocess_case(case: CaseFiles, plans: Plans, out_dir: Path, *, mode: str =
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     start, out_dir = time.perf_counter(), Path(out_dir)
-    record = {"case_id": case.case_id, "status": "done", "error": None}
+    record: dict[str, Any] = {"case_id": case.case_id, "status": "done", "error": None}
     try:
         case = _mode_files(case, mode)
         state = done_state(out_dir if done_in is None else done_in, case, plans.preprocessing_hash, mode)

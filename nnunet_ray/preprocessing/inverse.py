@@ -8,6 +8,8 @@ original affine (``props["affine"]``) and lies exactly on the input image's voxe
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import numpy as np
 
 from nnunet_ray.preprocessing.resample import anisotropic_axis, resample_image
@@ -16,7 +18,8 @@ from nnunet_ray.preprocessing.resample import anisotropic_axis, resample_image
 def unpad(array: np.ndarray, pad: list[list[int]]) -> np.ndarray:
     """Remove ``[[before, after]] * 3`` voxels from the last three axes of ``array`` (``(..., Z, Y, X)``)."""
     slices = tuple(slice(before, n - after) for (before, after), n in zip(pad, array.shape[-3:]))
-    return array[(..., *slices)]
+    index: tuple[EllipsisType | slice, ...] = (..., *slices)
+    return array[index]
 
 
 def resampling_axis(props: dict) -> int | None:

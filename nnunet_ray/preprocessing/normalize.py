@@ -17,6 +17,7 @@ def _ct(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     for key in ("ct_min", "ct_max", "ct_mean", "ct_std"):
         if getattr(normalization, key) is None:
             raise ValueError(f"CT normalization needs {key} in the plans' normalization")
+    assert normalization.ct_mean is not None and normalization.ct_std is not None  # checked just above
     clipped = np.clip(image, normalization.ct_min, normalization.ct_max)
     std = float(normalization.ct_std) or 1.0
     return ((clipped - float(normalization.ct_mean)) / std).astype(np.float32)

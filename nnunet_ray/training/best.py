@@ -9,13 +9,14 @@ for its best checkpoint) is one edit here.
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 BEST_METRIC = "dice_mean"  # the epoch record's validation mean Dice over foreground classes
 CHECKPOINT_SCORE = "checkpoint_score"  # reported to Ray each epoch: see checkpoint_score
 SCORE_ORDER = "max"
 
 
-def is_better(score: float | None, best: float) -> bool:
+def is_better(score: float | None, best: float) -> TypeGuard[float]:
     """Whether ``score`` beats ``best``: strictly higher, so on a tie the earlier epoch stays best; an epoch without
     validation (None or NaN) never is."""
     return score is not None and not math.isnan(score) and score > best

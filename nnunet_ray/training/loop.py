@@ -109,7 +109,7 @@ def setup(cfg, plans: Plans, *, device: torch.device, world_size: int = 1,
             schedule.load_state_dict(resume["schedule"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuned kernels pay off
-    loss_fn = DiceCELoss(focal=cfg.focal)
+    loss_fn: nn.Module = DiceCELoss(focal=cfg.focal)
     loss_fn = DeepSupervisionLoss(loss_fn, model.deep_supervision_weights) if cfg.deep_supervision else loss_fn
     return Trainer(model=model, net=prepare(model), optimizer=optimizer, scaler=scaler, schedule=schedule,
                    loss_fn=loss_fn, dtype=dtype, device=device)
@@ -155,7 +155,8 @@ def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_p
     stream, all_reduce = batch_stream(train_data), all_reduce_sum(world_size)
     deadline = None if cfg.max_seconds is None else start_time + cfg.max_seconds
     end_epoch = start_epoch if stopped else cfg.max_epochs
-    epoch, epoch_seconds = start_epoch - 1, []
+    epoch = start_epoch - 1
+    epoch_seconds: list[float] = []
     try:
         for epoch in range(start_epoch, end_epoch):
             if epoch_hook is not None:
@@ -288,9 +289,10 @@ def benchmark(cfg, plans: Plans, *, train_data: Any, device: torch.device, world
         ``timed_steps`` output plus "world_size", "batch_size", "dim", "amp".
     """
     tr = setup(cfg, plans, device=device, world_size=world_size, prepare=prepare)
-    perf = timed_steps(tr.net, batch_stream(train_data), warmup=cfg.warmup, steps=cfg.train_batches or 100,
-                       global_batch=cfg.batch_size * world_size, loss_fn=tr.loss_fn, optimizer=tr.optimizer,
-                       scaler=tr.scaler, dtype=tr.dtype, device=tr.device, clip=cfg.gradient_clip_val)
+    perf: dict[str, Any] = timed_steps(
+        tr.net, batch_stream(train_data), warmup=cfg.warmup, steps=cfg.train_batches or 100,
+        global_batch=cfg.batch_size * world_size, loss_fn=tr.loss_fn, optimizer=tr.optimizer, scaler=tr.scaler,
+        dtype=tr.dtype, device=tr.device, clip=cfg.gradient_clip_val)
     perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": plans.dim,
                  "amp": cfg.amp, "device": device.type})
     if rank == 0 and out_dir is not None:

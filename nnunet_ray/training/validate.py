@@ -13,10 +13,9 @@ is computed slab by slab along Z, so no softmax / one-hot / log map of the whole
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -27,6 +26,9 @@ from nnunet_ray.inference.tta import flip_tta
 from nnunet_ray.planning.schema import Plans
 from nnunet_ray.training.logs import pick_slice
 from nnunet_ray.training.steps import autocast
+
+if TYPE_CHECKING:
+    from nnunet_ray.model.losses import DiceCELoss
 
 AllReduce = Callable[[torch.Tensor], Any]
 SCORES_ON_DEVICE_LIMIT = 1 << 30  # bytes: larger whole-volume score maps go to the CPU with scores_on="auto"
@@ -68,7 +70,7 @@ def volume_loss(loss_fn: nn.Module, scores: torch.Tensor, label: torch.Tensor, *
     Returns:
         0-d float64 tensor on ``device``: the same value as ``loss_fn`` on the whole volume.
     """
-    base = getattr(loss_fn, "base", loss_fn)
+    base = cast("DiceCELoss", getattr(loss_fn, "base", loss_fn))  # a DiceCELoss, or the one a DeepSupervisionLoss wraps
     depth = max(1, slab_voxels // max(1, math.prod(scores.shape[3:])))
     total: torch.Tensor | None = None
     for z0 in range(0, scores.shape[2], depth):

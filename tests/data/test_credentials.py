@@ -26,7 +26,8 @@ def clean_env(monkeypatch):
 
 
 @pytest.mark.parametrize("location, clean, found", [
-    ("s3://AKID:s3cr3t@bucket/root?endpoint_override=h:1", "s3://bucket/root?endpoint_override=h:1", ("AKID", "s3cr3t")),
+    ("s3://AKID:s3cr3t@bucket/root?endpoint_override=h:1", "s3://bucket/root?endpoint_override=h:1",
+     ("AKID", "s3cr3t")),
     ("s3://AKID:a%2Fb+c@bucket", "s3://bucket", ("AKID", "a/b+c")),  # percent-decoded as pyarrow does
     ("s3://AKID:a/b+c@bucket/x", "s3://bucket/x", ("AKID", "a/b+c")),  # an unescaped "/" (pyarrow refuses it)
     ("s3://bucket/run@2/x", "s3://bucket/run@2/x", None),  # an "@" in an object's name

@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_ray.data.folds import (CaseSetChanged, import_splits, kfold_splits, read_splits, settled_splits,
-                                   sorted_case_ids, splits_hash, write_splits)
+from nnunet_ray.data.folds import (
+    CaseSetChanged,
+    import_splits,
+    kfold_splits,
+    read_splits,
+    settled_splits,
+    sorted_case_ids,
+    splits_hash,
+    write_splits,
+)
 
 # nnU-Net writes splits_final.json with KFold(5, shuffle=True, random_state=12345) on the sorted case ids, the
 # same call as NVIDIA's reference. These are folds 0-2 of one such file published for a 30-case dataset

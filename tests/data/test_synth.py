@@ -59,7 +59,7 @@ def test_case_independent_of_case_count() -> None:
 
 
 def test_every_class_present_and_sized(synth_task: Path) -> None:
-    for image, label in _cases(synth_task):
+    for _image, label in _cases(synth_task):
         counts = np.bincount(label.array.ravel(), minlength=4)
         assert counts.size == 4 and (counts > 0).all()
         assert counts[1] > counts[2] and counts[1] > counts[3]  # the organ is the big class

@@ -14,11 +14,17 @@ import pytest
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig, parse_int_list
 from nnunet_ray.distributed.cv import run_cv
-from nnunet_ray.distributed.trial_spec import max_concurrent_trials, trial_name
-from nnunet_ray.distributed.search_space import (load_space_file, optuna_search, parse_flag, search_space,
-                                                 startup_trials, tune_domains)
+from nnunet_ray.distributed.search_space import (
+    load_space_file,
+    optuna_search,
+    parse_flag,
+    search_space,
+    startup_trials,
+    tune_domains,
+)
 from nnunet_ray.distributed.sweep import run_sweep
 from nnunet_ray.distributed.trial_data import apply_config_file
+from nnunet_ray.distributed.trial_spec import max_concurrent_trials, trial_name
 from tests.training.conftest import build_tiny_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +68,8 @@ def test_bad_learning_rate_flags(flag, problem):
 def test_yaml_space_types_values_and_domains(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("batch_size: {grid: [2, 4]}\nlearning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n"
-                    "patch_size: {choice: [[16, 16, 16], [24, 24, 24]]}\nresidual: true\nmin_epochs: {uniform: [1, 5]}\n")
+                    "patch_size: {choice: [[16, 16, 16], [24, 24, 24]]}\nresidual: true\n"
+                    "min_epochs: {uniform: [1, 5]}\n")
     space = load_space_file(str(path))
     assert space["batch_size"] == ("grid", [2, 4]) and space["residual"] == ("choice", [True])
     assert space["patch_size"] == ("choice", [(16, 16, 16), (24, 24, 24)])

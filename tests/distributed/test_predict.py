@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import ray
 
+import nnunet_ray.distributed.predict as predict_module
 from nnunet_ray.cli import main
 from nnunet_ray.config import ConfigError, PredictConfig
-from nnunet_ray.data.dataset import load_dataset
-import nnunet_ray.distributed.predict as predict_module
-from nnunet_ray.distributed import predict_pool
 from nnunet_ray.data import storage
+from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.distributed import predict_pool
 from nnunet_ray.distributed.predict import claim_folder, predict_folder
 from nnunet_ray.distributed.predict_pool import CaseTask, PredictActor
 from nnunet_ray.inference.ensemble import EnsemblePredictor

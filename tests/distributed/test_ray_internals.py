@@ -40,5 +40,6 @@ def test_tune_answers_its_graceful_stop_signal_and_ray_data_has_its_progress_log
     from ray.tune import tune as tune_module
 
     source = inspect.getsource(tune_module._setup_signal_catching)
-    assert f"signal.{ray_internals.TUNE_GRACEFUL_STOP_SIGNAL.name}" in source and "TUNE_DISABLE_SIGINT_HANDLER" in source
+    assert f"signal.{ray_internals.TUNE_GRACEFUL_STOP_SIGNAL.name}" in source
+    assert "TUNE_DISABLE_SIGINT_HANDLER" in source
     importlib.import_module(ray_internals.DATA_PROGRESS_LOGGER)

@@ -111,7 +111,8 @@ def test_a_local_cluster_gets_the_uri_credentials_and_nothing_stores_them(synth_
     s3.start()
     try:
         root = s3.new_root(secret)
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", *AWS_VARIABLES)}
+        dropped = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", *AWS_VARIABLES)
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
         done = subprocess.run([sys.executable, "-m", "nnunet_ray.cli", "plan", "--data", str(synth_task),
                                "--results", root], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]

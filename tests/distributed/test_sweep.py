@@ -177,8 +177,8 @@ def test_optuna_best_config_is_accepted_by_cv_config(optuna_sweep, task, tmp_pat
 
 
 def test_optuna_sweep_resumes_with_its_searcher(optuna_sweep):
-    """Tuner.restore unpickles the experiment's OptunaSearch (in a ConcurrencyLimiter on Ray Train) and its state: a finished sweep
-    resumed reruns nothing and reports the same trials."""
+    """Tuner.restore unpickles the experiment's OptunaSearch (in a ConcurrencyLimiter on Ray Train) and its state: a
+    finished sweep resumed reruns nothing and reports the same trials."""
     cfg, path, outcome = optuna_sweep
     before = {p.parent.name: p.stat().st_mtime for p in path.glob("3d_fold0_*/metrics.jsonl")}
     resumed = run_sweep(dataclasses.replace(cfg, resume=True))

@@ -11,8 +11,14 @@ import torch
 
 from nnunet_ray.data import storage
 from nnunet_ray.data.types import CaseFiles
-from nnunet_ray.inference.record import (PredictRecord, input_fingerprint, is_prediction_file, read_record,
-                                         weights_hash, write_record)
+from nnunet_ray.inference.record import (
+    PredictRecord,
+    input_fingerprint,
+    is_prediction_file,
+    read_record,
+    weights_hash,
+    write_record,
+)
 
 
 def _record(*members: str, **options) -> PredictRecord:

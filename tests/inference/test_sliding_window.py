@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from nnunet_ray.inference.sliding_window import (importance_map, predict_volume, sliding_window_predict,
-                                                 window_starts)
+from nnunet_ray.inference.sliding_window import importance_map, predict_volume, sliding_window_predict, window_starts
 from nnunet_ray.inference.tta import flip_combinations, flip_tta
 
 

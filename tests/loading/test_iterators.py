@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from nnunet_ray.data.types import CaseError
-from nnunet_ray.loading.iterators import (batches_per_epoch, check_case, crop_table, eval_loader,
-                                          predict_loader, shard_cases)
+from nnunet_ray.loading.iterators import (
+    batches_per_epoch,
+    check_case,
+    crop_table,
+    eval_loader,
+    predict_loader,
+    shard_cases,
+)
 
 
 def test_crop_table_layout_hand_checked():

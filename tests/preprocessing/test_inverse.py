@@ -28,7 +28,8 @@ def _forward(label, spacing, target, patch):
     pad = pad_widths(new_shape, patch)
     padded = np.pad(moved, [[0, 0], *pad])
     props = {"original_shape": list(label.shape[1:]), "original_spacing": list(spacing), "crop_box": box,
-             "target_spacing": list(target), "anisotropic_axis": axis, "resampled_shape": list(new_shape), "pad": pad, "shape": list(padded.shape[1:])}
+             "target_spacing": list(target), "anisotropic_axis": axis, "resampled_shape": list(new_shape), "pad": pad,
+             "shape": list(padded.shape[1:])}
     return padded, props
 
 

@@ -12,8 +12,14 @@ from nnunet_ray.data.nifti import write_nifti
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.preprocessing import raw_files as raw_files_module
 from nnunet_ray.preprocessing.case import preprocess_case
-from nnunet_ray.preprocessing.raw_files import (CHANGED, RAW_FILES_KEY, UNCHANGED, UNRECORDED, check_raw_files,
-                                                raw_file_records)
+from nnunet_ray.preprocessing.raw_files import (
+    CHANGED,
+    RAW_FILES_KEY,
+    UNCHANGED,
+    UNRECORDED,
+    check_raw_files,
+    raw_file_records,
+)
 from tests.conftest import make_test_plans
 
 PLANS = make_test_plans(spacing=[1.0, 1.0, 1.0], patch_size=[8, 8, 8], n_classes=3)

@@ -9,8 +9,15 @@ import torch
 
 from nnunet_ray.config import TrainConfig
 from nnunet_ray.model.unet import build_unet
-from nnunet_ray.training.checkpoint import (MODEL_FILE, STATE_FILE, CheckpointError, LocalCheckpoints,
-                                            load_checkpoint, load_model, save_checkpoint)
+from nnunet_ray.training.checkpoint import (
+    MODEL_FILE,
+    STATE_FILE,
+    CheckpointError,
+    LocalCheckpoints,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from nnunet_ray.training.schedules import LRSchedule
 from tests.conftest import make_test_plans
 

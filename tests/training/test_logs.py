@@ -6,8 +6,16 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nnunet_ray.training.logs import (METRICS_FILE, TB_DIR, RunLog, overlay, pick_slice, progress_line,
-                                      read_metrics, truncate_metrics)
+from nnunet_ray.training.logs import (
+    METRICS_FILE,
+    TB_DIR,
+    RunLog,
+    overlay,
+    pick_slice,
+    progress_line,
+    read_metrics,
+    truncate_metrics,
+)
 
 
 def _record(epoch, dice=0.5):

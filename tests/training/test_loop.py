@@ -11,8 +11,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnunet_ray.config import ConfigError, TrainConfig, apply_recipe
-from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.data.folds import read_splits
+from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
 from nnunet_ray.planning.schema import load_plans

@@ -10,11 +10,19 @@ import pytest
 import torch
 
 from nnunet_ray.cli import _config_from, build_parser
-from nnunet_ray.config import (RECIPES, ConfigError, CVConfig, TrainConfig, TuneConfig, apply_recipe, chosen_options,
-                               with_options)
+from nnunet_ray.config import (
+    RECIPES,
+    ConfigError,
+    CVConfig,
+    TrainConfig,
+    TuneConfig,
+    apply_recipe,
+    chosen_options,
+    with_options,
+)
+from nnunet_ray.data.folds import read_splits
 from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.loading.iterators import eval_loader
-from nnunet_ray.data.folds import read_splits
 from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.training.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training.loop import fit

@@ -10,11 +10,17 @@ import pytest
 import torch
 
 from nnunet_ray.config import ConfigError, TrainConfig
+from nnunet_ray.data.folds import kfold_splits, splits_hash, write_splits
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.training.checkpoint import save_checkpoint
-from nnunet_ray.data.folds import kfold_splits, splits_hash, write_splits
-from nnunet_ray.training.resume import (FIXED_ON_RESUME, FREE_ON_RESUME, check_resume, data_splits_hash,
-                                        latest_checkpoint, record_splits_hash)
+from nnunet_ray.training.resume import (
+    FIXED_ON_RESUME,
+    FREE_ON_RESUME,
+    check_resume,
+    data_splits_hash,
+    latest_checkpoint,
+    record_splits_hash,
+)
 from tests.conftest import make_test_plans
 
 PLANS = make_test_plans()
