@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fnmatch
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,9 +31,8 @@ from nnunet_ray.config import TrainConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.staging import stage_folder
 from nnunet_ray.planning.schema import PLANS_FILE, Plans
-from nnunet_ray.training.checkpoint import epoch_dir_name
+from nnunet_ray.training.checkpoint import epoch_dir_name, is_epoch_dir_name
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR
-from nnunet_ray.training.resume import CHECKPOINT_GLOB
 
 UPLOAD_MODES = {"async": CheckpointUploadMode.ASYNC, "sync": CheckpointUploadMode.SYNC}
 
@@ -81,7 +79,7 @@ def resume_view(run_dir: str) -> Iterator[str | Path]:
         return
     with tempfile.TemporaryDirectory(prefix="nnunet_ray_resume_") as tmp:
         local = Path(tmp) / PurePosixPath(storage.display(run_dir).rstrip("/")).name
-        for name in reversed([n for n in storage.list_names(run_dir) if fnmatch.fnmatch(n, CHECKPOINT_GLOB)]):
+        for name in reversed([n for n in storage.list_names(run_dir) if is_epoch_dir_name(n)]):
             files = {f: storage.join(run_dir, name, f) for f in ("config.json", PLANS_FILE)}
             if all(storage.is_file(location) for location in files.values()):
                 for file, location in files.items():

@@ -27,6 +27,7 @@ from nnunet_ray.training.checkpoint import (
     MODEL_FILE,
     best_checkpoint,
     is_checkpoint,
+    is_epoch_dir_name,
     load_file,
     model_kwargs,
 )
@@ -105,7 +106,7 @@ def run_folders(root: str | Path) -> list[Path]:
     checkpoint. Checkpoint folders themselves are not searched."""
     runs = []
     for current, dirs, _ in os.walk(root):
-        children = [d for d in dirs if (d == "best" or d.startswith("epoch_")) and is_checkpoint(Path(current, d))]
+        children = [d for d in dirs if (d == "best" or is_epoch_dir_name(d)) and is_checkpoint(Path(current, d))]
         if children:
             runs.append(Path(current))
         dirs[:] = sorted(d for d in dirs if d not in children and not d.startswith("."))

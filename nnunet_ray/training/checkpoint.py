@@ -12,6 +12,7 @@ files load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import pickle
@@ -184,9 +185,17 @@ def is_checkpoint(directory: str | Path) -> bool:
     return all((Path(directory) / name).is_file() for name in (MODEL_FILE, CONFIG_FILE, PLANS_FILE))
 
 
+EPOCH_DIR_GLOB = "epoch_*"  # every epoch checkpoint folder of a run (fnmatch / Path.glob), named by epoch_dir_name
+
+
 def epoch_dir_name(epoch: int) -> str:
     """The folder name of epoch ``epoch``'s checkpoint inside a run folder (``epoch_0004``), whichever engine ran."""
     return f"epoch_{epoch:04d}"
+
+
+def is_epoch_dir_name(name: str) -> bool:
+    """Whether a folder name is an epoch checkpoint's (``epoch_dir_name``)."""
+    return fnmatch.fnmatch(name, EPOCH_DIR_GLOB)
 
 
 def best_checkpoint(run_dir: str | Path) -> Path | None:
@@ -200,7 +209,7 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
     run_dir = Path(run_dir)
     if is_checkpoint(run_dir / "best"):
         return run_dir / "best"
-    epochs = sorted(d for d in run_dir.glob("epoch_*") if d.is_dir() and is_checkpoint(d))
+    epochs = sorted(d for d in run_dir.glob(EPOCH_DIR_GLOB) if d.is_dir() and is_checkpoint(d))
     if not epochs:
         return None
     latest = epochs[-1]

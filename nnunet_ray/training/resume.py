@@ -23,10 +23,10 @@ from nnunet_ray.config import ConfigError, TrainConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import parse_splits, splits_hash
 from nnunet_ray.planning.schema import Plans, PlansError, load_plans
+from nnunet_ray.training.checkpoint import EPOCH_DIR_GLOB
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_GLOB = "epoch_*"  # the Ray layer names each epoch's checkpoint epoch_NNNN inside the run folder
 SPLITS_HASH_KEY = "splits_hash"  # in a checkpoint's config.json, next to the TrainConfig fields
 SPLITS_FILE = "splits.json"
 
@@ -63,7 +63,7 @@ FREE_ON_RESUME: dict[str, str] = {
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The run's newest complete checkpoint folder (``epoch_NNNN`` with config.json and plans.json), or None."""
-    folders = sorted(p for p in Path(run_dir).glob(CHECKPOINT_GLOB)
+    folders = sorted(p for p in Path(run_dir).glob(EPOCH_DIR_GLOB)
                      if (p / "config.json").is_file() and (p / "plans.json").is_file())
     return folders[-1] if folders else None
 
