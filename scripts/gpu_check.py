@@ -90,13 +90,13 @@ def check_train(ctx: Context) -> dict:
 def check_dali_gpu(ctx: Context) -> dict:
     if not ctx.cuda:
         raise Skipped("needs CUDA")
-    from nnunet_ray.loading.fold_data import fold_cases
+    from nnunet_ray.data.folds import fold_case_ids
     from nnunet_ray.loading.pipelines import train_loader
     from nnunet_ray.planning.schema import load_plans
 
     data = _prepare_data(ctx)
     plans = load_plans(data)
-    loader = train_loader(data, fold_cases(data, 0)[0], plans, batch_size=2, seed=0, device_id=0)
+    loader = train_loader(data, fold_case_ids(data, 0)[0], plans, batch_size=2, seed=0, device_id=0)
     start = time.perf_counter()
     batches = [loader.next_batch() for _ in range(2)]
     devices = {str(b[key].device) for b in batches for key in ("image", "label")}

@@ -1,4 +1,4 @@
-"""House rules that keep the architecture visible: the core stages never import ray; only loading/ imports DALI."""
+"""House rules that keep the architecture visible: only distributed/ imports ray; only loading/ imports DALI."""
 
 import ast
 import subprocess
@@ -26,12 +26,26 @@ def _core_modules() -> list[Path]:
     return sorted(p for stage in CORE_STAGES for p in (PACKAGE / stage).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", _core_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_core_module_source_imports_no_ray_and_dali_only_in_loading(path):
-    roots = _imported_roots(path)
-    assert not any(r == "ray" or r.startswith("ray.") for r in roots), f"{path} imports ray"
-    if path.parent.name != "loading":
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_distributed_imports_ray_and_only_loading_imports_dali(path):
+    roots, package = _imported_roots(path), path.relative_to(PACKAGE).parts[0]
+    if package != "distributed":
+        assert not any(r == "ray" or r.startswith("ray.") for r in roots), f"{path} imports ray"
+    if package != "loading":
         assert not any(r.startswith("nvidia") for r in roots), f"{path} imports nvidia.dali"
+
+
+# The commands that never train: their drivers (and a laptop submitting them) need no DALI.
+NO_TRAINING_DRIVERS = ("nnunet_ray.distributed.preprocess", "nnunet_ray.distributed.predict",
+                       "nnunet_ray.distributed.cv_eval", "nnunet_ray.cli")
+
+
+def test_plan_preprocess_predict_and_evaluate_drivers_load_no_dali():
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in NO_TRAINING_DRIVERS) +
+            "bad = [m for m in sys.modules if m.startswith('nvidia.dali')]\n"
+            "print(bad[:5]); sys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_importing_every_core_module_loads_neither_ray_nor_dali():

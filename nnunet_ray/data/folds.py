@@ -22,10 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_ray.config import ConfigError, flag_name
+from nnunet_ray.data import storage
 from nnunet_ray.data.atomic import save_json
 from nnunet_ray.data.types import DatasetError
 
 ORDERS = ("reference", "ids")
+SPLITS_FILE = "splits.json"  # the folds of a preprocessed folder; every run of that folder trains on them
 
 
 def sorted_case_ids(case_ids: Sequence[str], order: str = "reference") -> list[str]:
@@ -125,6 +128,45 @@ def parse_splits(text: str, where: str) -> list[dict[str, list[str]]]:
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
     return _check_splits(splits, where)
+
+
+def splits_location(folder: str | Path) -> str:
+    """The splits file of a preprocessed folder (a path or a URI)."""
+    return storage.join(folder, SPLITS_FILE)
+
+
+def load_splits(folder: str | Path) -> list[dict[str, list[str]]]:
+    """The folds of a preprocessed folder (a path or a URI), checked as :func:`read_splits`.
+
+    Raises:
+        FileNotFoundError: the folder has no splits file.
+        DatasetError (a ValueError): it is invalid; the message names it.
+    """
+    location = splits_location(folder)
+    return parse_splits(storage.read_text(location), storage.display(location))
+
+
+def save_splits(folder: str | Path, splits: list[dict[str, list[str]]]) -> None:
+    """Write the folds of a preprocessed folder (a path or a URI), checked and atomically."""
+    location = splits_location(folder)
+    _check_splits(splits, storage.display(location))
+    storage.write_json(location, splits)
+
+
+def fold_case_ids(folder: str | Path, fold: int) -> tuple[list[str], list[str]]:
+    """(training case ids, validation case ids) of ``fold`` in a preprocessed folder (a path or a URI).
+
+    Raises:
+        ConfigError: the folder has no splits file, or the fold does not exist (naming the flag).
+    """
+    try:
+        splits = load_splits(folder)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{flag_name('data')}: {storage.display(splits_location(folder))} not found; "
+                          "run `nnunet-ray preprocess` first") from err
+    if not 0 <= fold < len(splits):
+        raise ConfigError(f"{flag_name('fold')}: {fold} is not in 0..{len(splits) - 1} ({len(splits)} folds)")
+    return list(splits[fold]["train"]), list(splits[fold]["val"])
 
 
 def import_splits(path: str | Path, case_ids: Sequence[str]) -> list[dict[str, list[str]]]:

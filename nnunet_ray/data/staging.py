@@ -11,6 +11,8 @@ from the content (the plans hash), so new plans mean a new copy and an unchanged
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -19,12 +21,14 @@ import socket
 import tempfile
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from filelock import FileLock
 
 from nnunet_ray.data import storage
+from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.types import DatasetError, DatasetInfo
 
 STAGE_DIR_ENV = "NNUNET_RAY_STAGE_DIR"
 MARKER = ".staged.json"  # written inside a copy last: a folder without it is incomplete
@@ -90,3 +94,34 @@ def staged_copies(root: Path | None = None) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class RawData:
+    """Where a raw dataset lives: a folder path read in place, or a URI staged once per node (``key``)."""
+
+    location: str
+    key: str = ""
+
+    def local_root(self) -> Path:
+        """This node's folder holding the dataset (downloads it first on a URI, once per node)."""
+        return stage_folder(self.location, self.key) if self.key else Path(self.location)
+
+
+def open_raw_dataset(data: str) -> tuple[DatasetInfo, RawData]:
+    """``load_dataset`` for a raw dataset folder path or URI (staged on this node, keyed by its dataset.json).
+
+    Raises:
+        DatasetError: no dataset.json there, or it is invalid (as ``load_dataset``).
+    """
+    location = storage.absolute(data)
+    if not storage.is_uri(location):
+        return load_dataset(location), RawData(location)
+    name = PurePosixPath(storage.display(location).rstrip("/")).name
+    try:
+        digest = hashlib.sha1(storage.read_bytes(storage.join(location, "dataset.json"))).hexdigest()[:16]
+    except FileNotFoundError as err:
+        raise DatasetError(f"{storage.display(location)}/dataset.json: dataset.json not found") from err
+    raw = RawData(location, key=f"raw_{name}_{digest}")
+    # The staged folder is named by its key; the dataset keeps its own name (it selects MSD presets and names outputs).
+    return dataclasses.replace(load_dataset(raw.local_root()), name=name), raw

@@ -5,7 +5,8 @@ case needs and grows with the cluster (Ray Data's autoscaling actor pool). The p
 (``case_fingerprint``, ``preprocess_case``) never raise for a bad case, they return an ``error``, so one corrupt file
 never aborts the dataset. A worker process that dies mid-case (killed, out of memory, its node lost) does abort Ray
 Data's run: ``map_cases_retrying`` then runs the cases without a record again on a new pool, up to ``CASE_ATTEMPTS``
-times (the functions are idempotent: a written case is skipped).
+times (the functions are idempotent: a written case is skipped). ``case_memory_bytes`` / ``raw_case_memory_bytes``
+size a preprocessing / fingerprinting actor from the dataset fingerprint / the NIfTI headers.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import ray
 import ray.data
 import ray.exceptions
 
 from nnunet_ray.config import RunError
+from nnunet_ray.data.nifti import read_header
+from nnunet_ray.data.staging import RawData
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import can_reserve_memory, cluster_cpus, node_memory
-from nnunet_ray.distributed.locations import RawData
+from nnunet_ray.planning.schema import Plans
 
 logger = logging.getLogger(__name__)
 
+BASE_MEMORY = 768 * 1024**2  # bytes: an actor's interpreter with numpy, scipy, nibabel and torch imported
+WORKING_COPIES = 6  # float64 copies of a resampled case alive at once (zoom input/output, normalised, padded)
+FINGERPRINT_COPIES = 2  # a raw case read as float64, plus the nonzero / foreground masks and samples
 CASE_ATTEMPTS = 3  # runs over the unfinished cases when case workers die; a written case is skipped, not redone
 # How Ray reports a worker process lost mid-case: killed (SIGKILL, the OOM killer), crashed, or gone with its node.
 WORKER_LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
@@ -135,3 +142,41 @@ def map_cases_retrying(dataset: DatasetInfo, raw: RawData, cases: tuple[CaseFile
                                f"{len(cases)} cases unfinished, the others are kept: rerun to continue") from err
             logger.warning("a case worker died (%s); running the %d unfinished cases again (attempt %d of %d)",
                            reason, len(remaining), attempt + 1, CASE_ATTEMPTS)
+
+
+def raw_case_memory_bytes(cases: tuple[CaseFiles, ...]) -> int:
+    """Memory one fingerprinting actor needs for the largest raw case, from the NIfTI headers (no voxels read).
+
+    A case is read at its own resolution: every channel and the label as float64, plus a foreground mask.
+    A header that cannot be read counts as nothing here: fingerprinting then reports that case on one line.
+    """
+    largest = 0.0
+    for case in cases:
+        files = (*case.images, *((case.label,) if case.label else ()))
+        try:
+            largest = max(largest, sum(float(np.prod(read_header(f).get_data_shape())) for f in files))
+        except Exception:  # noqa: BLE001 - the case's own error is reported by the fingerprint itself
+            continue
+    return int(BASE_MEMORY + largest * 8 * FINGERPRINT_COPIES)
+
+
+def case_memory_bytes(fingerprint: dict | None, plans: Plans) -> int:
+    """Memory one preprocessing actor needs for the largest case: its resampled size times the working copies.
+
+    Args:
+        fingerprint: fingerprint.json content (per-case ``shapes`` and ``spacings``), or None when unknown.
+        plans: the plans (target ``spacing``, ``dim``, ``in_channels``).
+
+    Returns:
+        Bytes to reserve per actor (Ray schedules actors only where that much memory is free).
+    """
+    if not fingerprint or not fingerprint.get("shapes"):
+        return BASE_MEMORY * 2
+    shapes = np.asarray(fingerprint["shapes"], dtype=np.float64)  # (cases, 3) voxels (z, y, x)
+    spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)  # (cases, 3) mm
+    target = np.asarray(plans.spacing, dtype=np.float64)
+    if plans.dim == 2:  # 2D keeps each case's own z spacing
+        target = np.column_stack([spacings[:, 0], np.broadcast_to(target[1:], (len(spacings), 2))])
+    voxels = float(np.max(np.prod(np.maximum(shapes * spacings / target, shapes), axis=1)))
+    channels = plans.in_channels + 1  # + the label
+    return int(BASE_MEMORY + voxels * channels * 8 * WORKING_COPIES)

@@ -28,7 +28,6 @@ from nnunet_ray.distributed.experiment import (
     run_tuner,
     validate_trials,
 )
-from nnunet_ray.distributed.locations import read_plans
 from nnunet_ray.distributed.trial_data import (
     apply_config_file,
     check_folds,
@@ -37,6 +36,7 @@ from nnunet_ray.distributed.trial_data import (
     resolve_data,
 )
 from nnunet_ray.distributed.trial_spec import check_resume_options
+from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
 SUMMARY_CSV = "cv_summary.csv"
@@ -114,7 +114,7 @@ def cost_line(cost: dict[str, Any], trials: int) -> str:
 
 
 def _labels(dirs: dict[int, str]) -> list[str]:
-    plans = read_plans(next(iter(dirs.values())))
+    plans = load_plans(next(iter(dirs.values())))
     return [plans.labels.get(str(c), str(c)) for c in range(1, plans.n_classes)]
 
 

@@ -34,9 +34,8 @@ import torch
 
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.folds import splits_hash
+from nnunet_ray.data.folds import load_splits, splits_hash, splits_location
 from nnunet_ray.distributed.case_inputs import Inputs, labelled_dataset
-from nnunet_ray.distributed.locations import read_splits
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
 from nnunet_ray.inference.members import check_same_splits, run_folders
@@ -76,10 +75,10 @@ def _training_dice(checkpoint: Path) -> float | None:
 
 def _validation_cases(config: dict, data: str, inputs: Inputs, name: str) -> Inputs:
     """Run ``name``'s validation cases among the raw dataset's training cases ``inputs`` (the dataset ``data``)."""
-    splits_path = storage.display(storage.join(config["data"], "splits.json"))
+    splits_path = storage.display(splits_location(config["data"]))
     fold = int(config["fold"])
     try:
-        splits = read_splits(config["data"])
+        splits = load_splits(config["data"])
         ids = set(splits[fold]["val"])
     except (OSError, ValueError, IndexError) as exc:
         raise ConfigError(f"{flag_name('cv')}: run {name}: cannot read fold {fold} of {splits_path}: {exc}") from exc

@@ -4,7 +4,7 @@
     nnunet-ray preprocess --data RAW_DIR --results PRE_ROOT --dim 3
     nnunet-ray preprocess --data /mnt/shared/Task04_Hippocampus --results s3://bucket/pre --dim 3
 
-The results root may be a shared path or a URI: every actor writes there, wherever it runs (``locations``), and a
+The results root may be a shared path or a URI: every actor writes there, wherever it runs (``preprocessing.writer``), and a
 probe checks first that every node reads ``--data`` and writes ``--results``. Actors reserve the memory the largest
 case needs, and the pool grows with the cluster (Ray Data's autoscaling actor pool) instead of being sized by the CPUs
 present when the call starts. A bad case is reported on one line and never aborts the dataset; a case worker that
@@ -26,26 +26,24 @@ from typing import Any, NoReturn
 
 from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.folds import CaseSetChanged, import_splits, settled_splits, split_case_ids
-from nnunet_ray.data.types import DatasetInfo
-from nnunet_ray.distributed.case_pool import map_cases_retrying
-from nnunet_ray.distributed.cluster import init_ray
-from nnunet_ray.distributed.locations import (
-    FINGERPRINT_FILE,
-    SPLITS_FILE,
-    case_memory_bytes,
-    case_writer,
-    open_raw_dataset,
-    raw_case_memory_bytes,
-    read_plans,
-    read_splits,
-    write_plans,
-    write_splits,
+from nnunet_ray.data.folds import (
+    CaseSetChanged,
+    import_splits,
+    load_splits,
+    save_splits,
+    settled_splits,
+    split_case_ids,
+    splits_location,
 )
+from nnunet_ray.data.staging import open_raw_dataset
+from nnunet_ray.data.types import DatasetInfo
+from nnunet_ray.distributed.case_pool import case_memory_bytes, map_cases_retrying, raw_case_memory_bytes
+from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.probe import probe_storage
-from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
+from nnunet_ray.planning.fingerprint import FINGERPRINT_FILE, case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans
-from nnunet_ray.planning.schema import Plans, PlansNotFoundError
+from nnunet_ray.planning.schema import Plans, PlansNotFoundError, load_plans, save_plans
+from nnunet_ray.preprocessing.writer import case_writer
 
 logger = logging.getLogger(__name__)
 
@@ -112,19 +110,19 @@ def plan_dataset(cfg: PlanConfig) -> Plans:
     if cfg.results:
         out = output_dir(cfg.results, dataset, cfg.dim)
         storage.write_json(storage.join(out, FINGERPRINT_FILE), fingerprint)
-        write_plans(out, plans)
+        save_plans(out, plans)
     return plans
 
 
 def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> Plans:
     plans_dir = output_dir(cfg.results, dataset, cfg.dim)
     try:  # reuse: a rerun must keep the hash the finished cases were written with
-        plans = read_plans(plans_dir)
+        plans = load_plans(plans_dir)
     except PlansNotFoundError:
         logger.info("planning %s (%dd) ...", dataset.name, cfg.dim)
         return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
                                        max_depth=cfg.max_depth, address=cfg.address))
-    write_plans(plans_dir, plans)  # the same content, in the current format when the file was older
+    save_plans(plans_dir, plans)  # the same content, in the current format when the file was older
     return plans
 
 
@@ -202,13 +200,13 @@ def _existing_splits(cfg: PreprocessConfig, out: str, dataset: DatasetInfo) -> l
     if cfg.exec_mode != "training" or cfg.new_splits:
         return None
     try:
-        existing = read_splits(out)
+        existing = load_splits(out)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
         if cfg.splits:  # imported folds replace it
             return None
-        raise ConfigError(f"{storage.display(storage.join(out, SPLITS_FILE))}: unreadable ({err}); rerun `nnunet-ray "
+        raise ConfigError(f"{storage.display(splits_location(out))}: unreadable ({err}); rerun `nnunet-ray "
                           f"preprocess` with {flag_name('new_splits')} to write new folds or with "
                           f"{flag_name('splits')} FILE to import them") from err
     gone = split_case_ids(existing) - {case.case_id for case in dataset.training}
@@ -229,15 +227,15 @@ def _settle_splits(cfg: PreprocessConfig, out: str, summary: PreprocessSummary, 
     except CaseSetChanged as changed:
         _refuse_case_set(out, changed, len(finished))
     if splits is not None:
-        write_splits(out, splits)
+        save_splits(out, splits)
     elif existing is not None and imported is None and len(existing) != min(cfg.nfolds, len(finished)):
-        logger.info("keeping %s (%d folds; %s makes %d new ones)", storage.display(storage.join(out, SPLITS_FILE)),
+        logger.info("keeping %s (%d folds; %s makes %d new ones)", storage.display(splits_location(out)),
                     len(existing), flag_name("new_splits"), min(cfg.nfolds, len(finished)))
 
 
 def _refuse_case_set(out: str, changed: CaseSetChanged, n_cases: int) -> NoReturn:
     # Named as a command, not a bare flag: cv and tune preprocess a raw dataset too, without these flags.
-    raise ConfigError(f"{storage.display(storage.join(out, SPLITS_FILE))}: {changed}; training runs use these folds, "
+    raise ConfigError(f"{storage.display(splits_location(out))}: {changed}; training runs use these folds, "
                       f"so they are kept: rerun `nnunet-ray preprocess` with {flag_name('new_splits')} to make new "
                       f"folds over the {n_cases} cases (runs trained on the old ones then refuse to resume) or with "
                       f"{flag_name('splits')} FILE to import folds") from changed

@@ -32,9 +32,9 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from nnunet_ray.config import ConfigError, RunError, TrainConfig, flag_name, from_dict, with_options
 from nnunet_ray.data import storage
+from nnunet_ray.data.folds import fold_case_ids
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.fold_run import fold_plans, loaded_checkpoint, train_process, write_run_summary
-from nnunet_ray.distributed.locations import PLANS_FILE, fold_case_ids, read_plans
 from nnunet_ray.distributed.probe import probe_storage
 from nnunet_ray.distributed.ray_internals import quiet_report_logs, run_exists
 from nnunet_ray.distributed.run_storage import (
@@ -46,7 +46,7 @@ from nnunet_ray.distributed.run_storage import (
     storage_location,
 )
 from nnunet_ray.loading.fold_data import check_fold_arrays
-from nnunet_ray.planning.schema import Plans, PlansError
+from nnunet_ray.planning.schema import PLANS_FILE, Plans, PlansError, load_plans
 from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.training.loop import PERF_FILE
 from nnunet_ray.training.resume import check_resume
@@ -90,7 +90,7 @@ def build_trainer(cfg: TrainConfig, *, name: str, callbacks: Sequence[Any] = (),
     trial's footprint stays ``workers x cpus_per_worker`` and concurrency can be computed from it.
     """
     storage_path, storage_filesystem = storage_location(cfg.results)
-    plans = plans if plans is not None else read_plans(cfg.data)
+    plans = plans if plans is not None else load_plans(cfg.data)
     loop_config: dict[str, Any] = {"cfg": dataclasses.asdict(cfg), "run_dir": storage.join(cfg.results, name),
                                    "stage_key": stage_key(plans, cfg.dim), **(worker_faults or {})}
     resources = {"CPU": cfg.cpus_per_worker - driver_cpus / cfg.world_size,
@@ -135,7 +135,7 @@ def prepare_fold(cfg: TrainConfig) -> tuple[TrainConfig, str, str]:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=storage.absolute(cfg.data), results=storage.absolute(cfg.results))
     try:
-        plans = read_plans(cfg.data)
+        plans = load_plans(cfg.data)
     except PlansError as err:
         raise ConfigError(f"{flag_name('data')}: {err}") from err
     if plans.dim != cfg.dim:
@@ -200,7 +200,7 @@ def train_fold(cfg: TrainConfig, *, worker_faults: dict | None = None) -> dict:
         logger.info("no earlier run named %r; starting from epoch 0", name)
     if cfg.resume_training and exists:
         with resume_view(run_dir) as local_run:  # on the driver: workers would fail on the state dict
-            check_resume(cfg, fold_plans(cfg, read_plans(cfg.data)), local_run)
+            check_resume(cfg, fold_plans(cfg, load_plans(cfg.data)), local_run)
     init_ray(cfg.address)
     _probe(cfg)
     return fit_fold(cfg, name, run_dir, start=start, worker_faults=worker_faults)

@@ -15,9 +15,10 @@ from typing import Any
 
 from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, chosen_options, flag_name, with_options
 from nnunet_ray.data import storage
-from nnunet_ray.distributed.locations import SPLITS_FILE, open_raw_dataset, read_plans, read_splits
+from nnunet_ray.data.folds import SPLITS_FILE, load_splits, splits_location
+from nnunet_ray.data.staging import open_raw_dataset
 from nnunet_ray.distributed.run_storage import resume_view
-from nnunet_ray.planning.schema import PLANS_FILE, PlansError
+from nnunet_ray.planning.schema import PLANS_FILE, PlansError, load_plans
 from nnunet_ray.training.resume import check_splits, data_splits_hash, latest_checkpoint
 
 RAW_FOLDS = PreprocessConfig().nfolds  # folds written when cv preprocesses a raw dataset itself
@@ -61,7 +62,7 @@ def resolve_data(data: str, dims: tuple[int, ...], *, results: str, preprocessed
                               raw=root, preprocessed_root=pre)
     if storage.is_file(storage.join(root, PLANS_FILE)):
         try:
-            dim = read_plans(root).dim
+            dim = load_plans(root).dim
         except PlansError as err:
             raise ConfigError(f"{flag_name('data')}: {err}") from err
         if set(dims) != {dim}:
@@ -85,7 +86,7 @@ def check_folds(data: ExperimentData, folds: tuple[int, ...]) -> None:
     for dim, folder in data.dirs.items():
         names = set(storage.list_names(folder))  # one listing, not one request per case on object storage
         if SPLITS_FILE in names:
-            splits = read_splits(folder)
+            splits = load_splits(folder)
             cases = sorted({c for s in splits for c in s["train"] + s["val"]})
             unlabelled = [c for c in cases if f"{c}_y.npy" not in names]
             if unlabelled:
@@ -95,7 +96,7 @@ def check_folds(data: ExperimentData, folds: tuple[int, ...]) -> None:
         elif data.raw:
             n_folds = min(RAW_FOLDS, len(open_raw_dataset(data.raw)[0].training))
         else:
-            raise ConfigError(f"{flag_name('data')}: {storage.display(storage.join(folder, SPLITS_FILE))} not "
+            raise ConfigError(f"{flag_name('data')}: {storage.display(splits_location(folder))} not "
                               "found; run `nnunet-ray preprocess` first")
         bad = [f for f in folds if f >= n_folds]
         if bad:

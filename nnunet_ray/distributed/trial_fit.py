@@ -23,9 +23,9 @@ from ray import tune
 
 from nnunet_ray.config import TrainConfig
 from nnunet_ray.distributed.fold_run import epoch_checkpoint, loaded_checkpoint, train_process, write_run_summary
-from nnunet_ray.distributed.locations import read_plans
 from nnunet_ray.distributed.ray_internals import name_trial_checkpoints_by_epoch
 from nnunet_ray.distributed.run_storage import LogMirror, stage_key, staged_config
+from nnunet_ray.planning.schema import load_plans
 
 
 class TrialReporter:
@@ -65,7 +65,7 @@ def fit_in_trial(cfg: TrainConfig, name: str, run_dir: str, *, faults: dict | No
     start = time.perf_counter()
     resume = loaded_checkpoint(tune.get_checkpoint())
     name_trial_checkpoints_by_epoch()
-    cfg = staged_config(cfg, stage_key(read_plans(cfg.data), cfg.dim))  # --data on a URI: this node's copy
+    cfg = staged_config(cfg, stage_key(load_plans(cfg.data), cfg.dim))  # --data on a URI: this node's copy
     reporter = TrialReporter(None)
 
     def make_reporter(mirror: LogMirror | None) -> TrialReporter:

@@ -16,6 +16,8 @@ from nnunet_ray.data.geometry import nonzero_box
 from nnunet_ray.data.nifti import read_case
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError, DatasetInfo
 
+FINGERPRINT_FILE = "fingerprint.json"  # the merged fingerprint, beside plans.json
+
 
 def cropped_shape(image: np.ndarray) -> list[int]:
     """Shape of the nonzero box (the whole volume when every voxel is zero: preprocessing reports that case)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnunet_ray.data.atomic import save_json
+from nnunet_ray.data import storage
 from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
 
 logger = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def load_plans(folder: str | Path) -> Plans:
     """Read ``folder/plans.json`` (a hand-edited file is fine: both hashes are recomputed from the content).
 
     Args:
-        folder: a preprocessed folder ``<root>/<dataset>/<2d|3d>/`` or a checkpoint folder.
+        folder: a preprocessed folder ``<root>/<dataset>/<2d|3d>/`` or a checkpoint folder, a path or a URI.
 
     Returns:
         the plans.
@@ -219,21 +219,24 @@ def load_plans(folder: str | Path) -> Plans:
         PlansNotFoundError: no plans.json in ``folder``.
         PlansError: not valid JSON, a missing key, or a newer version.
     """
-    path = Path(folder) / PLANS_FILE
-    if not path.is_file():
-        raise PlansNotFoundError(f"no plans.json in {folder}: run `nnunet-ray plan` (or preprocess) first")
+    location = storage.join(folder, PLANS_FILE)
     try:
-        data = json.loads(path.read_text())
+        text = storage.read_text(location)
+    except FileNotFoundError as err:
+        raise PlansNotFoundError(f"no plans.json in {storage.display(folder)}: run `nnunet-ray plan` "
+                                 "(or preprocess) first") from err
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise PlansError(f"{path}: not valid JSON ({err})") from err
-    return plans_from_json(data, source=str(path))
+        raise PlansError(f"{storage.display(location)}: not valid JSON ({err})") from err
+    return plans_from_json(data, source=storage.display(location))
 
 
-def save_plans(folder: str | Path, plans: Plans) -> Path:
-    """Write ``folder/plans.json`` atomically (the folder is created); returns the file's path."""
-    path = Path(folder) / PLANS_FILE
-    save_json(path, plans.to_json())
-    return path
+def save_plans(folder: str | Path, plans: Plans) -> str:
+    """Write ``folder/plans.json`` (a path or a URI) atomically, the folder created; returns its location."""
+    location = storage.join(folder, PLANS_FILE)
+    storage.write_json(location, plans.to_json())
+    return location
 
 
 def with_patch_size(plans: Plans, patch_size: Sequence[int]) -> Plans:

@@ -21,14 +21,13 @@ from typing import Any
 
 from nnunet_ray.config import ConfigError, TrainConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.folds import parse_splits, splits_hash
+from nnunet_ray.data.folds import parse_splits, splits_hash, splits_location
 from nnunet_ray.planning.schema import Plans, PlansError, load_plans
 from nnunet_ray.training.checkpoint import EPOCH_DIR_GLOB
 
 logger = logging.getLogger(__name__)
 
 SPLITS_HASH_KEY = "splits_hash"  # in a checkpoint's config.json, next to the TrainConfig fields
-SPLITS_FILE = "splits.json"
 
 # Options fixed for the life of a run: what each defines.
 FIXED_ON_RESUME: dict[str, str] = {
@@ -119,7 +118,7 @@ def data_splits_hash(data: str | Path) -> str | None:
     Raises:
         ConfigError: the file is there but is not a splits file (naming it).
     """
-    location = storage.join(data, SPLITS_FILE)
+    location = splits_location(data)
     try:
         text = storage.read_text(location)
     except FileNotFoundError:

@@ -17,7 +17,7 @@ from nnunet_ray.config import EvaluateConfig, PredictConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.credentials import ACCESS_KEY, SECRET_KEY
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import kfold_splits, write_splits
+from nnunet_ray.data.folds import kfold_splits, save_splits
 from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.distributed.case_inputs import labelled_dataset, local_case, open_inputs
 from nnunet_ray.distributed.cv_eval import evaluate_cv
@@ -32,7 +32,7 @@ def experiment(tmp_path_factory, synth_task):
     """One 3D run (fold 0 of 3) with a random tiny network, its splits.json in a preprocessed folder."""
     root = tmp_path_factory.mktemp("experiment")
     ids = [c.case_id for c in load_dataset(synth_task).training]
-    write_splits(root / "pre" / "splits.json", kfold_splits(ids, n_splits=3))
+    save_splits(root / "pre", kfold_splits(ids, n_splits=3))
     save_random_checkpoint(root / "cv" / "Task99_Synth_3d_fold0" / "epoch_0001", tiny_plans(synth_task, 3),
                            data=str(root / "pre"), progress={"epoch": 1, "best_epoch": 1, "best_dice": 0.5})
     return root / "cv"

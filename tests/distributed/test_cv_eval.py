@@ -12,7 +12,7 @@ from ray.util.state import list_actors
 from nnunet_ray.cli import main
 from nnunet_ray.config import ConfigError, PredictConfig
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import kfold_splits, write_splits
+from nnunet_ray.data.folds import kfold_splits, save_splits
 from nnunet_ray.distributed.predict import postprocess_classes
 from nnunet_ray.inference.members import find_checkpoints
 from tests.inference.conftest import save_random_checkpoint, tiny_plans
@@ -22,7 +22,7 @@ def test_cv_in_original_space_writes_numbers_for_every_fold(tmp_path, synth_task
     # A finished tiny CV: a preprocessed folder's splits.json and, per fold, a run holding its best checkpoint.
     pre = tmp_path / "pre" / "3d"
     ids = [c.case_id for c in load_dataset(synth_task).training]
-    write_splits(pre / "splits.json", kfold_splits(ids, n_splits=3))
+    save_splits(pre, kfold_splits(ids, n_splits=3))
     experiment = tmp_path / "results" / "cv"
     for dim, fold in ((3, 0), (3, 1), (2, 0)):
         save_random_checkpoint(experiment / f"Task99_Synth_{dim}d_fold{fold}" / "epoch_0003",

@@ -8,7 +8,7 @@ import pytest
 
 from nnunet_ray.cli import main
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import kfold_splits, splits_hash, write_splits
+from nnunet_ray.data.folds import kfold_splits, save_splits, splits_hash
 from nnunet_ray.training.resume import record_splits_hash
 from tests.inference.conftest import save_random_checkpoint, tiny_plans
 
@@ -25,7 +25,7 @@ OTHER = "0123456789abcdef"  # the hash of folds that are not in splits.json any 
 def test_runs_trained_on_other_folds_are_refused_in_one_line(tmp_path, synth_task, capsys, recorded, message):
     pre = tmp_path / "pre" / "3d"
     splits = kfold_splits([c.case_id for c in load_dataset(synth_task).training], n_splits=3)
-    write_splits(pre / "splits.json", splits)
+    save_splits(pre, splits)
     experiment = tmp_path / "results" / "cv"
     for fold, stamp in enumerate(recorded):
         checkpoint = save_random_checkpoint(experiment / f"Task99_Synth_3d_fold{fold}" / "epoch_0001",

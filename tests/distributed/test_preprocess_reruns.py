@@ -11,13 +11,13 @@ import pytest
 from nnunet_ray.cli import main
 from nnunet_ray.config import PreprocessConfig, RunError, SynthConfig
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import kfold_splits, write_splits
+from nnunet_ray.data.folds import kfold_splits, save_splits
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed import case_pool
-from nnunet_ray.distributed.locations import write_plans
 from nnunet_ray.distributed.preprocess import preprocess_dataset
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans
+from nnunet_ray.planning.schema import save_plans
 from nnunet_ray.preprocessing.case import preprocess_case
 
 
@@ -47,7 +47,7 @@ def _plan_in_process(raw, results):
     """plans.json as `preprocess` would plan it, without a Ray Data run (the test's time goes to the reruns)."""
     dataset = load_dataset(raw)
     plans = make_plans(dataset, merge_fingerprints(dataset, [case_fingerprint(c) for c in dataset.training]), dim=3)
-    write_plans(str(results / raw.name / "3d"), plans)
+    save_plans(str(results / raw.name / "3d"), plans)
     return plans
 
 
@@ -60,7 +60,7 @@ def test_reruns_redo_changed_raw_files_and_never_reshuffle_folds(tmp_path, capsy
         if case.case_id != ids[2]:
             assert preprocess_case(case, plans, out)["status"] == "done"
     four = kfold_splits([c for c in ids if c != ids[2]], n_splits=4)
-    write_splits(out / "splits.json", four)
+    save_splits(out, four)
     # ids[2] now succeeds: folds over five cases would reshuffle every fold runs were trained on.
     assert _preprocess(raw, results) == 2
     err = capsys.readouterr().err

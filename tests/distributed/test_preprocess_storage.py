@@ -9,11 +9,12 @@ from nnunet_ray import cli
 from nnunet_ray.config import PreprocessConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.credentials import ACCESS_KEY, FORWARD_ENV, SECRET_KEY, SESSION_TOKEN
-from nnunet_ray.data.folds import kfold_splits
+from nnunet_ray.data.folds import kfold_splits, load_splits
 from nnunet_ray.data.nifti import write_nifti
 from nnunet_ray.data.types import CaseFiles
-from nnunet_ray.distributed.locations import case_memory_bytes, raw_case_memory_bytes, read_plans, read_splits
+from nnunet_ray.distributed.case_pool import case_memory_bytes, raw_case_memory_bytes
 from nnunet_ray.distributed.preprocess import preprocess_dataset
+from nnunet_ray.planning.schema import load_plans
 from tests.conftest import make_test_plans
 
 
@@ -33,8 +34,8 @@ def test_preprocess_writes_cases_plans_and_splits_under_an_s3_root_and_a_rerun_s
     names = storage.list_names(out)
     for case_id in summary.done:
         assert {f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json"} <= set(names)
-    assert read_plans(out).dataset == synth_task.name
-    assert read_splits(out) == kfold_splits(sorted(summary.done), n_splits=3)
+    assert load_plans(out).dataset == synth_task.name
+    assert load_splits(out) == kfold_splits(sorted(summary.done), n_splits=3)
     assert storage.read_json(storage.join(out, "fingerprint.json"))["n_cases"] == 6
     image = np.load(__import__("io").BytesIO(storage.read_bytes(storage.join(out, f"{summary.done[0]}_x.npy"))))
     assert image.dtype == np.float32 and image.ndim == 4

@@ -16,7 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnunet_ray.config import ConfigError, TrainConfig
-from nnunet_ray.data.folds import read_splits, splits_hash, write_splits
+from nnunet_ray.data.folds import load_splits, save_splits, splits_hash
 from nnunet_ray.distributed.ray_internals import run_exists
 from nnunet_ray.distributed.train import run_name, train_fold
 from nnunet_ray.planning.schema import load_plans, save_plans
@@ -97,7 +97,7 @@ def test_two_worker_ddp_run_then_refuse_then_resume(task, tmp_path):
     assert last["progress"]["epoch"] == 1
     model, plans, config = load_model(summary["best_checkpoint"])
     assert config["workers"] == 2 and plans.patch_size == (16, 16, 16)
-    trained_on = splits_hash(read_splits(task / "splits.json"))  # the folds are recorded with the run
+    trained_on = splits_hash(load_splits(task))  # the folds are recorded with the run
     assert summary["splits_hash"] == config["splits_hash"] == last["config"]["splits_hash"] == trained_on
     assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 4, 16, 16, 16)
 
@@ -110,8 +110,8 @@ def test_two_worker_ddp_run_then_refuse_then_resume(task, tmp_path):
         train_fold(dataclasses.replace(cfg, norm="batch", resume_training=True))
     assert time.perf_counter() - start < 5  # refused on the driver, not after --max-failures worker restarts
     other_folds = shutil.copytree(task, tmp_path / "other_folds")
-    splits = read_splits(task / "splits.json")
-    write_splits(other_folds / "splits.json", [splits[0], splits[2], splits[1]])  # fold 0 alike, the others swapped
+    splits = load_splits(task)
+    save_splits(other_folds, [splits[0], splits[2], splits[1]])  # fold 0 alike, the others swapped
     with pytest.raises(ConfigError, match="^--data: its splits.json .* not the one run 'Task97_Tiny_3d_fold0' was"):
         train_fold(dataclasses.replace(cfg, data=str(other_folds), resume_training=True))
 

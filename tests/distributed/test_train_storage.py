@@ -11,7 +11,6 @@ import pytest
 
 from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.data import staging, storage
-from nnunet_ray.distributed.locations import read_plans
 from nnunet_ray.distributed.run_storage import LogMirror, location_of, stage_key
 from nnunet_ray.distributed.train import train_fold
 from nnunet_ray.planning.schema import load_plans
@@ -53,7 +52,7 @@ def test_a_run_on_s3_keeps_everything_in_the_bucket_and_resumes_from_it(task, s3
     assert summary["last_checkpoint"].startswith("s3://") and summary["last_checkpoint"].endswith(
         s3_root.partition("?")[2])
 
-    staged = staging.stage_root() / stage_key(read_plans(data), 3)
+    staged = staging.stage_root() / stage_key(load_plans(data), 3)
     assert (staged / staging.MARKER).is_file() and (staged / "splits.json").is_file()
 
     with pytest.raises(ConfigError, match="^--norm: 'batch', but run 'Task97_Tiny_3d_fold0' was trained with"):

@@ -18,7 +18,7 @@ import ray
 from ray.util.state import list_actors
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig
-from nnunet_ray.data.folds import read_splits, splits_hash, write_splits
+from nnunet_ray.data.folds import load_splits, save_splits, splits_hash
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.cv import run_cv, trial_train_config
 from nnunet_ray.distributed.experiment import run_tuner, trial_trainable
@@ -104,11 +104,11 @@ def test_one_cpu_trials_run_two_at_a_time_without_a_train_controller(task, tmp_p
     run_cv(cfg)
     spans = [json.loads(p.read_text()) for p in (tmp_path / "results" / "cv").glob("3d_fold*/summary.json")]
     assert len(spans) == 3 and {s["engine"] for s in spans} == {"tune"}
-    assert {s["splits_hash"] for s in spans} == {splits_hash(read_splits(task / "splits.json"))}
+    assert {s["splits_hash"] for s in spans} == {splits_hash(load_splits(task))}
     # --resume on other folds (a `preprocess --new-splits` since) is refused, naming a run; the same folds pass.
     check_resumed_splits(str(tmp_path / "results" / "cv"), {3: str(task)})
     other = tmp_path / "other_folds"
-    write_splits(other / "splits.json", read_splits(task / "splits.json")[::-1])
+    save_splits(other, load_splits(task)[::-1])
     with pytest.raises(ConfigError, match=r"^--data: its splits.json .* not the one run '3d_fold\d' was trained on"):
         check_resumed_splits(str(tmp_path / "results" / "cv"), {3: str(other)})
     first, second = sorted(spans, key=lambda s: s["started_at"])[:2]

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from nnunet_ray.config import ConfigError
-from nnunet_ray.loading.fold_data import check_fold_arrays, fold_cases
+from nnunet_ray.data.folds import fold_case_ids
+from nnunet_ray.loading.fold_data import check_fold_arrays
 from nnunet_ray.planning.schema import load_plans, save_plans
 from tests.training.conftest import build_tiny_task
 
@@ -41,7 +42,7 @@ def test_arrays_made_with_other_plans_are_refused_naming_the_fix(copy):
 
 
 def test_a_missing_case_json_is_stale(copy):
-    train_ids, _ = fold_cases(copy, 1)
+    train_ids, _ = fold_case_ids(copy, 1)
     (copy / f"{train_ids[0]}.json").unlink()
     with pytest.raises(ConfigError, match=f"1 case\\(s\\) of fold 1 \\({train_ids[0]}\\)"):
         check_fold_arrays(copy, 1, load_plans(copy))

@@ -48,7 +48,7 @@ def test_save_and_load_roundtrip(tmp_path: Path, plans: Plans) -> None:
     path = save_plans(tmp_path / "sub", plans)
     assert load_plans(tmp_path / "sub") == plans and plans.version == PLANS_VERSION
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["plans.json"]  # no temporary file left
-    written = json.loads(path.read_text())
+    written = json.loads(Path(path).read_text())
     assert written["version"] == PLANS_VERSION and written["min_fmap"] == 4 and written["max_depth"] == 6
     assert written["preprocessing_hash"] == plans.preprocessing_hash
     assert written["network_hash"] == plans.network_hash

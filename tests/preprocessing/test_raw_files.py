@@ -156,8 +156,8 @@ def test_a_deleted_raw_file_fails_the_case_naming_the_file(tmp_path):
 
 
 def test_on_a_uri_root_the_case_there_decides_and_its_record_is_refreshed_there(tmp_path, s3_root):
-    """The upload path (``locations``): cases are written to local scratch, whether they are done is read from the
-    results root on object storage, and a moved time is recorded back there."""
+    """The upload path (``preprocessing.writer``): cases are written to local scratch, whether they are done is read
+    from the results root on object storage, and a moved time is recorded back there."""
     from nnunet_ray.data import storage
 
     raw, local = tmp_path / "raw", tmp_path / "pre"

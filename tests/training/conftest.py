@@ -13,7 +13,7 @@ import torch
 
 from nnunet_ray.config import SynthConfig
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.folds import kfold_splits, write_splits
+from nnunet_ray.data.folds import kfold_splits, save_splits
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
 from nnunet_ray.planning.plans import make_plans
@@ -51,7 +51,7 @@ def build_tiny_task(root: Path, *, dim: int = 3, cases: int = 6, size: int = 24,
     for case in dataset.training:
         result = preprocess_case(case, plans, out)
         assert result["status"] == "done", result
-    write_splits(out / "splits.json", kfold_splits([c.case_id for c in dataset.training], n_splits=folds))
+    save_splits(out, kfold_splits([c.case_id for c in dataset.training], n_splits=folds))
     return out
 
 

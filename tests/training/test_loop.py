@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnunet_ray.config import ConfigError, TrainConfig, apply_recipe
-from nnunet_ray.data.folds import read_splits
+from nnunet_ray.data.folds import load_splits
 from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
@@ -54,7 +54,7 @@ class Recorder:
 
 def _fit(cfg, data, recorder, train_data, **kwargs):
     plans = load_plans(data)
-    val = eval_loader(data, read_splits(data / "splits.json")[0]["val"])
+    val = eval_loader(data, load_splits(data)[0]["val"])
     return fit(cfg, plans, train_data=train_data, val_data=val, steps_per_epoch=len(train_data), device=CPU,
                report=recorder, **kwargs)
 
@@ -123,7 +123,7 @@ def test_resume_continues_at_next_epoch_with_the_same_state(tiny_task_3d, tmp_pa
 
 def test_2d_run_with_amp_tta_deep_supervision_writes_logs_and_checkpoints(tiny_task_2d, tmp_path):
     plans = load_plans(tiny_task_2d)
-    split = read_splits(tiny_task_2d / "splits.json")[0]
+    split = load_splits(tiny_task_2d)[0]
     cfg = _cfg(tiny_task_2d, dim=2, amp=True, tta=True, deep_supervision=True, skip_first_n_eval=1,
                gradient_clip_val=1.0, batch_size=4, nvol=2, image_every=1)
     loader = train_loader(tiny_task_2d, split["train"], plans, batch_size=4, nvol=2, seed=0, num_threads=1)

@@ -20,7 +20,7 @@ from nnunet_ray.config import (
     chosen_options,
     with_options,
 )
-from nnunet_ray.data.folds import read_splits
+from nnunet_ray.data.folds import load_splits
 from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.planning.schema import load_plans
@@ -124,7 +124,7 @@ def test_a_run_records_the_resolved_recipe_in_its_config_json(tiny_task_2d, tmp_
     g = torch.Generator().manual_seed(0)
     images = [torch.randn(2, plans.in_channels, *plans.patch_size, generator=g) for _ in range(2)]
     batches = [{"image": x, "label": (x[:, :1] > 0.5).to(torch.uint8)} for x in images]
-    val = eval_loader(tiny_task_2d, read_splits(tiny_task_2d / "splits.json")[0]["val"][:1])
+    val = eval_loader(tiny_task_2d, load_splits(tiny_task_2d)[0]["val"][:1])
     keeper = LocalCheckpoints(tmp_path / "ckpt")
     fit(cfg, plans, train_data=batches, val_data=val, steps_per_epoch=2, device=torch.device("cpu"), report=keeper)
     saved = json.loads((keeper.last / "config.json").read_text())

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nnunet_ray.config import ConfigError, TrainConfig
-from nnunet_ray.data.folds import kfold_splits, splits_hash, write_splits
+from nnunet_ray.data.folds import kfold_splits, save_splits, splits_hash
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.training.checkpoint import save_checkpoint
 from nnunet_ray.training.resume import (
@@ -85,7 +85,7 @@ IDS = [f"case_{i}" for i in range(6)]
 ])
 def test_resume_on_other_folds_is_refused_naming_the_run(run_dir, tmp_path, recorded, folds, refused):
     data = tmp_path / "data"
-    write_splits(data / "splits.json", kfold_splits(IDS, n_splits=folds))
+    save_splits(data, kfold_splits(IDS, n_splits=folds))
     if recorded is not None:
         record_splits_hash(latest_checkpoint(run_dir), splits_hash(kfold_splits(IDS, n_splits=recorded)))
     cfg = TrainConfig(data=str(data), results="r", resume_training=True)
@@ -106,7 +106,7 @@ def test_recorded_splits_hash_sits_beside_the_config(run_dir):
 
 def test_data_splits_hash(tmp_path):
     assert data_splits_hash(tmp_path) is None  # no splits.json: nothing to compare
-    write_splits(tmp_path / "splits.json", kfold_splits(IDS, n_splits=2))
+    save_splits(tmp_path, kfold_splits(IDS, n_splits=2))
     assert data_splits_hash(tmp_path) == splits_hash(kfold_splits(IDS, n_splits=2))
     (tmp_path / "splits.json").write_text("[{")
     with pytest.raises(ConfigError, match=r"^--data: .*splits.json: invalid JSON"):
