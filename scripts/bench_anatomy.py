@@ -138,6 +138,13 @@ def tune_flags(args, pre: Path, work: Path, base: list[str], steps: dict) -> lis
     return flags_from_config(best)
 
 
+def whole_machine(flags: list[str]) -> list[str]:
+    """``--cpus-per-worker`` = every CPU unless a row sets it: the one training worker's torch threads then use the
+    whole machine, as nnU-Net v2's CPU training does (``torch.set_num_threads(cpu_count)``); a 1-CPU worker (the
+    default) would train with one thread. The sweep keeps 1-CPU trials, as many at once as CPUs."""
+    return [] if "--cpus-per-worker" in flags else ["--cpus-per-worker", str(os.cpu_count() or 1)]
+
+
 def project_row(name: str, flags: list[str], *, args, msd: Path, pre: Path, work: Path) -> dict:
     """Train fold 0 within the budget, predict the test images with TTA, score them."""
     steps: dict = {}
@@ -146,8 +153,8 @@ def project_row(name: str, flags: list[str], *, args, msd: Path, pre: Path, work
     results, preds = work / "results", work / "preds" / name
     shutil.rmtree(results / name, ignore_errors=True)  # a half-finished run of an earlier attempt
     steps["train_s"] = run([CLI, "train", "--data", str(pre), "--results", str(results), "--experiment", name,
-                            "--dim", "3", "--fold", "0", "--max-time", hms(args.budget), *flags,
-                            *args.train_flags.split()], work / "logs" / f"{name}.train.log")
+                            "--dim", "3", "--fold", "0", "--max-time", hms(args.budget), *whole_machine(flags),
+                            *flags, *args.train_flags.split()], work / "logs" / f"{name}.train.log")
     summary = json.loads((results / name / "summary.json").read_text())
     steps["predict_s"] = run([CLI, "predict", "--models", str(results / name), "--input", str(msd), "--out",
                               str(preds), "--tta", "--overwrite"], work / "logs" / f"{name}.predict.log")
