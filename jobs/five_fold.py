@@ -24,6 +24,7 @@ import sys
 
 from nnunet_ray.data import storage
 from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
+from nnunet_ray.runs.names import experiment_name
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # A URI goes to every step as given (resolving it as a path would mangle it into a local folder name).
         data = storage.absolute(args.data) if args.data else str(synthetic_dataset(results, smoke=args.smoke_test))
-        name = args.name or f"{storage.basename(data)}_five_fold"
+        name = args.name or experiment_name(storage.basename(data), "five_fold")
         experiment = storage.join(results, name)
         folds = args.folds or ("0,1" if args.smoke_test else "0-4")
         budget = SMOKE_TRAINING if args.smoke_test else []

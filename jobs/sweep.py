@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nnunet_ray.data import storage
 from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
+from nnunet_ray.runs.names import experiment_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     results = storage.absolute(args.results)
     try:
         data = Path(args.data).resolve() if args.data else synthetic_dataset(results, smoke=args.smoke_test)
-        name = args.name or f"{data.name}_sweep"
+        name = args.name or experiment_name(data.name, "sweep")
         sweep, best = storage.join(results, name), storage.join(results, name, "best_config.json")
         budget = SMOKE_TRAINING if args.smoke_test else []
         run_step("tune", ["tune", "--data", str(data), "--results", results, "--name", name, *budget, *tune_options])
         print(f"sweep results: {storage.display(storage.join(sweep, 'tune_results.csv'))}; "
               f"best configuration: {storage.display(best)}")
         if args.then_cv:
-            cv_name = f"{name}_best_cv"
+            cv_name = experiment_name(name, "best_cv")
             run_step("cv", ["cv", "--data", str(data), "--results", results, "--name", cv_name, "--config", best,
                             *budget])
             print("cross-validation of the best configuration: "

@@ -30,9 +30,9 @@ def _patch_predict_rows(args: argparse.Namespace, plans, device) -> dict:
 
     import torch
 
+    from nnunet_ray.inference.predictor import make_predictor
     from nnunet_ray.model.unet import build_unet
     from nnunet_ray.training.steps import sync
-    from nnunet_ray.training.validate import make_predictor
 
     torch.manual_seed(0)
     model = build_unet(plans).to(device).eval()
@@ -62,7 +62,8 @@ def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, Plans, P
 
     from nnunet_ray.model.unet import build_unet
     from nnunet_ray.planning.presets import preset_plans
-    from nnunet_ray.training.checkpoint import save_checkpoint
+    from nnunet_ray.runs.checkpoint import save_checkpoint
+    from nnunet_ray.runs.names import fold_run_name
 
     plans = preset_plans(args.task, 3)
     raw = work / "raw" / f"Task{args.task:02d}_Bench"
@@ -71,7 +72,7 @@ def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, Plans, P
     experiment = work / "experiment"
     for fold in (0, 1):  # two members, as two folds of one configuration
         torch.manual_seed(fold)
-        save_checkpoint(experiment / f"fold{fold}" / "best", build_unet(plans), plans, {"fold": fold})
+        save_checkpoint(experiment / fold_run_name(3, fold) / "best", build_unet(plans), plans, {"fold": fold})
     return raw, plans, experiment
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nnunet_ray"
-CORE_STAGES = ("data", "planning", "preprocessing", "loading", "model", "training", "inference", "evaluation")
+CORE_STAGES = ("data", "planning", "preprocessing", "loading", "model", "runs", "training", "inference", "evaluation")
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -79,3 +79,31 @@ COMMAND_MODULES = {"cli.py", "jobs.py"}  # the console command and the job scrip
 def test_library_code_logs_and_only_commands_print(path):
     # A Tune trial or a notebook can quiet logging; it cannot quiet print().
     assert not _calls_print(path), f"{path} calls print(); use logging.getLogger(__name__)"
+
+
+def package_import_graph() -> dict[str, set[str]]:
+    """Package -> the other nnunet_ray packages its modules import (top-level modules count as packages)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        source = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        targets = {r.split(".")[1] for r in _imported_roots(path) if r.startswith("nnunet_ray.")}
+        graph.setdefault(source, set()).update(targets - {source})
+    return graph
+
+
+def test_the_package_import_graph_has_no_cycle():
+    graph, done, path = package_import_graph(), set(), []
+
+    def visit(node: str) -> None:
+        if node in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(node):] + [node]))
+        if node in done:
+            return
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            visit(target)
+        path.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node)

@@ -37,6 +37,7 @@ from nnunet_ray.distributed.trial_data import (
 )
 from nnunet_ray.distributed.trial_spec import check_resume_options
 from nnunet_ray.planning.schema import load_plans
+from nnunet_ray.runs.names import experiment_name, fold_run_name
 from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
 SUMMARY_CSV = "cv_summary.csv"
@@ -66,7 +67,7 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
     dims, folds = parse_int_list(cfg.dims, "dims"), parse_int_list(cfg.folds, "folds")
     data = resolve_data(cfg.data, dims, results=cfg.results, preprocessed=cfg.preprocessed)
     check_folds(data, folds)
-    path = experiment_folder(cfg.results, cfg.name or f"{data.dataset}_cv")
+    path = experiment_folder(cfg.results, cfg.name or experiment_name(data.dataset, "cv"))
     check_experiment_folder(path, resume=cfg.resume)
     if cfg.resume:  # exactly the options the experiment started with
         spec = load_spec(path)
@@ -84,8 +85,8 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
                         max_concurrent=cfg.max_concurrent_trials)
     raise_failed_trials(results, path)
     table = summarise(path, dims=spec.dims, folds=spec.folds, plans_labels=_labels(spec.data_dirs))
-    table.attrs["cost"] = experiment_cost([storage.join(path, f"{d}d_fold{f}") for d in spec.dims for f in spec.folds],
-                                          started_at=started_at)
+    runs = [storage.join(path, fold_run_name(d, f)) for d in spec.dims for f in spec.folds]
+    table.attrs["cost"] = experiment_cost(runs, started_at=started_at)
     write_summary(table, path)
     return table
 
@@ -137,8 +138,8 @@ def summarise(path: str, *, dims: tuple[int, ...], folds: tuple[int, ...], plans
     """The summary table: the trial rows of every (dim, fold), then per dim a ``mean`` and a ``std`` row."""
     rows = []
     for dim in dims:
-        dim_rows = [trial_row(storage.join(path, f"{dim}d_fold{fold}"), dim=dim, fold=fold, class_names=plans_labels)
-                    for fold in folds]
+        dim_rows = [trial_row(storage.join(path, fold_run_name(dim, fold)), dim=dim, fold=fold,
+                              class_names=plans_labels) for fold in folds]
         numeric = pd.DataFrame(dim_rows).drop(columns=["dim", "fold", "best_checkpoint"]).astype(float)
         rows += dim_rows
         for stat in ("mean", "std"):

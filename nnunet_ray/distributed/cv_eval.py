@@ -39,8 +39,7 @@ from nnunet_ray.distributed.case_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders
 from nnunet_ray.inference.members import check_same_splits, run_folders
-from nnunet_ray.training.checkpoint import CONFIG_FILE, STATE_FILE, best_checkpoint, load_file
-from nnunet_ray.training.resume import SPLITS_HASH_KEY
+from nnunet_ray.runs.checkpoint import CONFIG_FILE, SPLITS_HASH_KEY, STATE_FILE, best_checkpoint, load_file
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from nnunet_ray.distributed.trial_spec import (
     trial_name,
     trial_resources,
 )
-from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
+from nnunet_ray.runs.best import CHECKPOINT_SCORE, SCORE_ORDER
 
 log = logging.getLogger(__name__)
 

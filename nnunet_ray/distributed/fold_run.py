@@ -29,8 +29,8 @@ from nnunet_ray.distributed.ray_internals import KILL_DELAY_S
 from nnunet_ray.distributed.run_storage import LogMirror
 from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.planning.schema import PatchSizeError, Plans, load_plans, with_patch_size
-from nnunet_ray.training.best import BEST_METRIC
-from nnunet_ray.training.checkpoint import epoch_dir_name, load_checkpoint
+from nnunet_ray.runs.best import BEST_METRIC
+from nnunet_ray.runs.checkpoint import epoch_dir_name, load_checkpoint
 from nnunet_ray.training.loop import benchmark, fit
 from nnunet_ray.training.resume import data_splits_hash, record_splits_hash
 

@@ -44,7 +44,7 @@ from nnunet_ray.inference.record import (
     write_record,
 )
 from nnunet_ray.planning.schema import PLANS_FILE
-from nnunet_ray.training.checkpoint import REQUIRED
+from nnunet_ray.runs.checkpoint import REQUIRED
 
 logger = logging.getLogger(__name__)
 

@@ -4,11 +4,12 @@
     nnunet-ray preprocess --data RAW_DIR --results PRE_ROOT --dim 3
     nnunet-ray preprocess --data /mnt/shared/Task04_Hippocampus --results s3://bucket/pre --dim 3
 
-The results root may be a shared path or a URI: every actor writes there, wherever it runs (``preprocessing.writer``), and a
-probe checks first that every node reads ``--data`` and writes ``--results``. Actors reserve the memory the largest
-case needs, and the pool grows with the cluster (Ray Data's autoscaling actor pool) instead of being sized by the CPUs
-present when the call starts. A bad case is reported on one line and never aborts the dataset; a case worker that
-dies mid-case costs only the unfinished cases, which run again (``case_pool``).
+The results root may be a shared path or a URI: every actor writes there, wherever it runs
+(``preprocessing.writer``), and a probe checks first that every node reads ``--data`` and writes ``--results``.
+Actors reserve the memory the largest case needs, and the pool grows with the cluster (Ray Data's autoscaling actor
+pool) instead of being sized by the CPUs present when the call starts. A bad case is reported on one line and never
+aborts the dataset; a case worker that dies mid-case costs only the unfinished cases, which run again
+(``case_pool``).
 
 A rerun redoes the cases whose raw files changed ("reprocessed"), and keeps ``splits.json``: folds are made once
 (``data.folds.settled_splits``); a changed case set is refused until ``--new-splits`` or ``--splits FILE`` says what
@@ -44,6 +45,7 @@ from nnunet_ray.planning.fingerprint import FINGERPRINT_FILE, case_fingerprint, 
 from nnunet_ray.planning.plans import make_plans
 from nnunet_ray.planning.schema import Plans, PlansNotFoundError, load_plans, save_plans
 from nnunet_ray.preprocessing.writer import case_writer
+from nnunet_ray.runs.names import dim_folder
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class PreprocessSummary:
 
 def output_dir(results: str, dataset: DatasetInfo, dim: int, exec_mode: str = "training") -> str:
     """``RESULTS/<dataset>/<dim>d`` for training cases, ``.../val`` or ``.../test`` for the others (path or URI)."""
-    base = storage.join(storage.absolute(results), dataset.name, f"{dim}d")
+    base = storage.join(storage.absolute(results), dataset.name, dim_folder(dim))
     return base if exec_mode == "training" else storage.join(base, exec_mode)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from nnunet_ray.data import storage
-from nnunet_ray.training.checkpoint import epoch_dir_name
+from nnunet_ray.runs.checkpoint import epoch_dir_name
 
 # ray/train/v2/_internal/constants.py::CHECKPOINT_MANAGER_SNAPSHOT_FILENAME: the controller writes it into
 # <storage_path>/<name>/ when the first checkpoint is registered and restores from it when a run of that name

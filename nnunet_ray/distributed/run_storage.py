@@ -31,7 +31,7 @@ from nnunet_ray.config import TrainConfig
 from nnunet_ray.data import storage
 from nnunet_ray.data.staging import stage_folder
 from nnunet_ray.planning.schema import PLANS_FILE, Plans
-from nnunet_ray.training.checkpoint import epoch_dir_name, is_epoch_dir_name
+from nnunet_ray.runs.checkpoint import epoch_dir_name, is_epoch_dir_name
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR
 
 UPLOAD_MODES = {"async": CheckpointUploadMode.ASYNC, "sync": CheckpointUploadMode.SYNC}

@@ -55,6 +55,7 @@ from nnunet_ray.distributed.trial_data import (
     resolve_data,
 )
 from nnunet_ray.distributed.trial_spec import check_resume_options
+from nnunet_ray.runs.names import experiment_name
 
 RESULTS_CSV = "tune_results.csv"
 BEST_CONFIG = "best_config.json"
@@ -81,7 +82,7 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     folds, dim = parse_int_list(cfg.folds, "folds"), cfg.train.dim
     data = resolve_data(cfg.data, (dim,), results=cfg.results, preprocessed=cfg.preprocessed)
     check_folds(data, folds)
-    path = experiment_folder(cfg.results, cfg.name or f"{data.dataset}_tune")
+    path = experiment_folder(cfg.results, cfg.name or experiment_name(data.dataset, "tune"))
     check_experiment_folder(path, resume=cfg.resume)
     spec = _checked_spec(cfg, space, TrialSpec(
         base=trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path),

@@ -47,7 +47,8 @@ from nnunet_ray.distributed.run_storage import (
 )
 from nnunet_ray.loading.fold_data import check_fold_arrays
 from nnunet_ray.planning.schema import PLANS_FILE, Plans, PlansError, load_plans
-from nnunet_ray.training.best import CHECKPOINT_SCORE, SCORE_ORDER
+from nnunet_ray.runs.best import CHECKPOINT_SCORE, SCORE_ORDER
+from nnunet_ray.runs.names import bench_run_name, train_run_name
 from nnunet_ray.training.loop import PERF_FILE
 from nnunet_ray.training.resume import check_resume
 
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 def run_name(cfg: TrainConfig, plans: Plans) -> str:
     """The run's stable name: ``--experiment``, else ``<dataset>_<dim>d_fold<F>`` (never a timestamp)."""
-    return cfg.experiment or f"{plans.dataset}_{cfg.dim}d_fold{cfg.fold}"
+    return cfg.experiment or train_run_name(plans.dataset, cfg.dim, cfg.fold)
 
 
 # ----------------------------------------------------------------------------------------------- worker side
@@ -238,7 +239,7 @@ def benchmark_train(cfg: TrainConfig) -> dict:
     cfg = dataclasses.replace(cfg, benchmark=True)
     cfg, name, _ = prepare_fold(cfg)
     # Benchmarks report no checkpoint, so Ray keeps no snapshot and a rerun under the same name starts afresh.
-    name = f"{name}_bench_{cfg.world_size}w"
+    name = bench_run_name(name, cfg.world_size)
     init_ray(cfg.address)
     _probe(cfg)
     run_dir = storage.join(cfg.results, name)

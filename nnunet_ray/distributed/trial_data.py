@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from typing import Any
 
 from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, chosen_options, flag_name, with_options
@@ -19,7 +18,9 @@ from nnunet_ray.data.folds import SPLITS_FILE, load_splits, splits_location
 from nnunet_ray.data.staging import open_raw_dataset
 from nnunet_ray.distributed.run_storage import resume_view
 from nnunet_ray.planning.schema import PLANS_FILE, PlansError, load_plans
-from nnunet_ray.training.resume import check_splits, data_splits_hash, latest_checkpoint
+from nnunet_ray.runs.checkpoint import latest_checkpoint
+from nnunet_ray.runs.names import dim_folder, parse_fold_run_name
+from nnunet_ray.training.resume import check_splits, data_splits_hash
 
 RAW_FOLDS = PreprocessConfig().nfolds  # folds written when cv preprocesses a raw dataset itself
 
@@ -58,7 +59,7 @@ def resolve_data(data: str, dims: tuple[int, ...], *, results: str, preprocessed
                               f"of {len(dataset.training)} training cases (first: {unlabelled[0]}); training needs "
                               "labels")
         pre = storage.absolute(preprocessed or storage.join(results, "preprocessed"))
-        return ExperimentData(dataset.name, {d: storage.join(pre, dataset.name, f"{d}d") for d in dims},
+        return ExperimentData(dataset.name, {d: storage.join(pre, dataset.name, dim_folder(d)) for d in dims},
                               raw=root, preprocessed_root=pre)
     if storage.is_file(storage.join(root, PLANS_FILE)):
         try:
@@ -69,9 +70,9 @@ def resolve_data(data: str, dims: tuple[int, ...], *, results: str, preprocessed
             raise ConfigError(f"{flag_name('dims')}: {storage.display(root)} holds {dim}d data only; pass --dims "
                               f"{dim} (or --dim)")
         return ExperimentData(storage.basename(storage.parent(root)), {dim: root})
-    missing = [d for d in dims if not storage.is_file(storage.join(root, f"{d}d", PLANS_FILE))]
+    missing = [d for d in dims if not storage.is_file(storage.join(root, dim_folder(d), PLANS_FILE))]
     if not missing:
-        return ExperimentData(storage.basename(root), {d: storage.join(root, f"{d}d") for d in dims})
+        return ExperimentData(storage.basename(root), {d: storage.join(root, dim_folder(d)) for d in dims})
     listed = " for " + ", ".join(f"{d}d" for d in missing) if storage.is_dir(root) else ""
     raise ConfigError(f"{flag_name('data')}: {storage.display(root)} is neither a raw dataset (dataset.json) nor "
                       f"preprocessed data (plans.json{listed})")
@@ -119,14 +120,14 @@ def check_resumed_splits(path: str, data_dirs: dict[int, str]) -> None:
     """
     current = {dim: data_splits_hash(folder) for dim, folder in data_dirs.items()}
     for name in storage.list_names(path):
-        match = re.match(r"(\d)d_fold\d+", name)
-        if match is None or int(match.group(1)) not in current:
+        trial = parse_fold_run_name(name)
+        if trial is None or trial[0] not in current:
             continue
         with resume_view(storage.join(path, name)) as local:
             checkpoint = latest_checkpoint(local)
             if checkpoint is not None:
                 saved = json.loads((checkpoint / "config.json").read_text())
-                check_splits(saved, current[int(match.group(1))], name)
+                check_splits(saved, current[trial[0]], name)
 
 
 def preprocess_raw(data: ExperimentData, *, address: str) -> None:

@@ -11,6 +11,7 @@ from ray import tune
 from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, flag_name, from_dict, parse_int_list, with_options
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
+from nnunet_ray.runs.names import fold_run_name
 
 DRIVER_CPUS = 0.1  # what a Ray Train trial's driver function holds; its Train workers ask for that much less
 
@@ -69,7 +70,7 @@ def trial_name(trial: Any) -> str:
     """``3d_fold0`` for a CV trial; a sweep trial adds its values and Tune's trial id (stable over restores), so
     two trials never share a run folder and a restored sweep finds each trial's own run."""
     config = trial.config
-    parts = [f"{config['dim']}d", f"fold{config['fold']}"]
+    parts = [fold_run_name(int(config["dim"]), int(config["fold"]))]
     if config["sweep"]:
         parts += [f"{ABBREVIATIONS.get(k, k)}{short_value(v)}" for k, v in sorted(config["sweep"].items())]
         parts.append(trial.trial_id)

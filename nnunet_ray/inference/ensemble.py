@@ -22,10 +22,10 @@ from torch import nn
 
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.inference.members import Member, check_compatible
+from nnunet_ray.inference.predictor import make_predictor
 from nnunet_ray.inference.sliding_window import predict_volume
 from nnunet_ray.preprocessing.case import preprocess_for_prediction
 from nnunet_ray.preprocessing.inverse import restore_probabilities
-from nnunet_ray.training.validate import make_predictor
 
 
 @dataclass(frozen=True)

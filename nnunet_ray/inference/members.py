@@ -22,16 +22,16 @@ from torch import nn
 from nnunet_ray.config import ConfigError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import Plans, load_plans
-from nnunet_ray.training.checkpoint import (
+from nnunet_ray.runs.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
+    SPLITS_HASH_KEY,
     best_checkpoint,
     is_checkpoint,
     is_epoch_dir_name,
     load_file,
     model_kwargs,
 )
-from nnunet_ray.training.resume import SPLITS_HASH_KEY
 
 BEST_CONFIGURATION = "best_configuration.json"
 

@@ -28,8 +28,8 @@ from torch import nn
 from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import Plans
-from nnunet_ray.training.best import BEST_METRIC, CHECKPOINT_SCORE, checkpoint_score, is_better
-from nnunet_ray.training.checkpoint import model_kwargs, save_checkpoint
+from nnunet_ray.runs.best import BEST_METRIC, CHECKPOINT_SCORE, checkpoint_score, is_better
+from nnunet_ray.runs.checkpoint import model_kwargs, save_checkpoint
 from nnunet_ray.training.logs import RunLog
 from nnunet_ray.training.schedules import LRSchedule, set_lr, time_horizon
 from nnunet_ray.training.steps import amp_dtype, batch_stream, build_optimizer, make_scaler, timed_steps, train_epoch

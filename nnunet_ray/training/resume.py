@@ -23,11 +23,10 @@ from nnunet_ray.config import ConfigError, TrainConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import parse_splits, splits_hash, splits_location
 from nnunet_ray.planning.schema import Plans, PlansError, load_plans
-from nnunet_ray.training.checkpoint import EPOCH_DIR_GLOB
+from nnunet_ray.runs.checkpoint import SPLITS_HASH_KEY, latest_checkpoint
 
 logger = logging.getLogger(__name__)
 
-SPLITS_HASH_KEY = "splits_hash"  # in a checkpoint's config.json, next to the TrainConfig fields
 
 # Options fixed for the life of a run: what each defines.
 FIXED_ON_RESUME: dict[str, str] = {
@@ -58,13 +57,6 @@ FREE_ON_RESUME: dict[str, str] = {
     # A recipe is its options' values, each checked here on its own (its optimizer and heads are fixed).
     "recipe": "", "explicit": "",
 }
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The run's newest complete checkpoint folder (``epoch_NNNN`` with config.json and plans.json), or None."""
-    folders = sorted(p for p in Path(run_dir).glob(EPOCH_DIR_GLOB)
-                     if (p / "config.json").is_file() and (p / "plans.json").is_file())
-    return folders[-1] if folders else None
 
 
 def _differs(saved: Any, current: Any) -> bool:

@@ -11,7 +11,6 @@ SGD none unless the flag is given (``config.recipes``). ``--nesterov``: Nesterov
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from nnunet_ray.inference.predictor import autocast
 
 Batch = dict[str, torch.Tensor]
 AllReduce = Callable[[torch.Tensor], Any]
@@ -46,13 +47,6 @@ def amp_dtype(cfg, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
     return torch.bfloat16
-
-
-def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``dtype``, or a no-op context when it is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def make_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:

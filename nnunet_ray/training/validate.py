@@ -21,11 +21,10 @@ import torch
 from torch import nn
 
 from nnunet_ray.evaluation.metrics import DiceAccumulator
+from nnunet_ray.inference.predictor import make_predictor
 from nnunet_ray.inference.sliding_window import predict_volume
-from nnunet_ray.inference.tta import flip_tta
 from nnunet_ray.planning.schema import Plans
 from nnunet_ray.training.logs import pick_slice
-from nnunet_ray.training.steps import autocast
 
 if TYPE_CHECKING:
     from nnunet_ray.model.losses import DiceCELoss
@@ -80,20 +79,6 @@ def volume_loss(loss_fn: nn.Module, scores: torch.Tensor, label: torch.Tensor, *
         total = stats if total is None else total + stats
     assert total is not None, "a volume has at least one slice"
     return base.from_statistics(total)
-
-
-def make_predictor(model: nn.Module, *, dtype: torch.dtype | None, device: torch.device, tta: bool,
-                   n_spatial: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Window predictor for ``predict_volume``: the model under autocast, flip-TTA-averaged when ``tta``.
-
-    Returns:
-        (B, C, *patch) -> (B, K, *patch) float32 logits, or with ``tta`` softmax probabilities.
-    """
-    def logits(batch: torch.Tensor) -> torch.Tensor:
-        with autocast(dtype, device):
-            return model(batch).float()
-
-    return flip_tta(logits, n_spatial=n_spatial) if tta else logits
 
 
 def validate(model: nn.Module, cases: Iterable[dict], *, plans: Plans, loss_fn: nn.Module, device: torch.device,

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from nnunet_ray.distributed.fold_run import SCORE, FiniteScoreReport
-from nnunet_ray.training.best import BEST_METRIC
+from nnunet_ray.runs.best import BEST_METRIC
 
 
 def _scores(resume: dict | None, dice: list[float]) -> list[float]:

@@ -37,7 +37,7 @@ from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.distributed import ray_internals, run_storage
 from nnunet_ray.distributed.predict_pool import CaseTask, PredictActor
 from nnunet_ray.distributed.run_storage import storage_location, upload_checkpoint
-from nnunet_ray.training.checkpoint import epoch_dir_name
+from nnunet_ray.runs.checkpoint import epoch_dir_name
 
 StopWhen = Callable[[str, str], bool]  # (HTTP method, request path) -> stop the server at this request
 AWS_VARIABLES = (ACCESS_KEY, SECRET_KEY, SESSION_TOKEN, FORWARD_ENV)

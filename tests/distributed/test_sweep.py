@@ -24,7 +24,7 @@ from nnunet_ray.distributed.search_space import optuna_search, search_space
 from nnunet_ray.distributed.sweep import BEST_CONFIG, RESULTS_CSV, format_outcome, run_sweep
 from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.inference.sliding_window import predict_volume
-from nnunet_ray.training.checkpoint import load_model
+from nnunet_ray.runs.checkpoint import load_model
 from tests.training.conftest import build_tiny_task
 
 pytestmark = pytest.mark.slow  # several Tune + Train trials: minutes on 2 cores

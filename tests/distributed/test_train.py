@@ -20,7 +20,7 @@ from nnunet_ray.data.folds import load_splits, save_splits, splits_hash
 from nnunet_ray.distributed.ray_internals import run_exists
 from nnunet_ray.distributed.train import run_name, train_fold
 from nnunet_ray.planning.schema import load_plans, save_plans
-from nnunet_ray.training.checkpoint import load_checkpoint, load_model
+from nnunet_ray.runs.checkpoint import load_checkpoint, load_model
 from nnunet_ray.training.logs import read_metrics
 from tests.conftest import make_test_plans
 from tests.training.conftest import build_tiny_task

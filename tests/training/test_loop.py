@@ -16,8 +16,8 @@ from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import train_loader
 from nnunet_ray.planning.schema import load_plans
+from nnunet_ray.runs.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training import loop
-from nnunet_ray.training.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR, read_metrics
 from nnunet_ray.training.loop import EarlyStopping, benchmark, fit, setup
 from nnunet_ray.training.schedules import LRSchedule

@@ -24,7 +24,7 @@ from nnunet_ray.data.folds import load_splits
 from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.planning.schema import load_plans
-from nnunet_ray.training.checkpoint import LocalCheckpoints, load_checkpoint, load_model
+from nnunet_ray.runs.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training.loop import fit
 
 # nnU-Net v2's nnUNetTrainer (nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py), checked by hand.

@@ -12,13 +12,12 @@ import torch
 from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.data.folds import kfold_splits, save_splits, splits_hash
 from nnunet_ray.model.unet import build_unet
-from nnunet_ray.training.checkpoint import save_checkpoint
+from nnunet_ray.runs.checkpoint import latest_checkpoint, save_checkpoint
 from nnunet_ray.training.resume import (
     FIXED_ON_RESUME,
     FREE_ON_RESUME,
     check_resume,
     data_splits_hash,
-    latest_checkpoint,
     record_splits_hash,
 )
 from tests.conftest import make_test_plans

@@ -9,7 +9,7 @@ import torch
 
 from nnunet_ray.config import TrainConfig
 from nnunet_ray.model.unet import build_unet
-from nnunet_ray.training.checkpoint import (
+from nnunet_ray.runs.checkpoint import (
     MODEL_FILE,
     STATE_FILE,
     CheckpointError,

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from nnunet_ray.training import best, checkpoint, loop
+from nnunet_ray.runs import best, checkpoint
+from nnunet_ray.training import loop
 
 
 @pytest.mark.parametrize("score, current, expected", [

@@ -25,11 +25,12 @@ from torch import nn
 
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import PLANS_FILE, Plans, load_plans, save_plans
-from nnunet_ray.training.best import BEST_METRIC, is_better
+from nnunet_ray.runs.best import BEST_METRIC, is_better
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 CONFIG_FILE = "config.json"
+SPLITS_HASH_KEY = "splits_hash"  # in config.json, next to the TrainConfig fields: the folds the run trained on
 REQUIRED = (MODEL_FILE, STATE_FILE, CONFIG_FILE, PLANS_FILE)
 
 
@@ -196,6 +197,13 @@ def epoch_dir_name(epoch: int) -> str:
 def is_epoch_dir_name(name: str) -> bool:
     """Whether a folder name is an epoch checkpoint's (``epoch_dir_name``)."""
     return fnmatch.fnmatch(name, EPOCH_DIR_GLOB)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's newest complete checkpoint folder (``epoch_NNNN`` with config.json and plans.json), or None."""
+    folders = sorted(p for p in Path(run_dir).glob(EPOCH_DIR_GLOB)
+                     if (p / CONFIG_FILE).is_file() and (p / PLANS_FILE).is_file())
+    return folders[-1] if folders else None
 
 
 def best_checkpoint(run_dir: str | Path) -> Path | None:

@@ -1,0 +1,1 @@
+"""runs: the layout of a training run and its files: run names, checkpoint folders, best / latest."""
