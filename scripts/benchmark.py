@@ -162,7 +162,7 @@ def _fit_without_ray(cfg) -> float:
 
     from nnunet_ray.loading.fold_data import fold_loaders
     from nnunet_ray.planning.schema import load_plans
-    from nnunet_ray.training.checkpoint import LocalCheckpoints
+    from nnunet_ray.runs.checkpoint import LocalCheckpoints
     from nnunet_ray.training.loop import fit
 
     start = time.perf_counter()
@@ -282,7 +282,7 @@ class _TimedCheckpoints:
     def __init__(self, run_dir: Path):
         import time
 
-        from nnunet_ray.training.checkpoint import LocalCheckpoints
+        from nnunet_ray.runs.checkpoint import LocalCheckpoints
 
         self.inner, self.clock = LocalCheckpoints(run_dir), time.perf_counter
         self.last = self.clock()

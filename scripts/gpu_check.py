@@ -74,7 +74,7 @@ def _train_config(ctx: Context, **overrides) -> TrainConfig:
 
 def check_train(ctx: Context) -> dict:
     from nnunet_ray.distributed.train import train_fold
-    from nnunet_ray.training.checkpoint import load_checkpoint
+    from nnunet_ray.runs.checkpoint import load_checkpoint
 
     run = train_fold(_train_config(ctx, experiment="gpu_check_train"))
     if run["epochs"] != 2 or run["best_checkpoint"] is None:
