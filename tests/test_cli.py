@@ -11,7 +11,7 @@ import typing
 import pytest
 
 from nnunet_ray.cli import COMMANDS, _flag_names, add_config_flags, build_parser, flag_fields, nested_fields
-from nnunet_ray.config import TrainConfig, opt
+from nnunet_ray.config import ConfigError, EvaluateConfig, SlidingWindow, TrainConfig, opt
 
 
 def _other_value(f: dataclasses.Field, kind) -> tuple[list[str], object]:
@@ -107,6 +107,35 @@ def test_nested_training_options_become_the_trials_config(command, owned):
 ])
 def test_reference_spellings_are_aliases(words, field, value):
     assert getattr(build_parser().parse_args(words), field) == value
+
+
+@pytest.mark.parametrize("words, field", [
+    (["train", "--data", "d", "--results", "r"], "val_batch_size"),
+    (["predict", "--models", "m", "--input", "i", "--out", "o"], "val_batch_size"),
+    (["evaluate", "--cv", "e", "--data", "d"], "val_batch_size"),
+    (["cv", "--data", "d", "--results", "r"], "train.val_batch_size"),
+    (["tune", "--data", "d", "--results", "r"], "train.val_batch_size"),
+])
+def test_sliding_window_options_are_declared_once_and_every_predicting_command_has_them(words, field):
+    # --sw-batch-size: MONAI's name (sliding_window_inference's sw_batch_size) for the reference's --val-batch-size.
+    from nnunet_ray.cli import _config_from
+
+    args = build_parser().parse_args([*words, "--sw-batch-size", "3"])
+    target = _config_from(COMMANDS[words[0]][0], args)
+    for part in field.split("."):
+        target = getattr(target, part)
+    assert target == 3
+    window_fields = {f.name: f for f in dataclasses.fields(SlidingWindow)}
+    config = {cls.__name__: cls for cls in (TrainConfig, EvaluateConfig)}
+    for cls in config.values():  # inherited, not redeclared: the same field objects' help and checks
+        mine = {f.name: f for f in dataclasses.fields(cls) if f.name in window_fields}
+        assert {n: f.metadata for n, f in mine.items()} == {n: f.metadata for n, f in window_fields.items()}
+
+
+def test_window_options_without_cv_are_refused_by_evaluate():
+    with pytest.raises(ConfigError, match="--tta: and the other sliding-window options go with --cv"):
+        EvaluateConfig(preds="p", labels="l", overlap=0.25).validate()
+    assert EvaluateConfig(cv="e", data="d", overlap=0.25).validate().window() == SlidingWindow(overlap=0.25)
 
 
 def test_tuple_elements_keep_their_type_and_fixed_lengths_are_enforced(capsys):

@@ -11,8 +11,9 @@ from nnunet_ray.config.base import ConfigError, RunError, Stopped, flag_name, fr
 from nnunet_ray.config.recipes import RECIPES, apply_recipe, chosen_options, with_options
 from nnunet_ray.config.runs import TRIAL_FIELDS, CVConfig, EvaluateConfig, PredictConfig, TuneConfig, parse_int_list
 from nnunet_ray.config.stages import MSD_MIRROR, DownloadConfig, PlanConfig, PreprocessConfig, SynthConfig, TrainConfig
+from nnunet_ray.config.window import SlidingWindow
 
-__all__ = ["CVConfig", "ConfigError", "DownloadConfig", "EvaluateConfig", "MSD_MIRROR", "PlanConfig",
-           "PredictConfig", "PreprocessConfig", "RECIPES", "RunError", "Stopped", "SynthConfig", "TRIAL_FIELDS",
+__all__ = ["CVConfig", "ConfigError", "DownloadConfig", "EvaluateConfig", "MSD_MIRROR", "PlanConfig", "PredictConfig",
+           "PreprocessConfig", "RECIPES", "RunError", "SlidingWindow", "Stopped", "SynthConfig", "TRIAL_FIELDS",
            "TrainConfig", "TuneConfig", "apply_recipe", "chosen_options", "flag_name", "from_dict", "opt",
            "parse_duration", "parse_int_list", "with_options"]

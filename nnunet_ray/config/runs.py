@@ -7,6 +7,7 @@ from typing import Any
 
 from nnunet_ray.config.base import ConfigError, _check, _check_fields, flag_name, opt, parse_duration
 from nnunet_ray.config.stages import TrainConfig, check_gpus
+from nnunet_ray.config.window import SlidingWindow
 
 GPUS_PER_TRIAL_HELP = ("GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers; a fraction below 1 "
                        "packs single-worker trials on one GPU (0.5: two per GPU)")
@@ -132,7 +133,7 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(SlidingWindow):
     """`nnunet-ray predict`: ensemble prediction of raw images on a Ray actor pool, written in the input geometry."""
 
     models: tuple[str, ...] = opt((), "checkpoint folders, or experiment / run folders (each training run's best "
@@ -140,15 +141,11 @@ class PredictConfig:
     input: str = opt("", "images to predict: a dataset folder (its test cases) or a folder of NIfTI files; a path or "
                      "an s3:// / gs:// URI (each actor downloads the cases it predicts)")
     out: str = opt("", "prediction folder: <case>.nii.gz label maps, predict.json (a rerun skips finished cases)")
-    tta: bool = opt(False, "flip test-time augmentation (8 passes in 3D, 4 in 2D)")
     amp: bool = opt(False, "mixed precision: fp16 autocast on CUDA, bf16 on CPU")
     actors: int = opt(0, "predicting actors, each holding every member (0 = one per GPU, else one per "
                       "--cpus-per-actor CPUs)")
     gpus_per_actor: float = opt(1.0, "GPUs per actor where the cluster has GPUs (fractions share a GPU)")
     cpus_per_actor: int = opt(1, "CPUs per actor (its torch threads)")
-    overlap: float = opt(0.5, "sliding-window overlap")
-    blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
-    val_batch_size: int = opt(4, "sliding-window batch size (windows per forward pass)")
     sw_device: str = opt("model", "where whole-volume accumulators live: 'model' (the model's device) or 'cpu' "
                          "(host memory while windows run on the GPU: large CT volumes)", choices=("model", "cpu"))
     save_probabilities: bool = opt(False, "also write <case>.npz: float16 class probabilities on the original grid")
@@ -166,13 +163,12 @@ class PredictConfig:
         _check(self.actors >= 0, "actors", "must be >= 0")
         _check(self.gpus_per_actor > 0, "gpus_per_actor", "must be > 0")
         _check(self.cpus_per_actor >= 1, "cpus_per_actor", "must be >= 1")
-        _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
-        _check(self.val_batch_size >= 1, "val_batch_size", "must be >= 1")
+        self.check_window()
         return self
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(SlidingWindow):
     """`nnunet-ray evaluate`: Dice, HD95 and normalised surface Dice of predictions against reference labels."""
 
     preds: str = opt("", "folder of predicted label maps (<case>.nii.gz)")
@@ -186,7 +182,6 @@ class EvaluateConfig:
                   "them against the raw labels (needs --data)")
     data: str = opt("", "with --cv: the raw dataset folder the experiment was trained on (a path or an s3:// / gs:// "
                     "URI)")
-    tta: bool = opt(False, "with --cv: flip test-time augmentation")
     actors: int = opt(0, "with --cv: predicting actors (0 = one per GPU, else one per CPU)")
     overwrite: bool = opt(False, "with --cv: predict every fold again, replacing EXPERIMENT/cv_predictions (needed "
                           "when they were made with other checkpoints or options, e.g. another --tta)")
@@ -201,6 +196,9 @@ class EvaluateConfig:
             _check(not self.overwrite, "overwrite", "goes with --cv (it replaces earlier fold predictions)")
             _check(bool(self.preds), "preds", "is required (or --cv EXPERIMENT)")
             _check(bool(self.labels), "labels", "is required")
+            _check(self.window() == SlidingWindow(), "tta", "and the other sliding-window options go with --cv "
+                   "(--preds are scored as they are)")
         _check(self.nsd_tolerance > 0, "nsd_tolerance", "must be > 0")
         _check(self.actors >= 0, "actors", "must be >= 0")
+        self.check_window()
         return self

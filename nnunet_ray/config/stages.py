@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from nnunet_ray.config.base import _check, _check_fields, opt, parse_duration
 from nnunet_ray.config.recipes import RECIPE_NAMES
+from nnunet_ray.config.window import SlidingWindow
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SlidingWindow):
     """`nnunet-ray train`: one fold, one dim, on Ray Train workers. Defaults are the reference's."""
 
     data: str = opt("", "preprocessed folder (RESULTS/<dataset>/<dim>d) holding plans.json and splits.json")
@@ -166,12 +167,8 @@ class TrainConfig:
                          aliases=("--test-batches", "--test_batches"))
     # --- data
     batch_size: int = opt(2, "per-worker batch size (2D: slices)")
-    val_batch_size: int = opt(4, "sliding-window batch size")
     nvol: int = opt(1, "2D: volumes per batch")
     oversampling: float = opt(0.33, "probability that a crop is centred on foreground")
-    overlap: float = opt(0.5, "sliding-window overlap for validation")
-    blend: str = opt("gaussian", "sliding-window blending", choices=("gaussian", "constant"))
-    tta: bool = opt(False, "flip test-time augmentation during validation")
     patch_size: tuple[int, ...] = opt((), "training patch (Z Y X, or Y X in 2D); kernels, strides and filters are "
                                       "re-derived for it with the planner's rule (empty = the plans' patch)")
     val_scores_on: str = opt("auto", "where validation accumulates a case's whole-volume class scores: auto (the "
@@ -212,7 +209,7 @@ class TrainConfig:
         for name in ("fold", "gpus", "skip_first_n_eval", "train_batches", "val_cases", "seed",
                      "warmup", "lr_warmup", "lr_patience", "min_epochs", "image_every"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
-        for name in ("workers", "cpus_per_worker", "dali_threads", "batch_size", "val_batch_size", "nvol",
+        for name in ("workers", "cpus_per_worker", "dali_threads", "batch_size", "nvol",
                      "patience", "max_epochs", "val_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, "must be >= 1")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
@@ -221,7 +218,7 @@ class TrainConfig:
         _check(not (self.nesterov and self.optimizer == "sgd") or self.momentum > 0, "nesterov",
                "needs --momentum > 0")
         _check(0 <= self.oversampling <= 1, "oversampling", "must be in [0, 1]")
-        _check(0 <= self.overlap < 1, "overlap", "must be in [0, 1)")
+        self.check_window()
         _check(self.min_epochs <= self.max_epochs, "min_epochs", "must be <= --max-epochs")
         _check(self.dim == 3 or self.batch_size % self.nvol == 0, "nvol", "must divide --batch-size (2D)")
         _check(0 < self.factor <= 1, "factor", "must be in (0, 1]")

@@ -24,6 +24,7 @@ component where that raises the class's Dice. The choice goes to ``<experiment>/
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -122,8 +123,8 @@ def _predict_and_score(cfg: EvaluateConfig, experiment: str, runs: list, dataset
     for name, checkpoint, config, _ in runs:
         logger.info("%s: fold %s with %s", name, config["fold"], storage.display(checkpoint))
         predict = PredictConfig(models=(checkpoint,), input=storage.absolute(cfg.data), out=storage.join(
-            experiment, PREDICTIONS, name), tta=cfg.tta, actors=cfg.actors, address=cfg.address,
-            save_probabilities=True, overwrite=cfg.overwrite).validate()
+            experiment, PREDICTIONS, name), **dataclasses.asdict(cfg.window()), actors=cfg.actors,
+            address=cfg.address, save_probabilities=True, overwrite=cfg.overwrite).validate()
         requests.append((predict, _validation_cases(config, cfg.data, inputs, name)))
     # One actor pool for every fold: each case is predicted by its own fold's best checkpoint.
     summaries = predict_folders(requests, flags=("data", "cv"), out_root=storage.join(experiment, PREDICTIONS))

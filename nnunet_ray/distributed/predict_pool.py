@@ -73,8 +73,7 @@ class PredictActor:
 
 def window_options(cfg: PredictConfig) -> WindowOptions:
     """The sliding-window settings of ``cfg``."""
-    return WindowOptions(tta=cfg.tta, amp=cfg.amp, overlap=cfg.overlap, blend=cfg.blend,
-                         batch_size=cfg.val_batch_size, sw_device=cfg.sw_device)
+    return WindowOptions(**dataclasses.asdict(cfg.window()), amp=cfg.amp, sw_device=cfg.sw_device)
 
 
 def actor_count(cfg: PredictConfig, n_cases: int) -> tuple[int, bool]:

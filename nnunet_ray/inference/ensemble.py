@@ -20,33 +20,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_ray.config import SlidingWindow
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.inference.members import Member, check_compatible
-from nnunet_ray.inference.predictor import make_predictor
-from nnunet_ray.inference.sliding_window import predict_volume
+from nnunet_ray.inference.predictor import window_scores
 from nnunet_ray.preprocessing.case import preprocess_for_prediction
 from nnunet_ray.preprocessing.inverse import restore_probabilities
 
 
 @dataclass(frozen=True)
-class WindowOptions:
-    """How each member's sliding window runs (the reference's predict options).
+class WindowOptions(SlidingWindow):
+    """How each member's sliding window runs: the shared sliding-window options, plus
 
     Attributes:
-        tta: flip test-time augmentation (8 passes in 3D, 4 in 2D).
         amp: autocast (fp16 on CUDA, bf16 on CPU).
-        overlap: window overlap fraction.
-        blend: ``gaussian`` or ``constant``.
-        batch_size: windows per forward pass.
         sw_device: ``"model"`` keeps the whole-volume accumulators on the model's device; ``"cpu"`` keeps them in
             host memory while windows run on the model's device (large volumes on a GPU).
     """
 
-    tta: bool = False
     amp: bool = False
-    overlap: float = 0.5
-    blend: str = "gaussian"
-    batch_size: int = 4
     sw_device: str = "model"
 
 
@@ -70,13 +62,9 @@ def model_probabilities(model: nn.Module, image: np.ndarray, *, patch_size: Sequ
     dtype = None
     if options.amp:
         dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    patch = list(patch_size)
-    predictor = make_predictor(model, dtype=dtype, device=device, tta=options.tta, n_spatial=len(patch))
     volume = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)  # (1, C, Z, Y, X)
-    with torch.no_grad():
-        scores = predict_volume(volume, predictor, patch_size=patch, n_classes=n_classes,
-                                overlap=options.overlap, blend=options.blend, batch_size=options.batch_size,
-                                out_device=accumulate)[0]  # (K, Z, Y, X)
+    scores = window_scores(model, volume, options, patch_size=list(patch_size), n_classes=n_classes, device=device,
+                           dtype=dtype, out_device=accumulate)[0]  # (K, Z, Y, X)
     return scores if options.tta else torch.softmax(scores, dim=0)
 
 

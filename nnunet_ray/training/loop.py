@@ -242,8 +242,7 @@ def _run_epoch(cfg, plans: Plans, tr: Trainer, epoch: int, *, stream, val_data, 
     if validation_due(cfg, epoch, last=out_of_time or epoch + 1 >= cfg.max_epochs):
         want = log is not None and cfg.image_every > 0 and epoch % cfg.image_every == 0
         val = validate(tr.model, val_data, plans=plans, loss_fn=tr.loss_fn, device=tr.device, dtype=tr.dtype,
-                       tta=cfg.tta, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.val_batch_size,
-                       all_reduce=all_reduce, want_overlay=want, scores_on=cfg.val_scores_on)
+                       window=cfg.window(), all_reduce=all_reduce, want_overlay=want, scores_on=cfg.val_scores_on)
         overlay = val.pop("overlay")
         record.update(val)
         tr.schedule.observe(val["val_loss"])

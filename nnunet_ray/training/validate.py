@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
+from nnunet_ray.config import SlidingWindow
 from nnunet_ray.evaluation.metrics import DiceAccumulator
-from nnunet_ray.inference.predictor import make_predictor
-from nnunet_ray.inference.sliding_window import predict_volume
+from nnunet_ray.inference.predictor import window_scores
 from nnunet_ray.planning.schema import Plans
 from nnunet_ray.training.logs import pick_slice
 
@@ -82,21 +82,19 @@ def volume_loss(loss_fn: nn.Module, scores: torch.Tensor, label: torch.Tensor, *
 
 
 def validate(model: nn.Module, cases: Iterable[dict], *, plans: Plans, loss_fn: nn.Module, device: torch.device,
-             dtype: torch.dtype | None = None, tta: bool = False, overlap: float = 0.5, blend: str = "gaussian",
-             batch_size: int = 4, all_reduce: AllReduce | None = None, want_overlay: bool = False,
-             scores_on: str = "auto") -> dict:
+             dtype: torch.dtype | None = None, window: SlidingWindow = SlidingWindow(),
+             all_reduce: AllReduce | None = None, want_overlay: bool = False, scores_on: str = "auto") -> dict:
     """Predict every case of this rank and reduce Dice and loss over ranks.
 
     Args:
         model: the unwrapped network (set to eval mode here, and back to train mode at the end).
         cases: this rank's items {"case_id", "image": (1, C, Z, Y, X), "label": (1, 1, Z, Y, X)}.
         plans: uses ``patch_size`` ((Z, Y, X) in 3D, (Y, X) slice-wise in 2D) and ``n_classes``.
-        loss_fn: training loss (logits (1, K, Z, Y, X), label) -> scalar; with ``tta`` it gets log-probabilities,
+        loss_fn: training loss (logits (1, K, Z, Y, X), label) -> scalar; with TTA it gets log-probabilities,
             whose softmax is the probabilities themselves.
         device: where the model lives.
         dtype: autocast dtype or None.
-        tta: flip test-time augmentation.
-        overlap, blend, batch_size: sliding-window settings.
+        window: the sliding-window options (flip TTA, overlap, blending, windows per forward pass).
         all_reduce: in-place sum over ranks, or None on one rank.
         want_overlay: also return the first case's slice with the most foreground.
         scores_on: where whole-volume scores are accumulated (``scores_device``).
@@ -109,7 +107,6 @@ def validate(model: nn.Module, cases: Iterable[dict], *, plans: Plans, loss_fn: 
         RuntimeError: no rank had a validation case.
     """
     n_classes, patch = plans.n_classes, list(plans.patch_size)
-    predictor = make_predictor(model, dtype=dtype, device=device, tta=tta, n_spatial=len(patch))
     dice = DiceAccumulator(n_classes, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     picture = None
@@ -120,9 +117,9 @@ def validate(model: nn.Module, cases: Iterable[dict], *, plans: Plans, loss_fn: 
             label = torch.as_tensor(case["label"])
             where = scores_device(scores_on, device, n_classes, tuple(image.shape[2:]))
             with torch.no_grad():
-                scores = predict_volume(image, predictor, patch_size=patch, n_classes=n_classes, overlap=overlap,
-                                        blend=blend, batch_size=batch_size, out_device=where)  # (1, K, Z, Y, X)
-                loss_sum += volume_loss(loss_fn, scores, label, probabilities=tta, device=device)
+                scores = window_scores(model, image, window, patch_size=patch, n_classes=n_classes, device=device,
+                                       dtype=dtype, out_device=where)  # (1, K, Z, Y, X)
+                loss_sum += volume_loss(loss_fn, scores, label, probabilities=window.tta, device=device)
             pred = scores.argmax(1)[0].to(device, torch.uint8)  # (Z, Y, X); K <= 255 classes
             del scores
             label = label.to(device)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from nnunet_ray.config import SlidingWindow
 from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss
 from nnunet_ray.training.validate import scores_device, validate, volume_loss
 from tests.conftest import make_test_plans
@@ -33,7 +34,7 @@ def _label(shape=(6, 9, 10)):
 def test_perfect_predictor_scores_one(patch, tta):
     plans = make_test_plans(dim=len(patch), patch_size=patch)
     out = validate(OneHotModel(), [_case(_label()), _case(_label().flip(0), case_id="c1")], plans=plans,
-                   loss_fn=DiceCELoss(), device=CPU, tta=tta, want_overlay=True)
+                   loss_fn=DiceCELoss(), device=CPU, window=SlidingWindow(tta=tta), want_overlay=True)
     assert out["dice"] == [1.0, 1.0] and out["dice_mean"] == 1.0
     assert out["val_cases"] == 2 and out["val_loss"] < 0.01
     image, label, pred = out["overlay"]
