@@ -34,6 +34,7 @@ from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
 from nnunet_ray.distributed.fold_run import SCORE, SUMMARY
 from nnunet_ray.distributed.hparams import HParamsCallback
+from nnunet_ray.distributed.ray_internals import poll_workers_often
 from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.train import fit_fold, prepare_fold
 from nnunet_ray.distributed.trial_fit import fit_in_trial
@@ -69,7 +70,6 @@ def _quiet_tune_stop_noise() -> None:
             target.addFilter(_TuneStopNoise())
 
 SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
-HEALTH_CHECK_INTERVAL_S = "0.5"
 # A Ray Train trial's driver lost with its node (it holds no device; on cluster.yaml it runs on the on-demand head)
 # is rerun this often. Kept small: a run that failed for good already used its --max-failures worker restarts, and
 # each driver rerun would spend them again.
@@ -102,9 +102,7 @@ def run_trial(config: dict, spec: dict, faults: dict | None = None) -> None:
     if trials.in_trial:
         fit_in_trial(cfg, name, run_dir, faults=faults)
         return
-    # Ray Train passes this to the run's controller: polling the workers every 0.5 s instead of 2 s cuts seconds
-    # from every trial's start and teardown (Ray Train's RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2).
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
+    poll_workers_often()  # Ray Train passes the environment to the run's controller
     fit_fold(cfg, name, run_dir, callbacks=[TuneReportCallback()], driver_cpus=DRIVER_CPUS, worker_faults=faults)
 
 

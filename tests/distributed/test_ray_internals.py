@@ -15,7 +15,7 @@ def test_snapshot_file_name_is_rays():
 
 
 def test_kill_delay_outlasts_rays_health_check_poll():
-    assert constants.DEFAULT_HEALTH_CHECK_INTERVAL_S == ray_internals.HEALTH_CHECK_INTERVAL_S
+    assert constants.DEFAULT_HEALTH_CHECK_INTERVAL_S == ray_internals.RAY_HEALTH_CHECK_INTERVAL_S
     assert ray_internals.KILL_DELAY_S > constants.DEFAULT_HEALTH_CHECK_INTERVAL_S
 
 
