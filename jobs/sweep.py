@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from nnunet_ray.data import storage
 from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
@@ -24,27 +23,32 @@ from nnunet_ray.runs.names import experiment_name
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="", help="raw dataset folder, or a preprocessed PRE/<dataset>/<dim>d")
+    parser.add_argument("--data", default="", help="raw dataset folder, or a preprocessed PRE/<dataset>/<dim>d: a "
+                        "path every node sees or an s3:// / gs:// URI")
     parser.add_argument("--results", required=True,
                         help="results root: a shared filesystem path or an s3:// / gs:// URI")
     parser.add_argument("--name", default="", help="sweep name (default <dataset>_sweep)")
-    parser.add_argument("--then-cv", action="store_true", help="cross-validate the best configuration (folds 0-4)")
+    parser.add_argument("--then-cv", action="store_true", help="cross-validate the best configuration")
+    parser.add_argument("--cv-folds", default="", help="with --then-cv: folds to train (default 0-4; the smoke "
+                        "test trains 0,1); --folds goes to the sweep")
     parser.add_argument("--smoke-test", action="store_true",
                         help="a tiny budget; without --data, a synthetic task under --results")
     args, tune_options = parser.parse_known_args(argv)
     results = storage.absolute(args.results)
     try:
-        data = Path(args.data).resolve() if args.data else synthetic_dataset(results, smoke=args.smoke_test)
-        name = args.name or experiment_name(data.name, "sweep")
+        # A URI goes to every step as given (resolving it as a path would mangle it into a local folder name).
+        data = storage.absolute(args.data) if args.data else str(synthetic_dataset(results, smoke=args.smoke_test))
+        name = args.name or experiment_name(storage.basename(data), "sweep")
         sweep, best = storage.join(results, name), storage.join(results, name, "best_config.json")
         budget = SMOKE_TRAINING if args.smoke_test else []
-        run_step("tune", ["tune", "--data", str(data), "--results", results, "--name", name, *budget, *tune_options])
+        run_step("tune", ["tune", "--data", data, "--results", results, "--name", name, *budget, *tune_options])
         print(f"sweep results: {storage.display(storage.join(sweep, 'tune_results.csv'))}; "
               f"best configuration: {storage.display(best)}")
         if args.then_cv:
             cv_name = experiment_name(name, "best_cv")
-            run_step("cv", ["cv", "--data", str(data), "--results", results, "--name", cv_name, "--config", best,
-                            *budget])
+            folds = args.cv_folds or ("0,1" if args.smoke_test else "0-4")
+            run_step("cv", ["cv", "--data", data, "--results", results, "--name", cv_name, "--config", best,
+                            "--folds", folds, *budget])
             print("cross-validation of the best configuration: "
                   f"{storage.display(storage.join(results, cv_name, 'cv_summary.csv'))}")
     except JobError as err:

@@ -24,7 +24,7 @@ from tests.distributed.test_s3_storage import S3StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))
-FIVE_FOLD = ROOT / "jobs" / "five_fold.py"
+FIVE_FOLD, SWEEP, PREDICT = (ROOT / "jobs" / name for name in ("five_fold.py", "sweep.py", "predict.py"))
 
 
 def _alone(script: Path, folder: Path) -> Path:
@@ -79,6 +79,35 @@ def test_five_fold_smoke_job_through_ray_job_submit(ray_head, tmp_path):
     assert [p.name for p in predictions] == ["synth_010.nii.gz", "synth_011.nii.gz"]
     events = list(experiment.rglob("events.out.tfevents.*"))
     assert len({e.parent.parent for e in events}) >= 2, "TensorBoard events for every trial"
+
+
+@pytest.mark.slow
+def test_sweep_then_cv_job_and_the_predict_job_on_its_models_through_ray_job_submit(ray_head, tmp_path):
+    """jobs/sweep.py (default learning-rate sweep, --then-cv on the best) and jobs/predict.py (the CV experiment's
+    fold models on the test images, scored with --labels), each submitted as users do."""
+    address, env = ray_head
+    results = tmp_path / "results"
+    sweep, seconds = submit_job(address, env, SWEEP, tmp_path / "sweep_job",
+                                ["--smoke-test", "--results", str(results), "--num-samples", "2", "--then-cv"])
+    assert sweep.returncode == 0 and "succeeded" in sweep.stdout, sweep.stdout[-4000:] + sweep.stderr[-2000:]
+    print(f"sweep job -> SUCCEEDED in {seconds:.0f} s")
+    best = json.loads((results / "Task99_Synthetic_sweep" / "best_config.json").read_text())
+    assert set(best) == {"learning_rate"} and 1e-4 <= best["learning_rate"] <= 1e-2  # RAdam's default range
+    assert (results / "Task99_Synthetic_sweep" / "tune_results.csv").is_file()
+    cv = results / "Task99_Synthetic_sweep_best_cv"
+    rows = json.loads((cv / "cv_summary.json").read_text())
+    assert {str(r["fold"]) for r in rows if r["dim"] == "3d"} >= {"0", "1"}
+    assert json.loads((cv / "3d_fold0" / "epoch_0000" / "config.json").read_text())["learning_rate"] == \
+        pytest.approx(best["learning_rate"])  # the folds trained with the sweep's best value
+    raw, out = results / "raw" / "Task99_Synthetic", tmp_path / "predictions"
+    predict, _ = submit_job(address, env, PREDICT, tmp_path / "predict_job",
+                            ["--models", str(cv), "--input", str(raw), "--out", str(out),
+                             "--labels", str(raw / "labelsTs")])
+    assert predict.returncode == 0 and "succeeded" in predict.stdout, predict.stdout[-4000:] + predict.stderr[-2000:]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["synth_010.nii.gz", "synth_011.nii.gz"]
+    members = json.loads((out / "predict.json").read_text())["members"]
+    assert len(members) == 2  # both folds' best checkpoints
+    assert json.loads((out / "summary.json").read_text())  # scored by the job's evaluate step
 
 
 JOB_LINES = ("== ", "cross-validation summary:", "original-space evaluation:", "test predictions:", "compare folds:")
