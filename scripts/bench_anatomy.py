@@ -47,7 +47,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from nnunet_ray.data.folds import SPLITS_FILE
 from nnunet_ray.evaluation.metrics import case_dice
+from nnunet_ray.runs.summary import load_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # anatomy_task.py, anatomy_nnunetv2.py beside this file
 import anatomy_nnunetv2 as v2  # noqa: E402
@@ -155,11 +157,11 @@ def project_row(name: str, flags: list[str], *, args, msd: Path, pre: Path, work
     steps["train_s"] = run([CLI, "train", "--data", str(pre), "--results", str(results), "--experiment", name,
                             "--dim", "3", "--fold", "0", "--max-time", hms(args.budget), *whole_machine(flags),
                             *flags, *args.train_flags.split()], work / "logs" / f"{name}.train.log")
-    summary = json.loads((results / name / "summary.json").read_text())
+    summary = load_summary(results / name)
     steps["predict_s"] = run([CLI, "predict", "--models", str(results / name), "--input", str(msd), "--out",
                               str(preds), "--tta", "--overwrite"], work / "logs" / f"{name}.predict.log")
-    return {"flags": " ".join(flags), "epochs": summary["epochs"], "stop_reason": summary["stop_reason"],
-            "train_seconds_in_worker": summary["seconds_in_worker"], "steps": steps,
+    return {"flags": " ".join(flags), "epochs": summary.epochs, "stop_reason": summary.stop_reason,
+            "train_seconds_in_worker": summary.seconds_in_worker, "steps": steps,
             "dice": score_test_cases(preds, msd / "labelsTs")}
 
 
@@ -170,7 +172,7 @@ def v2_row(args, *, msd: Path, v2_raw: Path, pre: Path, work: Path) -> dict:
     env = v2.v2_env(root, raw=v2_raw.parent, budget_s=args.budget, iterations=args.v2_iterations)
     if not (root / "nnUNet_preprocessed" / V2_NAME / "nnUNetPlans_3d_fullres").is_dir():
         steps["plan_preprocess_s"] = v2.plan_and_preprocess(
-            args.venv, env, dataset_id=V2_ID, dataset_name=V2_NAME, splits=pre / "splits.json",
+            args.venv, env, dataset_id=V2_ID, dataset_name=V2_NAME, splits=pre / SPLITS_FILE,
             log_file=work / "logs" / "nnunetv2.plan.log")
     shutil.rmtree(root / "nnUNet_results", ignore_errors=True)
     record = v2.train(args.venv, env, dataset_id=V2_ID, fold=0, log_file=work / "logs" / "nnunetv2.train.log")

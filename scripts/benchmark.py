@@ -44,6 +44,7 @@ from typing import Any, cast
 
 from nnunet_ray.config import PreprocessConfig, SynthConfig
 from nnunet_ray.data.synth import make_synthetic_task
+from nnunet_ray.runs.summary import run_summaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_predict.py beside this file
 from bench_predict import bench_predict  # noqa: E402
@@ -237,12 +238,13 @@ def _cv_overhead(cfg, *, slots: int) -> dict:
     start = time.perf_counter()
     run_cv(cfg)
     wall = time.perf_counter() - start
-    trials = [json.loads(p.read_text()) for p in sorted((Path(cfg.results) / cfg.name).glob("*/summary.json"))]
-    work = sum(t["seconds_in_worker"] for t in trials)
-    return {"engine": trials[0]["engine"], "trials": len(trials), "trials_at_once": slots,
+    trials = run_summaries(Path(cfg.results) / cfg.name)
+    work = sum(t.seconds_in_worker or 0.0 for t in trials)
+    return {"engine": trials[0].engine, "trials": len(trials), "trials_at_once": slots,
             "wall_s": round(wall, 1), "sum_in_worker_s": round(work, 1),
             "overhead_s_per_trial": round((wall - work / slots) * slots / len(trials), 1),
-            "trial_wall_over_work": round(statistics.mean(t["seconds"] / t["seconds_in_worker"] for t in trials), 2)}
+            "trial_wall_over_work": round(statistics.mean(t.seconds / (t.seconds_in_worker or math.inf)
+                                                           for t in trials), 2)}
 
 
 def bench_sweep(args: argparse.Namespace, work: Path) -> dict:

@@ -34,6 +34,7 @@ from typing import cast
 import torch
 
 from nnunet_ray.config import PreprocessConfig, SynthConfig, TrainConfig
+from nnunet_ray.runs.summary import run_summaries
 
 REFERENCE_IMG_PER_S_A100 = 16.0  # Task01 3D, batch 2, AMP, 1x A100 80GB: NVIDIA nnU-Net README training performance
 
@@ -125,14 +126,13 @@ def check_shared_gpu(ctx: Context) -> dict:
     train = TrainConfig(amp=True, min_epochs=2, max_epochs=2, batch_size=2, dali_threads=2, image_every=0)
     run_cv(CVConfig(data=str(_prepare_data(ctx)), results=str(ctx.work / "results"), folds="0,1",
                     name="gpu_check_shared", gpus_per_trial=0.5, train=train))
-    runs = sorted((json.loads(p.read_text()) for p in (ctx.work / "results" / "gpu_check_shared").glob(
-        "*/summary.json")), key=lambda r: r["started_at"])
-    if [(r["engine"], r["device"], r["devices"]) for r in runs] != [("tune", "GPU", 0.5)] * 2:
+    runs = sorted(run_summaries(ctx.work / "results" / "gpu_check_shared"), key=lambda r: r.started_at)
+    if [(r.engine, r.device, r.devices) for r in runs] != [("tune", "GPU", 0.5)] * 2:
         raise RuntimeError(f"expected two Tune-engine runs on half a GPU each, got {runs}")
-    if runs[1]["started_at"] >= runs[0]["finished_at"]:
+    if runs[1].started_at >= runs[0].finished_at:
         raise RuntimeError("the two half-GPU trials ran one after the other, not side by side")
-    return {"trials": 2, "gpus_per_trial": 0.5, "overlap_s": round(runs[0]["finished_at"] - runs[1]["started_at"], 1),
-            "seconds": [round(r["seconds"], 1) for r in runs]}
+    return {"trials": 2, "gpus_per_trial": 0.5, "overlap_s": round(runs[0].finished_at - runs[1].started_at, 1),
+            "seconds": [round(r.seconds, 1) for r in runs]}
 
 
 def check_benchmark(ctx: Context) -> dict:

@@ -18,7 +18,6 @@ import pandas as pd
 from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list, with_options
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.experiment import (
-    SUMMARY,
     TrialSpec,
     check_experiment_folder,
     check_options,
@@ -38,6 +37,7 @@ from nnunet_ray.distributed.trial_data import (
 from nnunet_ray.distributed.trial_spec import check_resume_options
 from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.runs.names import experiment_name, fold_run_name
+from nnunet_ray.runs.summary import load_summary
 from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
 SUMMARY_CSV = "cv_summary.csv"
@@ -95,16 +95,16 @@ def experiment_cost(run_dirs: list[str], *, started_at: float) -> dict[str, Any]
     """What the command cost: its wall time, the device-hours its trials held, and the share of the wall during
     which at least one trial was training (the union of the trials' in-worker spans within this command's wall)."""
     now = time.time()
-    summaries = [storage.read_json(storage.join(run, SUMMARY)) for run in run_dirs]
-    spans = sorted((max(started_at, s["finished_at"] - (s.get("seconds_in_worker") or 0.0)),
-                    min(now, s["finished_at"])) for s in summaries)
+    summaries = [load_summary(run) for run in run_dirs]
+    spans = sorted((max(started_at, s.finished_at - (s.seconds_in_worker or 0.0)), min(now, s.finished_at))
+                   for s in summaries)
     training, covered_until = 0.0, started_at
     for begin, end in spans:
         training += max(0.0, end - max(begin, covered_until))
         covered_until = max(covered_until, end)
     wall = now - started_at
-    return {"wall_seconds": wall, "device": summaries[0].get("device", "CPU") if summaries else "CPU",
-            "device_hours": sum(s.get("device_hours") or 0.0 for s in summaries),
+    return {"wall_seconds": wall, "device": summaries[0].device if summaries else "CPU",
+            "device_hours": sum(s.device_hours for s in summaries),
             "training_share": training / wall if wall > 0 else 0.0}
 
 
@@ -121,16 +121,15 @@ def _labels(dirs: dict[int, str]) -> list[str]:
 
 def trial_row(run_dir: str, *, dim: int, fold: int, class_names: list[str]) -> dict[str, Any]:
     """One summary row from a finished trial's ``summary.json`` and ``metrics.jsonl`` (path or URI)."""
-    summary = storage.read_json(storage.join(run_dir, SUMMARY))
-    best_epoch = summary.get("best_epoch")
+    summary = load_summary(run_dir)
+    best_epoch = summary.best_epoch
     metrics = storage.join(run_dir, METRICS_FILE)
     records = {r["epoch"]: r for r in parse_metrics(storage.read_text(metrics) if storage.is_file(metrics) else "")}
     per_class = (records.get(best_epoch) or {}).get("dice") or [math.nan] * len(class_names)
     row: dict[str, Any] = {"dim": f"{dim}d", "fold": str(fold), "best_epoch": best_epoch}
     row.update({f"dice_{name}": value for name, value in zip(class_names, per_class)})
-    row.update({"dice_mean": summary.get("best_dice"), "epochs": summary.get("epochs"),
-                "seconds": summary.get("seconds"), "device_hours": summary.get("device_hours"),
-                "best_checkpoint": summary.get("best_checkpoint")})
+    row.update({"dice_mean": summary.best_dice, "epochs": summary.epochs, "seconds": summary.seconds,
+                "device_hours": summary.device_hours, "best_checkpoint": summary.best_checkpoint})
     return row
 
 

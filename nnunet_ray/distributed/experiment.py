@@ -32,7 +32,7 @@ from nnunet_ray.config import ConfigError, RunError, Stopped, flag_name, with_op
 from nnunet_ray.data import storage
 from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
-from nnunet_ray.distributed.fold_run import SCORE, SUMMARY
+from nnunet_ray.distributed.fold_run import SCORE
 from nnunet_ray.distributed.hparams import HParamsCallback
 from nnunet_ray.distributed.ray_internals import poll_workers_often
 from nnunet_ray.distributed.run_storage import storage_location
@@ -48,6 +48,7 @@ from nnunet_ray.distributed.trial_spec import (
     trial_resources,
 )
 from nnunet_ray.runs.best import CHECKPOINT_SCORE, SCORE_ORDER
+from nnunet_ray.runs.summary import RunSummary, load_summary, summary_location
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ def run_trial(config: dict, spec: dict, faults: dict | None = None) -> None:
     run_dir = storage.join(cfg.results, name)
     done = _finished_summary(run_dir)
     if done is not None:  # trained before the experiment's driver died, before Tune recorded it: not rerun
-        tune.report({SCORE: done.get("best_dice") or 0.0, "best_dice": done.get("best_dice"),
-                     "epoch": (done.get("epochs") or 1) - 1, "already_finished": True})
+        tune.report({SCORE: done.best_dice or 0.0, "best_dice": done.best_dice, "epoch": (done.epochs or 1) - 1,
+                     "already_finished": True})
         return
     # resume_training: a restored trial continues its run from the last checkpoint (same name, same folder).
     cfg = dataclasses.replace(cfg, experiment=name, resume_training=True)
@@ -106,9 +107,8 @@ def run_trial(config: dict, spec: dict, faults: dict | None = None) -> None:
     fit_fold(cfg, name, run_dir, callbacks=[TuneReportCallback()], driver_cpus=DRIVER_CPUS, worker_faults=faults)
 
 
-def _finished_summary(run_dir: str) -> dict | None:
-    location = storage.join(run_dir, SUMMARY)
-    return storage.read_json(location) if storage.is_file(location) else None
+def _finished_summary(run_dir: str) -> RunSummary | None:
+    return load_summary(run_dir) if storage.is_file(summary_location(run_dir)) else None
 
 
 # ----------------------------------------------------------------------------------------------- resources

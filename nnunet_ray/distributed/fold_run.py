@@ -31,11 +31,11 @@ from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.planning.schema import PatchSizeError, Plans, load_plans, with_patch_size
 from nnunet_ray.runs.best import BEST_METRIC
 from nnunet_ray.runs.checkpoint import epoch_dir_name, load_checkpoint
+from nnunet_ray.runs.summary import RunSummary, save_summary
 from nnunet_ray.training.loop import benchmark, fit
 from nnunet_ray.training.resume import data_splits_hash, record_splits_hash
 
 SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice, finite at every report
-SUMMARY = "summary.json"
 Sink = Callable[[dict, Path | None], None]
 
 
@@ -172,18 +172,17 @@ def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: di
     """
     seconds = time.perf_counter() - start
     device, count = devices_held(cfg)
-    summary = {"name": name, "run_dir": str(run_dir), "engine": engine, "best_dice": returned.get("best_dice"),
-               "best_epoch": returned.get("best_epoch"), "epochs": returned.get("epochs"),
-               "start_epoch": returned.get("start_epoch"), "stopped_early": returned.get("stopped_early"),
-               "stop_reason": returned.get("stop_reason"), "best_checkpoint": best_checkpoint,
-               "last_checkpoint": last_checkpoint, "metrics": storage.join(run_dir, "metrics.jsonl"),
-               "tensorboard": storage.join(run_dir, "tensorboard"), "seconds": seconds,
-               "seconds_in_worker": returned.get("seconds"), "started_at": time.time() - seconds,
-               "finished_at": time.time(), "device": device, "devices": count,
-               "device_hours": count * seconds / 3600.0, "node_id": node_id,
-               "splits_hash": returned.get("splits_hash")}
-    storage.write_json(storage.join(run_dir, SUMMARY), summary)
-    return summary
+    summary = RunSummary(
+        name=name, run_dir=str(run_dir), engine=engine, best_dice=returned.get("best_dice"),
+        best_epoch=returned.get("best_epoch"), epochs=returned.get("epochs"), start_epoch=returned.get("start_epoch"),
+        stopped_early=returned.get("stopped_early"), stop_reason=returned.get("stop_reason"),
+        best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint,
+        metrics=storage.join(run_dir, "metrics.jsonl"), tensorboard=storage.join(run_dir, "tensorboard"),
+        seconds=seconds, seconds_in_worker=returned.get("seconds"), started_at=time.time() - seconds,
+        finished_at=time.time(), device=device, devices=count, device_hours=count * seconds / 3600.0,
+        node_id=node_id, splits_hash=returned.get("splits_hash"))
+    save_summary(run_dir, summary)
+    return summary.to_json()
 
 
 def epoch_checkpoint(run_dir: str, epoch: int | None) -> str | None:

@@ -9,7 +9,6 @@ on the machine, the user's included.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -18,6 +17,8 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from nnunet_ray.runs.summary import SUMMARY_FILE, load_summary
 
 RAY = str(Path(sys.executable).with_name("ray"))  # the CLI of this environment's Ray
 
@@ -109,9 +110,8 @@ def training_seconds(results: Path) -> float:
     """Wall seconds during which at least one trial's workers were training (the union of the trials' in-worker
     ``fit`` intervals from their summary.json): the rest of a job's time is start-up, scheduling, preprocessing,
     evaluation and prediction."""
-    intervals = sorted((s["finished_at"] - s["seconds_in_worker"], s["finished_at"])
-                       for s in (json.loads(p.read_text()) for p in results.rglob("summary.json"))
-                       if s.get("seconds_in_worker") and s.get("finished_at"))
+    intervals = sorted((s.finished_at - s.seconds_in_worker, s.finished_at)
+                       for s in (load_summary(p.parent) for p in results.rglob(SUMMARY_FILE)) if s.seconds_in_worker)
     covered, end = 0.0, float("-inf")
     for begin, finish in intervals:
         covered += max(0.0, finish - max(begin, end))

@@ -1,0 +1,114 @@
+"""``summary.json``: how a training run ended, where its checkpoints are, and what it cost. Written once per run by
+the Ray layer when the run ends; read by cv's table, a restored experiment, the benchmarks and the job harness.
+
+Version 1 files (before the ``version`` key) read as version 1; a newer version is refused with the file named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnunet_ray.data import storage
+
+SUMMARY_FILE = "summary.json"
+SUMMARY_VERSION = 1
+
+
+class SummaryError(ValueError):
+    """summary.json is missing a key, malformed, or newer than this version reads; the message names the file."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One training run's ``summary.json``.
+
+    Attributes:
+        name, run_dir: the run's name and folder (path or URI).
+        engine: ``"tune"`` (trained inside the Tune trial) or ``"train"`` (Ray Train workers).
+        best_dice, best_epoch: early stopping's best validation mean Dice and its epoch (None: never validated).
+        epochs, start_epoch: epochs done in total, and the epoch this attempt started at (a resume's > 0).
+        stopped_early, stop_reason: whether and why training ended before ``--max-epochs``.
+        best_checkpoint, last_checkpoint: checkpoint folders (None when none was kept).
+        metrics, tensorboard: the run's ``metrics.jsonl`` and TensorBoard folder.
+        seconds: the run's wall on its driver; seconds_in_worker: inside ``fit`` (rank 0).
+        started_at, finished_at: Unix times.
+        device, devices, device_hours: what the run held (``"GPU"`` / ``"CPU"``, how many, for how long).
+        node_id: the Ray node that trained the last attempt, where one process trained it.
+        splits_hash: the folds the run trained on (``data.folds.splits_hash``).
+    """
+
+    name: str
+    run_dir: str
+    engine: str
+    best_dice: float | None
+    best_epoch: int | None
+    epochs: int | None
+    start_epoch: int | None
+    stopped_early: bool | None
+    stop_reason: str | None
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    metrics: str
+    tensorboard: str
+    seconds: float
+    seconds_in_worker: float | None
+    started_at: float
+    finished_at: float
+    device: str
+    devices: float
+    device_hours: float
+    node_id: str | None = None
+    splits_hash: str | None = None
+    version: int = SUMMARY_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = SUMMARY_FILE) -> RunSummary:
+        """The summary in ``data`` (a parsed summary.json); keys this version does not know are ignored.
+
+        Raises:
+            SummaryError: not an object, a required key missing, or a newer version.
+        """
+        if not isinstance(data, dict):
+            raise SummaryError(f"{source}: not a run summary (expected a JSON object)")
+        version = data.get("version", 1)
+        if not isinstance(version, int) or version > SUMMARY_VERSION:
+            raise SummaryError(f"{source}: version {version!r} is newer than this nnunet_ray reads "
+                               f"({SUMMARY_VERSION}); upgrade nnunet_ray")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise SummaryError(f"{source}: not a run summary (missing {', '.join(missing)})")
+        return cls(**{**{n: v for n, v in data.items() if n in fields}, "version": SUMMARY_VERSION})
+
+
+def summary_location(run_dir: str | Path) -> str:
+    """A run folder's summary.json (path or URI)."""
+    return storage.join(run_dir, SUMMARY_FILE)
+
+
+def save_summary(run_dir: str | Path, summary: RunSummary) -> None:
+    """Write ``<run_dir>/summary.json`` (path or URI) atomically."""
+    storage.write_json(summary_location(run_dir), summary.to_json())
+
+
+def load_summary(run_dir: str | Path) -> RunSummary:
+    """Read ``<run_dir>/summary.json`` (path or URI).
+
+    Raises:
+        FileNotFoundError: the run has no summary (it has not finished).
+        SummaryError: the file is not a valid summary (as ``RunSummary.from_json``).
+    """
+    location = summary_location(run_dir)
+    return RunSummary.from_json(storage.read_json(location), source=storage.display(location))
+
+
+def run_summaries(experiment: str | Path) -> list[RunSummary]:
+    """The summaries of every finished run directly under an experiment folder (a local path), by run name."""
+    return [load_summary(p.parent) for p in sorted(Path(experiment).glob(f"*/{SUMMARY_FILE}"))]
