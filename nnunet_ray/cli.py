@@ -241,7 +241,8 @@ def cmd_predict(cfg: PredictConfig) -> int:
 def cmd_evaluate(cfg: EvaluateConfig) -> int:
     storage.check_writable_here(cfg.out or cfg.cv or cfg.preds, "out")
     if cfg.cv:
-        from nnunet_ray.distributed.cv_eval import cv_table, evaluate_cv
+        from nnunet_ray.distributed.cv_eval import evaluate_cv
+        from nnunet_ray.evaluation.cv_summary import cv_table
         print(cv_table(evaluate_cv(cfg)))
         return 0
     from nnunet_ray.evaluation.report import evaluate_folders, summary_table

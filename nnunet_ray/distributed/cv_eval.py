@@ -23,23 +23,23 @@ component where that raises the class's Dice. The choice goes to ``<experiment>/
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import load_splits, splits_hash, splits_location
 from nnunet_ray.distributed.case_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.predict import local_models, predict_folders
-from nnunet_ray.evaluation.report import METRICS, evaluate_folders
+from nnunet_ray.evaluation.configuration import best_configuration
+from nnunet_ray.evaluation.cv_summary import per_configuration, rows_csv
+from nnunet_ray.evaluation.report import evaluate_folders
 from nnunet_ray.inference.members import check_same_splits, run_folders
+from nnunet_ray.runs.best_configuration import save_best_configuration
 from nnunet_ray.runs.checkpoint import CONFIG_FILE, SPLITS_HASH_KEY, STATE_FILE, best_checkpoint, load_file
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,10 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
         runs = _fold_runs(experiment)
         check_same_splits([(name, config) for name, _, config, _ in runs], flag=flag_name("cv"))
         rows = _predict_and_score(cfg, experiment, runs, dataset, inputs)
-        result = {"runs": rows, "configurations": _per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,
+        result = {"runs": rows, "configurations": per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,
                   "best": choose_configuration(experiment, rows, dataset)}
     storage.write_json(storage.join(experiment, f"{RESULT}.json"), result)
-    storage.write_text(storage.join(experiment, f"{RESULT}.csv"), _csv(rows))
+    storage.write_text(storage.join(experiment, f"{RESULT}.csv"), rows_csv(rows))
     return result
 
 
@@ -140,73 +140,7 @@ def _predict_and_score(cfg: EvaluateConfig, experiment: str, runs: list, dataset
     return rows
 
 
-def _per_configuration(rows: list[dict]) -> dict:
-    out = {}
-    for dim in sorted({r["dim"] for r in rows}, key=str):
-        mine = [r for r in rows if r["dim"] == dim]
-        trained = [r["training_dice"] for r in mine if r["training_dice"] is not None]
-        out[f"{dim}d"] = {"folds": len(mine), "training_dice": float(np.mean(trained)) if trained else None,
-                          **{k: float(np.mean([r[k] for r in mine])) for k in METRICS}}
-    return out
-
-
-def _csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["run", "dim", "fold", "cases", "training_dice", *METRICS],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def cv_table(result: dict) -> str:
-    """Printed table: per run and per configuration, in-training Dice next to the original-space metrics."""
-    lines = [f"{'run':<32}{'train Dice':>11}{'Dice':>8}{'HD95 mm':>10}{'NSD':>8}"]
-    named = [(r["run"], r) for r in result["runs"]] + [(f"mean {k}", v) for k, v in result["configurations"].items()]
-    for name, r in named:
-        trained = "-" if r["training_dice"] is None else f"{r['training_dice']:.4f}"
-        lines.append(f"{name:<32}{trained:>11}{r['dice']:>8.4f}{r['hd95']:>10.2f}{r['nsd']:>8.4f}")
-    best = result.get("best")
-    if best:
-        lines.append(f"best configuration: {best['configuration']} (mean Dice " + ", ".join(
-            f"{k} {v:.4f}" for k, v in best["mean_dice"].items()) + "); largest component kept for classes "
-            f"{best['largest_component'] or 'none'} -> {best['dice_postprocessed']:.4f}")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------- best configuration
-
-BEST = "best_configuration.json"
-
-
-def _case_labels(dataset, rows: list[dict], predictions: Path) -> dict[str, Path]:
-    """Raw label file of every case predicted in the CV (``predictions``: a local cv_predictions folder)."""
-    by_id = {c.case_id: c.label for c in dataset.training}
-    ids = {p.name[: -len(".nii.gz")] for r in rows for p in (predictions / r["run"]).glob("*.nii.gz")}
-    return {i: by_id[i] for i in sorted(ids)}
-
-
-def _candidate_predictions(predictions: Path, rows: list[dict], dims: tuple) -> dict[str, np.ndarray]:
-    """Case id -> predicted class map of the configuration made of ``dims`` (several: probabilities averaged)."""
-    folders = {d: {r["fold"]: predictions / r["run"] for r in rows if r["dim"] == d} for d in dims}
-    folds = set.intersection(*(set(f) for f in folders.values()))
-    preds = {}
-    for fold in sorted(folds):
-        for path in sorted(folders[dims[0]][fold].glob("*.npz")):
-            case_id = path.name[: -len(".npz")]
-            probs = sum(np.load(folders[d][fold] / path.name)["probabilities"].astype(np.float32) for d in dims)
-            preds[case_id] = np.argmax(probs, axis=0).astype(np.uint8)
-    return preds
-
-
-def _mean_dice(preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_classes: int) -> np.ndarray:
-    """(n_classes - 1,) per-class Dice averaged over the cases (the reference's absent-class rule)."""
-    from nnunet_ray.evaluation.metrics import case_dice
-
-    scores = [case_dice(torch.from_numpy(preds[i].astype(np.int64)), torch.from_numpy(labels[i].astype(np.int64)),
-                        n_classes).numpy() for i in preds]
-    return np.mean(scores, axis=0)
-
 
 def choose_configuration(experiment: str, rows: list[dict], dataset) -> dict:
     """Compare each dim and the ensemble of all dims on the CV cases, then per class whether keeping only the
@@ -217,35 +151,8 @@ def choose_configuration(experiment: str, rows: list[dict], dataset) -> dict:
         [classes], "dice_postprocessed"}``.
     """
     with storage.local_copy(storage.join(experiment, PREDICTIONS)) as predictions:
-        best = _best_configuration(predictions, rows, dataset)
-    storage.write_json(storage.join(experiment, BEST), best)
-    return best
+        best = best_configuration(predictions, rows, dataset)
+    save_best_configuration(experiment, best)
+    return best.to_json()
 
 
-def _best_configuration(predictions: Path, rows: list[dict], dataset) -> dict:
-    """``choose_configuration`` on a local cv_predictions folder."""
-    from nnunet_ray.data.nifti import read_label
-    from nnunet_ray.data.types import CaseFiles
-    from nnunet_ray.inference.postprocess import keep_largest_component
-
-    labels = {i: read_label(CaseFiles(i, (), label=p)).array[0]
-              for i, p in _case_labels(dataset, rows, predictions).items()}
-    n_classes = dataset.n_classes
-    dims = tuple(sorted({r["dim"] for r in rows}))
-    candidates = [(d,) for d in dims] + ([dims] if len(dims) > 1 else [])
-    scores = {}
-    for candidate in candidates:
-        preds = _candidate_predictions(predictions, rows, candidate)
-        if preds:
-            scores["+".join(f"{d}d" for d in candidate)] = (candidate, preds, _mean_dice(preds, labels, n_classes))
-    name, (chosen, preds, per_class) = max(scores.items(), key=lambda kv: float(kv[1][2].mean()))
-    keep = []
-    for c in range(1, n_classes):
-        cleaned = {i: keep_largest_component(p, [c]) for i, p in preds.items()}
-        if _mean_dice(cleaned, labels, n_classes)[c - 1] > per_class[c - 1]:
-            keep.append(c)
-    post = {i: keep_largest_component(p, keep) for i, p in preds.items()}
-    best = {"configuration": name, "dims": list(chosen),
-            "mean_dice": {k: float(v[2].mean()) for k, v in scores.items()}, "largest_component": keep,
-            "dice_postprocessed": float(_mean_dice(post, labels, n_classes).mean())}
-    return best

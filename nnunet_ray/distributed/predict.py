@@ -34,7 +34,7 @@ from nnunet_ray.distributed.case_inputs import Inputs, open_inputs
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.predict_pool import CaseTask, predict_on_pool, window_options
 from nnunet_ray.distributed.probe import probe_storage
-from nnunet_ray.inference.members import BEST_CONFIGURATION, Member, check_compatible, find_checkpoints, load_member
+from nnunet_ray.inference.members import Member, check_compatible, find_checkpoints, load_member
 from nnunet_ray.inference.record import (
     RECORD,
     PredictRecord,
@@ -44,6 +44,7 @@ from nnunet_ray.inference.record import (
     write_record,
 )
 from nnunet_ray.planning.schema import PLANS_FILE
+from nnunet_ray.runs.best_configuration import BEST_CONFIGURATION_FILE, load_best_configuration
 from nnunet_ray.runs.checkpoint import REQUIRED
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class PredictSummary:
 
 def _model_file(relative: str) -> bool:
     """The files of a ``--models`` folder that finding and loading members reads (no logs or predictions)."""
-    return PurePosixPath(relative).name in {*REQUIRED, PLANS_FILE, BEST_CONFIGURATION}
+    return PurePosixPath(relative).name in {*REQUIRED, PLANS_FILE, BEST_CONFIGURATION_FILE}
 
 
 @contextlib.contextmanager
@@ -117,9 +118,9 @@ def postprocess_classes(cfg: PredictConfig) -> list[int]:
     if not cfg.postprocess:
         return []
     for folder in cfg.models:
-        location = storage.join(folder, BEST_CONFIGURATION)
-        if storage.is_file(location):
-            return [int(c) for c in storage.read_json(location).get("largest_component", [])]
+        best = load_best_configuration(folder)
+        if best is not None:
+            return list(best.largest_component)
     raise ConfigError(f"{flag_name('postprocess')}: no --models folder holds a best_configuration.json; run "
                       "`nnunet-ray evaluate --cv EXPERIMENT --data RAW` first")
 

@@ -22,6 +22,7 @@ from torch import nn
 from nnunet_ray.config import ConfigError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import Plans, load_plans
+from nnunet_ray.runs.best_configuration import load_best_configuration
 from nnunet_ray.runs.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -32,8 +33,6 @@ from nnunet_ray.runs.checkpoint import (
     load_file,
     model_kwargs,
 )
-
-BEST_CONFIGURATION = "best_configuration.json"
 
 
 @dataclass(frozen=True)
@@ -147,16 +146,10 @@ def find_checkpoints(paths: Sequence[str | Path], *, flag: str = "--models") -> 
     return list(dict.fromkeys(found))
 
 
-def best_configuration(folder: str | Path) -> dict | None:
-    """``best_configuration.json`` of an experiment folder (written by ``evaluate --cv``), or None."""
-    path = Path(folder) / BEST_CONFIGURATION
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def chosen_dims(folder: str | Path) -> list[int] | None:
     """The dims cross-validation chose for this experiment folder, or None when it has not chosen."""
-    best = best_configuration(folder)
-    return None if best is None else [int(d) for d in best["dims"]]
+    best = load_best_configuration(folder)
+    return None if best is None else list(best.dims)
 
 
 def check_compatible(members: Sequence[Member], *, flag: str = "--models") -> None:

@@ -16,9 +16,10 @@ from nnunet_ray.config import ConfigError, CVConfig, EvaluateConfig, PredictConf
 from nnunet_ray.data import storage
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed.cv import SUMMARY_CSV, SUMMARY_JSON, run_cv
-from nnunet_ray.distributed.cv_eval import BEST, evaluate_cv
+from nnunet_ray.distributed.cv_eval import evaluate_cv
 from nnunet_ray.distributed.predict import RECORD, predict_folder
 from nnunet_ray.evaluation.report import evaluate_folders
+from nnunet_ray.runs.best_configuration import BEST_CONFIGURATION_FILE
 from tests.conftest import new_s3_root
 
 pytestmark = pytest.mark.slow  # two Tune + Train trials and three prediction runs: about a minute on 2 cores
@@ -81,7 +82,8 @@ def test_predict_and_evaluate_read_and_write_the_bucket(experiment):
     raw, root, path, _, _ = experiment
     result = evaluate_cv(EvaluateConfig(cv=path, data=str(raw), actors=1))
     assert [r["run"] for r in result["runs"]] == list(TRIALS)
-    assert storage.is_file(storage.join(path, BEST)) and storage.is_file(storage.join(path, "cv_original_space.csv"))
+    assert storage.is_file(storage.join(path, BEST_CONFIGURATION_FILE))
+    assert storage.is_file(storage.join(path, "cv_original_space.csv"))
 
     out = storage.join(root, "preds")
     cfg = PredictConfig(models=(path,), input=str(raw), out=out, actors=1)
