@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from nnunet_ray.config.base import ConfigError, _check, _check_fields, flag_name, opt, parse_duration
 from nnunet_ray.config.stages import TrainConfig, check_gpus
@@ -33,55 +32,59 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def _check_experiment(cfg: Any) -> None:
-    _check(bool(cfg.data), "data", "is required")
-    _check(bool(cfg.results), "results", "is required")
-    _check("/" not in cfg.name and not cfg.name.startswith("."), "name", f"{cfg.name!r} must be a plain folder name")
-    _check(cfg.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
-    _check(cfg.max_concurrent_trials >= 0, "max_concurrent_trials", "must be >= 0")
-    check_gpus(cfg.gpus_per_trial, "gpus_per_trial", workers=cfg.workers_per_trial)
-    _check_fields(cfg)
-    workers = max(1, int(cfg.gpus_per_trial)) if cfg.gpus_per_trial else cfg.workers_per_trial
-    _check(cfg.engine != "tune" or workers == 1, "engine",
-           f"tune trains one worker per trial; this trial has {workers} (use --engine train or auto)")
-    parse_int_list(cfg.folds, "folds")
-
-
 @dataclass(frozen=True)
-class CVConfig:
-    """`nnunet-ray cv`: every (fold, dim) one Ray Tune trial, as many at once as the cluster holds."""
+class ExperimentOptions:
+    """What every experiment (cv, tune) declares once: its data, results root, how trials hold devices, and resume."""
 
     data: str = opt("", "raw dataset folder (dataset.json: planned and preprocessed first) or a preprocessed "
                     "folder PRE/<dataset>/<dim>d")
     results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
-    dims: str = opt("3", "dims to cross-validate: 3, 2 or 2,3")
-    folds: str = opt("0-4", "folds to train: 0-4, 0,2 or 3")
     gpus_per_trial: float = opt(0.0, GPUS_PER_TRIAL_HELP)
     workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
     engine: str = opt("auto", ENGINE_HELP, choices=ENGINES)
     max_concurrent_trials: int = opt(0, MAX_CONCURRENT_HELP)
-    name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_cv); an existing one is only "
-                    "continued with --resume")
-    config: str = opt("", "JSON file of training options (e.g. tune's best_config.json); its values replace "
-                      "options left at their defaults")
     resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "
                        "ones continue from their last checkpoint")
     preprocessed: str = opt("", "where a raw dataset is preprocessed to (default RESULTS/preprocessed)")
+    name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_cv / <dataset>_tune); an "
+                    "existing one is only continued with --resume")
+    folds: str = opt("0-4", "folds to train: 0-4, 0,2 or 3")
+
+    def check_experiment(self) -> None:
+        """Raises ConfigError naming the flag of an experiment option that is missing or out of range."""
+        _check(bool(self.data), "data", "is required")
+        _check(bool(self.results), "results", "is required")
+        _check("/" not in self.name and not self.name.startswith("."), "name",
+               f"{self.name!r} must be a plain folder name")
+        _check(self.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
+        _check(self.max_concurrent_trials >= 0, "max_concurrent_trials", "must be >= 0")
+        check_gpus(self.gpus_per_trial, "gpus_per_trial", workers=self.workers_per_trial)
+        _check_fields(self)
+        workers = max(1, int(self.gpus_per_trial)) if self.gpus_per_trial else self.workers_per_trial
+        _check(self.engine != "tune" or workers == 1, "engine",
+               f"tune trains one worker per trial; this trial has {workers} (use --engine train or auto)")
+        parse_int_list(self.folds, "folds")
+
+
+@dataclass(frozen=True)
+class CVConfig(ExperimentOptions):
+    """`nnunet-ray cv`: every (fold, dim) one Ray Tune trial, as many at once as the cluster holds."""
+
+    dims: str = opt("3", "dims to cross-validate: 3, 2 or 2,3")
+    config: str = opt("", "JSON file of training options (e.g. tune's best_config.json); its values replace "
+                      "options left at their defaults")
     train: TrainConfig = opt(TrainConfig(), "training options of every trial", nested=TRIAL_FIELDS + ("dim",))
 
     def validate(self) -> "CVConfig":
-        _check_experiment(self)
+        self.check_experiment()
         _check(set(parse_int_list(self.dims, "dims")) <= {2, 3}, "dims", f"{self.dims!r}: dims are 2 and/or 3")
         return self
 
 
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(ExperimentOptions):
     """`nnunet-ray tune`: a learning-rate x patch-size (or any training option) sweep on Ray Tune with ASHA."""
 
-    data: str = opt("", "raw dataset folder (dataset.json: planned and preprocessed first) or a preprocessed "
-                    "folder PRE/<dataset>/<dim>d")
-    results: str = opt("", "results root (Ray's storage_path); the experiment goes to RESULTS/NAME/")
     folds: str = opt("0", "folds every configuration trains on; its score is the mean over them")
     learning_rate: str = opt("", "learning-rate space: loguniform:1e-4:1e-2, uniform:A:B, choice:1e-3,3e-3, "
                              "grid:1e-3,3e-3 or one value (empty = --search-space; with no search flag at all, "
@@ -98,20 +101,11 @@ class TuneConfig:
     search_seed: int = opt(0, "seed of the search (the same seed draws the same first configurations)")
     budget: str = opt("", "wall time of the whole sweep, HH:MM:SS, from its first trial: then no further trial starts, "
                       "running ones are stopped, and the results so far are written (empty = no limit)")
-    gpus_per_trial: float = opt(0.0, GPUS_PER_TRIAL_HELP)
-    workers_per_trial: int = opt(1, "CPU workers per trial when --gpus-per-trial is 0")
-    engine: str = opt("auto", ENGINE_HELP, choices=ENGINES)
-    max_concurrent_trials: int = opt(0, MAX_CONCURRENT_HELP)
-    name: str = opt("", "experiment name, a folder under RESULTS (default <dataset>_tune); an existing one is "
-                    "only continued with --resume")
-    resume: bool = opt(False, "continue experiment NAME (Tuner.restore): finished trials are kept, interrupted "
-                       "ones continue from their last checkpoint")
-    preprocessed: str = opt("", "where a raw dataset is preprocessed to (default RESULTS/preprocessed)")
     train: TrainConfig = opt(TrainConfig(), "training options of every trial (the swept ones vary)",
                              nested=TRIAL_FIELDS)
 
     def validate(self) -> "TuneConfig":
-        _check_experiment(self)
+        self.check_experiment()
         _check_fields(self)
         _check(self.num_samples >= 1, "num_samples", "must be >= 1")
         _check(self.grace_period >= 1, "grace_period", "must be >= 1")
