@@ -40,7 +40,7 @@ from nnunet_ray.evaluation.cv_summary import per_configuration, rows_csv
 from nnunet_ray.evaluation.report import evaluate_folders
 from nnunet_ray.inference.members import check_same_splits, run_folders
 from nnunet_ray.runs.best_configuration import save_best_configuration
-from nnunet_ray.runs.checkpoint import CONFIG_FILE, SPLITS_HASH_KEY, STATE_FILE, best_checkpoint, load_file
+from nnunet_ray.runs.checkpoint import CONFIG_FILE, SPLITS_HASH_KEY, best_checkpoint, read_progress
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,7 @@ def _fold_runs(experiment: str) -> list[tuple[str, str, dict, float | None]]:
 
 def _training_dice(checkpoint: Path) -> float | None:
     """The validation mean Dice the run measured during training (preprocessed grid) at its best epoch."""
-    if not (checkpoint / STATE_FILE).is_file():
-        return None
-    progress = load_file(checkpoint / STATE_FILE).get("progress", {})
-    best = progress.get("best_dice")
+    best = read_progress(checkpoint).get("best_dice")
     return None if best is None or not np.isfinite(best) else float(best)
 
 

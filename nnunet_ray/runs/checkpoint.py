@@ -88,6 +88,13 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
             "plans": load_plans(directory)}
 
 
+def read_progress(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint's training progress (epoch, best Dice and epoch, early-stopping counters, the epoch's metrics),
+    without its weights or optimizer; ``{}`` when it holds no train_state.pt."""
+    path = Path(directory) / STATE_FILE
+    return dict(load_file(path).get("progress") or {}) if path.is_file() else {}
+
+
 def load_file(path: Path, *, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(weights_only=True)`` of one checkpoint file.
 
@@ -162,10 +169,7 @@ class LocalCheckpoints:
             _replace_dir(Path(checkpoint_dir), self.best)
 
     def _stored_best(self) -> float:
-        if not (self.best / STATE_FILE).is_file():
-            return -math.inf
-        progress = load_file(self.best / STATE_FILE)["progress"]
-        score = progress.get("metrics", {}).get(self.metric)
+        score = read_progress(self.best).get("metrics", {}).get(self.metric)
         return -math.inf if score is None or math.isnan(score) else float(score)
 
 
@@ -221,8 +225,5 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
     if not epochs:
         return None
     latest = epochs[-1]
-    if not (latest / STATE_FILE).is_file():
-        return latest
-    progress = load_file(latest / STATE_FILE).get("progress", {})
-    best = run_dir / epoch_dir_name(int(progress.get("best_epoch", -1)))
+    best = run_dir / epoch_dir_name(int(read_progress(latest).get("best_epoch", -1)))
     return best if best in epochs else latest
