@@ -10,6 +10,7 @@ Files are not opened here: a broken file is that case's problem, reported when i
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -73,3 +74,13 @@ def _bare_folder(root: Path) -> tuple[CaseFiles, ...]:
                                f"_0000.._{len(channels) - 1:04d} without gaps")
         cases.append(CaseFiles(case_id, tuple(channels[c] for c in sorted(channels))))
     return tuple(cases)
+
+
+def input_fingerprint(case: CaseFiles) -> list[list[str | int | None]] | None:
+    """``[name, size in bytes, modification time in ns]`` of each image file (None when one cannot be read), so an
+    image replaced since its prediction is predicted again. Size and time rather than a content hash: one ``stat``
+    per file, where hashing would read every image of a large folder again on each rerun."""
+    try:
+        return [[path.name, (stat := os.stat(path)).st_size, stat.st_mtime_ns] for path in case.images]
+    except OSError:
+        return None

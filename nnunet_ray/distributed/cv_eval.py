@@ -33,7 +33,7 @@ import numpy as np
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import load_splits, splits_hash, splits_location
-from nnunet_ray.distributed.case_inputs import Inputs, labelled_dataset
+from nnunet_ray.data.prediction_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.configuration import best_configuration
 from nnunet_ray.evaluation.cv_summary import per_configuration, rows_csv

@@ -11,10 +11,10 @@ timings) is written before the first case and updated as each case lands, so a r
 options predicts only the cases not recorded as done; a folder of other members or options, or holding predictions
 no record accounts for, is refused (``--overwrite`` starts a recorded folder over). ``--input``, ``--models`` and
 ``--out`` may be paths (on a multi-node cluster: a filesystem every node sees) or URIs (``s3://``, ``gs://``): each
-actor downloads the images of the case it predicts (``case_inputs``), the driver downloads only the checkpoint files
-it loads, and each actor writes a case to local scratch and uploads it (the label map, the file that marks the case
-done, last). Before any actor starts, a probe on every node checks that it reads the input and writes (and sees the
-driver's writes in) the output folder (``probe``).
+actor downloads the images of the case it predicts (``data.prediction_inputs``), the driver downloads only the
+checkpoint files it loads, and each actor writes a case to local scratch and uploads it (the label map, the file
+that marks the case done, last). Before any actor starts, a probe on every node checks that it reads the input and
+writes (and sees the driver's writes in) the output folder (``probe``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 
 from nnunet_ray.config import ConfigError, PredictConfig, flag_name
 from nnunet_ray.data import storage
+from nnunet_ray.data.prediction_inputs import Inputs, open_inputs
 from nnunet_ray.data.types import CaseFiles
-from nnunet_ray.distributed.case_inputs import Inputs, open_inputs
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.predict_pool import CaseTask, predict_on_pool, window_options
 from nnunet_ray.distributed.probe import probe_storage

@@ -22,8 +22,8 @@ import torch
 
 from nnunet_ray.config import PredictConfig, flag_name
 from nnunet_ray.data import storage
+from nnunet_ray.data.prediction_inputs import local_case
 from nnunet_ray.data.types import CaseError, CaseFiles
-from nnunet_ray.distributed.case_inputs import local_case
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
 from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
 from nnunet_ray.inference.members import Member
@@ -46,7 +46,7 @@ class CaseTask:
     out_dir: str  # path or URI
     save_probabilities: bool
     largest_component: tuple[int, ...] = ()
-    source: str = ""  # "": the case's paths are read in place; a URI: they are relative to it (``case_inputs``)
+    source: str = ""  # "": the case's paths are read in place; a URI: they are relative to it (prediction_inputs)
 
 
 class PredictActor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from nnunet_ray.data import storage
+from nnunet_ray.data.inputs import input_fingerprint
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.inference.outputs import LABEL_SUFFIX, PROBS_SUFFIX, output_names
 
@@ -37,16 +37,6 @@ def weights_hash(weights: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, whatever the dtype
     return digest.hexdigest()[:16]
-
-
-def input_fingerprint(case: CaseFiles) -> list[list] | None:
-    """``[name, size in bytes, modification time in ns]`` of each image file (None when one cannot be read), so an
-    image replaced since its prediction is predicted again. Size and time rather than a content hash: one ``stat``
-    per file, where hashing would read every image of a large folder again on each rerun."""
-    try:
-        return [[path.name, (stat := os.stat(path)).st_size, stat.st_mtime_ns] for path in case.images]
-    except OSError:
-        return None
 
 
 def is_prediction_file(name: str) -> bool:

@@ -18,8 +18,8 @@ from nnunet_ray.data import storage
 from nnunet_ray.data.credentials import ACCESS_KEY, SECRET_KEY
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits, save_splits
+from nnunet_ray.data.prediction_inputs import labelled_dataset, local_case, open_inputs
 from nnunet_ray.data.types import CaseError, DatasetError
-from nnunet_ray.distributed.case_inputs import labelled_dataset, local_case, open_inputs
 from nnunet_ray.distributed.cv_eval import evaluate_cv
 from nnunet_ray.distributed.predict import predict_folder, predict_folders
 from nnunet_ray.evaluation.report import METRICS, evaluate_folders

@@ -27,9 +27,8 @@ import pyarrow.fs as pafs
 
 from nnunet_ray.data import storage
 from nnunet_ray.data.dataset import load_dataset
-from nnunet_ray.data.inputs import input_cases, strip_nifti_suffix
+from nnunet_ray.data.inputs import input_cases, input_fingerprint, strip_nifti_suffix
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError, DatasetInfo
-from nnunet_ray.inference.record import input_fingerprint
 
 DATASET_JSON = "dataset.json"
 
@@ -48,7 +47,7 @@ class Inputs:
     source: str = ""
     listing: Mapping[str, tuple[int, int | None]] = dataclasses.field(default_factory=dict)
 
-    def fingerprint(self, case: CaseFiles) -> list[list] | None:
+    def fingerprint(self, case: CaseFiles) -> list[list[str | int | None]] | None:
         """``input_fingerprint`` of ``case`` (``[name, bytes, mtime ns]`` per image), from the listing on a URI."""
         if not self.source:
             return input_fingerprint(case)
@@ -131,7 +130,8 @@ def _mirror(location: str) -> Iterator[tuple[Path, dict[str, tuple[int, int | No
             raise DatasetError(str(err).replace(str(root), storage.display(location))) from err
 
 
-def _relative(cases: Iterable[CaseFiles], root: Path, source: str, listing: Mapping) -> Inputs:
+def _relative(cases: Iterable[CaseFiles], root: Path, source: str,
+              listing: Mapping[str, tuple[int, int | None]]) -> Inputs:
     """``Inputs`` of ``cases`` found in the mirror ``root`` of ``source``: their paths made relative to it."""
     def inside(path: Path | None) -> Path | None:
         return None if path is None else path.relative_to(root)
