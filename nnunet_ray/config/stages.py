@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from nnunet_ray.config.base import _check, _check_fields, opt, parse_duration
@@ -51,35 +52,47 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True)
-class PlanConfig:
-    """`nnunet-ray plan`: fingerprint a raw dataset and write plans.json."""
+class PlanningOptions:
+    """What plan and preprocess (which plans when no plans.json exists yet) declare once."""
 
     data: str = opt("", "raw dataset folder holding dataset.json")
-    results: str = opt("", "preprocessed root; plans go to RESULTS/<dataset>/<dim>d/ (default: print only)")
+    results: str = opt("", "preprocessed root: plans.json (and preprocess's arrays) go to RESULTS/<dataset>/<dim>d/ "
+                       "(plan without it: print only)")
     dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
-    min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck")
-    max_depth: int = opt(6, "maximum number of downsamplings")
+    min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (when planning)")
+    max_depth: int = opt(6, "maximum number of downsamplings (when planning)")
     memory_budget_mvox: float = opt(
         0.0, "patch-size budget in megavoxels for automatic planning (0 = the default per dim)")
     address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
-    print_plans: bool = opt(False, "write the plans JSON to stdout", cli="--print")
 
-    def validate(self) -> "PlanConfig":
+    def planning(self) -> PlanConfig:
+        """The planning options alone, as `nnunet-ray plan` takes them."""
+        return PlanConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PlanningOptions)})
+
+    def check_planning(self) -> None:
+        """Raises ConfigError naming the flag of a planning option out of range."""
         _check(bool(self.data), "data", "is required")
         _check_fields(self)
         _check(self.min_fmap >= 1, "min_fmap", "must be >= 1")
         _check(1 <= self.max_depth <= 8, "max_depth", "must be in 1..8")
         _check(self.memory_budget_mvox >= 0, "memory_budget_mvox", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PlanConfig(PlanningOptions):
+    """`nnunet-ray plan`: fingerprint a raw dataset and write plans.json."""
+
+    print_plans: bool = opt(False, "write the plans JSON to stdout", cli="--print")
+
+    def validate(self) -> "PlanConfig":
+        self.check_planning()
         return self
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(PlanningOptions):
     """`nnunet-ray preprocess`: plan (if needed) and write preprocessed arrays with Ray Data."""
 
-    data: str = opt("", "raw dataset folder holding dataset.json")
-    results: str = opt("", "preprocessed root; arrays go to RESULTS/<dataset>/<dim>d/")
-    dim: int = opt(3, "U-Net dimensionality", choices=(2, 3))
     exec_mode: str = opt("training", "which cases: training (with labels), val (labels kept, no padding), "
                          "test (imagesTs)", choices=("training", "val", "test"))
     case_workers: int = opt(0, "parallel case workers (0 = one per available CPU)",
@@ -91,14 +104,10 @@ class PreprocessConfig:
     new_splits: bool = opt(False, "replace an existing splits.json with new --nfolds folds over the cases "
                            "preprocessed now: needed once cases were added, removed or now succeed, which a plain "
                            "rerun refuses; runs trained on the old folds then refuse to resume or to ensemble")
-    min_fmap: int = opt(4, "smallest feature-map edge at the bottleneck (used when planning)")
-    max_depth: int = opt(6, "maximum number of downsamplings (used when planning)")
-    address: str = opt("", "Ray cluster to join ('auto' for a running one); empty starts a local cluster")
 
     def validate(self) -> "PreprocessConfig":
-        _check(bool(self.data), "data", "is required")
+        self.check_planning()
         _check(bool(self.results), "results", "is required")
-        _check_fields(self)
         _check(self.case_workers >= 0, "case_workers", "must be >= 0")
         _check(self.nfolds >= 2, "nfolds", "must be >= 2")
         _check(not self.splits or self.exec_mode == "training", "splits", "needs --exec-mode training")

@@ -19,9 +19,7 @@ from nnunet_ray.config import CVConfig, TrainConfig, parse_int_list, with_option
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.experiment import (
     TrialSpec,
-    check_experiment_folder,
     check_options,
-    experiment_folder,
     load_spec,
     raise_failed_trials,
     run_tuner,
@@ -29,14 +27,13 @@ from nnunet_ray.distributed.experiment import (
 )
 from nnunet_ray.distributed.trial_data import (
     apply_config_file,
-    check_folds,
     check_resumed_splits,
+    open_experiment,
     preprocess_raw,
-    resolve_data,
 )
 from nnunet_ray.distributed.trial_spec import check_resume_options
 from nnunet_ray.planning.schema import load_plans
-from nnunet_ray.runs.names import experiment_name, fold_run_name
+from nnunet_ray.runs.names import fold_run_name
 from nnunet_ray.runs.summary import load_summary
 from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
@@ -62,13 +59,9 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
         RunError: a trial failed for good.
     """
     cfg.validate()
-    storage.check_writable_here(cfg.results, "results")
     started_at = time.time()
     dims, folds = parse_int_list(cfg.dims, "dims"), parse_int_list(cfg.folds, "folds")
-    data = resolve_data(cfg.data, dims, results=cfg.results, preprocessed=cfg.preprocessed)
-    check_folds(data, folds)
-    path = experiment_folder(cfg.results, cfg.name or experiment_name(data.dataset, "cv"))
-    check_experiment_folder(path, resume=cfg.resume)
+    data, path = open_experiment(cfg, dims, folds, "cv")
     if cfg.resume:  # exactly the options the experiment started with
         spec = load_spec(path)
         check_resume_options(dataclasses.replace(cfg, train=apply_config_file(cfg.train, cfg.config)), spec)

@@ -122,8 +122,7 @@ def _ensure_plans(cfg: PreprocessConfig, dataset: DatasetInfo) -> Plans:
         plans = load_plans(plans_dir)
     except PlansNotFoundError:
         logger.info("planning %s (%dd) ...", dataset.name, cfg.dim)
-        return plan_dataset(PlanConfig(data=cfg.data, results=cfg.results, dim=cfg.dim, min_fmap=cfg.min_fmap,
-                                       max_depth=cfg.max_depth, address=cfg.address))
+        return plan_dataset(cfg.planning())
     save_plans(plans_dir, plans)  # the same content, in the current format when the file was older
     return plans
 

@@ -36,9 +36,7 @@ from nnunet_ray.distributed.cv import trial_train_config
 from nnunet_ray.distributed.experiment import (
     SCORE_MODE,
     TrialSpec,
-    check_experiment_folder,
     check_options,
-    experiment_folder,
     load_spec,
     raise_failed_trials,
     run_tuner,
@@ -49,13 +47,11 @@ from nnunet_ray.distributed.fold_run import SCORE, devices_held
 from nnunet_ray.distributed.search_space import Space, candidates, optuna_search, search_space, tune_domains
 from nnunet_ray.distributed.trial_data import (
     ExperimentData,
-    check_folds,
     check_resumed_splits,
+    open_experiment,
     preprocess_raw,
-    resolve_data,
 )
 from nnunet_ray.distributed.trial_spec import check_resume_options
-from nnunet_ray.runs.names import experiment_name
 
 RESULTS_CSV = "tune_results.csv"
 BEST_CONFIG = "best_config.json"
@@ -76,14 +72,10 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     """
     cfg.validate()
     cfg = dataclasses.replace(cfg, train=with_options(cfg.train))  # built in Python: its recipe's values
-    storage.check_writable_here(cfg.results, "results")
     space = search_space(cfg)
     sweep, searcher = _search(cfg, space)
     folds, dim = parse_int_list(cfg.folds, "folds"), cfg.train.dim
-    data = resolve_data(cfg.data, (dim,), results=cfg.results, preprocessed=cfg.preprocessed)
-    check_folds(data, folds)
-    path = experiment_folder(cfg.results, cfg.name or experiment_name(data.dataset, "tune"))
-    check_experiment_folder(path, resume=cfg.resume)
+    data, path = open_experiment(cfg, (dim,), folds, "tune")
     spec = _checked_spec(cfg, space, TrialSpec(
         base=trial_train_config(cfg.train, gpus=cfg.gpus_per_trial, workers=cfg.workers_per_trial, results=path),
         data_dirs=data.dirs, dims=(dim,), folds=folds, sweep=sweep, engine=cfg.engine, budget=cfg.budget), data, path)

@@ -13,13 +13,15 @@ import logging
 from typing import Any
 
 from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, chosen_options, flag_name, with_options
+from nnunet_ray.config.runs import ExperimentOptions
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import SPLITS_FILE, load_splits, splits_location
 from nnunet_ray.data.staging import open_raw_dataset
+from nnunet_ray.distributed.experiment import check_experiment_folder, experiment_folder
 from nnunet_ray.distributed.run_storage import resume_view
 from nnunet_ray.planning.schema import PLANS_FILE, PlansError, load_plans
 from nnunet_ray.runs.checkpoint import latest_checkpoint
-from nnunet_ray.runs.names import dim_folder, parse_fold_run_name
+from nnunet_ray.runs.names import dim_folder, experiment_name, parse_fold_run_name
 from nnunet_ray.training.resume import check_splits, data_splits_hash
 
 RAW_FOLDS = PreprocessConfig().nfolds  # folds written when cv preprocesses a raw dataset itself
@@ -171,3 +173,19 @@ def apply_config_file(cfg: TrainConfig, path: str) -> TrainConfig:
         raise ConfigError(f"{flag_name('config')}: {path}: unknown training option {unknown[0]!r}")
     kept = chosen_options(cfg)
     return with_options(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k not in kept})
+
+
+def open_experiment(cfg: ExperimentOptions, dims: tuple[int, ...], folds: tuple[int, ...],
+                    kind: str) -> tuple[ExperimentData, str]:
+    """The data an experiment's trials train on (its folds checked) and its folder: a new one, or with ``--resume``
+    one that exists (``kind`` names the default: ``<dataset>_<kind>``).
+
+    Raises:
+        ConfigError / DatasetError: before Ray starts.
+    """
+    storage.check_writable_here(cfg.results, "results")
+    data = resolve_data(cfg.data, dims, results=cfg.results, preprocessed=cfg.preprocessed)
+    check_folds(data, folds)
+    path = experiment_folder(cfg.results, cfg.name or experiment_name(data.dataset, kind))
+    check_experiment_folder(path, resume=cfg.resume)
+    return data, path

@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
+from nnunet_ray.runs.records import RecordError, check_record
 
 BEST_CONFIGURATION_FILE = "best_configuration.json"
 BEST_CONFIGURATION_VERSION = 1
 
-
-class BestConfigurationError(ValueError):
-    """best_configuration.json is malformed or newer than this version reads; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -46,20 +44,15 @@ class BestConfiguration:
 
     @classmethod
     def from_json(cls, data: Any, *, source: str = BEST_CONFIGURATION_FILE) -> BestConfiguration:
-        """Raises BestConfigurationError: not an object, a key missing or of the wrong kind, or a newer version."""
-        if not isinstance(data, dict):
-            raise BestConfigurationError(f"{source}: not a best configuration (expected a JSON object)")
-        version = data.get("version", 1)
-        if not isinstance(version, int) or version > BEST_CONFIGURATION_VERSION:
-            raise BestConfigurationError(f"{source}: version {version!r} is newer than this nnunet_ray reads "
-                                         f"({BEST_CONFIGURATION_VERSION}); upgrade nnunet_ray")
+        """Raises RecordError: not an object, a key missing or of the wrong kind, or a newer version."""
+        data = check_record(data, current=BEST_CONFIGURATION_VERSION, source=source, what="best configuration")
         try:
             return cls(configuration=str(data["configuration"]), dims=tuple(int(d) for d in data["dims"]),
                        mean_dice={str(k): float(v) for k, v in data["mean_dice"].items()},
                        largest_component=tuple(int(c) for c in data["largest_component"]),
                        dice_postprocessed=float(data["dice_postprocessed"]))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise BestConfigurationError(f"{source}: not a best configuration ({type(err).__name__}: {err})") from err
+            raise RecordError(f"{source}: not a best configuration ({type(err).__name__}: {err})") from err
 
 
 def best_configuration_location(experiment: str | Path) -> str:
@@ -76,7 +69,7 @@ def load_best_configuration(experiment: str | Path) -> BestConfiguration | None:
     """The experiment's chosen configuration (path or URI), or None when cross-validation has not chosen.
 
     Raises:
-        BestConfigurationError: the file is there but is not a valid record.
+        RecordError: the file is there but is not a valid record.
     """
     location = best_configuration_location(experiment)
     try:
@@ -84,5 +77,5 @@ def load_best_configuration(experiment: str | Path) -> BestConfiguration | None:
     except FileNotFoundError:
         return None
     except ValueError as err:  # not JSON
-        raise BestConfigurationError(f"{storage.display(location)}: not valid JSON ({err})") from err
+        raise RecordError(f"{storage.display(location)}: not valid JSON ({err})") from err
     return BestConfiguration.from_json(data, source=storage.display(location))

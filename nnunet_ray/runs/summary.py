@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
+from nnunet_ray.runs.records import RecordError, check_record
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_VERSION = 1
 
-
-class SummaryError(ValueError):
-    """summary.json is missing a key, malformed, or newer than this version reads; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -72,19 +70,14 @@ class RunSummary:
         """The summary in ``data`` (a parsed summary.json); keys this version does not know are ignored.
 
         Raises:
-            SummaryError: not an object, a required key missing, or a newer version.
+            RecordError: not an object, a required key missing, or a newer version.
         """
-        if not isinstance(data, dict):
-            raise SummaryError(f"{source}: not a run summary (expected a JSON object)")
-        version = data.get("version", 1)
-        if not isinstance(version, int) or version > SUMMARY_VERSION:
-            raise SummaryError(f"{source}: version {version!r} is newer than this nnunet_ray reads "
-                               f"({SUMMARY_VERSION}); upgrade nnunet_ray")
+        data = check_record(data, current=SUMMARY_VERSION, source=source, what="run summary")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
         missing = [n for n in required if n not in data]
         if missing:
-            raise SummaryError(f"{source}: not a run summary (missing {', '.join(missing)})")
+            raise RecordError(f"{source}: not a run summary (missing {', '.join(missing)})")
         return cls(**{**{n: v for n, v in data.items() if n in fields}, "version": SUMMARY_VERSION})
 
 
@@ -103,7 +96,7 @@ def load_summary(run_dir: str | Path) -> RunSummary:
 
     Raises:
         FileNotFoundError: the run has no summary (it has not finished).
-        SummaryError: the file is not a valid summary (as ``RunSummary.from_json``).
+        RecordError: the file is not a valid summary (as ``RunSummary.from_json``).
     """
     location = summary_location(run_dir)
     return RunSummary.from_json(storage.read_json(location), source=storage.display(location))

