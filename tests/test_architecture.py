@@ -107,3 +107,11 @@ def test_the_package_import_graph_has_no_cycle():
 
     for node in sorted(graph):
         visit(node)
+
+
+def test_code_stats_script_reports_no_cycle():
+    result = subprocess.run([sys.executable, str(PACKAGE.parent / "scripts" / "code_stats.py")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "package import cycles: 0 []" in result.stdout and "module import cycles (top-level imports): 0" in \
+        result.stdout
