@@ -17,7 +17,7 @@ from pathlib import Path
 
 def _imports(tree: ast.AST, *, top_level_only: bool) -> set[str]:
     nodes = tree.body if top_level_only and isinstance(tree, ast.Module) else list(ast.walk(tree))
-    found = set()
+    found: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
@@ -29,7 +29,9 @@ def _imports(tree: ast.AST, *, top_level_only: bool) -> set[str]:
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Every cycle found by a depth-first walk (each reported once, from its first node)."""
-    found, done, path = [], set(), []
+    found: list[list[str]] = []
+    done: set[str] = set()
+    path: list[str] = []
 
     def visit(node: str) -> None:
         if node in path:
@@ -53,7 +55,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def stats(root: Path) -> dict:
     package = root / "nnunet_ray"
     lines: dict[str, int] = defaultdict(int)
-    modules, functions = [], []
+    modules: list[tuple[int, str]] = []
+    functions: list[tuple[int, str]] = []
     package_graph: dict[str, set[str]] = defaultdict(set)
     module_graph: dict[str, set[str]] = defaultdict(set)
     names = {".".join(p.relative_to(root).with_suffix("").parts) for p in package.rglob("*.py")}
