@@ -25,11 +25,11 @@ class RunSummary:
 
     Attributes:
         name, run_dir: the run's name and folder (path or URI).
+        best_checkpoint, last_checkpoint: checkpoint folders (None when none was kept).
         engine: ``"tune"`` (trained inside the Tune trial) or ``"train"`` (Ray Train workers).
         best_dice, best_epoch: early stopping's best validation mean Dice and its epoch (None: never validated).
         epochs, start_epoch: epochs done in total, and the epoch this attempt started at (a resume's > 0).
         stopped_early, stop_reason: whether and why training ended before ``--max-epochs``.
-        best_checkpoint, last_checkpoint: checkpoint folders (None when none was kept).
         metrics, tensorboard: the run's ``metrics.jsonl`` and TensorBoard folder.
         seconds: the run's wall on its driver; seconds_in_worker: inside ``fit`` (rank 0).
         started_at, finished_at: Unix times.
@@ -40,24 +40,25 @@ class RunSummary:
 
     name: str
     run_dir: str
-    engine: str
-    best_dice: float | None
-    best_epoch: int | None
-    epochs: int | None
-    start_epoch: int | None
-    stopped_early: bool | None
-    stop_reason: str | None
     best_checkpoint: str | None
     last_checkpoint: str | None
-    metrics: str
-    tensorboard: str
-    seconds: float
-    seconds_in_worker: float | None
-    started_at: float
-    finished_at: float
-    device: str
-    devices: float
-    device_hours: float
+    # Later versions of the file added the rest one by one: an older file reads with these defaults.
+    engine: str = "train"
+    best_dice: float | None = None
+    best_epoch: int | None = None
+    epochs: int | None = None
+    start_epoch: int | None = None
+    stopped_early: bool | None = None
+    stop_reason: str | None = None
+    metrics: str = ""
+    tensorboard: str = ""
+    seconds: float = 0.0
+    seconds_in_worker: float | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    device: str = "CPU"
+    devices: float = 0.0
+    device_hours: float = 0.0
     node_id: str | None = None
     splits_hash: str | None = None
     version: int = SUMMARY_VERSION

@@ -23,14 +23,16 @@ def test_round_trip_through_the_file(tmp_path):
 
 
 def test_a_file_from_before_the_version_key_reads_and_unknown_keys_are_ignored():
-    data = {k: v for k, v in SUMMARY.to_json().items() if k not in ("version", "node_id", "splits_hash")}
+    data = {k: v for k, v in SUMMARY.to_json().items() if k not in ("version", "node_id", "splits_hash", "engine",
+                                                                        "device", "devices", "device_hours")}
     old = RunSummary.from_json({**data, "from_a_newer_minor": 1})
     assert old.best_epoch == 3 and old.node_id is None and old.splits_hash is None
+    assert (old.engine, old.device, old.device_hours) == ("train", "CPU", 0.0)  # before the Tune engine existed
 
 
 @pytest.mark.parametrize("data, problem", [
     ([1, 2], "not a run summary"),
-    ({"name": "x"}, "missing run_dir"),
+    ({"name": "x"}, "missing run_dir, best_checkpoint, last_checkpoint"),
     ({**SUMMARY.to_json(), "version": SUMMARY_VERSION + 1}, "is newer than this nnunet_ray reads"),
 ])
 def test_broken_and_newer_files_are_refused_naming_the_file(data, problem):
