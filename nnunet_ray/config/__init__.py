@@ -10,7 +10,8 @@ flag to fix. At the Ray boundary a config travels as ``asdict(cfg)`` and is rebu
 from nnunet_ray.config.base import ConfigError, RunError, Stopped, flag_name, from_dict, opt, parse_duration
 from nnunet_ray.config.recipes import RECIPES, apply_recipe, chosen_options, with_options
 from nnunet_ray.config.runs import TRIAL_FIELDS, CVConfig, EvaluateConfig, PredictConfig, TuneConfig, parse_int_list
-from nnunet_ray.config.stages import MSD_MIRROR, DownloadConfig, PlanConfig, PreprocessConfig, SynthConfig, TrainConfig
+from nnunet_ray.config.stages import MSD_MIRROR, DownloadConfig, PlanConfig, PreprocessConfig, SynthConfig
+from nnunet_ray.config.train import TrainConfig
 from nnunet_ray.config.window import SlidingWindow
 
 __all__ = ["CVConfig", "ConfigError", "DownloadConfig", "EvaluateConfig", "MSD_MIRROR", "PlanConfig", "PredictConfig",

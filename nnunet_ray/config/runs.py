@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nnunet_ray.config.base import ConfigError, _check, _check_fields, flag_name, opt, parse_duration
-from nnunet_ray.config.stages import TrainConfig, check_gpus
+from nnunet_ray.config.train import TrainConfig, check_gpus
 from nnunet_ray.config.window import SlidingWindow
 
 GPUS_PER_TRIAL_HELP = ("GPU workers per trial (DDP, one GPU each); 0 trains on CPU workers; a fraction below 1 "
