@@ -112,13 +112,23 @@ def nested_fields(cls: type, f: dataclasses.Field) -> list[dataclasses.Field]:
             if sub.name not in f.metadata["nested"] and _flag_names(sub)[0] not in outer]
 
 
+def _option_group(cls: type, name: str) -> type | None:
+    """The option group (a base dataclass of ``cls``) that declares field ``name``; None when ``cls`` itself does."""
+    return next((base for base in cls.__mro__[1:] if name in vars(base).get("__annotations__", {})), None)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add a flag for every field of the config dataclass ``cls`` (see ``_add_field``); a field with ``nested``
     metadata adds its config's fields (``nested_fields``) in a group, landing in ``args.<field>.<name>``."""
     hints = typing.get_type_hints(cls)
+    groups: dict[type, Any] = {}
     for f in flag_fields(cls):
         if "nested" not in f.metadata:
-            _add_field(parser, f, hints[f.name])
+            group = _option_group(cls, f.name)
+            if group is not None and group not in groups:  # an option group's flags under its own --help heading
+                title = (group.__doc__ or group.__name__).split("\n")[0].split(":")[0].rstrip(".").lower()
+                groups[group] = parser.add_argument_group(title)
+            _add_field(groups.get(group, parser) if group is not None else parser, f, hints[f.name])
             continue
         group = parser.add_argument_group(f.metadata.get("help", f.name))
         sub_hints = typing.get_type_hints(type(f.default))

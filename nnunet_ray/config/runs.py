@@ -34,7 +34,7 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class ExperimentOptions:
-    """What every experiment (cv, tune) declares once: its data, results root, how trials hold devices, and resume."""
+    """Experiment: what cv and tune declare once (data, results root, how trials hold devices, resume)."""
 
     data: str = opt("", "raw dataset folder (dataset.json: planned and preprocessed first) or a preprocessed "
                     "folder PRE/<dataset>/<dim>d")

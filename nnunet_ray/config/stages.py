@@ -51,7 +51,7 @@ class DownloadConfig:
 
 @dataclass(frozen=True)
 class PlanningOptions:
-    """What plan and preprocess (which plans when no plans.json exists yet) declare once."""
+    """Planning: what plan and preprocess (which plans when no plans.json exists yet) declare once."""
 
     data: str = opt("", "raw dataset folder holding dataset.json")
     results: str = opt("", "preprocessed root: plans.json (and preprocess's arrays) go to RESULTS/<dataset>/<dim>d/ "

@@ -16,7 +16,7 @@ from nnunet_ray.config.window import SlidingWindow
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Which run: its data, results root, fold, dim and name."""
+    """Run: its data, results root, fold, dim and name."""
 
     data: str = opt("", "preprocessed folder (RESULTS/<dataset>/<dim>d) holding plans.json and splits.json")
     results: str = opt("", "results root on a filesystem every node can write (local disk for one node, NFS/"
@@ -28,7 +28,7 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class ResourceOptions:
-    """How a run holds its devices: workers, GPUs, CPUs, DALI threads, precision, the cluster."""
+    """Resources: how a run holds its devices (workers, GPUs, CPUs, DALI threads, precision, the cluster)."""
 
     gpus: float = opt(0.0, "GPU workers (one GPU each); 0 trains on CPU workers; a fraction below 1 is one worker "
                       "sharing a GPU (e.g. 0.5: two such runs per GPU)")
@@ -60,7 +60,7 @@ class ResourceOptions:
 
 @dataclass(frozen=True)
 class OptimizerOptions:
-    """The optimisation method: a recipe's named defaults, the optimizer and its settings."""
+    """Optimiser: the method's named defaults (--recipe), the optimizer and its settings."""
 
     recipe: str = opt("dle", "named defaults of the options below that make up a training method: dle (NVIDIA's "
                       "nnU-Net, these defaults) or nnunetv2 (nnU-Net v2's nnUNetTrainer: SGD lr 1e-2 Nesterov, poly, "
@@ -85,7 +85,7 @@ class OptimizerOptions:
 
 @dataclass(frozen=True)
 class ScheduleOptions:
-    """How long and how a run trains: the LR schedule, epochs and their length, validation, stopping."""
+    """Schedule: the LR schedule, epochs and their length, validation, stopping."""
 
     scheduler: str = opt("none", "LR schedule, stepped per epoch; cosine and poly decay over --max-epochs, or with "
                          "--max-time over the epochs the budget holds (re-estimated each epoch)",
@@ -133,7 +133,7 @@ class ScheduleOptions:
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """What a training step sees: batches, patches, foreground oversampling; where validation scores go."""
+    """Batches: what a training step sees (batches, patches, foreground oversampling); where validation scores go."""
 
     batch_size: int = opt(2, "per-worker batch size (2D: slices)")
     nvol: int = opt(1, "2D: volumes per batch")
@@ -155,7 +155,7 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """The network and its loss."""
+    """Model: the network and its loss."""
 
     norm: str = opt("instance", "normalization layer", choices=("instance", "batch", "group"))
     residual: bool = opt(False, "residual encoder blocks")

@@ -17,7 +17,7 @@ BLENDS = ("gaussian", "constant")
 
 @dataclass(frozen=True)
 class SlidingWindow:
-    """How a whole volume is predicted window by window (the reference's inference options)."""
+    """Sliding window: how a whole volume is predicted window by window (the reference's inference options)."""
 
     tta: bool = opt(False, "flip test-time augmentation (8 passes in 3D, 4 in 2D); in training: of validation")
     overlap: float = opt(0.5, "sliding-window overlap (fraction of the window)")
