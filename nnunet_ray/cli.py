@@ -124,16 +124,16 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     groups: dict[type, Any] = {}
     for f in flag_fields(cls):
         if "nested" not in f.metadata:
-            group = _option_group(cls, f.name)
-            if group is not None and group not in groups:  # an option group's flags under its own --help heading
-                title = (group.__doc__ or group.__name__).split("\n")[0].split(":")[0].rstrip(".").lower()
-                groups[group] = parser.add_argument_group(title)
-            _add_field(groups.get(group, parser) if group is not None else parser, f, hints[f.name])
+            owner = _option_group(cls, f.name)
+            if owner is not None and owner not in groups:  # an option group's flags under its own --help heading
+                title = (owner.__doc__ or owner.__name__).split("\n")[0].split(":")[0].rstrip(".").lower()
+                groups[owner] = parser.add_argument_group(title)
+            _add_field(groups[owner] if owner is not None else parser, f, hints[f.name])
             continue
-        group = parser.add_argument_group(f.metadata.get("help", f.name))
+        nested = parser.add_argument_group(f.metadata.get("help", f.name))
         sub_hints = typing.get_type_hints(type(f.default))
         for sub in nested_fields(cls, f):
-            _add_field(group, sub, sub_hints[sub.name], prefix=f.name + ".")
+            _add_field(nested, sub, sub_hints[sub.name], prefix=f.name + ".")
 
 
 class CommandLogHandler(logging.Handler):
