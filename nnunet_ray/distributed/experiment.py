@@ -172,7 +172,8 @@ def experiment_folder(results: str, name: str) -> str:
 
 def load_spec(path: str) -> TrialSpec:
     """The trial spec an experiment was started with (``--resume`` continues with exactly these options)."""
-    return TrialSpec.from_json(storage.read_json(storage.join(path, SPEC_FILE)))
+    location = storage.join(path, SPEC_FILE)
+    return TrialSpec.from_json(storage.read_json(location), source=storage.display(location))
 
 
 def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_samples: int = 1,

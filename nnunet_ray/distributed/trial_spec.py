@@ -12,8 +12,12 @@ from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, flag_name,
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
 from nnunet_ray.runs.names import fold_run_name
+from nnunet_ray.runs.records import RecordError, check_record
 
 DRIVER_CPUS = 0.1  # what a Ray Train trial's driver function holds; its Train workers ask for that much less
+
+
+SPEC_VERSION = 1  # experiment.json; files from before the version key read as 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +44,20 @@ class TrialSpec:
     def to_json(self) -> dict[str, Any]:
         """What ``--resume`` rebuilds the trials from (``RESULTS/NAME/experiment.json``); not the sweep."""
         return {"base": dataclasses.asdict(self.base), "data_dirs": {str(d): p for d, p in self.data_dirs.items()},
-                "dims": list(self.dims), "folds": list(self.folds), "engine": self.engine, "budget": self.budget}
+                "dims": list(self.dims), "folds": list(self.folds), "engine": self.engine, "budget": self.budget,
+                "version": SPEC_VERSION}
 
     @classmethod
-    def from_json(cls, values: dict[str, Any]) -> "TrialSpec":
-        return cls(base=from_dict(TrainConfig, values["base"]),
-                   data_dirs={int(d): p for d, p in values["data_dirs"].items()},
-                   dims=tuple(values["dims"]), folds=tuple(values["folds"]), engine=values.get("engine", "auto"),
-                   budget=values.get("budget", ""))
+    def from_json(cls, values: Any, *, source: str = "experiment.json") -> "TrialSpec":
+        """Raises RecordError: not an experiment spec, or of a newer version (naming ``source``)."""
+        values = check_record(values, current=SPEC_VERSION, source=source, what="experiment spec")
+        try:
+            return cls(base=from_dict(TrainConfig, values["base"]),
+                       data_dirs={int(d): p for d, p in values["data_dirs"].items()},
+                       dims=tuple(values["dims"]), folds=tuple(values["folds"]), engine=values.get("engine", "auto"),
+                       budget=values.get("budget", ""))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RecordError(f"{source}: not an experiment spec ({type(err).__name__}: {err})") from err
 
 
 def _grid(values: tuple[int, ...]) -> Any:

@@ -17,6 +17,7 @@ from nnunet_ray.distributed.experiment import validate_trials
 from nnunet_ray.distributed.search_space import candidates, load_space_file, search_space
 from nnunet_ray.distributed.sweep import planned_trials
 from nnunet_ray.distributed.trial_spec import TrialSpec, check_resume_options, trial_config, trial_name
+from nnunet_ray.runs.records import RecordError
 from tests.training.conftest import build_tiny_task
 
 
@@ -105,3 +106,15 @@ def test_resume_refuses_another_budget():
     with pytest.raises(ConfigError, match=r"^--resume: .*--budget 00:20:00 \(the experiment's: 00:10:00\)"):
         check_resume_options(_tune("--budget", "00:20:00"), spec)
     assert TrialSpec.from_json(spec.to_json()).budget == "00:10:00"
+
+
+def test_experiment_json_is_versioned_and_a_newer_or_broken_one_is_refused_naming_it():
+    spec = TrialSpec(base=TrainConfig(learning_rate=3e-3), data_dirs={3: "/pre/T/3d"}, dims=(3,), folds=(0, 1))
+    written = spec.to_json()
+    assert written["version"] == 1
+    assert TrialSpec.from_json(json.loads(json.dumps(written))) == spec
+    assert TrialSpec.from_json({k: v for k, v in written.items() if k != "version"}) == spec  # an older file
+    with pytest.raises(RecordError, match="^R/x/experiment.json: version 2 is newer"):
+        TrialSpec.from_json({**written, "version": 2}, source="R/x/experiment.json")
+    with pytest.raises(RecordError, match="^R/x/experiment.json: not an experiment spec \\(KeyError"):
+        TrialSpec.from_json({"base": {}}, source="R/x/experiment.json")
