@@ -43,6 +43,7 @@ from nnunet_ray.config import (
     TrainConfig,
     TuneConfig,
     apply_recipe,
+    as_field_values,
     flag_name,
 )
 from nnunet_ray.data import storage
@@ -162,7 +163,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def _values(cls: type, args: argparse.Namespace, default: Any = None, prefix: str = "") -> dict[str, Any]:
     values = {f.name: getattr(args, prefix + f.name, getattr(default, f.name, f.default)) for f in flag_fields(cls)}
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return as_field_values(values)
 
 
 def _build(cls: type, args: argparse.Namespace, default: Any = None, prefix: str = "") -> Any:

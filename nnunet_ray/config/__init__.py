@@ -7,7 +7,16 @@ flag to fix. At the Ray boundary a config travels as ``asdict(cfg)`` and is rebu
 ``runs`` those of cv / tune / predict / evaluate.
 """
 
-from nnunet_ray.config.base import ConfigError, RunError, Stopped, flag_name, from_dict, opt, parse_duration
+from nnunet_ray.config.base import (
+    ConfigError,
+    RunError,
+    Stopped,
+    as_field_values,
+    flag_name,
+    from_dict,
+    opt,
+    parse_duration,
+)
 from nnunet_ray.config.recipes import RECIPES, apply_recipe, chosen_options, with_options
 from nnunet_ray.config.runs import TRIAL_FIELDS, CVConfig, EvaluateConfig, PredictConfig, TuneConfig, parse_int_list
 from nnunet_ray.config.stages import MSD_MIRROR, DownloadConfig, PlanConfig, PreprocessConfig, SynthConfig
@@ -16,5 +25,5 @@ from nnunet_ray.config.window import SlidingWindow
 
 __all__ = ["CVConfig", "ConfigError", "DownloadConfig", "EvaluateConfig", "MSD_MIRROR", "PlanConfig", "PredictConfig",
            "PreprocessConfig", "RECIPES", "RunError", "SlidingWindow", "Stopped", "SynthConfig", "TRIAL_FIELDS",
-           "TrainConfig", "TuneConfig", "apply_recipe", "chosen_options", "flag_name", "from_dict", "opt",
-           "parse_duration", "parse_int_list", "with_options"]
+           "TrainConfig", "TuneConfig", "apply_recipe", "as_field_values", "chosen_options", "flag_name", "from_dict",
+           "opt", "parse_duration", "parse_int_list", "with_options"]

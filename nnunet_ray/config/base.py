@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,11 +43,15 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def as_field_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Option values from JSON, argparse or Tune, with lists back to the tuples config fields hold."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     """Rebuild a config from ``asdict`` output, ignoring unknown keys (older/newer checkpoints)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in names}
-    return cls(**kwargs)
+    return cls(**as_field_values({k: v for k, v in values.items() if k in names}))
 
 
 def parse_duration(text: str, name: str) -> float:

@@ -12,7 +12,15 @@ import json
 import logging
 from typing import Any
 
-from nnunet_ray.config import ConfigError, PreprocessConfig, TrainConfig, chosen_options, flag_name, with_options
+from nnunet_ray.config import (
+    ConfigError,
+    PreprocessConfig,
+    TrainConfig,
+    as_field_values,
+    chosen_options,
+    flag_name,
+    with_options,
+)
 from nnunet_ray.config.runs import ExperimentOptions
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import SPLITS_FILE, load_splits, splits_location
@@ -172,7 +180,7 @@ def apply_config_file(cfg: TrainConfig, path: str) -> TrainConfig:
     if unknown:
         raise ConfigError(f"{flag_name('config')}: {path}: unknown training option {unknown[0]!r}")
     kept = chosen_options(cfg)
-    return with_options(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k not in kept})
+    return with_options(cfg, **as_field_values({k: v for k, v in values.items() if k not in kept}))
 
 
 def open_experiment(cfg: ExperimentOptions, dims: tuple[int, ...], folds: tuple[int, ...],

@@ -8,7 +8,16 @@ from typing import Any
 
 from ray import tune
 
-from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, flag_name, from_dict, parse_int_list, with_options
+from nnunet_ray.config import (
+    TRIAL_FIELDS,
+    ConfigError,
+    TrainConfig,
+    as_field_values,
+    flag_name,
+    from_dict,
+    parse_int_list,
+    with_options,
+)
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
 from nnunet_ray.runs.names import fold_run_name
@@ -70,7 +79,7 @@ def trial_config(config: dict, spec: TrialSpec) -> TrainConfig:
     count as given (``explicit``); a swept ``recipe`` (or ``optimizer``) resolves the options nobody chose anew."""
     dim = int(config["dim"])
     base = dataclasses.replace(spec.base, dim=dim, fold=int(config["fold"]), data=spec.data_dirs[dim])
-    return with_options(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in config["sweep"].items()})
+    return with_options(base, **as_field_values(config["sweep"]))
 
 
 ABBREVIATIONS = {"learning_rate": "lr", "patch_size": "patch", "batch_size": "bs", "weight_decay": "wd", "recipe": ""}
