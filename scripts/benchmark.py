@@ -159,20 +159,12 @@ def _fit_without_ray(cfg) -> float:
     """The worker loop of one fold, in this process: the same loaders, model, validation and checkpoints."""
     import time
 
-    import torch
-
-    from nnunet_ray.loading.fold_data import fold_loaders
-    from nnunet_ray.planning.schema import load_plans
     from nnunet_ray.runs.checkpoint import LocalCheckpoints
-    from nnunet_ray.training.loop import fit
+    from nnunet_ray.training.in_process import fit_in_process
 
     start = time.perf_counter()
-    torch.set_num_threads(cfg.cpus_per_worker)
-    plans, device = load_plans(cfg.data), torch.device("cpu")
-    loader, val_data = fold_loaders(cfg, plans, device=device)
     run_dir = Path(cfg.results) / "no_ray"
-    fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
-        device=device, report=LocalCheckpoints(run_dir), log_dir=run_dir)
+    fit_in_process(cfg, report=LocalCheckpoints(run_dir), log_dir=run_dir)
     return time.perf_counter() - start
 
 
@@ -302,19 +294,12 @@ class _TimedCheckpoints:
         self.last = end
 
 
-def _epoch_split(cfg, data: Path) -> dict:
-    import torch
+def _epoch_split(cfg) -> dict:
+    from nnunet_ray.training.in_process import fit_in_process
 
-    from nnunet_ray.loading.fold_data import fold_loaders
-    from nnunet_ray.planning.schema import load_plans
-    from nnunet_ray.training.loop import fit
-
-    plans, device = load_plans(data), torch.device("cpu")
-    loader, val_data = fold_loaders(cfg, plans, device=device)
     timed = _TimedCheckpoints(Path(cfg.results))
     timed.last = timed.clock()
-    fit(cfg, plans, train_data=loader, val_data=val_data, steps_per_epoch=cfg.train_batches or len(loader),
-        device=device, report=timed, log_dir=cfg.results)
+    fit_in_process(cfg, report=timed, log_dir=cfg.results)
     rows, n = timed.rows, len(timed.rows)
     split = {k: round(sum(r[k] for r in rows) / n, 2) for k in ("train", "validation", "checkpoint")}
     validated, written = [r for r in rows if r["validated"]], [r for r in rows if r["checkpointed"]]
@@ -342,12 +327,12 @@ def bench_epoch(args: argparse.Namespace, work: Path) -> dict:
                        image_every=0).validate()
     result: dict = {"mode": "epoch", "cases": 10, "size": args.size, "dim": args.dim, "epochs": args.epochs,
                     "patch_size": json.loads((Path(summary.out_dir) / "plans.json").read_text())["patch_size"]}
-    result["every_epoch"] = _epoch_split(base, Path(summary.out_dir))
+    result["every_epoch"] = _epoch_split(base)
     if args.val_every or args.checkpoint_every:
         cheaper = dataclasses.replace(base, results=str(work / "cheaper"), val_every=args.val_every,
                                       checkpoint_every=args.checkpoint_every).validate()
         result[f"val_every_{args.val_every}_checkpoint_every_{args.checkpoint_every}"] = \
-            _epoch_split(cheaper, Path(summary.out_dir))
+            _epoch_split(cheaper)
     return result
 
 
