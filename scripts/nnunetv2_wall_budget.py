@@ -48,6 +48,7 @@ class nnUNetTrainer_WallBudget(nnUNetTrainer):  # nnU-Net's -tr finds trainers b
             self.num_iterations_per_epoch = int(iterations)
             self.num_val_iterations_per_epoch = max(1, int(iterations) // 5)
         self.deadline = math.inf
+        self.max_num_epochs = self.num_epochs  # v2's own cap (1000); num_epochs becomes the budget's horizon
         self.train_start = 0.0
         self.epoch_seconds: list[float] = []
         self.horizons: list[int] = []
@@ -74,9 +75,11 @@ class nnUNetTrainer_WallBudget(nnUNetTrainer):  # nnU-Net's -tr finds trainers b
         super().on_epoch_end()
 
     def run_training(self):
-        """nnUNetTrainer.run_training, with a loop that re-reads ``num_epochs`` and stops at the deadline."""
+        """nnUNetTrainer.run_training, with a loop that starts an epoch while the budget lasts (the horizon is
+        re-estimated inside it, for the schedule) and finishes the epoch during which it runs out, as nnunet_ray's
+        ``--max-time`` does."""
         self.on_train_start()
-        while self.current_epoch < self.num_epochs and time.perf_counter() < self.deadline:
+        while self.current_epoch < self.max_num_epochs and time.perf_counter() < self.deadline:
             self.on_epoch_start()
             self.on_train_epoch_start()
             train_outputs = [self.train_step(next(self.dataloader_train))
