@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from nnunet_ray.runs.summary import SUMMARY_FILE, load_summary
+from nnunet_ray.runs.summary import run_summaries
 
 RAY = str(Path(sys.executable).with_name("ray"))  # the CLI of this environment's Ray
 
@@ -111,7 +111,7 @@ def training_seconds(results: Path) -> float:
     ``fit`` intervals from their summary.json): the rest of a job's time is start-up, scheduling, preprocessing,
     evaluation and prediction."""
     intervals = sorted((s.finished_at - s.seconds_in_worker, s.finished_at)
-                       for s in (load_summary(p.parent) for p in results.rglob(SUMMARY_FILE)) if s.seconds_in_worker)
+                       for s in run_summaries(results, recursive=True) if s.seconds_in_worker)
     covered, end = 0.0, float("-inf")
     for begin, finish in intervals:
         covered += max(0.0, finish - max(begin, end))

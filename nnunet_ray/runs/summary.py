@@ -103,6 +103,14 @@ def load_summary(run_dir: str | Path) -> RunSummary:
     return RunSummary.from_json(storage.read_json(location), source=storage.display(location))
 
 
-def run_summaries(experiment: str | Path) -> list[RunSummary]:
-    """The summaries of every finished run directly under an experiment folder (a local path), by run name."""
-    return [load_summary(p.parent) for p in sorted(Path(experiment).glob(f"*/{SUMMARY_FILE}"))]
+def run_summaries(root: str | Path, *, recursive: bool = False) -> list[RunSummary]:
+    """The summaries of the finished runs directly under ``root`` (a local experiment folder), or anywhere below it
+    with ``recursive``; by path. An evaluation's ``summary.json`` (a prediction folder's scores: same file name, no
+    run in it) is passed over."""
+    found = []
+    for path in sorted(Path(root).glob(f"{'**' if recursive else '*'}/{SUMMARY_FILE}")):
+        try:
+            found.append(load_summary(path.parent))
+        except RecordError:
+            continue
+    return found

@@ -40,6 +40,15 @@ def test_broken_and_newer_files_are_refused_naming_the_file(data, problem):
         RunSummary.from_json(data, source="runs/x/summary.json")
 
 
+def test_evaluation_summaries_of_the_same_name_are_passed_over(tmp_path):
+    save_summary(tmp_path / "exp" / "3d_fold0", SUMMARY)
+    (tmp_path / "exp" / "cv_predictions" / "3d_fold0").mkdir(parents=True)
+    (tmp_path / "exp" / "cv_predictions" / "3d_fold0" / "summary.json").write_text('{"mean": {"dice": 0.8}}')
+    assert run_summaries(tmp_path / "exp") == [SUMMARY]
+    assert run_summaries(tmp_path, recursive=True) == [SUMMARY]
+    assert run_summaries(tmp_path) == []  # not directly under tmp_path
+
+
 def test_a_run_without_a_summary_has_not_finished(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_summary(tmp_path)
