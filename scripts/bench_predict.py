@@ -85,12 +85,13 @@ def _volume_seconds(raw: Path, experiment: Path, device) -> dict:
     from nnunet_ray.data.dataset import load_dataset
     from nnunet_ray.inference.ensemble import EnsemblePredictor, WindowOptions
     from nnunet_ray.inference.members import load_member
+    from nnunet_ray.runs.names import fold_run_name
 
     case = load_dataset(raw).test[0]
     image = cast(nib.Nifti1Image, nib.load(str(case.images[0])))  # typed as any image; a NIfTI file is one
     result: dict[str, Any] = {"volume_shape_xyz": list(image.shape[:3])}
     for tta in (False, True):
-        predictor = EnsemblePredictor([load_member(experiment / "fold0" / "best")], device=device,
+        predictor = EnsemblePredictor([load_member(experiment / fold_run_name(3, 0) / "best")], device=device,
                                       options=WindowOptions(tta=tta))
         predictor(case)  # warm-up
         start = time.perf_counter()

@@ -20,6 +20,7 @@ import pytest
 
 from nnunet_ray.data import storage
 from nnunet_ray.distributed.local_clusters import local_head, submit_job, training_seconds
+from nnunet_ray.runs.summary import RunSummary, save_summary
 from tests.distributed.test_s3_storage import S3StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,10 +200,9 @@ def test_five_fold_smoke_job_on_s3_and_its_resume(ray_head, keyed_s3, tmp_path):
 def test_training_seconds_is_the_union_of_the_trials_fit_intervals(tmp_path):
     trials = {"3d_fold0": (110.0, 10.0), "3d_fold1": (120.0, 15.0), "3d_fold2": (135.0, 5.0)}  # finished, seconds
     for name, (finished, seconds) in trials.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps({"finished_at": finished,
-                                                                 "seconds_in_worker": seconds}))
-    (tmp_path / "summary.json").write_text(json.dumps({"cases": 2}))  # not a trial: no fit interval
+        save_summary(tmp_path / name, RunSummary(name=name, run_dir=str(tmp_path / name), best_checkpoint=None,
+                                                 last_checkpoint=None, finished_at=finished, seconds_in_worker=seconds))
+    (tmp_path / "summary.json").write_text(json.dumps({"cases": 2}))  # an evaluation's summary: no run, passed over
     assert training_seconds(tmp_path) == pytest.approx(20.0 + 5.0)  # [100, 120] and [130, 135]
 
 
