@@ -121,7 +121,7 @@ def _outcome(results: list[tune.Result], spec: TrialSpec, space: Space, path: st
         raise RunError(f"no trial trained an epoch within --budget {spec.budget}; start the sweep again with a "
                        f"longer --budget and a new --name" if record else "no trial reported an epoch")
     outcome = summarise_sweep(trained, max_epochs=spec.base.max_epochs, swept=sorted(space),
-                              device=devices_held(spec.base), budget_stopped=cut)
+                              device=devices_held(spec.base), budget_stopped=cut, max_seconds=spec.base.max_seconds)
     started = {PurePosixPath(r.path).name for r in trained} | cut
     outcome["trials"] = {"planned": planned, "trained": len(trained), "stopped_by_budget": len(cut),
                          "not_started": max(0, planned - len(started))}
@@ -154,7 +154,9 @@ def trial_record(result: tune.Result, *, max_epochs: int, swept: list[str], devi
     metrics, config = result.metrics or {}, result.config
     assert config is not None, "a Tune trial's result has its config"
     epochs = int(metrics.get("epoch", -1)) + 1
-    finished = epochs >= max_epochs or bool(metrics.get("stopped_early")) or bool(metrics.get("already_finished"))
+    # Ended by itself: all its epochs, early stopping or its own --max-time (stop_reason), or before a restore.
+    finished = (epochs >= max_epochs or metrics.get("stop_reason") is not None or bool(metrics.get("stopped_early"))
+                or bool(metrics.get("already_finished")))
     best = metrics.get("best_dice")
     times = result.metrics_dataframe["time_this_iter_s"].tolist() if result.metrics_dataframe is not None else []
     epoch_seconds = sum(times[1:]) / len(times[1:]) if len(times) > 1 else math.nan  # the first includes start-up
@@ -172,11 +174,12 @@ def _plain(value: Any) -> Any:
 
 
 def summarise_sweep(results: Iterable[tune.Result], *, max_epochs: int, swept: list[str],
-                    device: tuple[str, float] = ("CPU", 0.0),
-                    budget_stopped: AbstractSet[str] = frozenset()) -> dict[str, Any]:
+                    device: tuple[str, float] = ("CPU", 0.0), budget_stopped: AbstractSet[str] = frozenset(),
+                    max_seconds: float | None = None) -> dict[str, Any]:
     """The results table (a configuration's ``score`` = mean over its folds), the best configuration, what ASHA
     stopped, and the device-hours spent (``device``: what one trial holds, ``fold_run.devices_held``).
-    ``budget_stopped``: the trials (folder names) the budget stopped while they trained."""
+    ``budget_stopped``: the trials (folder names) the budget stopped while they trained. ``max_seconds``: each
+    trial's ``--max-time``, so a stopped trial would have trained until then, not to ``max_epochs``."""
     rows = [trial_record(r, max_epochs=max_epochs, swept=swept, devices=device[1],
                          budget_stopped=PurePosixPath(r.path).name in budget_stopped) for r in results]
     table = pd.DataFrame(rows)
@@ -187,10 +190,14 @@ def summarise_sweep(results: Iterable[tune.Result], *, max_epochs: int, swept: l
     stopped = table[table["stopped_by_scheduler"]]
     # A trial stopped after its first epoch has no start-up-free epoch time of its own: use the sweep's median.
     epoch_seconds = stopped["epoch_seconds"].fillna(table["epoch_seconds"].median()).fillna(0.0)
-    saved = ((max_epochs - stopped["epochs"]) * epoch_seconds).sum()
+    spared = max_epochs - stopped["epochs"]
+    if max_seconds is not None:  # the epochs its time budget held at its own epoch time, at most max_epochs
+        held = (max_seconds / epoch_seconds.where(epoch_seconds > 0)).fillna(0.0).apply(math.ceil)
+        spared = (held.clip(upper=max_epochs) - stopped["epochs"]).clip(lower=0)
+    saved = (spared * epoch_seconds).sum()
     return {"table": table.drop(columns=["config"]), "best_config": {k: _plain(best_row[k]) for k in swept},
             "best_score": float(best_row["score"]), "stopped_early": int(len(stopped)),
-            "epochs_saved": int((max_epochs - stopped["epochs"]).sum()), "seconds_saved": float(saved),
+            "epochs_saved": int(spared.sum()), "seconds_saved": float(saved),
             "device": device[0], "device_hours": float(table["device_hours"].sum())}
 
 

@@ -118,3 +118,25 @@ def test_experiment_json_is_versioned_and_a_newer_or_broken_one_is_refused_namin
         TrialSpec.from_json({**written, "version": 2}, source="R/x/experiment.json")
     with pytest.raises(RecordError, match="^R/x/experiment.json: not an experiment spec \\(KeyError"):
         TrialSpec.from_json({"base": {}}, source="R/x/experiment.json")
+
+
+def _fake_result(name: str, lr: float, epoch_times: list[float], *, stop_reason: str | None = None):
+    import pandas as pd
+
+    metrics = {"epoch": len(epoch_times) - 1, "best_dice": 0.5 + lr, "stop_reason": stop_reason,
+               "stopped_early": False, "time_total_s": sum(epoch_times)}
+    return SimpleNamespace(metrics=metrics, config={"fold": 0, "dim": 3, "sweep": {"learning_rate": lr}},
+                           path=f"/r/sweep/{name}", metrics_dataframe=pd.DataFrame({"time_this_iter_s": epoch_times}))
+
+
+def test_a_trial_ended_by_its_own_max_time_is_not_counted_as_stopped_by_asha_and_savings_follow_the_time_budget():
+    from nnunet_ray.distributed.sweep import summarise_sweep
+
+    results = [_fake_result("a", 3e-3, [130.0, 100.0, 100.0], stop_reason="max_time"),  # ran to its --max-time
+               _fake_result("b", 1e-4, [130.0, 100.0])]  # ASHA stopped it after 2 epochs
+    outcome = summarise_sweep(results, max_epochs=10000, swept=["learning_rate"], max_seconds=600.0)
+    table = outcome["table"].set_index("trial")
+    assert not table.loc["a", "stopped_by_scheduler"] and table.loc["b", "stopped_by_scheduler"]
+    assert outcome["stopped_early"] == 1
+    assert outcome["epochs_saved"] == 4 and outcome["seconds_saved"] == pytest.approx(400.0)  # 600 s hold 6 epochs
+    assert summarise_sweep(results, max_epochs=10000, swept=["learning_rate"])["epochs_saved"] == 9998  # no time box
