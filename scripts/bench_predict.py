@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from nnunet_ray.config import SynthConfig
+from nnunet_ray.config import SynthConfig, TrainConfig
 from nnunet_ray.data.synth import make_synthetic_task
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ def _bench_members(args: argparse.Namespace, work: Path) -> tuple[Path, Plans, P
     experiment = work / "experiment"
     for fold in (0, 1):  # two members, as two folds of one configuration
         torch.manual_seed(fold)
-        save_checkpoint(experiment / fold_run_name(3, fold) / "best", build_unet(plans), plans, {"fold": fold})
+        save_checkpoint(experiment / fold_run_name(3, fold) / "best", build_unet(plans), plans,
+                        TrainConfig(data=str(work / "pre"), results=str(work), dim=3, fold=fold))
     return raw, plans, experiment
 
 

@@ -24,7 +24,6 @@ component where that raises the class's Dice. The choice goes to ``<experiment>/
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -40,7 +39,8 @@ from nnunet_ray.evaluation.cv_summary import per_configuration, rows_csv
 from nnunet_ray.evaluation.report import evaluate_folders
 from nnunet_ray.inference.members import check_same_splits, run_folders
 from nnunet_ray.runs.best_configuration import save_best_configuration
-from nnunet_ray.runs.checkpoint import CONFIG_FILE, SPLITS_HASH_KEY, best_checkpoint, read_progress
+from nnunet_ray.runs.checkpoint import best_checkpoint, read_config, read_progress
+from nnunet_ray.runs.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ RESULT = "cv_original_space"
 PREDICTIONS = "cv_predictions"  # <experiment>/cv_predictions/<run>/
 
 
-def _fold_runs(experiment: str) -> list[tuple[str, str, dict, float | None]]:
+def _fold_runs(experiment: str) -> list[tuple[str, str, RunConfig, float | None]]:
     """(run name, best checkpoint's location, its config, its in-training Dice) of every run under ``experiment``."""
     runs = []
     with local_models([experiment], flag="cv") as copies:
@@ -58,7 +58,7 @@ def _fold_runs(experiment: str) -> list[tuple[str, str, dict, float | None]]:
             if checkpoint is not None:
                 name = "_".join(run.relative_to(local).parts) or storage.basename(experiment)
                 runs.append((name, storage.join(experiment, *checkpoint.relative_to(local).parts),
-                             json.loads((checkpoint / CONFIG_FILE).read_text()), _training_dice(checkpoint)))
+                             read_config(checkpoint), _training_dice(checkpoint)))
     if not runs:
         raise ConfigError(f"{flag_name('cv')}: {storage.display(experiment)} holds no training run with a checkpoint")
     return runs
@@ -70,16 +70,16 @@ def _training_dice(checkpoint: Path) -> float | None:
     return None if best is None or not np.isfinite(best) else float(best)
 
 
-def _validation_cases(config: dict, data: str, inputs: Inputs, name: str) -> Inputs:
+def _validation_cases(config: RunConfig, data: str, inputs: Inputs, name: str) -> Inputs:
     """Run ``name``'s validation cases among the raw dataset's training cases ``inputs`` (the dataset ``data``)."""
-    splits_path = storage.display(splits_location(config["data"]))
-    fold = int(config["fold"])
+    splits_path = storage.display(splits_location(config.train.data))
+    fold = config.train.fold
     try:
-        splits = load_splits(config["data"])
+        splits = load_splits(config.train.data)
         ids = set(splits[fold]["val"])
     except (OSError, ValueError, IndexError) as exc:
         raise ConfigError(f"{flag_name('cv')}: run {name}: cannot read fold {fold} of {splits_path}: {exc}") from exc
-    recorded, now = config.get(SPLITS_HASH_KEY), splits_hash(splits)
+    recorded, now = config.splits_hash, splits_hash(splits)
     if recorded and recorded != now:  # runs recorded before the hash existed have none
         raise ConfigError(f"{flag_name('cv')}: run {name} was trained on other folds (splits hash {recorded}) than "
                           f"{splits_path} holds now (hash {now}): its validation cases there may be training cases")
@@ -104,7 +104,7 @@ def evaluate_cv(cfg: EvaluateConfig) -> dict:
     experiment, data = storage.absolute(cfg.cv), storage.absolute(cfg.data)
     with labelled_dataset(data) as (dataset, inputs):
         runs = _fold_runs(experiment)
-        check_same_splits([(name, config) for name, _, config, _ in runs], flag=flag_name("cv"))
+        check_same_splits([(name, config.splits_hash) for name, _, config, _ in runs], flag=flag_name("cv"))
         rows = _predict_and_score(cfg, experiment, runs, dataset, inputs)
         result = {"runs": rows, "configurations": per_configuration(rows), "nsd_tolerance_mm": cfg.nsd_tolerance,
                   "best": choose_configuration(experiment, rows, dataset)}
@@ -118,7 +118,7 @@ def _predict_and_score(cfg: EvaluateConfig, experiment: str, runs: list, dataset
     (on this machine); one row per run."""
     requests, rows = [], []
     for name, checkpoint, config, _ in runs:
-        logger.info("%s: fold %s with %s", name, config["fold"], storage.display(checkpoint))
+        logger.info("%s: fold %s with %s", name, config.train.fold, storage.display(checkpoint))
         predict = PredictConfig(models=(checkpoint,), input=storage.absolute(cfg.data), out=storage.join(
             experiment, PREDICTIONS, name), **dataclasses.asdict(cfg.window()), actors=cfg.actors,
             address=cfg.address, save_probabilities=True, overwrite=cfg.overwrite).validate()
@@ -132,7 +132,7 @@ def _predict_and_score(cfg: EvaluateConfig, experiment: str, runs: list, dataset
         # This fold's validation cases only: labelsTr also holds the other folds' cases.
         scores = evaluate_folders(predict.out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance,
                                   cases=[c.case_id for c in cases.cases])
-        rows.append({"run": name, "dim": config.get("dim"), "fold": config["fold"], "cases": scores["n_cases"],
+        rows.append({"run": name, "dim": config.train.dim, "fold": config.train.fold, "cases": scores["n_cases"],
                      "training_dice": training_dice, **scores["mean"]})
     return rows
 

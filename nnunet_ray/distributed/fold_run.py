@@ -31,9 +31,10 @@ from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.planning.schema import PatchSizeError, Plans, load_plans, with_patch_size
 from nnunet_ray.runs.best import BEST_METRIC
 from nnunet_ray.runs.checkpoint import epoch_dir_name, load_checkpoint
+from nnunet_ray.runs.run_config import record_splits_hash
 from nnunet_ray.runs.summary import RunSummary, save_summary
 from nnunet_ray.training.loop import benchmark, fit
-from nnunet_ray.training.resume import data_splits_hash, record_splits_hash
+from nnunet_ray.training.resume import data_splits_hash
 
 SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice, finite at every report
 Sink = Callable[[dict, Path | None], None]

@@ -32,6 +32,7 @@ from nnunet_ray.data import storage
 from nnunet_ray.data.staging import stage_folder
 from nnunet_ray.planning.schema import PLANS_FILE, Plans
 from nnunet_ray.runs.checkpoint import epoch_dir_name, is_epoch_dir_name
+from nnunet_ray.runs.run_config import CONFIG_FILE
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR
 
 UPLOAD_MODES = {"async": CheckpointUploadMode.ASYNC, "sync": CheckpointUploadMode.SYNC}
@@ -80,7 +81,7 @@ def resume_view(run_dir: str) -> Iterator[str | Path]:
     with tempfile.TemporaryDirectory(prefix="nnunet_ray_resume_") as tmp:
         local = Path(tmp) / PurePosixPath(storage.display(run_dir).rstrip("/")).name
         for name in reversed([n for n in storage.list_names(run_dir) if is_epoch_dir_name(n)]):
-            files = {f: storage.join(run_dir, name, f) for f in ("config.json", PLANS_FILE)}
+            files = {f: storage.join(run_dir, name, f) for f in (CONFIG_FILE, PLANS_FILE)}
             if all(storage.is_file(location) for location in files.values()):
                 for file, location in files.items():
                     storage.download(location, local / name / file)

@@ -28,7 +28,7 @@ from nnunet_ray.data.staging import open_raw_dataset
 from nnunet_ray.distributed.experiment import check_experiment_folder, experiment_folder
 from nnunet_ray.distributed.run_storage import resume_view
 from nnunet_ray.planning.schema import PLANS_FILE, PlansError, load_plans
-from nnunet_ray.runs.checkpoint import latest_checkpoint
+from nnunet_ray.runs.checkpoint import latest_checkpoint, read_config
 from nnunet_ray.runs.names import dim_folder, experiment_name, parse_fold_run_name
 from nnunet_ray.training.resume import check_splits, data_splits_hash
 
@@ -136,8 +136,7 @@ def check_resumed_splits(path: str, data_dirs: dict[int, str]) -> None:
         with resume_view(storage.join(path, name)) as local:
             checkpoint = latest_checkpoint(local)
             if checkpoint is not None:
-                saved = json.loads((checkpoint / "config.json").read_text())
-                check_splits(saved, current[trial[0]], name)
+                check_splits(read_config(checkpoint).splits_hash, current[trial[0]], name)
 
 
 def preprocess_raw(data: ExperimentData, *, address: str) -> None:

@@ -9,7 +9,6 @@ plans, run config) and shipped to the predicting processes as it is, so they nee
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,15 +23,15 @@ from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import Plans, load_plans
 from nnunet_ray.runs.best_configuration import load_best_configuration
 from nnunet_ray.runs.checkpoint import (
-    CONFIG_FILE,
     MODEL_FILE,
-    SPLITS_HASH_KEY,
     best_checkpoint,
     is_checkpoint,
     is_epoch_dir_name,
     load_file,
     model_kwargs,
+    read_config,
 )
+from nnunet_ray.runs.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -42,13 +41,13 @@ class Member:
     Attributes:
         path: the checkpoint directory it was loaded from.
         plans: the plans it was trained with (patch size, spacing, classes, ...).
-        config: its run's ``TrainConfig`` as a dict (model options, fold).
+        config: its run's config.json (model options, fold, the folds' hash).
         weights: the state dict, CPU tensors.
     """
 
     path: str
     plans: Plans
-    config: dict
+    config: RunConfig
     weights: dict[str, torch.Tensor]
 
     # The only place prediction reads plans fields: one edit here when the plans format changes.
@@ -81,7 +80,7 @@ class Member:
 
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
         """The network in eval mode on ``device``."""
-        model = build_unet(self.plans, **model_kwargs(self.config))
+        model = build_unet(self.plans, **model_kwargs(self.config.train))
         model.load_state_dict(self.weights)
         return model.to(device).eval()
 
@@ -89,14 +88,14 @@ class Member:
         """What predict.json records about the member."""
         return {"path": self.path, "network_hash": self.plans.network_hash,
                 "preprocessing_hash": self.plans.preprocessing_hash, "dim": self.dim,
-                "fold": self.config.get("fold"), "dataset": self.plans.dataset}
+                "fold": self.config.train.fold, "dataset": self.plans.dataset}
 
 
 def load_member(directory: str | Path) -> Member:
     """Read a checkpoint directory into a :class:`Member` (weights load with ``weights_only=True``)."""
     directory = Path(directory).resolve()
     return Member(path=str(directory), plans=load_plans(directory),
-                  config=json.loads((directory / CONFIG_FILE).read_text()),
+                  config=read_config(directory),
                   weights=load_file(directory / MODEL_FILE))
 
 
@@ -165,19 +164,20 @@ def check_compatible(members: Sequence[Member], *, flag: str = "--models") -> No
             if getattr(member, key) != getattr(first, key):
                 raise ConfigError(f"{flag}: {member.path} has {key} {getattr(member, key)} but {first.path} has "
                                   f"{getattr(first, key)}; an ensemble needs the same classes and channels")
-    check_same_splits([(member.path, member.config) for member in members], flag=flag)
+    check_same_splits([(member.path, member.config.splits_hash) for member in members], flag=flag)
 
 
-def check_same_splits(runs: Sequence[tuple[str, dict]], *, flag: str) -> None:
+def check_same_splits(runs: Sequence[tuple[str, str | None]], *, flag: str) -> None:
     """Runs trained on different splits.json folds (``splits_hash`` in their config.json) are refused together.
 
     Args:
-        runs: (checkpoint or run, its config.json) pairs; a config without ``splits_hash`` is not compared.
+        runs: (checkpoint or run, the splits hash its config.json records) pairs; None (recorded before the hash
+            existed) is not compared.
 
     Raises:
         ConfigError: naming ``flag`` and two runs trained on different folds.
     """
-    recorded = [(where, config[SPLITS_HASH_KEY]) for where, config in runs if config.get(SPLITS_HASH_KEY)]
+    recorded = [(where, splits_hash) for where, splits_hash in runs if splits_hash]
     for where, splits_hash in recorded[1:]:
         if splits_hash != recorded[0][1]:
             raise ConfigError(f"{flag}: {where} was trained on other folds (splits hash {splits_hash}) than "

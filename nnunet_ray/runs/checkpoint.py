@@ -4,7 +4,7 @@ A checkpoint directory holds
   model.pt        the U-Net's state dict (unwrapped, no ``module.`` prefix)
   train_state.pt  optimizer, GradScaler and LR-schedule state, and ``progress`` (epoch, best Dice, early-stopping
                   counters, the epoch's metrics)
-  config.json     the run's ``TrainConfig`` as ``asdict``, and ``splits_hash``: the folds it trained on
+  config.json     the run's ``TrainConfig`` and the folds it trained on (written and read by ``run_config.py``)
   plans.json      the plans the model was built from (written and read by ``planning/schema.py``)
 so ``load_model(dir)`` rebuilds the network with nothing else. Tensors and primitive containers only: both .pt
 files load with ``torch.load(weights_only=True)``.
@@ -13,7 +13,6 @@ files load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import pickle
 import shutil
@@ -23,14 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnunet_ray.config import TrainConfig
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import PLANS_FILE, Plans, load_plans, save_plans
 from nnunet_ray.runs.best import BEST_METRIC, is_better
+from nnunet_ray.runs.records import RecordError
+from nnunet_ray.runs.run_config import CONFIG_FILE, RunConfig, load_run_config, save_run_config
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
-CONFIG_FILE = "config.json"
-SPLITS_HASH_KEY = "splits_hash"  # in config.json, next to the TrainConfig fields: the folds the run trained on
 REQUIRED = (MODEL_FILE, STATE_FILE, CONFIG_FILE, PLANS_FILE)
 
 
@@ -38,7 +38,7 @@ class CheckpointError(FileNotFoundError):
     """A checkpoint directory is missing or incomplete; the message names the directory and the file."""
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, plans: Plans, config: dict, *,
+def save_checkpoint(directory: str | Path, model: nn.Module, plans: Plans, config: TrainConfig, *,
                     optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
                     schedule: dict | None = None, progress: dict | None = None) -> Path:
     """Write a checkpoint directory (created if needed; existing files are overwritten).
@@ -47,7 +47,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, plans: Plans, confi
         directory: where to write.
         model: the unwrapped network (not the DDP wrapper).
         plans: the plans the model was built from.
-        config: ``asdict(TrainConfig)``.
+        config: the run's options.
         optimizer, scaler: their state is stored when given.
         schedule: ``LRSchedule.state_dict()``.
         progress: primitives only, e.g. {"epoch", "best_dice", "best_epoch", "bad_epochs", "metrics"}.
@@ -62,7 +62,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, plans: Plans, confi
              "scaler": scaler.state_dict() if scaler is not None else None,
              "schedule": schedule, "progress": progress or {}}
     torch.save(state, directory / STATE_FILE)
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    save_run_config(directory, RunConfig(config))
     save_plans(directory, plans)
     return directory
 
@@ -72,10 +72,10 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
 
     Returns:
         {"model": state dict, "optimizer", "scaler", "schedule" (each None when not stored), "progress": dict,
-        "config": dict, "plans": Plans}.
+        "config": RunConfig, "plans": Plans}.
 
     Raises:
-        CheckpointError: the directory or one of its files is missing.
+        CheckpointError: the directory or one of its files is missing or unreadable.
     """
     directory = Path(directory)
     missing = [name for name in REQUIRED if not (directory / name).is_file()]
@@ -84,8 +84,22 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
     state = load_file(directory / STATE_FILE, map_location=map_location)
     return {"model": load_file(directory / MODEL_FILE, map_location=map_location),
             **state,
-            "config": json.loads((directory / CONFIG_FILE).read_text()),
+            "config": read_config(directory),
             "plans": load_plans(directory)}
+
+
+def read_config(directory: str | Path) -> RunConfig:
+    """A checkpoint's ``config.json``.
+
+    Raises:
+        CheckpointError: it is missing or unreadable, naming the file.
+    """
+    try:
+        return load_run_config(directory)
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory}: not a checkpoint (missing {CONFIG_FILE})") from None
+    except RecordError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def read_progress(directory: str | Path) -> dict[str, Any]:
@@ -108,19 +122,17 @@ def load_file(path: Path, *, map_location: str | torch.device = "cpu") -> Any:
         raise CheckpointError(f"{path}: not a readable checkpoint file ({reason})") from exc
 
 
-def model_kwargs(config: dict) -> dict[str, Any]:
-    """The ``build_unet`` options a run's config selects (defaults for keys an older config lacks)."""
-    return {"norm": config.get("norm", "instance"), "residual": bool(config.get("residual", False)),
-            "deep_supervision": bool(config.get("deep_supervision", False)),
-            "deep_supervision_scheme": config.get("deep_supervision_scheme", "dle"),
-            "negative_slope": float(config.get("negative_slope", 0.01))}
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``build_unet`` options a run's options select."""
+    return {"norm": cfg.norm, "residual": cfg.residual, "deep_supervision": cfg.deep_supervision,
+            "deep_supervision_scheme": cfg.deep_supervision_scheme, "negative_slope": cfg.negative_slope}
 
 
-def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, Plans, dict]:
+def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, Plans, RunConfig]:
     """Rebuild the trained network from a checkpoint directory alone.
 
     Returns:
-        (model in eval mode on ``device``, plans, config dict).
+        (model in eval mode on ``device``, plans, the run's config.json).
 
     Raises:
         CheckpointError: the directory is not a complete checkpoint.
@@ -129,9 +141,9 @@ def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> 
     missing = [name for name in (MODEL_FILE, CONFIG_FILE, PLANS_FILE) if not (directory / name).is_file()]
     if missing:
         raise CheckpointError(f"{directory}: not a checkpoint (missing {', '.join(missing)})")
-    config = json.loads((directory / CONFIG_FILE).read_text())
+    config = read_config(directory)
     plans = load_plans(directory)
-    model = build_unet(plans, **model_kwargs(config))
+    model = build_unet(plans, **model_kwargs(config.train))
     model.load_state_dict(load_file(directory / MODEL_FILE))
     return model.to(device).eval(), plans, config
 

@@ -91,7 +91,7 @@ def setup(cfg, plans: Plans, *, device: torch.device, world_size: int = 1,
           prepare: Callable[[nn.Module], nn.Module] = lambda m: m, resume: dict | None = None) -> Trainer:
     """Build model, optimizer, scaler, schedule and loss from the config, restoring ``resume`` when given."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_unet(plans, **model_kwargs(dataclasses.asdict(cfg)))
+    model = build_unet(plans, **model_kwargs(cfg))
     if resume is not None:
         model.load_state_dict(resume["model"])
     if cfg.sync_batchnorm and world_size > 1 and device.type == "cuda":
@@ -272,7 +272,7 @@ def _checkpoint_and_report(cfg, plans: Plans, tr: Trainer, record: dict, early: 
                 "bad_epochs": early.bad_epochs, "stopped_early": record["stopped_early"],
                 "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float, list, type(None)))}}
     with tempfile.TemporaryDirectory(prefix="nnunet_ray_ckpt_") as tmp:
-        save_checkpoint(tmp, tr.model, plans, dataclasses.asdict(cfg), optimizer=tr.optimizer, scaler=tr.scaler,
+        save_checkpoint(tmp, tr.model, plans, cfg, optimizer=tr.optimizer, scaler=tr.scaler,
                         schedule=tr.schedule.state_dict(), progress=progress)
         report(record, Path(tmp))
 

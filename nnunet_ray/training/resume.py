@@ -23,7 +23,9 @@ from nnunet_ray.config import ConfigError, TrainConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import parse_splits, splits_hash, splits_location
 from nnunet_ray.planning.schema import Plans, PlansError, load_plans
-from nnunet_ray.runs.checkpoint import SPLITS_HASH_KEY, latest_checkpoint
+from nnunet_ray.runs.checkpoint import latest_checkpoint
+from nnunet_ray.runs.records import RecordError
+from nnunet_ray.runs.run_config import RunConfig, load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +79,26 @@ def check_resume(cfg: TrainConfig, plans: Plans, run_dir: str | Path) -> None:
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         return
-    saved = json.loads((checkpoint / "config.json").read_text())
-    current = dataclasses.asdict(cfg)
-    defaults = dataclasses.asdict(TrainConfig())
+    saved = _saved_config(checkpoint, Path(run_dir).name)
+    before, current = dataclasses.asdict(saved.train), dataclasses.asdict(cfg)
     name = Path(run_dir).name
     for option, meaning in FIXED_ON_RESUME.items():
-        before = saved.get(option, defaults[option])
-        if _differs(before, current[option]):
+        if _differs(before[option], current[option]):
             raise ConfigError(f"{flag_name(option)}: {current[option]!r}, but run {name!r} was trained with "
-                              f"{before!r} ({meaning} cannot change on resume); start a new --experiment instead")
+                              f"{before[option]!r} ({meaning} cannot change on resume); start a new --experiment "
+                              "instead")
     _check_plans(plans, checkpoint, name)
-    check_splits(saved, data_splits_hash(cfg.data), name)
+    check_splits(saved.splits_hash, data_splits_hash(cfg.data), name)
     for option, note in FREE_ON_RESUME.items():
-        if note and option in saved and _differs(saved[option], current[option]):
-            logger.warning("%s: %r (was %r) %s", flag_name(option), current[option], saved[option], note)
+        if note and _differs(before[option], current[option]):
+            logger.warning("%s: %r (was %r) %s", flag_name(option), current[option], before[option], note)
+
+
+def _saved_config(checkpoint: Path, name: str) -> RunConfig:
+    try:
+        return load_run_config(checkpoint)
+    except RecordError as err:
+        raise ConfigError(f"--resume-training: run {name!r} has an unreadable checkpoint ({err})") from err
 
 
 def _check_plans(plans: Plans, checkpoint: Path, name: str) -> None:
@@ -121,25 +129,17 @@ def data_splits_hash(data: str | Path) -> str | None:
         raise ConfigError(f"{flag_name('data')}: {err}") from err
 
 
-def record_splits_hash(checkpoint_dir: str | Path, splits_hash_: str | None) -> None:
-    """Add the run's ``splits_hash`` to a checkpoint's config.json (before the checkpoint is persisted)."""
-    if splits_hash_ is None:
-        return
-    path = Path(checkpoint_dir) / "config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), SPLITS_HASH_KEY: splits_hash_}, indent=1))
-
-
-def check_splits(saved_config: dict, current: str | None, name: str) -> None:
+def check_splits(recorded: str | None, current: str | None, name: str) -> None:
     """Refuse to continue run ``name`` on other folds than the ones its checkpoint recorded.
 
     Args:
-        saved_config: the run's checkpoint config.json (no ``splits_hash``: recorded before it existed, accepted).
+        recorded: the ``splits_hash`` in the run's checkpoint config.json (None: recorded before it existed,
+            accepted).
         current: ``data_splits_hash`` of the data the run would continue on (None: no splits.json to compare).
 
     Raises:
         ConfigError: naming ``--data``, the run and both hashes.
     """
-    recorded = saved_config.get(SPLITS_HASH_KEY)
     if recorded is not None and current is not None and recorded != current:
         raise ConfigError(f"{flag_name('data')}: its splits.json (hash {current}) is not the one run {name!r} was "
                           f"trained on (hash {recorded}): its validation cases may have been training cases; "

@@ -9,7 +9,7 @@ import pytest
 from nnunet_ray.cli import main
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits, save_splits, splits_hash
-from nnunet_ray.training.resume import record_splits_hash
+from nnunet_ray.runs.run_config import record_splits_hash
 from tests.inference.conftest import save_random_checkpoint, tiny_plans
 
 OTHER = "0123456789abcdef"  # the hash of folds that are not in splits.json any more

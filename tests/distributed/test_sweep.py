@@ -112,7 +112,7 @@ def test_swept_patch_checkpoint_predicts_at_that_patch(sweep):
     trial = next((root / "results" / "sweep").glob("3d_fold0_*patch24x24x24_*"))
     checkpoint = sorted(trial.glob("epoch_*"))[-1]
     model, plans, config = load_model(checkpoint)
-    assert plans.patch_size == (24, 24, 24) and config["patch_size"] == [24, 24, 24]
+    assert plans.patch_size == (24, 24, 24) and config.train.patch_size == (24, 24, 24)
     image = torch.from_numpy(__import__("numpy").load(next(task.glob("*_x.npy"))))[None]
     with torch.no_grad():
         probs = predict_volume(image, model, patch_size=plans.patch_size, n_classes=plans.n_classes)

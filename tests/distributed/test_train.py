@@ -96,9 +96,9 @@ def test_two_worker_ddp_run_then_refuse_then_resume(task, tmp_path):
     last = load_checkpoint(summary["last_checkpoint"])
     assert last["progress"]["epoch"] == 1
     model, plans, config = load_model(summary["best_checkpoint"])
-    assert config["workers"] == 2 and plans.patch_size == (16, 16, 16)
+    assert config.train.workers == 2 and plans.patch_size == (16, 16, 16)
     trained_on = splits_hash(load_splits(task))  # the folds are recorded with the run
-    assert summary["splits_hash"] == config["splits_hash"] == last["config"]["splits_hash"] == trained_on
+    assert summary["splits_hash"] == config.splits_hash == last["config"].splits_hash == trained_on
     assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 4, 16, 16, 16)
 
     assert run_exists(run_dir)  # Ray's snapshot file is where ray_internals says it is

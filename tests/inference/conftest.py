@@ -36,7 +36,7 @@ def save_random_checkpoint(directory: Path, plans: Plans, *, seed: int = 0, fold
     """A checkpoint directory holding a randomly initialised network for ``plans`` (``data``: the run's
     preprocessed folder, where its splits.json is)."""
     torch.manual_seed(seed)
-    config = dataclasses.asdict(TrainConfig(data=data, results="y", dim=plans.dim, fold=fold))
+    config = TrainConfig(data=data, results="y", dim=plans.dim, fold=fold)
     return save_checkpoint(directory, build_unet(plans), plans, config, progress=progress)
 
 

@@ -2,13 +2,14 @@
 
 import pytest
 
-from nnunet_ray.config import ConfigError
+from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.inference.members import Member, check_compatible, check_same_splits
+from nnunet_ray.runs.run_config import RunConfig
 from tests.conftest import make_test_plans
 
 
 def _member(path: str, splits_hash: str | None, fold: int = 0) -> Member:
-    config = {"fold": fold, **({"splits_hash": splits_hash} if splits_hash else {})}
+    config = RunConfig(TrainConfig(data="d", results="r", fold=fold), splits_hash=splits_hash)
     return Member(path=path, plans=make_test_plans(), config=config, weights={})
 
 
@@ -30,4 +31,4 @@ def test_members_trained_on_other_folds_are_refused(hashes, refused):
 
 def test_the_check_names_the_flag_it_is_given():
     with pytest.raises(ConfigError, match="^--cv: run_b was trained on other folds"):
-        check_same_splits([("run_a", {"splits_hash": "aaaa"}), ("run_b", {"splits_hash": "bbbb"})], flag="--cv")
+        check_same_splits([("run_a", "aaaa"), ("run_b", "bbbb")], flag="--cv")

@@ -13,12 +13,12 @@ from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.data.folds import kfold_splits, save_splits, splits_hash
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.runs.checkpoint import latest_checkpoint, save_checkpoint
+from nnunet_ray.runs.run_config import record_splits_hash
 from nnunet_ray.training.resume import (
     FIXED_ON_RESUME,
     FREE_ON_RESUME,
     check_resume,
     data_splits_hash,
-    record_splits_hash,
 )
 from tests.conftest import make_test_plans
 
@@ -37,7 +37,7 @@ def run_dir(tmp_path):
     cfg = TrainConfig(data="d", results="r")
     torch.manual_seed(0)
     for epoch in (0, 1):
-        save_checkpoint(tmp_path / "run" / f"epoch_{epoch:04d}", build_unet(PLANS), PLANS, dataclasses.asdict(cfg),
+        save_checkpoint(tmp_path / "run" / f"epoch_{epoch:04d}", build_unet(PLANS), PLANS, cfg,
                         progress={"epoch": epoch})
     (tmp_path / "run" / "epoch_0002").mkdir()  # an incomplete folder is not a checkpoint
     return tmp_path / "run"
