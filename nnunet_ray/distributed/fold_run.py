@@ -30,7 +30,7 @@ from nnunet_ray.distributed.run_storage import LogMirror
 from nnunet_ray.loading.fold_data import fold_loaders
 from nnunet_ray.planning.schema import PatchSizeError, Plans, load_plans, with_patch_size
 from nnunet_ray.runs.best import BEST_METRIC
-from nnunet_ray.runs.checkpoint import epoch_dir_name, load_checkpoint
+from nnunet_ray.runs.checkpoint import best_checkpoint_name, epoch_dir_name, load_checkpoint
 from nnunet_ray.runs.run_config import record_splits_hash
 from nnunet_ray.runs.summary import RunSummary, save_summary
 from nnunet_ray.training.loop import benchmark, fit
@@ -161,13 +161,14 @@ def devices_held(cfg: TrainConfig) -> tuple[str, float]:
 
 
 def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: dict, engine: str,
-                      best_checkpoint: str | None, last_checkpoint: str | None, start: float,
-                      node_id: str | None = None) -> dict:
+                      last_checkpoint: str | None, start: float, node_id: str | None = None) -> dict:
     """Write (and return) ``<run_dir>/summary.json``: how training ended, where its checkpoints are, its cost.
 
     Args:
         returned: ``fit``'s result on rank 0.
         engine: "tune" (trained inside the Tune trial) or "train" (Ray Train workers).
+        last_checkpoint: the run's latest checkpoint folder (None: it kept none); the best one is the folder
+            ``runs.checkpoint.best_checkpoint_name`` picks, as predict and evaluate pick it.
         start: ``time.perf_counter()`` when the run began on this driver.
         node_id: the Ray node that trained the run's last attempt, where one process trained it.
     """
@@ -177,7 +178,10 @@ def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: di
         name=name, run_dir=str(run_dir), engine=engine, best_dice=returned.get("best_dice"),
         best_epoch=returned.get("best_epoch"), epochs=returned.get("epochs"), start_epoch=returned.get("start_epoch"),
         stopped_early=returned.get("stopped_early"), stop_reason=returned.get("stop_reason"),
-        best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint,
+        best_checkpoint=storage.join(run_dir, best_checkpoint_name(returned.get("best_epoch"),
+                                                                   storage.basename(last_checkpoint)))
+        if last_checkpoint is not None else None,
+        last_checkpoint=last_checkpoint,
         metrics=storage.join(run_dir, "metrics.jsonl"), tensorboard=storage.join(run_dir, "tensorboard"),
         seconds=seconds, seconds_in_worker=returned.get("seconds"), started_at=time.time() - seconds,
         finished_at=time.time(), device=device, devices=count, device_hours=count * seconds / 3600.0,

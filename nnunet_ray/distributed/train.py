@@ -219,11 +219,9 @@ def fit_fold(cfg: TrainConfig, name: str, run_dir: str | Path, *, callbacks: Seq
     run_dir = str(run_dir)
     trainer = build_trainer(cfg, name=name, callbacks=callbacks, driver_cpus=driver_cpus, worker_faults=worker_faults)
     result = _fit(trainer, cfg, run_dir)
-    best = result.get_best_checkpoint(CHECKPOINT_SCORE, SCORE_ORDER)
     return write_run_summary(
         cfg, name=name, run_dir=run_dir, returned=result.return_value or {},  # type: ignore[attr-defined]  # V2
         engine="train", start=start,
-        best_checkpoint=location_of(cfg.results, best.path) if best is not None else None,
         last_checkpoint=location_of(cfg.results, result.checkpoint.path) if result.checkpoint else None)
 
 

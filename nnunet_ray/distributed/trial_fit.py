@@ -76,10 +76,7 @@ def fit_in_trial(cfg: TrainConfig, name: str, run_dir: str, *, faults: dict | No
                              resume=resume, reporter=make_reporter, faults=faults)
     # A restored trial that trains no further epoch (it had stopped) keeps the checkpoint it resumed from.
     last = reporter.last_epoch if reporter.last_epoch is not None or resume is None else resume["progress"]["epoch"]
-    best = returned.get("best_epoch")
     return write_run_summary(cfg, name=name, run_dir=run_dir, returned=returned, engine="tune", start=start,
-                             best_checkpoint=epoch_checkpoint(run_dir, best if best is not None and best >= 0
-                                                              else last),
                              last_checkpoint=epoch_checkpoint(run_dir, last),
                              node_id=ray.get_runtime_context().get_node_id())
 

@@ -1,7 +1,8 @@
 """The one definition of "best": which validation number ranks epochs, and how ties and unvalidated epochs count.
 
 Early stopping (``loop.EarlyStopping``), the no-Ray keeper of ``best/`` (``checkpoint.LocalCheckpoints``) and Ray's
-checkpoint ranking (``CheckpointConfig`` / ``Result.get_best_checkpoint`` in the Ray layer) all use this module, so
+checkpoint retention (``CheckpointConfig`` in the Ray layer, which keeps the best epoch's folder) all use this module;
+the best folder itself is early stopping's best epoch (``checkpoint.best_checkpoint_name``), so
 switching to another score (e.g. an exponential moving average of Dice, as nnU-Net v2's ``nnUNetTrainer`` keeps
 for its best checkpoint) is one edit here.
 """

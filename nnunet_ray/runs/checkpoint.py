@@ -237,5 +237,12 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
     if not epochs:
         return None
     latest = epochs[-1]
-    best = run_dir / epoch_dir_name(int(read_progress(latest).get("best_epoch", -1)))
+    best = run_dir / best_checkpoint_name(read_progress(latest).get("best_epoch"), latest.name)
     return best if best in epochs else latest
+
+
+def best_checkpoint_name(best_epoch: int | None, latest: str) -> str:
+    """The folder name of a run's best checkpoint: early stopping's best epoch (``best_epoch``, as the run's progress
+    records it), or the ``latest`` checkpoint's folder when no epoch was validated. The training loop writes a
+    checkpoint whenever validation improves, so the best epoch's folder exists; Ray keeps it (``runs.best``)."""
+    return epoch_dir_name(best_epoch) if best_epoch is not None and best_epoch >= 0 else latest

@@ -26,3 +26,12 @@ def test_every_keeper_of_best_uses_the_one_definition():
     assert checkpoint.LocalCheckpoints("unused").metric == best.BEST_METRIC
     early = loop.EarlyStopping(patience=1, min_epochs=1)
     assert [early.update(e, s) for e, s in enumerate([0.4, 0.4, math.nan, 0.5])] == [True, False, False, True]
+
+
+@pytest.mark.parametrize("best_epoch, expected", [
+    (3, "epoch_0003"), (0, "epoch_0000"),
+    (None, "epoch_0007"), (-1, "epoch_0007"),  # never validated: the latest checkpoint
+])
+def test_best_checkpoint_name(best_epoch, expected):
+    assert checkpoint.best_checkpoint_name(best_epoch, "epoch_0007") == expected
+
