@@ -18,10 +18,10 @@ from nnunet_ray.config import (
     parse_int_list,
     with_options,
 )
+from nnunet_ray.data.records import RecordError, check_record
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
 from nnunet_ray.runs.names import fold_run_name
-from nnunet_ray.runs.records import RecordError, check_record
 
 DRIVER_CPUS = 0.1  # what a Ray Train trial's driver function holds; its Train workers ask for that much less
 

@@ -7,7 +7,6 @@ Used by ``scripts/benchmark.py``; by hand::
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ import numpy as np
 from nnunet_ray.loading.augment import Augmentations
 from nnunet_ray.loading.pipelines import train_loader
 from nnunet_ray.planning.schema import synthetic_plans
+from nnunet_ray.preprocessing.record import CaseProperties, write_case_record
 
 
 def write_synthetic_cases(folder: Path, *, n_cases: int, channels: int, shape: Sequence[int],
@@ -45,9 +45,8 @@ def write_synthetic_cases(folder: Path, *, n_cases: int, channels: int, shape: S
         label[box] = 1
         np.save(folder / f"{case_id}_x.npy", image)
         np.save(folder / f"{case_id}_y.npy", label)
-        props = {"case_id": case_id, "shape": list(shape),
-                 "foreground": {"1": np.argwhere(label[0] == 1)[::4].tolist()}}
-        (folder / f"{case_id}.json").write_text(json.dumps(props))
+        write_case_record(folder, CaseProperties.unprocessed(
+            case_id, shape, foreground={"1": np.argwhere(label[0] == 1)[::4].tolist()}))
         case_ids.append(case_id)
     return case_ids
 

@@ -13,15 +13,17 @@ Whole volumes, batch 1 and no augmentation leave nothing for DALI to speed up, s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.data.types import CaseError
+from nnunet_ray.preprocessing.record import CaseProperties, read_case_record, record_name
 
 # Crop table, one int32 vector per case, read by a DALI reader in lockstep with the arrays:
 #   [Z, Y, X, has_fg, K, off_0, n_0, ..., off_{K-1}, n_{K-1}, z, y, x, z, y, x, ...]
@@ -49,18 +51,17 @@ def batches_per_epoch(n_cases: int, world_size: int, per_batch: int) -> int:
 def case_paths(data_dir: Path, case_id: str) -> dict[str, Path]:
     """The preprocessed files of one case: keys ``image``, ``label``, ``properties``."""
     return {"image": data_dir / f"{case_id}_x.npy", "label": data_dir / f"{case_id}_y.npy",
-            "properties": data_dir / f"{case_id}.json"}
+            "properties": data_dir / record_name(case_id)}
 
 
-def read_properties(data_dir: Path, case_id: str) -> dict:
-    """The case's ``<case>.json``; raises CaseError when it is missing or not JSON."""
-    path = case_paths(data_dir, case_id)["properties"]
+def read_properties(data_dir: Path, case_id: str) -> CaseProperties:
+    """The case's ``<case>.json``; raises CaseError when it is missing or not a case record."""
     try:
-        return json.loads(path.read_text())
+        return read_case_record(data_dir, case_id)
     except FileNotFoundError:
-        raise CaseError(case_id, f"missing {path.name} in {data_dir}; run preprocess first") from None
-    except json.JSONDecodeError as err:
-        raise CaseError(case_id, f"{path.name} is not valid JSON ({err})") from None
+        raise CaseError(case_id, f"missing {record_name(case_id)} in {data_dir}; run preprocess first") from None
+    except RecordError as err:
+        raise CaseError(case_id, str(err)) from None
 
 
 def _npy_shape(path: Path, case_id: str) -> tuple[int, ...]:
@@ -70,7 +71,7 @@ def _npy_shape(path: Path, case_id: str) -> tuple[int, ...]:
     return tuple(np.load(path, mmap_mode="r").shape)
 
 
-def check_case(data_dir: Path, case_id: str, *, in_channels: int | None = None) -> dict:
+def check_case(data_dir: Path, case_id: str, *, in_channels: int | None = None) -> CaseProperties:
     """Checks that the case's image, label and properties agree and returns the properties.
 
     Raises:
@@ -87,9 +88,9 @@ def check_case(data_dir: Path, case_id: str, *, in_channels: int | None = None) 
         raise CaseError(case_id, f"image has {image[0]} channels, plans say {in_channels}")
     if label != (1, *image[1:]):
         raise CaseError(case_id, f"label shape {label} does not match image shape {image}")
-    if list(props.get("shape", image[1:])) != list(image[1:]):
-        raise CaseError(case_id, f"{case_id}.json shape {props['shape']} differs from the arrays {image[1:]}")
-    props["shape"] = list(image[1:])
+    if tuple(props.shape) != tuple(image[1:]):
+        raise CaseError(case_id, f"{record_name(case_id)} shape {list(props.shape)} differs from the arrays "
+                                 f"{image[1:]}")
     return props
 
 
@@ -133,7 +134,7 @@ class EvalLoader:
 
     Re-iterable (one pass per ``iter``); ``len`` is the number of cases of this rank.
     Items: ``{"case_id": str, "image": (1, C, Z, Y, X) float32, "label": (1, 1, Z, Y, X) uint8}``
-    (``"properties"`` dict instead of ``"label"`` when built with ``with_label=False``).
+    (``"properties"``, the case's ``CaseProperties``, instead of ``"label"`` when built with ``with_label=False``).
     """
 
     def __init__(self, data_dir: Path, case_ids: Sequence[str], *, with_label: bool = True):
@@ -150,7 +151,8 @@ class EvalLoader:
 
     def _load(self, case_id: str) -> dict:
         paths = case_paths(self.data_dir, case_id)
-        item = {"case_id": case_id, "image": torch.from_numpy(_load_array(paths["image"], case_id, np.float32))[None]}
+        item: dict[str, Any] = {"case_id": case_id,
+                                "image": torch.from_numpy(_load_array(paths["image"], case_id, np.float32))[None]}
         if self.with_label:
             item["label"] = torch.from_numpy(_load_array(paths["label"], case_id, np.uint8))[None]
         else:
@@ -186,7 +188,7 @@ def predict_loader(data_dir: Path, case_ids: Sequence[str], *, rank: int = 0, wo
     """Test cases of this rank as whole volumes with their properties (no label needed).
 
     Returns:
-        EvalLoader yielding ``{"case_id", "image": (1, C, Z, Y, X) float32, "properties": dict}`` where
+        EvalLoader yielding ``{"case_id", "image": (1, C, Z, Y, X) float32, "properties"}`` where
         ``properties`` is the case's ``<case>.json`` (affine, crop box, pads, ... for writing back).
     """
     return EvalLoader(Path(data_dir), shard_cases(case_ids, rank, world_size), with_label=False)

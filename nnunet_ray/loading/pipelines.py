@@ -163,7 +163,7 @@ def _write_tables(data_dir: Path, case_ids: list[str], plans: Plans, cache_dir: 
     for case_id in case_ids:
         props = check_case(data_dir, case_id, in_channels=plans.in_channels)
         table_path = cache_dir / f"{case_id}.npy"
-        np.save(table_path, crop_table(case_id, props["shape"], props.get("foreground", {})))
+        np.save(table_path, crop_table(case_id, props.shape, props.foreground))
         files["image"].append(str(data_dir / f"{case_id}_x.npy"))
         files["label"].append(str(data_dir / f"{case_id}_y.npy"))
         files["table"].append(str(table_path))

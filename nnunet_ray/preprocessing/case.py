@@ -2,10 +2,8 @@
 
 This is the function the Ray layer maps over a dataset; it never raises for a bad case. Outputs in ``out_dir``:
 ``<case>_x.npy`` float32 ``(C, Z, Y, X)``, ``<case>_y.npy`` uint8 ``(1, Z, Y, X)`` (not in test mode) and
-``<case>.json`` with ``case_id``, ``plans_hash`` (the plans' ``preprocessing_hash``), ``mode``, ``original_shape``,
-``original_spacing``, ``affine``, ``crop_box``, ``target_spacing``, ``anisotropic_axis`` (the resampling's, so the
-inverse repeats it exactly), ``resampled_shape``, ``pad``, ``shape``, ``foreground`` and ``raw_files`` (the
-fingerprint of the raw input files, ``raw_files.py``). Each file is written under a temporary name and renamed; the
+``<case>.json``, the case's record (``record.py``: its geometry, foreground samples, the plans' preprocessing hash,
+the mode and the raw files it was read from). Each file is written under a temporary name and renamed; the
 json goes last and marks the case done, so a rerun skips finished cases and redoes half-written or stale ones
 (another preprocessing hash: only plans fields that change the arrays count) and those whose raw files changed since
 ("reprocessed").
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 import zlib
 from collections.abc import Iterable
@@ -25,13 +22,15 @@ from typing import Any
 import numpy as np
 
 from nnunet_ray.data import storage
-from nnunet_ray.data.atomic import atomic_path, leftover_temporaries, save_json
+from nnunet_ray.data.atomic import atomic_path, leftover_temporaries
 from nnunet_ray.data.nifti import read_case
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.data.types import CaseError, CaseFiles
 from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
 from nnunet_ray.preprocessing.normalize import channel_schemes, normalize
-from nnunet_ray.preprocessing.raw_files import CHANGED, RAW_FILES_KEY, check_raw_files, raw_file_records
+from nnunet_ray.preprocessing.raw_files import CHANGED, check_raw_files, raw_file_records
+from nnunet_ray.preprocessing.record import CaseProperties, read_case_record, record_name, write_case_record
 from nnunet_ray.preprocessing.resample import (
     anisotropic_axis,
     resample_image,
@@ -123,8 +122,8 @@ def _nonzero_masks(cropped: np.ndarray, new_shape: tuple[int, ...], axis: int | 
     return np.stack([resample_mask(channel != 0, new_shape, aniso_axis=axis) for channel in cropped])
 
 
-def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays to write (by file suffix) and the properties for ``<case>.json``, hash and mode excluded."""
+def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.ndarray], CaseProperties]:
+    """The arrays to write (by file suffix) and the properties for ``<case>.json``, bookkeeping excluded."""
     image, label = read_case(case)
     labels = None if label is None else label.array
     _check_case(case.case_id, image.array, labels, plans)
@@ -146,22 +145,17 @@ def _process(case: CaseFiles, plans: Plans, mode: str) -> tuple[dict[str, np.nda
         y = resample_label(crop_to_box(labels, box), new_shape, n_classes=plans.n_classes, aniso_axis=axis)
         arrays["_y.npy"] = np.pad(y, [[0, 0], *pad]).astype(np.uint8, copy=False)
         foreground = foreground_samples(arrays["_y.npy"], plans.n_classes, seed=zlib.crc32(case.case_id.encode()))
-    props = {
-        "original_shape": list(image.shape),
-        "original_spacing": [float(s) for s in image.spacing],
-        "affine": np.asarray(image.affine, float).tolist(),
-        "crop_box": box,
-        "target_spacing": [float(s) for s in spacing],
-        "anisotropic_axis": axis,
-        "resampled_shape": list(new_shape),
-        "pad": pad,
-        "shape": list(arrays["_x.npy"].shape[1:]),
-        "foreground": foreground,
-    }
+    props = CaseProperties(
+        original_shape=tuple(image.shape), original_spacing=tuple(float(s) for s in image.spacing),
+        affine=tuple(tuple(float(v) for v in row) for row in np.asarray(image.affine, float)),
+        crop_box=tuple((int(a), int(b)) for a, b in box), resampled_shape=tuple(int(n) for n in new_shape),
+        pad=tuple((int(a), int(b)) for a, b in pad), shape=tuple(arrays["_x.npy"].shape[1:]),
+        anisotropic_axis=None if axis is None else int(axis), target_spacing=tuple(float(s) for s in spacing),
+        foreground=foreground)
     return arrays, props
 
 
-def preprocess_for_prediction(case: CaseFiles, plans: Plans) -> tuple[np.ndarray, dict]:
+def preprocess_for_prediction(case: CaseFiles, plans: Plans) -> tuple[np.ndarray, CaseProperties]:
     """Preprocess a case's image in memory, exactly as ``preprocess_case(mode="test")`` would write it.
 
     The prediction path: nothing is written, the label (if any) is ignored, no padding is added (the sliding
@@ -172,8 +166,7 @@ def preprocess_for_prediction(case: CaseFiles, plans: Plans) -> tuple[np.ndarray
         plans: the plans of the model that will predict it.
 
     Returns:
-        (image ``(C, Z, Y, X)`` float32 on the plans' grid, properties as in ``<case>.json``: ``original_shape``,
-        ``original_spacing``, ``affine``, ``crop_box``, ``resampled_shape``, ``pad``, ``shape``).
+        (image ``(C, Z, Y, X)`` float32 on the plans' grid, its properties as ``<case>.json`` would record them).
 
     Raises:
         CaseError: the case is unreadable, has the wrong channel count, or an empty image.
@@ -184,7 +177,7 @@ def preprocess_for_prediction(case: CaseFiles, plans: Plans) -> tuple[np.ndarray
 
 def _case_files(out_dir: Path, case_id: str, *, temporary: bool) -> list[Path]:
     """The case's output files, or its temporary files (any process's, e.g. one killed mid-write)."""
-    finals = [out_dir / name for name in (f"{case_id}_x.npy", f"{case_id}_y.npy", f"{case_id}.json")]
+    finals = [out_dir / name for name in (f"{case_id}_x.npy", f"{case_id}_y.npy", record_name(case_id))]
     return [tmp for final in finals for tmp in leftover_temporaries(final)] if temporary else finals
 
 
@@ -194,15 +187,15 @@ def _remove(paths: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def _write(out_dir: Path, case_id: str, arrays: dict[str, np.ndarray], props: dict) -> None:
+def _write(out_dir: Path, arrays: dict[str, np.ndarray], props: CaseProperties) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     # The json is the done-marker: drop an old one first so a crash below leaves the case "not done".
-    (out_dir / f"{case_id}.json").unlink(missing_ok=True)
-    _remove(_case_files(out_dir, case_id, temporary=True))  # leftovers of an interrupted run
+    (out_dir / record_name(props.case_id)).unlink(missing_ok=True)
+    _remove(_case_files(out_dir, props.case_id, temporary=True))  # leftovers of an interrupted run
     for suffix, array in arrays.items():
-        with atomic_path(out_dir / f"{case_id}{suffix}") as tmp, open(tmp, "wb") as f:
+        with atomic_path(out_dir / f"{props.case_id}{suffix}") as tmp, open(tmp, "wb") as f:
             np.save(f, array)
-    save_json(out_dir / f"{case_id}.json", props, indent=None)
+    write_case_record(out_dir, props)
 
 
 def done_state(out_dir: str | Path, case: CaseFiles, plans_hash: str, mode: str) -> str:
@@ -219,22 +212,21 @@ def done_state(out_dir: str | Path, case: CaseFiles, plans_hash: str, mode: str)
     Returns:
         ``UP_TO_DATE``, ``NOT_DONE`` (missing, half-written, other hash or mode) or ``RAW_CHANGED``.
     """
-    location = storage.join(out_dir, f"{case.case_id}.json")
     try:
-        props = json.loads(storage.read_text(location))
-    except (OSError, ValueError):
+        props = read_case_record(out_dir, case.case_id)
+    except (OSError, RecordError):
         return NOT_DONE
     suffixes = ("_x.npy",) if mode == "test" else ("_x.npy", "_y.npy")
-    written = (isinstance(props, dict) and props.get("plans_hash") == plans_hash and props.get("mode") == mode
+    written = (props.plans_hash == plans_hash and props.mode == mode
                and all(storage.is_file(storage.join(out_dir, f"{case.case_id}{s}")) for s in suffixes))
     if not written:
         return NOT_DONE
-    state, refreshed = check_raw_files(props.get(RAW_FILES_KEY), case)
+    state, refreshed = check_raw_files(props.raw_files, case)
     if state == CHANGED:
         return RAW_CHANGED
     if refreshed is not None:
         with contextlib.suppress(OSError):  # a read-only root: the next rerun hashes the files again, that is all
-            storage.write_json(location, {**props, RAW_FILES_KEY: refreshed}, indent=None)
+            write_case_record(out_dir, dataclasses.replace(props, raw_files=refreshed))
     return UP_TO_DATE
 
 
@@ -252,8 +244,8 @@ def stale_cases(out_dir: str | Path, case_ids: Iterable[str], plans_hash: str) -
     stale = []
     for case_id in case_ids:
         try:
-            recorded = json.loads(storage.read_text(storage.join(out_dir, f"{case_id}.json"))).get("plans_hash")
-        except (OSError, ValueError, AttributeError):
+            recorded = read_case_record(out_dir, case_id).plans_hash
+        except (OSError, RecordError):
             recorded = None
         if recorded != plans_hash:
             stale.append(case_id)
@@ -300,9 +292,8 @@ def preprocess_case(case: CaseFiles, plans: Plans, out_dir: Path, *, mode: str =
         else:
             raw_files = raw_file_records(case)  # before reading: a file changed meanwhile is seen next time
             arrays, props = _process(case, plans, mode)
-            props = {"case_id": case.case_id, "plans_hash": plans.preprocessing_hash, "mode": mode, **props,
-                     RAW_FILES_KEY: raw_files}
-            _write(out_dir, case.case_id, arrays, props)
+            _write(out_dir, arrays, dataclasses.replace(props, case_id=case.case_id, mode=mode, raw_files=raw_files,
+                                                        plans_hash=plans.preprocessing_hash))
             record["status"] = "reprocessed" if state == RAW_CHANGED else "done"
     except Exception as exc:  # noqa: BLE001 - any failure of one case must not stop the others
         # A failed case leaves nothing behind: no temporary files, no outputs of an older run.

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from nnunet_ray.data.types import CaseError, CaseFiles
 
-RAW_FILES_KEY = "raw_files"  # the record's key in <case>.json
 UNCHANGED, CHANGED, UNRECORDED = "unchanged", "changed", "unrecorded"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
-from nnunet_ray.runs.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record
 
 BEST_CONFIGURATION_FILE = "best_configuration.json"
 BEST_CONFIGURATION_VERSION = 1

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from nnunet_ray.config import TrainConfig
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import PLANS_FILE, Plans, load_plans, save_plans
 from nnunet_ray.runs.best import BEST_METRIC, is_better
-from nnunet_ray.runs.records import RecordError
 from nnunet_ray.runs.run_config import CONFIG_FILE, RunConfig, load_run_config, save_run_config
 
 MODEL_FILE = "model.pt"

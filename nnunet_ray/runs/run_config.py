@@ -18,7 +18,7 @@ from typing import Any
 
 from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.config.base import from_dict
-from nnunet_ray.runs.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record
 
 CONFIG_FILE = "config.json"
 SPLITS_HASH_KEY = "splits_hash"  # next to the TrainConfig fields: the folds the run trained on

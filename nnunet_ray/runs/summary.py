@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
-from nnunet_ray.runs.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_VERSION = 1

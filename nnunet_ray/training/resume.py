@@ -22,9 +22,9 @@ from typing import Any
 from nnunet_ray.config import ConfigError, TrainConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import parse_splits, splits_hash, splits_location
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.planning.schema import Plans, PlansError, load_plans
 from nnunet_ray.runs.checkpoint import latest_checkpoint
-from nnunet_ray.runs.records import RecordError
 from nnunet_ray.runs.run_config import RunConfig, load_run_config
 
 logger = logging.getLogger(__name__)

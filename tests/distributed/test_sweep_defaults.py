@@ -12,12 +12,12 @@ import pytest
 
 from nnunet_ray.cli import _config_from, build_parser
 from nnunet_ray.config import ConfigError, TrainConfig, TuneConfig
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.distributed.budget import BUDGET_FILE, SweepBudget, read_budget_record
 from nnunet_ray.distributed.experiment import validate_trials
 from nnunet_ray.distributed.search_space import candidates, load_space_file, search_space
 from nnunet_ray.distributed.sweep import planned_trials
 from nnunet_ray.distributed.trial_spec import TrialSpec, check_resume_options, trial_config, trial_name
-from nnunet_ray.runs.records import RecordError
 from tests.training.conftest import build_tiny_task
 
 

@@ -93,7 +93,7 @@ def test_single_member_is_its_restored_probabilities(synth_task, checkpoint_3d):
     expected = restore_probabilities(
         model_probabilities(member.build(), image, **_window(member), device=CPU).numpy(), props)
     got = EnsemblePredictor([member])(case)
-    assert got.shape == (member.n_classes, *props["original_shape"])
+    assert got.shape == (member.n_classes, *props.original_shape)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
 

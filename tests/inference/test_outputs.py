@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from nnunet_ray.inference.members import find_checkpoints
 from nnunet_ray.inference.outputs import predict_case, write_prediction
 from nnunet_ray.preprocessing.case import preprocess_case
 from nnunet_ray.preprocessing.inverse import restore_probabilities
+from nnunet_ray.preprocessing.record import read_case_record
 from tests.inference.conftest import save_random_checkpoint, tiny_plans
 
 
@@ -42,9 +42,9 @@ def test_one_hot_round_trip_restores_the_label_and_the_header(tmp_path, synth_ta
     plans = tiny_plans(synth_task, dim, patch=[24, 48, 48] if dim == 3 else [48, 48])  # forces padding
     record = preprocess_case(case, plans, tmp_path / "pre", mode="training")
     assert record["status"] == "done", record
-    props = json.loads((tmp_path / "pre" / "oblique.json").read_text())
+    props = read_case_record(tmp_path / "pre", "oblique")
     y = np.load(tmp_path / "pre" / "oblique_y.npy")[0]
-    assert any(sum(p) for p in props["pad"]) and props["resampled_shape"] != props["original_shape"]
+    assert any(sum(p) for p in props.pad) and props.resampled_shape != props.original_shape
     one_hot = np.eye(plans.n_classes, dtype=np.float32)[y].transpose(3, 0, 1, 2)  # (K, Z, Y, X)
     probs = restore_probabilities(one_hot, props)
     label_path = write_prediction(tmp_path / "out", case, probs, save_probabilities=True)

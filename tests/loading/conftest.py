@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from nnunet_ray.preprocessing.record import CaseProperties, write_case_record
 
 
 def write_case(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray) -> None:
@@ -15,9 +16,8 @@ def write_case(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray)
     np.save(folder / f"{case_id}_x.npy", image.astype(np.float32))
     np.save(folder / f"{case_id}_y.npy", label.astype(np.uint8))
     classes = [int(c) for c in np.unique(label) if c > 0]
-    props = {"case_id": case_id, "shape": list(image.shape[1:]),
-             "foreground": {str(c): np.argwhere(label[0] == c).tolist() for c in classes}}
-    (folder / f"{case_id}.json").write_text(json.dumps(props))
+    write_case_record(folder, CaseProperties.unprocessed(
+        case_id, image.shape[1:], foreground={str(c): np.argwhere(label[0] == c).tolist() for c in classes}))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from nnunet_ray.loading.iterators import (
     predict_loader,
     shard_cases,
 )
+from nnunet_ray.preprocessing.record import CaseProperties, write_case_record
 
 
 def test_crop_table_layout_hand_checked():
@@ -74,7 +75,7 @@ def test_predict_loader_gives_properties_not_labels(case_writer):
     folder = _cases(case_writer, n=1)
     (folder / "c0_y.npy").unlink()  # test cases have no label
     (item,) = list(predict_loader(folder, ["c0"]))
-    assert "label" not in item and item["properties"]["case_id"] == "c0"
+    assert "label" not in item and item["properties"].case_id == "c0"
     assert item["image"].shape == (1, 2, 4, 5, 6)
 
 
@@ -87,13 +88,16 @@ def test_eval_loader_missing_file_names_the_case(case_writer):
 
 def test_check_case_returns_properties(case_writer):
     folder = _cases(case_writer, n=1)
-    assert check_case(folder, "c0", in_channels=2)["shape"] == [4, 5, 6]
+    assert check_case(folder, "c0", in_channels=2).shape == (4, 5, 6)
 
 
 @pytest.mark.parametrize("damage, message", [
     (lambda f: np.save(f / "c0_y.npy", np.zeros((1, 4, 5, 7), np.uint8)), "label shape"),
-    (lambda f: (f / "c0.json").write_text(json.dumps({"shape": [9, 9, 9]})), "differs from the arrays"),
-    (lambda f: (f / "c0.json").write_text("{oops"), "not valid JSON"),
+    (lambda f: write_case_record(f, CaseProperties.unprocessed("c0", (9, 9, 9))), "differs from the arrays"),
+    (lambda f: (f / "c0.json").write_text("{oops"), r"c0: .*c0.json: not JSON \(.*\); run preprocess again"),
+    (lambda f: (f / "c0.json").write_text(json.dumps({"shape": [4, 5, 6]})),
+     r"c0.json: not a case record \(missing original_shape, .*\); run preprocess again"),
+    (lambda f: (f / "c0.json").write_text('{"version": 5}'), r"c0.json: version 5 is newer"),
     (lambda f: (f / "c0.json").unlink(), "missing c0.json"),
     (lambda f: (f / "c0_x.npy").unlink(), "missing c0_x.npy"),
 ])

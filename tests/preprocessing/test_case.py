@@ -17,10 +17,12 @@ from nnunet_ray.planning.plans import make_plans
 from nnunet_ray.planning.schema import Normalization
 from nnunet_ray.preprocessing.case import foreground_samples, pad_widths, preprocess_case, target_spacing
 from nnunet_ray.preprocessing.inverse import restore_prediction
+from nnunet_ray.preprocessing.record import read_case_record
 from tests.conftest import make_test_plans
 
 JSON_KEYS = {"case_id", "plans_hash", "mode", "original_shape", "original_spacing", "affine", "crop_box",
-             "target_spacing", "anisotropic_axis", "resampled_shape", "pad", "shape", "foreground", "raw_files"}
+             "target_spacing", "anisotropic_axis", "resampled_shape", "pad", "shape", "foreground", "raw_files",
+             "version"}
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,7 @@ def test_training_case_end_to_end(dataset, plans, tmp_path):
 def test_restore_prediction_from_written_case(dataset, plans, tmp_path):
     case = dataset.training[1]
     preprocess_case(case, plans[3], tmp_path)
-    props = json.loads((tmp_path / f"{case.case_id}.json").read_text())
+    props = read_case_record(tmp_path, case.case_id)
     y = np.load(tmp_path / f"{case.case_id}_y.npy")
     probs = np.eye(4, dtype=np.float32)[y[0]].transpose(3, 0, 1, 2)  # the label as one-hot probabilities
     restored = restore_prediction(probs, props)

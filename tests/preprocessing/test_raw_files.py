@@ -14,7 +14,6 @@ from nnunet_ray.preprocessing import raw_files as raw_files_module
 from nnunet_ray.preprocessing.case import preprocess_case
 from nnunet_ray.preprocessing.raw_files import (
     CHANGED,
-    RAW_FILES_KEY,
     UNCHANGED,
     UNRECORDED,
     check_raw_files,
@@ -42,7 +41,7 @@ def _write_case(folder: Path, label: np.ndarray, *, suffix: str = ".nii.gz") -> 
 
 
 def _recorded(out: Path) -> list[dict]:
-    return json.loads((out / "case_001.json").read_text())[RAW_FILES_KEY]
+    return json.loads((out / "case_001.json").read_text())["raw_files"]
 
 
 def _shift_mtime(path: Path, seconds: int = 3600) -> None:
@@ -140,7 +139,7 @@ def test_cases_written_before_the_record_existed_still_count_as_done(tmp_path):
     case = _write_case(raw, _label())
     preprocess_case(case, PLANS, out)
     props = json.loads((out / "case_001.json").read_text())
-    del props[RAW_FILES_KEY]
+    del props["raw_files"]
     (out / "case_001.json").write_text(json.dumps(props))
     assert preprocess_case(case, PLANS, out)["status"] == "skipped"
 
@@ -169,7 +168,7 @@ def test_on_a_uri_root_the_case_there_decides_and_its_record_is_refreshed_there(
     assert preprocess_case(case, PLANS, scratch, done_in=s3_root)["status"] == "skipped"
     _shift_mtime(case.label)
     assert preprocess_case(case, PLANS, scratch, done_in=s3_root)["status"] == "skipped"
-    remote = json.loads(storage.read_text(storage.join(s3_root, "case_001.json")))[RAW_FILES_KEY]
+    remote = json.loads(storage.read_text(storage.join(s3_root, "case_001.json")))["raw_files"]
     assert remote[1]["mtime_ns"] == case.label.stat().st_mtime_ns
     _write_case(raw, _label(2))
     assert preprocess_case(case, PLANS, scratch, done_in=s3_root)["status"] == "reprocessed"

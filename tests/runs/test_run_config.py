@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from nnunet_ray.config import ConfigError, TrainConfig
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.runs.checkpoint import CheckpointError, load_model, save_checkpoint
-from nnunet_ray.runs.records import RecordError
 from nnunet_ray.runs.run_config import (
     CONFIG_FILE,
     RunConfig,

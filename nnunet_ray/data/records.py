@@ -1,6 +1,6 @@
-"""What every versioned JSON record of the results tree checks first (``summary.json``,
-``best_configuration.json``): an object, of a version this nnunet_ray reads. A file from before the ``version`` key
-reads as version 1."""
+"""What every versioned JSON record checks first (a run's ``summary.json`` and ``config.json``,
+``best_configuration.json``, ``experiment.json``, a preprocessed ``<case>.json``): an object, of a version this
+nnunet_ray reads. A file from before the ``version`` key reads as version 1."""
 
 from __future__ import annotations
 
