@@ -138,7 +138,7 @@ def check_shared_gpu(ctx: Context) -> dict:
 def check_benchmark(ctx: Context) -> dict:
     from nnunet_ray.planning.presets import preset_plans
     from nnunet_ray.planning.schema import with_patch_size
-    from nnunet_ray.training.loop import benchmark
+    from nnunet_ray.training.benchmark import benchmark
 
     plans = preset_plans(1, 3)
     if not ctx.cuda:  # a CPU cannot step a 128^3, 4-channel U-Net in a smoke test's time

@@ -34,7 +34,7 @@ from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
 from nnunet_ray.distributed.fold_run import SCORE
 from nnunet_ray.distributed.hparams import HParamsCallback
-from nnunet_ray.distributed.ray_internals import poll_workers_often
+from nnunet_ray.distributed.ray_internals import poll_workers_often, quiet_tune_stop_noise
 from nnunet_ray.distributed.run_storage import storage_location
 from nnunet_ray.distributed.train import fit_fold, prepare_fold
 from nnunet_ray.distributed.trial_fit import fit_in_trial
@@ -52,23 +52,6 @@ from nnunet_ray.runs.summary import RunSummary, load_summary, summary_location
 
 log = logging.getLogger(__name__)
 
-
-class _TuneStopNoise(logging.Filter):
-    """Drops Tune's own lines around a stop signal: they point at its Python API (``Tuner.restore``) and list trials
-    without results, where the command prints one line with the CLI's way to continue (``run_tuner``)."""
-
-    STARTS = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted",
-              "Failed to fetch metrics")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.STARTS)
-
-
-def _quiet_tune_stop_noise() -> None:
-    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
-        target = logging.getLogger(name)
-        if not any(isinstance(f, _TuneStopNoise) for f in target.filters):
-            target.addFilter(_TuneStopNoise())
 
 SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
 # A Ray Train trial's driver lost with its node (it holds no device; on cluster.yaml it runs on the on-demand head)
@@ -200,7 +183,7 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     # deleted one); with epochs of seconds it then warns that snapshots are frequent, which is what we want.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(address)
-    _quiet_tune_stop_noise()
+    quiet_tune_stop_noise()
     name = storage.basename(path)
     concurrency = _concurrency(spec, max_concurrent)
     trainable = trial_trainable(spec, faults)

@@ -33,7 +33,8 @@ from nnunet_ray.runs.best import BEST_METRIC
 from nnunet_ray.runs.checkpoint import best_checkpoint_name, epoch_dir_name, load_checkpoint
 from nnunet_ray.runs.run_config import record_splits_hash
 from nnunet_ray.runs.summary import RunSummary, save_summary
-from nnunet_ray.training.loop import benchmark, fit
+from nnunet_ray.training.benchmark import benchmark
+from nnunet_ray.training.loop import fit
 from nnunet_ray.training.resume import data_splits_hash
 
 SCORE = "score"  # the metric Tune schedules on: the latest validation mean Dice, finite at every report

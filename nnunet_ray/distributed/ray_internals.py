@@ -126,3 +126,30 @@ def worker_log_dispatcher():
     except ImportError:
         return None
     return global_worker_stdstream_dispatcher
+
+
+# Tune's own lines around a stop signal, by the module that logs them (``logging.getLogger(__name__)`` there).
+TUNE_STOP_NOISE = {
+    "ray.tune.tune": ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted"),
+    "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",),
+}
+
+
+class _TuneStopNoise(logging.Filter):
+    """Drops Tune's own lines around a stop signal: they point at its Python API (``Tuner.restore``) and list trials
+    without results, where the command prints one line with the CLI's way to continue (``run_tuner``)."""
+
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
+def quiet_tune_stop_noise() -> None:
+    """Filter Tune's stop-signal lines out of its loggers, once per process."""
+    for name, starts in TUNE_STOP_NOISE.items():
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _TuneStopNoise) for f in target.filters):
+            target.addFilter(_TuneStopNoise(starts))

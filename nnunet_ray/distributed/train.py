@@ -49,7 +49,7 @@ from nnunet_ray.loading.fold_data import check_fold_arrays
 from nnunet_ray.planning.schema import PLANS_FILE, Plans, PlansError, load_plans
 from nnunet_ray.runs.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.runs.names import bench_run_name, train_run_name
-from nnunet_ray.training.loop import PERF_FILE
+from nnunet_ray.training.benchmark import PERF_FILE
 from nnunet_ray.training.resume import check_resume
 
 logger = logging.getLogger(__name__)

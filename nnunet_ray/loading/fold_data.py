@@ -16,7 +16,7 @@ from nnunet_ray.data.folds import fold_case_ids
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.loading.pipelines import TrainLoader, train_loader
 from nnunet_ray.planning.schema import PLANS_FILE, Plans
-from nnunet_ray.preprocessing.case import stale_cases
+from nnunet_ray.preprocessing.record import stale_cases
 
 
 def check_fold_arrays(data: str | Path, fold: int, plans: Plans, *, case_ids: Sequence[str] | None = None) -> None:

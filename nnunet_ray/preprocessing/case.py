@@ -15,22 +15,26 @@ import contextlib
 import dataclasses
 import time
 import zlib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nnunet_ray.data import storage
 from nnunet_ray.data.atomic import atomic_path, leftover_temporaries
 from nnunet_ray.data.nifti import read_case
-from nnunet_ray.data.records import RecordError
 from nnunet_ray.data.types import CaseError, CaseFiles
 from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.preprocessing.crop import crop_to_box, nonzero_box
 from nnunet_ray.preprocessing.normalize import channel_schemes, normalize
-from nnunet_ray.preprocessing.raw_files import CHANGED, check_raw_files, raw_file_records
-from nnunet_ray.preprocessing.record import CaseProperties, read_case_record, record_name, write_case_record
+from nnunet_ray.preprocessing.raw_files import raw_file_records
+from nnunet_ray.preprocessing.record import (
+    RAW_CHANGED,
+    UP_TO_DATE,
+    CaseProperties,
+    done_state,
+    record_name,
+    write_case_record,
+)
 from nnunet_ray.preprocessing.resample import (
     anisotropic_axis,
     resample_image,
@@ -40,8 +44,6 @@ from nnunet_ray.preprocessing.resample import (
 )
 
 MODES = ("training", "val", "test")
-# done_state's answers: the case is written and current / must be (re)written / is written but its raw files changed.
-UP_TO_DATE, NOT_DONE, RAW_CHANGED = "up_to_date", "not_done", "raw_changed"
 MAX_FOREGROUND_SAMPLES = 1000  # voxel coordinates kept per class for foreground-oversampled crops
 
 
@@ -196,60 +198,6 @@ def _write(out_dir: Path, arrays: dict[str, np.ndarray], props: CaseProperties) 
         with atomic_path(out_dir / f"{props.case_id}{suffix}") as tmp, open(tmp, "wb") as f:
             np.save(f, array)
     write_case_record(out_dir, props)
-
-
-def done_state(out_dir: str | Path, case: CaseFiles, plans_hash: str, mode: str) -> str:
-    """Whether ``case`` is done in ``out_dir``: the one definition of "this case needs no work".
-
-    Done means ``<case>.json`` records this preprocessing hash and mode, its arrays exist, and its raw files are the
-    ones recorded (``raw_files.check_raw_files``; a case written before that record existed counts as done). When
-    only the files' times moved (a copy, a staged ``s3://`` root), the record is rewritten with the new times.
-
-    Args:
-        out_dir: the preprocessed folder, a path or a URI (``s3://``...; see ``nnunet_ray.data.storage``).
-        case: the case's raw files as ``mode`` uses them (no label in ``"test"`` mode).
-
-    Returns:
-        ``UP_TO_DATE``, ``NOT_DONE`` (missing, half-written, other hash or mode) or ``RAW_CHANGED``.
-    """
-    try:
-        props = read_case_record(out_dir, case.case_id)
-    except (OSError, RecordError):
-        return NOT_DONE
-    suffixes = ("_x.npy",) if mode == "test" else ("_x.npy", "_y.npy")
-    written = (props.plans_hash == plans_hash and props.mode == mode
-               and all(storage.is_file(storage.join(out_dir, f"{case.case_id}{s}")) for s in suffixes))
-    if not written:
-        return NOT_DONE
-    state, refreshed = check_raw_files(props.raw_files, case)
-    if state == CHANGED:
-        return RAW_CHANGED
-    if refreshed is not None:
-        with contextlib.suppress(OSError):  # a read-only root: the next rerun hashes the files again, that is all
-            write_case_record(out_dir, dataclasses.replace(props, raw_files=refreshed))
-    return UP_TO_DATE
-
-
-def stale_cases(out_dir: str | Path, case_ids: Iterable[str], plans_hash: str) -> list[str]:
-    """The cases of ``case_ids`` whose ``<case>.json`` is missing, unreadable or records another preprocessing hash.
-
-    Args:
-        out_dir: a preprocessed folder, a path or a URI.
-        case_ids: the cases to check.
-        plans_hash: the plans' ``preprocessing_hash``.
-
-    Returns:
-        the stale case ids, in the given order.
-    """
-    stale = []
-    for case_id in case_ids:
-        try:
-            recorded = read_case_record(out_dir, case_id).plans_hash
-        except (OSError, RecordError):
-            recorded = None
-        if recorded != plans_hash:
-            stale.append(case_id)
-    return stale
 
 
 def _mode_files(case: CaseFiles, mode: str) -> CaseFiles:

@@ -1,7 +1,7 @@
 """``<case>.json``: what preprocessing recorded about one case, and the one reader and writer of that file.
 
 Preprocessing writes it last, as the case's done-marker (``case.preprocess_case``); ``done_state`` and
-``stale_cases`` read it to skip finished work, the loaders read the case's shape and foreground samples, and
+``stale_cases`` below read it to skip finished work, the loaders read the case's shape and foreground samples, and
 ``inverse.py`` puts predictions back on the original image from its geometry. ``preprocess_for_prediction`` returns
 the same properties in memory, without the file's bookkeeping (hash, mode, raw files).
 
@@ -10,18 +10,23 @@ The file is flat JSON, as earlier versions wrote it; one from before the ``versi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
 from nnunet_ray.data.records import RecordError, check_record
+from nnunet_ray.data.types import CaseFiles
+from nnunet_ray.preprocessing.raw_files import CHANGED, check_raw_files
 from nnunet_ray.preprocessing.resample import anisotropic_axis
 
 CASE_RECORD_VERSION = 1
+# done_state's answers: the case is written and current / must be (re)written / is written but its raw files changed.
+UP_TO_DATE, NOT_DONE, RAW_CHANGED = "up_to_date", "not_done", "raw_changed"
 Box = tuple[tuple[int, int], ...]
 
 
@@ -138,3 +143,57 @@ def read_case_record(folder: str | Path, case_id: str) -> CaseProperties:
 def write_case_record(folder: str | Path, props: CaseProperties) -> None:
     """Write ``<folder>/<case_id>.json`` atomically (a path or URI)."""
     storage.write_json(storage.join(folder, record_name(props.case_id)), props.to_json(), indent=None)
+
+
+def done_state(out_dir: str | Path, case: CaseFiles, plans_hash: str, mode: str) -> str:
+    """Whether ``case`` is done in ``out_dir``: the one definition of "this case needs no work".
+
+    Done means ``<case>.json`` records this preprocessing hash and mode, its arrays exist, and its raw files are the
+    ones recorded (``raw_files.check_raw_files``; a case written before that record existed counts as done). When
+    only the files' times moved (a copy, a staged ``s3://`` root), the record is rewritten with the new times.
+
+    Args:
+        out_dir: the preprocessed folder, a path or a URI (``s3://``...; see ``nnunet_ray.data.storage``).
+        case: the case's raw files as ``mode`` uses them (no label in ``"test"`` mode).
+
+    Returns:
+        ``UP_TO_DATE``, ``NOT_DONE`` (missing, half-written, other hash or mode) or ``RAW_CHANGED``.
+    """
+    try:
+        props = read_case_record(out_dir, case.case_id)
+    except (OSError, RecordError):
+        return NOT_DONE
+    suffixes = ("_x.npy",) if mode == "test" else ("_x.npy", "_y.npy")
+    written = (props.plans_hash == plans_hash and props.mode == mode
+               and all(storage.is_file(storage.join(out_dir, f"{case.case_id}{s}")) for s in suffixes))
+    if not written:
+        return NOT_DONE
+    state, refreshed = check_raw_files(props.raw_files, case)
+    if state == CHANGED:
+        return RAW_CHANGED
+    if refreshed is not None:
+        with contextlib.suppress(OSError):  # a read-only root: the next rerun hashes the files again, that is all
+            write_case_record(out_dir, dataclasses.replace(props, raw_files=refreshed))
+    return UP_TO_DATE
+
+
+def stale_cases(out_dir: str | Path, case_ids: Iterable[str], plans_hash: str) -> list[str]:
+    """The cases of ``case_ids`` whose ``<case>.json`` is missing, unreadable or records another preprocessing hash.
+
+    Args:
+        out_dir: a preprocessed folder, a path or a URI.
+        case_ids: the cases to check.
+        plans_hash: the plans' ``preprocessing_hash``.
+
+    Returns:
+        the stale case ids, in the given order.
+    """
+    stale = []
+    for case_id in case_ids:
+        try:
+            recorded = read_case_record(out_dir, case_id).plans_hash
+        except (OSError, RecordError):
+            recorded = None
+        if recorded != plans_hash:
+            stale.append(case_id)
+    return stale

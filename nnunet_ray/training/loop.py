@@ -1,4 +1,5 @@
-"""The per-worker training loop: ``fit`` (train, validate, early-stop, checkpoint, report) and ``benchmark``.
+"""The per-worker training loop: ``fit`` (train, validate, early-stop, checkpoint, report); steps are timed in
+``benchmark.py``.
 
 Plain PyTorch, no Ray: the caller injects what differs between a Ray worker and a test,
   ``prepare``  the model wrapper (Ray: ``ray.train.torch.prepare_model``, i.e. DDP; tests: identity),
@@ -12,7 +13,6 @@ Epochs are 0-based. ``metrics.jsonl`` and TensorBoard events go to ``log_dir`` (
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import tempfile
@@ -32,12 +32,11 @@ from nnunet_ray.runs.best import BEST_METRIC, CHECKPOINT_SCORE, checkpoint_score
 from nnunet_ray.runs.checkpoint import model_kwargs, save_checkpoint
 from nnunet_ray.training.logs import RunLog
 from nnunet_ray.training.schedules import LRSchedule, set_lr, time_horizon
-from nnunet_ray.training.steps import amp_dtype, batch_stream, build_optimizer, make_scaler, timed_steps, train_epoch
+from nnunet_ray.training.steps import amp_dtype, batch_stream, build_optimizer, make_scaler, train_epoch
 from nnunet_ray.training.validate import validate
 
 logger = logging.getLogger(__name__)
 Report = Callable[[dict, Path | None], None]
-PERF_FILE = "perf.json"
 
 
 @dataclasses.dataclass
@@ -275,31 +274,6 @@ def _checkpoint_and_report(cfg, plans: Plans, tr: Trainer, record: dict, early: 
         save_checkpoint(tmp, tr.model, plans, cfg, optimizer=tr.optimizer, scaler=tr.scaler,
                         schedule=tr.schedule.state_dict(), progress=progress)
         report(record, Path(tmp))
-
-
-def benchmark(cfg, plans: Plans, *, train_data: Any, device: torch.device, world_size: int = 1, rank: int = 0,
-              prepare: Callable[[nn.Module], nn.Module] = lambda m: m, out_dir: str | Path | None = None) -> dict:
-    """Benchmark mode: ``cfg.warmup`` untimed steps, then ``cfg.train_batches`` timed steps (default 100).
-
-    Throughput counts the global batch (``batch_size * world_size``; 2D: slices). With ``out_dir``, rank 0
-    writes ``<out_dir>/perf.json`` and logs it.
-
-    Returns:
-        ``timed_steps`` output plus "world_size", "batch_size", "dim", "amp".
-    """
-    tr = setup(cfg, plans, device=device, world_size=world_size, prepare=prepare)
-    perf: dict[str, Any] = timed_steps(
-        tr.net, batch_stream(train_data), warmup=cfg.warmup, steps=cfg.train_batches or 100,
-        global_batch=cfg.batch_size * world_size, loss_fn=tr.loss_fn, optimizer=tr.optimizer, scaler=tr.scaler,
-        dtype=tr.dtype, device=tr.device, clip=cfg.gradient_clip_val)
-    perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": plans.dim,
-                 "amp": cfg.amp, "device": device.type})
-    if rank == 0 and out_dir is not None:
-        text = json.dumps(perf, indent=1)
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / PERF_FILE).write_text(text + "\n")
-        logger.info("%s", text)
-    return perf
 
 
 def _class_names(plans: Plans) -> list[str]:

@@ -43,3 +43,21 @@ def test_tune_answers_its_graceful_stop_signal_and_ray_data_has_its_progress_log
     assert f"signal.{ray_internals.TUNE_GRACEFUL_STOP_SIGNAL.name}" in source
     assert "TUNE_DISABLE_SIGINT_HANDLER" in source
     importlib.import_module(ray_internals.DATA_PROGRESS_LOGGER)
+
+
+def test_tune_logs_the_stop_lines_it_filters_where_it_says_and_they_are_dropped():
+    import inspect
+
+    for name, starts in ray_internals.TUNE_STOP_NOISE.items():
+        source = inspect.getsource(importlib.import_module(name))  # ImportError = Ray moved the module
+        assert "logging.getLogger(__name__)" in source
+        assert all(f'"{start}' in source for start in starts), name  # a string literal that begins with it
+    ray_internals.quiet_tune_stop_noise()
+    ray_internals.quiet_tune_stop_noise()  # once per process, however often an experiment starts
+    noisy = logging.getLogger("ray.tune.tune")
+    assert len([f for f in noisy.filters if isinstance(f, ray_internals._TuneStopNoise)]) == 1
+    kept = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Trial finished", None, None)
+    dropped = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Stop signal received (e.g. via SIGINT)", None,
+                                None)
+    assert noisy.filter(kept) and not noisy.filter(dropped)
+

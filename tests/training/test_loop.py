@@ -18,8 +18,9 @@ from nnunet_ray.loading.pipelines import train_loader
 from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.runs.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.training import loop
+from nnunet_ray.training.benchmark import benchmark
 from nnunet_ray.training.logs import METRICS_FILE, TB_DIR, read_metrics
-from nnunet_ray.training.loop import EarlyStopping, benchmark, fit, setup
+from nnunet_ray.training.loop import EarlyStopping, fit, setup
 from nnunet_ray.training.schedules import LRSchedule
 from nnunet_ray.training.steps import amp_dtype, build_optimizer, make_scaler, train_step
 
@@ -144,7 +145,7 @@ def test_2d_run_with_amp_tta_deep_supervision_writes_logs_and_checkpoints(tiny_t
 
 def test_benchmark_writes_perf_json(tiny_task_3d, tmp_path, caplog):
     cfg = _cfg(tiny_task_3d, warmup=1, train_batches=4)
-    with caplog.at_level(logging.INFO, logger="nnunet_ray.training.loop"):
+    with caplog.at_level(logging.INFO, logger="nnunet_ray.training.benchmark"):
         perf = benchmark(cfg, load_plans(tiny_task_3d), train_data=_fixed_batches(load_plans(tiny_task_3d)),
                          device=CPU, out_dir=tmp_path)
     assert json.loads((tmp_path / "perf.json").read_text()) == perf
