@@ -10,13 +10,14 @@ import typing
 
 import pytest
 
-from nnunet_ray.cli import COMMANDS, _flag_names, add_config_flags, build_parser, flag_fields, nested_fields
+from nnunet_ray.cli import COMMANDS, build_parser
 from nnunet_ray.config import ConfigError, EvaluateConfig, SlidingWindow, TrainConfig, opt
+from nnunet_ray.config.flags import add_config_flags, flag_fields, flag_names, nested_fields
 
 
 def _other_value(f: dataclasses.Field, kind) -> tuple[list[str], object]:
     """Command-line words that set ``f`` to a non-default value, and that value."""
-    flag = _flag_names(f)[0]
+    flag = flag_names(f)[0]
     if kind is bool:
         return ([flag] if not f.default else ["--no-" + flag[2:]]), not f.default
     if typing.get_origin(kind) is tuple:
@@ -67,7 +68,7 @@ def test_every_bool_can_be_switched_both_ways(command):
     cls, parser = COMMANDS[command][0], build_parser()
     for dest, f, kind in _flag_fields(cls):
         if kind is bool:
-            flag = _flag_names(f)[0]
+            flag = flag_names(f)[0]
             assert getattr(parser.parse_args([command, flag, "--no-" + flag[2:]]), dest) is False
             assert getattr(parser.parse_args([command, "--no-" + flag[2:], flag]), dest) is True
 
