@@ -136,8 +136,8 @@ def check_shared_gpu(ctx: Context) -> dict:
 
 
 def check_benchmark(ctx: Context) -> dict:
+    from nnunet_ray.planning.patch import with_patch_size
     from nnunet_ray.planning.presets import preset_plans
-    from nnunet_ray.planning.schema import with_patch_size
     from nnunet_ray.training.benchmark import benchmark
 
     plans = preset_plans(1, 3)

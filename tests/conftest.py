@@ -18,7 +18,8 @@ import pytest
 
 from nnunet_ray.config import SynthConfig
 from nnunet_ray.data.synth import make_synthetic_task
-from nnunet_ray.planning.schema import Plans, synthetic_plans
+from nnunet_ray.planning.patch import synthetic_plans
+from nnunet_ray.planning.schema import Plans
 
 SYNTH_CASES = 6
 SYNTH_TEST = 2

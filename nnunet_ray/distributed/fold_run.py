@@ -28,7 +28,8 @@ from nnunet_ray.data import storage
 from nnunet_ray.distributed.ray_internals import KILL_DELAY_S
 from nnunet_ray.distributed.run_storage import LogMirror
 from nnunet_ray.loading.fold_data import fold_loaders
-from nnunet_ray.planning.schema import PatchSizeError, Plans, load_plans, with_patch_size
+from nnunet_ray.planning.patch import PatchSizeError, with_patch_size
+from nnunet_ray.planning.schema import Plans, load_plans
 from nnunet_ray.runs.best import BEST_METRIC
 from nnunet_ray.runs.checkpoint import best_checkpoint_name, epoch_dir_name, load_checkpoint
 from nnunet_ray.runs.run_config import record_splits_hash

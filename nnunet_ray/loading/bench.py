@@ -16,7 +16,7 @@ import numpy as np
 
 from nnunet_ray.loading.augment import Augmentations
 from nnunet_ray.loading.pipelines import train_loader
-from nnunet_ray.planning.schema import synthetic_plans
+from nnunet_ray.planning.patch import synthetic_plans
 from nnunet_ray.preprocessing.record import CaseProperties, write_case_record
 
 

@@ -16,8 +16,9 @@ from nnunet_ray.config import TrainConfig
 from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
+from nnunet_ray.planning.patch import with_patch_size
 from nnunet_ray.planning.plans import make_plans
-from nnunet_ray.planning.schema import Plans, with_patch_size
+from nnunet_ray.planning.schema import Plans
 from nnunet_ray.runs.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)

@@ -12,7 +12,8 @@ from torch import nn
 from nnunet_ray.model.blocks import ResidBlock, make_norm
 from nnunet_ray.model.losses import DeepSupervisionLoss, DiceCELoss
 from nnunet_ray.model.unet import build_unet
-from nnunet_ray.planning.schema import Plans, synthetic_plans
+from nnunet_ray.planning.patch import synthetic_plans
+from nnunet_ray.planning.schema import Plans
 
 torch.set_num_threads(1)
 

@@ -11,17 +11,16 @@ from pathlib import Path
 import pytest
 
 from nnunet_ray.data.atomic import save_json
+from nnunet_ray.planning.patch import PatchSizeError, with_patch_size
 from nnunet_ray.planning.plans import make_plans
 from nnunet_ray.planning.schema import (
     PLANS_VERSION,
-    PatchSizeError,
     Plans,
     PlansError,
     PlansNotFoundError,
     load_plans,
     plans_from_json,
     save_plans,
-    with_patch_size,
 )
 from nnunet_ray.planning.topology import get_topology
 from tests.planning.test_plans import dataset, fingerprint

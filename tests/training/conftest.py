@@ -16,8 +16,9 @@ from nnunet_ray.data.dataset import load_dataset
 from nnunet_ray.data.folds import kfold_splits, save_splits
 from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.planning.fingerprint import case_fingerprint, merge_fingerprints
+from nnunet_ray.planning.patch import with_patch_size
 from nnunet_ray.planning.plans import make_plans
-from nnunet_ray.planning.schema import save_plans, with_patch_size
+from nnunet_ray.planning.schema import save_plans
 from nnunet_ray.preprocessing.case import preprocess_case
 
 torch.set_num_threads(1)
