@@ -32,6 +32,7 @@ import numpy as np
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import load_splits, splits_hash, splits_location
+from nnunet_ray.data.local_views import local_copy
 from nnunet_ray.data.prediction_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.configuration import best_configuration
@@ -147,7 +148,7 @@ def choose_configuration(experiment: str, rows: list[dict], dataset) -> dict:
         ``{"configuration": "3d" | "2d" | "2d+3d", "dims", "mean_dice": {candidate: Dice}, "largest_component":
         [classes], "dice_postprocessed"}``.
     """
-    with storage.local_copy(storage.join(experiment, PREDICTIONS)) as predictions:
+    with local_copy(storage.join(experiment, PREDICTIONS)) as predictions:
         best = best_configuration(predictions, rows, dataset)
     save_best_configuration(experiment, best)
     return best.to_json()

@@ -10,6 +10,7 @@ from typing import Any
 from ray import tune
 
 from nnunet_ray.data import storage
+from nnunet_ray.data.local_views import writable_folder
 from nnunet_ray.distributed.fold_run import SCORE
 from nnunet_ray.training.logs import TB_DIR
 
@@ -54,7 +55,7 @@ def write_hparams(trial_dir: str, config: dict, result: dict) -> None:
     for old in storage.list_names(tensorboard):
         if old.endswith(HPARAMS_SUFFIX):
             storage.delete(storage.join(tensorboard, old))
-    with storage.writable_folder(tensorboard) as folder:
+    with writable_folder(tensorboard) as folder:
         writer = SummaryWriter(str(folder), filename_suffix=HPARAMS_SUFFIX)
         for summary in hparams(params, metrics):
             writer.file_writer.add_summary(summary)  # type: ignore[attr-defined]  # torch types it None (set in __init__)

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from nnunet_ray.config import ConfigError, PredictConfig, flag_name
 from nnunet_ray.data import storage
+from nnunet_ray.data.local_views import local_copy
 from nnunet_ray.data.prediction_inputs import Inputs, open_inputs
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.distributed.cluster import init_ray
@@ -87,7 +88,7 @@ def local_models(paths: Sequence[str], flag: str = "models") -> Iterator[list[tu
         if not storage.is_dir(location):
             raise ConfigError(f"{flag_name(flag)}: {storage.display(location)} is not a folder")
     with contextlib.ExitStack() as stack:
-        yield [(storage.absolute(p), stack.enter_context(storage.local_copy(p, keep=_model_file))) for p in paths]
+        yield [(storage.absolute(p), stack.enter_context(local_copy(p, keep=_model_file))) for p in paths]
 
 
 def _location(copies: list[tuple[str, Path]], checkpoint: Path) -> str:

@@ -21,7 +21,7 @@ import ray
 import torch
 
 from nnunet_ray.config import PredictConfig, flag_name
-from nnunet_ray.data import storage
+from nnunet_ray.data.local_views import writable_folder
 from nnunet_ray.data.prediction_inputs import local_case
 from nnunet_ray.data.types import CaseError, CaseFiles
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
@@ -63,7 +63,7 @@ class PredictActor:
         """Predict and write one case; returns its record (failures included, never raised)."""
         try:
             # A URI input: this case's images downloaded to scratch first; a URI output: written locally, uploaded.
-            with local_case(task.case, task.source) as case, storage.writable_folder(task.out_dir) as out:
+            with local_case(task.case, task.source) as case, writable_folder(task.out_dir) as out:
                 return predict_case(self.predictors[task.ensemble], case, out,
                                     save_probabilities=task.save_probabilities,
                                     largest_component=list(task.largest_component))

@@ -27,6 +27,7 @@ import numpy as np
 from nnunet_ray.data import storage
 from nnunet_ray.data.atomic import save_json, save_text
 from nnunet_ray.data.inputs import strip_nifti_suffix
+from nnunet_ray.data.local_views import local_copy, writable_folder
 from nnunet_ray.data.nifti import AFFINE_ATOL, read_label
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError
 from nnunet_ray.evaluation.surface import case_metrics
@@ -150,14 +151,14 @@ def evaluate_folders(preds: str | Path, labels: str | Path, *, tolerance: float 
     for folder, flag in ((preds, "--preds"), (labels, "--labels")):
         if not storage.is_dir(folder):
             raise DatasetError(f"{flag}: {storage.display(folder)} is not a folder")
-    with storage.local_copy(preds, keep=lambda name: not name.endswith(".npz")) as local_preds, \
-            storage.local_copy(labels) as local_labels:
+    with local_copy(preds, keep=lambda name: not name.endswith(".npz")) as local_preds, \
+            local_copy(labels) as local_labels:
         found = pair_cases(local_preds, local_labels, cases=cases)
         if found.missing and not allow_missing:
             raise DatasetError(f"--preds: {len(found.missing)} label(s) in {storage.display(labels)} have no "
                                f"prediction in {storage.display(preds)}: {_first(found.missing)} (--allow-missing "
                                f"scores the {len(found.pairs)} that have one)")
-        with storage.writable_folder(out or preds) as out_dir:
+        with writable_folder(out or preds) as out_dir:
             return _score_folders(local_preds, found, tolerance=tolerance, out_dir=out_dir, progress=progress)
 
 

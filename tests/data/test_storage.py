@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nnunet_ray.data import storage
+from nnunet_ray.data.local_views import local_copy, writable_folder
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -86,7 +87,7 @@ def test_parent_keeps_credentials_and_options_and_basename_drops_them(location, 
 def test_local_copy_holds_the_kept_files_and_nothing_else(root):
     for name in ("run/epoch_0001/model.pt", "run/tensorboard/events", "best.json"):
         storage.write_text(storage.join(root, *name.split("/")), name)
-    with storage.local_copy(root, keep=lambda relative: not relative.startswith("run/tensorboard")) as local:
+    with local_copy(root, keep=lambda relative: not relative.startswith("run/tensorboard")) as local:
         files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
         if storage.is_uri(root):  # a copy of what was kept
             assert files == ["best.json", "run/epoch_0001/model.pt"]
@@ -96,13 +97,13 @@ def test_local_copy_holds_the_kept_files_and_nothing_else(root):
 
 
 def test_writable_folder_publishes_its_files_only_when_the_block_succeeds(root):
-    with storage.writable_folder(storage.join(root, "out")) as folder:
+    with writable_folder(storage.join(root, "out")) as folder:
         (folder / "case.npz").write_text("probabilities")
         (folder / "case.nii.gz").write_text("label map, the done-marker, written last")
     assert storage.list_names(storage.join(root, "out")) == ["case.nii.gz", "case.npz"]
     assert storage.read_text(storage.join(root, "out", "case.npz")) == "probabilities"
     if storage.is_uri(root):  # a failed block uploads nothing (a local folder is written in place)
-        with pytest.raises(RuntimeError), storage.writable_folder(storage.join(root, "failed")) as folder:
+        with pytest.raises(RuntimeError), writable_folder(storage.join(root, "failed")) as folder:
             (folder / "half.npz").write_text("x")
             raise RuntimeError("the prediction failed")
         assert storage.list_names(storage.join(root, "failed")) == []
