@@ -19,6 +19,7 @@ import sys
 from nnunet_ray.data import storage
 from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
 from nnunet_ray.runs.names import experiment_name
+from nnunet_ray.runs.options_file import BEST_CONFIG_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         # A URI goes to every step as given (resolving it as a path would mangle it into a local folder name).
         data = storage.absolute(args.data) if args.data else str(synthetic_dataset(results, smoke=args.smoke_test))
         name = args.name or experiment_name(storage.basename(data), "sweep")
-        sweep, best = storage.join(results, name), storage.join(results, name, "best_config.json")
+        sweep, best = storage.join(results, name), storage.join(results, name, BEST_CONFIG_FILE)
         budget = SMOKE_TRAINING if args.smoke_test else []
         run_step("tune", ["tune", "--data", data, "--results", results, "--name", name, *budget, *tune_options])
         print(f"sweep results: {storage.display(storage.join(sweep, 'tune_results.csv'))}; "

@@ -14,6 +14,7 @@ from pathlib import Path
 from nnunet_ray.cli import main as nnunet_ray
 from nnunet_ray.config import SynthConfig
 from nnunet_ray.data import storage
+from nnunet_ray.data.dataset import DATASET_FILE
 
 # A training budget that exercises every stage in seconds per trial (the smoke test's correctness, not its Dice).
 SMOKE_TRAINING = ["--min-epochs", "1", "--max-epochs", "1", "--train-batches", "2", "--val-cases", "1"]
@@ -52,7 +53,7 @@ def synthetic_dataset(results: str, *, smoke: bool) -> Path:
     key = hashlib.sha1(storage.display(results).encode()).hexdigest()[:12]
     root = Path(tempfile.gettempdir(), f"nnunet_ray_smoke_{key}") if storage.is_uri(results) else Path(results)
     raw = root / "raw" / "Task99_Synthetic"
-    if not (raw / "dataset.json").exists():
+    if not (raw / DATASET_FILE).exists():
         from nnunet_ray.data.synth import make_synthetic_task
         make_synthetic_task(SynthConfig(out=str(raw), cases=10, test=2, size=40, seed=0).validate())
     return raw

@@ -49,6 +49,7 @@ import torch
 
 from nnunet_ray.data.folds import SPLITS_FILE
 from nnunet_ray.evaluation.metrics import case_dice
+from nnunet_ray.runs.options_file import BEST_CONFIG_FILE, read_options_file
 from nnunet_ray.runs.summary import load_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # anatomy_task.py, anatomy_nnunetv2.py beside this file
@@ -136,7 +137,7 @@ def tune_flags(args, pre: Path, work: Path, base: list[str], steps: dict) -> lis
                            "--num-samples", str(args.tune_samples), "--budget", hms(args.tune_budget),
                            "--max-time", trial_time, *base, *args.train_flags.split()],
                           work / "logs" / "tune.log")
-    best = json.loads((sweep / "sweep" / "best_config.json").read_text())
+    best = read_options_file(str(sweep / "sweep" / BEST_CONFIG_FILE))
     return flags_from_config(best)
 
 

@@ -44,6 +44,7 @@ from typing import Any, cast
 
 from nnunet_ray.config import PreprocessConfig, SynthConfig
 from nnunet_ray.data.synth import make_synthetic_task
+from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.runs.summary import run_summaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_predict.py beside this file
@@ -326,7 +327,7 @@ def bench_epoch(args: argparse.Namespace, work: Path) -> dict:
                        min_epochs=args.epochs, max_epochs=args.epochs, dali_threads=1, cpus_per_worker=2,
                        image_every=0).validate()
     result: dict = {"mode": "epoch", "cases": 10, "size": args.size, "dim": args.dim, "epochs": args.epochs,
-                    "patch_size": json.loads((Path(summary.out_dir) / "plans.json").read_text())["patch_size"]}
+                    "patch_size": list(load_plans(summary.out_dir).patch_size)}
     result["every_epoch"] = _epoch_split(base)
     if args.val_every or args.checkpoint_every:
         cheaper = dataclasses.replace(base, results=str(work / "cheaper"), val_every=args.val_every,

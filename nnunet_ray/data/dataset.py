@@ -22,6 +22,7 @@ from typing import Any
 
 from nnunet_ray.data.types import CaseFiles, DatasetError, DatasetInfo
 
+DATASET_FILE = "dataset.json"  # a raw dataset folder's description (MSD v1 or nnU-Net v2)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -42,7 +43,7 @@ def load_dataset(root: str | Path) -> DatasetInfo:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: dataset folder not found")
     folder = folder.resolve()
-    json_path = folder / "dataset.json"
+    json_path = folder / DATASET_FILE
     meta = _read_json(json_path)
     if "channel_names" in meta or "file_ending" in meta:
         return _load_v2(folder, meta, json_path)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from nnunet_ray.config import MSD_MIRROR
+from nnunet_ray.data.dataset import DATASET_FILE
 
 # Task number -> (folder name, MD5 of the archive), as published with the mirror.
 MSD_TASKS: dict[int, tuple[str, str]] = {
@@ -66,7 +67,7 @@ def download_task(task: int, out: str | Path, *, mirror: str = MSD_MIRROR, keep_
     name, md5 = MSD_TASKS[task]
     out = Path(out)
     target = out / name
-    if (target / "dataset.json").is_file():
+    if (target / DATASET_FILE).is_file():
         progress(f"{name}: already in {target}")
         return target
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,7 @@ def _extract(archive: Path, out: Path, name: str) -> None:
             # filter="data": no setuid/setgid or device bits, no absolute paths or links leaving the folder.
             tar.extractall(staging, members=[m for m in members if not Path(m.name).name.startswith("._")],
                            filter="data")
-        if not (staging / name / "dataset.json").is_file():
+        if not (staging / name / DATASET_FILE).is_file():
             raise DownloadError(f"{name}: the archive has no {name}/dataset.json")
         os.replace(staging / name, out / name)
     except tarfile.TarError as err:

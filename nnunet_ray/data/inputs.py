@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from nnunet_ray.data.dataset import NIFTI_SUFFIXES, load_dataset
+from nnunet_ray.data.dataset import DATASET_FILE, NIFTI_SUFFIXES, load_dataset
 from nnunet_ray.data.types import CaseFiles, DatasetError
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -44,7 +44,7 @@ def input_cases(folder: str | Path) -> tuple[CaseFiles, ...]:
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError(f"{root}: input folder not found")
-    if (root / "dataset.json").is_file():
+    if (root / DATASET_FILE).is_file():
         dataset = load_dataset(root)
         if not dataset.test:
             raise DatasetError(f"{root}: dataset.json lists no test cases; point --input at a folder of images "

@@ -26,11 +26,9 @@ from pathlib import Path, PurePosixPath
 import pyarrow.fs as pafs
 
 from nnunet_ray.data import storage
-from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.dataset import DATASET_FILE, load_dataset
 from nnunet_ray.data.inputs import input_cases, input_fingerprint, strip_nifti_suffix
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError, DatasetInfo
-
-DATASET_JSON = "dataset.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +120,8 @@ def _mirror(location: str) -> Iterator[tuple[Path, dict[str, tuple[int, int | No
                 listing[relative] = (info.size, info.mtime_ns)
                 (root / relative).parent.mkdir(parents=True, exist_ok=True)
                 (root / relative).touch()
-        if storage.is_file(storage.join(location, DATASET_JSON)):
-            storage.download(storage.join(location, DATASET_JSON), root / DATASET_JSON)
+        if storage.is_file(storage.join(location, DATASET_FILE)):
+            storage.download(storage.join(location, DATASET_FILE), root / DATASET_FILE)
         try:
             yield root, listing
         except DatasetError as err:

@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock
 
 from nnunet_ray.data import storage
-from nnunet_ray.data.dataset import load_dataset
+from nnunet_ray.data.dataset import DATASET_FILE, load_dataset
 from nnunet_ray.data.types import DatasetError, DatasetInfo
 
 STAGE_DIR_ENV = "NNUNET_RAY_STAGE_DIR"
@@ -119,7 +119,7 @@ def open_raw_dataset(data: str) -> tuple[DatasetInfo, RawData]:
         return load_dataset(location), RawData(location)
     name = PurePosixPath(storage.display(location).rstrip("/")).name
     try:
-        digest = hashlib.sha1(storage.read_bytes(storage.join(location, "dataset.json"))).hexdigest()[:16]
+        digest = hashlib.sha1(storage.read_bytes(storage.join(location, DATASET_FILE))).hexdigest()[:16]
     except FileNotFoundError as err:
         raise DatasetError(f"{storage.display(location)}/dataset.json: dataset.json not found") from err
     raw = RawData(location, key=f"raw_{name}_{digest}")

@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from nnunet_ray.config import ConfigError, SynthConfig, flag_name
 from nnunet_ray.data.atomic import save_json
+from nnunet_ray.data.dataset import DATASET_FILE
 from nnunet_ray.data.nifti import write_nifti
 
 CLASS_NAMES = {0: "background", 1: "organ", 2: "lesion", 3: "spot"}
@@ -215,5 +216,5 @@ def make_synthetic_task(cfg: SynthConfig) -> Path:
             test.append(f"./imagesTs/{case_id}.nii.gz")
     (root / "imagesTs").mkdir(parents=True, exist_ok=True)  # MSD layout has it even with no test cases
     meta = _dataset_json(cfg, root.name, training, test)
-    save_json(root / "dataset.json", meta, indent=4)
+    save_json(root / DATASET_FILE, meta, indent=4)
     return root

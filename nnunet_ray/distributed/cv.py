@@ -26,7 +26,6 @@ from nnunet_ray.distributed.experiment import (
     validate_trials,
 )
 from nnunet_ray.distributed.trial_data import (
-    apply_config_file,
     check_resumed_splits,
     open_experiment,
     preprocess_raw,
@@ -34,6 +33,7 @@ from nnunet_ray.distributed.trial_data import (
 from nnunet_ray.distributed.trial_spec import check_resume_options
 from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.runs.names import fold_run_name
+from nnunet_ray.runs.options_file import apply_options_file
 from nnunet_ray.runs.summary import load_summary
 from nnunet_ray.training.logs import METRICS_FILE, parse_metrics
 
@@ -64,10 +64,10 @@ def run_cv(cfg: CVConfig) -> pd.DataFrame:
     data, path = open_experiment(cfg, dims, folds, "cv")
     if cfg.resume:  # exactly the options the experiment started with
         spec = load_spec(path)
-        check_resume_options(dataclasses.replace(cfg, train=apply_config_file(cfg.train, cfg.config)), spec)
+        check_resume_options(dataclasses.replace(cfg, train=apply_options_file(cfg.train, cfg.config)), spec)
         check_resumed_splits(path, spec.data_dirs)  # its runs' folds must still be the data's
     else:
-        base = trial_train_config(apply_config_file(cfg.train, cfg.config), gpus=cfg.gpus_per_trial,
+        base = trial_train_config(apply_options_file(cfg.train, cfg.config), gpus=cfg.gpus_per_trial,
                                   workers=cfg.workers_per_trial, results=path)
         spec = TrialSpec(base=base, data_dirs=data.dirs, dims=dims, folds=folds, engine=cfg.engine)
         check_options(spec)

@@ -40,6 +40,7 @@ from nnunet_ray.distributed.train import fit_fold, prepare_fold
 from nnunet_ray.distributed.trial_fit import fit_in_trial
 from nnunet_ray.distributed.trial_spec import (
     DRIVER_CPUS,
+    SPEC_FILE,
     TrialSpec,
     declared_resources,
     max_concurrent_trials,
@@ -53,7 +54,6 @@ from nnunet_ray.runs.summary import RunSummary, load_summary, summary_location
 log = logging.getLogger(__name__)
 
 
-SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
 # A Ray Train trial's driver lost with its node (it holds no device; on cluster.yaml it runs on the on-demand head)
 # is rerun this often. Kept small: a run that failed for good already used its --max-failures worker restarts, and
 # each driver rerun would spend them again.

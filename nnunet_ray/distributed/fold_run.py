@@ -35,6 +35,7 @@ from nnunet_ray.runs.checkpoint import best_checkpoint_name, epoch_dir_name, loa
 from nnunet_ray.runs.run_config import record_splits_hash
 from nnunet_ray.runs.summary import RunSummary, save_summary
 from nnunet_ray.training.benchmark import benchmark
+from nnunet_ray.training.logs import METRICS_FILE
 from nnunet_ray.training.loop import fit
 from nnunet_ray.training.resume import data_splits_hash
 
@@ -184,7 +185,7 @@ def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: di
                                                                    storage.basename(last_checkpoint)))
         if last_checkpoint is not None else None,
         last_checkpoint=last_checkpoint,
-        metrics=storage.join(run_dir, "metrics.jsonl"), tensorboard=storage.join(run_dir, "tensorboard"),
+        metrics=storage.join(run_dir, METRICS_FILE), tensorboard=storage.join(run_dir, "tensorboard"),
         seconds=seconds, seconds_in_worker=returned.get("seconds"), started_at=time.time() - seconds,
         finished_at=time.time(), device=device, devices=count, device_hours=count * seconds / 3600.0,
         node_id=node_id, splits_hash=returned.get("splits_hash"))

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 from nnunet_ray.config import ConfigError, PlanConfig, PreprocessConfig, flag_name
 from nnunet_ray.data import storage
+from nnunet_ray.data.dataset import DATASET_FILE
 from nnunet_ray.data.folds import (
     CaseSetChanged,
     import_splits,
@@ -83,7 +84,7 @@ def output_dir(results: str, dataset: DatasetInfo, dim: int, exec_mode: str = "t
 
 def _probe(data: str, results: str) -> None:
     """Every node must read the raw dataset.json and write (and see the driver's writes in) the results root."""
-    probe_storage(readable={"data": storage.join(storage.absolute(data), "dataset.json")},
+    probe_storage(readable={"data": storage.join(storage.absolute(data), DATASET_FILE)},
                   results=storage.absolute(results))
 
 

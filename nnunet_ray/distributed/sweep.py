@@ -52,9 +52,9 @@ from nnunet_ray.distributed.trial_data import (
     preprocess_raw,
 )
 from nnunet_ray.distributed.trial_spec import check_resume_options
+from nnunet_ray.runs.options_file import BEST_CONFIG_FILE, save_best_config
 
 RESULTS_CSV = "tune_results.csv"
-BEST_CONFIG = "best_config.json"
 
 
 def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def run_sweep(cfg: TuneConfig) -> dict[str, Any]:
     outcome = _outcome(trial_results(results), spec, space, path,
                        planned=planned_trials(space, cfg.num_samples, len(folds)))
     storage.write_text(storage.join(path, RESULTS_CSV), outcome["table"].to_csv(index=False))
-    storage.write_json(storage.join(path, BEST_CONFIG), outcome["best_config"])
+    save_best_config(path, outcome["best_config"])
     return {**outcome, "path": path}
 
 
@@ -214,5 +214,5 @@ def format_outcome(outcome: dict[str, Any]) -> str:
         f"epochs (~{outcome['seconds_saved']:.0f} trial-seconds); {outcome['device_hours']:.4f} "
         f"{outcome['device']}-hours in all",
         f"best configuration (mean Dice over folds {outcome['best_score']:.4f}): "
-        f"{json.dumps(outcome['best_config'])} -> {storage.display(storage.join(path, BEST_CONFIG))}",
+        f"{json.dumps(outcome['best_config'])} -> {storage.display(storage.join(path, BEST_CONFIG_FILE))}",
         f"compare trials: tensorboard --logdir {storage.display(path)}"])

@@ -8,21 +8,16 @@ trained on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from typing import Any
 
 from nnunet_ray.config import (
     ConfigError,
     PreprocessConfig,
-    TrainConfig,
-    as_field_values,
-    chosen_options,
     flag_name,
-    with_options,
 )
 from nnunet_ray.config.runs import ExperimentOptions
 from nnunet_ray.data import storage
+from nnunet_ray.data.dataset import DATASET_FILE
 from nnunet_ray.data.folds import SPLITS_FILE, load_splits, splits_location
 from nnunet_ray.data.staging import open_raw_dataset
 from nnunet_ray.distributed.experiment import check_experiment_folder, experiment_folder
@@ -61,7 +56,7 @@ def resolve_data(data: str, dims: tuple[int, ...], *, results: str, preprocessed
         ConfigError / DatasetError: naming --data or --dims and the problem.
     """
     root = storage.absolute(data)
-    if storage.is_file(storage.join(root, "dataset.json")):
+    if storage.is_file(storage.join(root, DATASET_FILE)):
         dataset, _ = open_raw_dataset(root)  # a URI is staged on this node to check its labels
         unlabelled = [c.case_id for c in dataset.training if c.label is None or not c.label.is_file()]
         if unlabelled:
@@ -156,30 +151,6 @@ def preprocess_raw(data: ExperimentData, *, address: str) -> None:
             case, error = next(iter(summary.failed.items()))
             raise ConfigError(f"{flag_name('data')}: {len(summary.failed)} cases failed to preprocess "
                               f"(first: {case}: {error})")
-
-
-def apply_config_file(cfg: TrainConfig, path: str) -> TrainConfig:
-    """Training options from a JSON file (``tune``'s best_config.json) over the options the user did not choose
-    (``chosen_options``: not given, and at their defaults or their recipe's values). A ``recipe`` in the file
-    gives its values to the options nobody chose.
-
-    Raises:
-        ConfigError: the file is missing, not a JSON object, or names an unknown option.
-    """
-    if not path:
-        return cfg
-    try:
-        values: Any = json.loads(storage.read_text(path))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{flag_name('config')}: cannot read {path} ({err})") from err
-    if not isinstance(values, dict):
-        raise ConfigError(f"{flag_name('config')}: {path} must hold a JSON object of training options")
-    options = {f.name for f in dataclasses.fields(TrainConfig)} - {"explicit"}  # that one records, it sets nothing
-    unknown = sorted(set(values) - options)
-    if unknown:
-        raise ConfigError(f"{flag_name('config')}: {path}: unknown training option {unknown[0]!r}")
-    kept = chosen_options(cfg)
-    return with_options(cfg, **as_field_values({k: v for k, v in values.items() if k not in kept}))
 
 
 def open_experiment(cfg: ExperimentOptions, dims: tuple[int, ...], folds: tuple[int, ...],

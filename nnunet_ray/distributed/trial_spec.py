@@ -26,7 +26,8 @@ from nnunet_ray.runs.names import fold_run_name
 DRIVER_CPUS = 0.1  # what a Ray Train trial's driver function holds; its Train workers ask for that much less
 
 
-SPEC_VERSION = 1  # experiment.json; files from before the version key read as 1
+SPEC_FILE = "experiment.json"  # the trials' shared options, written when an experiment starts; --resume reads it
+SPEC_VERSION = 1  # files from before the version key read as 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ class TrialSpec:
                 "version": SPEC_VERSION}
 
     @classmethod
-    def from_json(cls, values: Any, *, source: str = "experiment.json") -> "TrialSpec":
+    def from_json(cls, values: Any, *, source: str = SPEC_FILE) -> "TrialSpec":
         """Raises RecordError: not an experiment spec, or of a newer version (naming ``source``)."""
         values = check_record(values, current=SPEC_VERSION, source=source, what="experiment spec")
         try:

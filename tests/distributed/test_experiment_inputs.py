@@ -23,8 +23,8 @@ from nnunet_ray.distributed.search_space import (
     tune_domains,
 )
 from nnunet_ray.distributed.sweep import run_sweep
-from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.distributed.trial_spec import max_concurrent_trials, trial_name
+from nnunet_ray.runs.options_file import apply_options_file
 from tests.training.conftest import build_tiny_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,13 +183,13 @@ def test_config_file_with_an_unknown_option(tmp_path):
     path = tmp_path / "best.json"
     path.write_text(json.dumps({"learning_rate": 1e-3, "patch": [1, 2, 3]}))
     with pytest.raises(ConfigError, match="--config: .* unknown training option 'patch'"):
-        apply_config_file(TrainConfig(), str(path))
+        apply_options_file(TrainConfig(), str(path))
 
 
 def test_config_file_fills_only_options_left_at_defaults(tmp_path):
     path = tmp_path / "best.json"
     path.write_text(json.dumps({"learning_rate": 3e-3, "patch_size": [24, 24, 24], "batch_size": 4}))
-    cfg = apply_config_file(TrainConfig(batch_size=8), str(path))
+    cfg = apply_options_file(TrainConfig(batch_size=8), str(path))
     assert (cfg.learning_rate, cfg.patch_size, cfg.batch_size) == (3e-3, (24, 24, 24), 8)
 
 

@@ -21,10 +21,10 @@ from nnunet_ray.config import ConfigError, TrainConfig, TuneConfig
 from nnunet_ray.distributed.experiment import SCORE_MODE, TrialSpec, _search_algorithm, validate_trials
 from nnunet_ray.distributed.fold_run import SCORE
 from nnunet_ray.distributed.search_space import optuna_search, search_space
-from nnunet_ray.distributed.sweep import BEST_CONFIG, RESULTS_CSV, format_outcome, run_sweep
-from nnunet_ray.distributed.trial_data import apply_config_file
+from nnunet_ray.distributed.sweep import RESULTS_CSV, format_outcome, run_sweep
 from nnunet_ray.inference.sliding_window import predict_volume
 from nnunet_ray.runs.checkpoint import load_model
+from nnunet_ray.runs.options_file import BEST_CONFIG_FILE, apply_options_file
 from tests.training.conftest import build_tiny_task
 
 pytestmark = pytest.mark.slow  # several Tune + Train trials: minutes on 2 cores
@@ -65,7 +65,7 @@ def test_asha_stops_a_trial_and_results_are_written(sweep):
     assert (table.loc[table["stopped_by_scheduler"], "epochs"] < 4).all()
     assert table["score"].is_monotonic_decreasing  # the best configuration first
     assert table["trial_best_dice"].between(0, 1).all()
-    best = json.loads((root / "results" / "sweep" / BEST_CONFIG).read_text())
+    best = json.loads((root / "results" / "sweep" / BEST_CONFIG_FILE).read_text())
     assert set(best) == {"learning_rate", "patch_size"} and best == outcome["best_config"]
     assert (table["device_hours"] > 0).all() and outcome["device_hours"] == pytest.approx(table["device_hours"].sum())
 
@@ -100,8 +100,8 @@ def _trial_spans(experiment) -> list[tuple[float, float, str]]:
 
 def test_best_config_is_accepted_by_cv_config(sweep):
     task, root, _ = sweep
-    cfg = apply_config_file(TrainConfig(), str(root / "results" / "sweep" / BEST_CONFIG))
-    best = json.loads((root / "results" / "sweep" / BEST_CONFIG).read_text())
+    cfg = apply_options_file(TrainConfig(), str(root / "results" / "sweep" / BEST_CONFIG_FILE))
+    best = json.loads((root / "results" / "sweep" / BEST_CONFIG_FILE).read_text())
     assert cfg.learning_rate == best["learning_rate"] and list(cfg.patch_size) == best["patch_size"]
     base = TrainConfig(**{**cfg.__dict__, "results": str(root / "cv"), "max_epochs": 1, "min_epochs": 1})
     validate_trials(TrialSpec(base=base, data_dirs={3: str(task)}, dims=(3,), folds=(0, 1, 2)))
@@ -168,9 +168,9 @@ def test_optuna_drew_the_configurations(optuna_sweep):
 
 def test_optuna_best_config_is_accepted_by_cv_config(optuna_sweep, task, tmp_path):
     _, path, outcome = optuna_sweep
-    best = json.loads((path / BEST_CONFIG).read_text())
+    best = json.loads((path / BEST_CONFIG_FILE).read_text())
     assert set(best) == {"learning_rate", "patch_size"} and best == outcome["best_config"]
-    cfg = apply_config_file(TrainConfig(), str(path / BEST_CONFIG))
+    cfg = apply_options_file(TrainConfig(), str(path / BEST_CONFIG_FILE))
     assert cfg.learning_rate == best["learning_rate"] and list(cfg.patch_size) == best["patch_size"]
     base = dataclasses.replace(cfg, results=str(tmp_path / "cv"), max_epochs=1, min_epochs=1)
     validate_trials(TrialSpec(base=base, data_dirs={3: str(task)}, dims=(3,), folds=(0, 1, 2)))
@@ -216,7 +216,7 @@ def test_default_sweep_is_the_learning_rate_and_budget_stops_it(task, tmp_path):
     assert table["stopped_by_budget"].all() and not table["stopped_by_scheduler"].any()
     assert table["learning_rate"].between(1e-4, 1e-2).all() and table["learning_rate"].is_unique
     assert (table["epochs"] >= 1).all() and outcome["stopped_early"] == 0
-    best = json.loads((path / BEST_CONFIG).read_text())
+    best = json.loads((path / BEST_CONFIG_FILE).read_text())
     assert best == outcome["best_config"] == {"learning_rate": table.loc[0, "learning_rate"]}
     assert "--budget 00:00:30 ran out: 2 of 4 trials trained" in format_outcome(outcome)
     for trial, rate in zip(table["trial"], table["learning_rate"]):  # each run recorded its drawn rate as given

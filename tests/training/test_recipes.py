@@ -21,10 +21,10 @@ from nnunet_ray.config import (
     with_options,
 )
 from nnunet_ray.data.folds import load_splits
-from nnunet_ray.distributed.trial_data import apply_config_file
 from nnunet_ray.loading.iterators import eval_loader
 from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.runs.checkpoint import LocalCheckpoints, load_checkpoint, load_model
+from nnunet_ray.runs.options_file import apply_options_file
 from nnunet_ray.training.loop import fit
 
 # nnU-Net v2's nnUNetTrainer (nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py), checked by hand.
@@ -99,13 +99,13 @@ def test_a_config_built_in_python_keeps_its_own_values():
 
 def test_config_file_with_a_recipe_fills_the_options_nobody_chose(tmp_path):
     (tmp_path / "best.json").write_text(json.dumps({"recipe": "nnunetv2", "learning_rate": 0.02}))
-    cfg = apply_config_file(_train("--max-epochs", "70"), str(tmp_path / "best.json"))
+    cfg = apply_options_file(_train("--max-epochs", "70"), str(tmp_path / "best.json"))
     assert _values(cfg) == {**NNUNETV2, "learning_rate": 0.02, "max_epochs": 70}
-    mine = apply_config_file(_train("--recipe", "dle", "--learning-rate", "1e-3"), str(tmp_path / "best.json"))
+    mine = apply_options_file(_train("--recipe", "dle", "--learning-rate", "1e-3"), str(tmp_path / "best.json"))
     assert (mine.recipe, mine.learning_rate, mine.optimizer) == ("dle", 1e-3, "radam")  # the flags win
     (tmp_path / "bad.json").write_text(json.dumps({"recipe": "nnunetv3"}))
     with pytest.raises(ConfigError, match="^--recipe: 'nnunetv3' is not one of dle, nnunetv2"):
-        apply_config_file(TrainConfig(), str(tmp_path / "bad.json"))
+        apply_options_file(TrainConfig(), str(tmp_path / "bad.json"))
 
 
 def test_nesterov_needs_momentum():
