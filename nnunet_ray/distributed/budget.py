@@ -15,20 +15,49 @@ as constructed, so ``--resume`` runs with the same budget, counted again from it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from ray import tune
 
 from nnunet_ray.data import storage
+from nnunet_ray.data.records import RecordError, check_record
 
 BUDGET_FILE = "budget.json"
+BUDGET_VERSION = 1
 RUNNING = ("RUNNING", "PAUSED")  # Tune's Trial statuses of a trial that has started and not ended
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BudgetRecord:
+    """``budget.json``: the budget that ran out, the trials it stopped while they trained and those it never
+    started (Tune trial folder names)."""
+
+    budget_s: float
+    stopped_running: tuple[str, ...] = ()
+    not_started: tuple[str, ...] = ()
+    version: int = BUDGET_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "stopped_running": list(self.stopped_running),
+                "not_started": list(self.not_started)}
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = BUDGET_FILE) -> BudgetRecord:
+        """Raises RecordError naming ``source``: not an object, a newer version, or malformed."""
+        values = check_record(data, current=BUDGET_VERSION, source=source, what="sweep budget record")
+        try:
+            return cls(budget_s=float(values["budget_s"]), stopped_running=tuple(map(str, values["stopped_running"])),
+                       not_started=tuple(map(str, values["not_started"])))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RecordError(f"{source}: not a sweep budget record ({type(err).__name__}: {err})") from err
 
 
 class SweepBudget(tune.Stopper, tune.Callback):
@@ -67,7 +96,7 @@ class SweepBudget(tune.Stopper, tune.Callback):
         log.info("sweep budget of %.0f s reached: stopping %d running trial(s); %d pending trial(s) not started",
                  self.seconds, len(running), len(pending))
         storage.write_json(storage.join(self.experiment, BUDGET_FILE),
-                           {"budget_s": self.seconds, "stopped_running": running, "not_started": pending})
+                           BudgetRecord(self.seconds, tuple(running), tuple(pending)).to_json())
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into tuner.pkl before the experiment runs; a restored experiment counts its budget anew.
@@ -79,7 +108,17 @@ def _name(trial: Any) -> str:
     return PurePosixPath(trial.path).name
 
 
-def read_budget_record(experiment: str) -> dict[str, Any] | None:
-    """``budget.json`` of the experiment, or None when its budget never ran out."""
+def read_budget_record(experiment: str) -> BudgetRecord | None:
+    """``budget.json`` of the experiment, or None when its budget never ran out.
+
+    Raises:
+        RecordError: the file is not JSON or not a budget record, naming it.
+    """
     location = storage.join(experiment, BUDGET_FILE)
-    return storage.read_json(location) if storage.is_file(location) else None
+    if not storage.is_file(location):
+        return None
+    try:
+        data = storage.read_json(location)
+    except ValueError as err:
+        raise RecordError(f"{storage.display(location)}: not JSON ({err})") from err
+    return BudgetRecord.from_json(data, source=storage.display(location))

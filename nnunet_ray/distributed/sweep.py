@@ -114,8 +114,8 @@ def planned_trials(space: Space, num_samples: int, n_folds: int) -> int:
 def _outcome(results: list[tune.Result], spec: TrialSpec, space: Space, path: str, *, planned: int) -> dict[str, Any]:
     """``summarise_sweep`` over the trials that trained an epoch, with what the budget (if it ran out) cut short,
     and best_config.json's values (with the recipe when the sweep's is not the default, for ``cv --config``)."""
-    record = (read_budget_record(path) or {}) if spec.budget else {}
-    cut = set(record.get("stopped_running", []))
+    record = read_budget_record(path) if spec.budget else None
+    cut = set(record.stopped_running if record else ())
     trained = [r for r in results if "epoch" in (r.metrics or {})]
     if not trained:
         raise RunError(f"no trial trained an epoch within --budget {spec.budget}; start the sweep again with a "

@@ -13,7 +13,7 @@ import pytest
 from nnunet_ray.cli import _config_from, build_parser
 from nnunet_ray.config import ConfigError, TrainConfig, TuneConfig
 from nnunet_ray.data.records import RecordError
-from nnunet_ray.distributed.budget import BUDGET_FILE, SweepBudget, read_budget_record
+from nnunet_ray.distributed.budget import BUDGET_FILE, BudgetRecord, SweepBudget, read_budget_record
 from nnunet_ray.distributed.experiment import validate_trials
 from nnunet_ray.distributed.search_space import candidates, load_space_file, search_space
 from nnunet_ray.distributed.sweep import planned_trials
@@ -85,7 +85,8 @@ def test_budget_stops_all_after_its_seconds_and_records_what_it_stopped(tmp_path
     assert budget.stop_all() and budget.stop_all()  # and stays reached
     assert budget("t1", {}) is False  # never one trial alone
     assert json.loads((tmp_path / BUDGET_FILE).read_text()) == {"budget_s": 30.0, "stopped_running": ["t1"],
-                                                                 "not_started": ["t2", "t3"]}
+                                                                 "not_started": ["t2", "t3"], "version": 1}
+    assert read_budget_record(str(tmp_path)) == BudgetRecord(30.0, ("t1",), ("t2", "t3"))
     # tuner.pkl holds it; a restored experiment (--resume) gets the whole budget again from its first step.
     restored = pickle.loads(pickle.dumps(SweepBudget(30.0, str(tmp_path))))  # the real clock pickles
     assert restored.seconds == 30.0 and not restored.reached
@@ -140,3 +141,15 @@ def test_a_trial_ended_by_its_own_max_time_is_not_counted_as_stopped_by_asha_and
     assert outcome["stopped_early"] == 1
     assert outcome["epochs_saved"] == 4 and outcome["seconds_saved"] == pytest.approx(400.0)  # 600 s hold 6 epochs
     assert summarise_sweep(results, max_epochs=10000, swept=["learning_rate"])["epochs_saved"] == 9998  # no time box
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{", r"not JSON"),
+    ('{"version": 3}', r"version 3 is newer"),
+    ('{"budget_s": 30}', r"not a sweep budget record \(KeyError"),
+])
+def test_a_damaged_budget_record_names_the_file(tmp_path, text, problem):
+    (tmp_path / BUDGET_FILE).write_text(text)
+    with pytest.raises(RecordError, match=rf"^{tmp_path / BUDGET_FILE}: {problem}"):
+        read_budget_record(str(tmp_path))
+
