@@ -27,6 +27,7 @@ from nnunet_ray.data.nifti import read_header
 from nnunet_ray.data.staging import RawData
 from nnunet_ray.data.types import CaseFiles, DatasetInfo
 from nnunet_ray.distributed.cluster import can_reserve_memory, cluster_cpus, node_memory
+from nnunet_ray.planning.fingerprint import DatasetFingerprint
 from nnunet_ray.planning.schema import Plans
 
 logger = logging.getLogger(__name__)
@@ -160,20 +161,20 @@ def raw_case_memory_bytes(cases: tuple[CaseFiles, ...]) -> int:
     return int(BASE_MEMORY + largest * 8 * FINGERPRINT_COPIES)
 
 
-def case_memory_bytes(fingerprint: dict | None, plans: Plans) -> int:
+def case_memory_bytes(fingerprint: DatasetFingerprint | None, plans: Plans) -> int:
     """Memory one preprocessing actor needs for the largest case: its resampled size times the working copies.
 
     Args:
-        fingerprint: fingerprint.json content (per-case ``shapes`` and ``spacings``), or None when unknown.
+        fingerprint: the dataset's fingerprint (per-case ``shapes`` and ``spacings``), or None when unknown.
         plans: the plans (target ``spacing``, ``dim``, ``in_channels``).
 
     Returns:
         Bytes to reserve per actor (Ray schedules actors only where that much memory is free).
     """
-    if not fingerprint or not fingerprint.get("shapes"):
+    if fingerprint is None or not fingerprint.shapes:
         return BASE_MEMORY * 2
-    shapes = np.asarray(fingerprint["shapes"], dtype=np.float64)  # (cases, 3) voxels (z, y, x)
-    spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)  # (cases, 3) mm
+    shapes = np.asarray(fingerprint.shapes, dtype=np.float64)  # (cases, 3) voxels (z, y, x)
+    spacings = np.asarray(fingerprint.spacings, dtype=np.float64)  # (cases, 3) mm
     target = np.asarray(plans.spacing, dtype=np.float64)
     if plans.dim == 2:  # 2D keeps each case's own z spacing
         target = np.column_stack([spacings[:, 0], np.broadcast_to(target[1:], (len(spacings), 2))])

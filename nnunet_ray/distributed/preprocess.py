@@ -37,12 +37,19 @@ from nnunet_ray.data.folds import (
     split_case_ids,
     splits_location,
 )
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.data.staging import open_raw_dataset
 from nnunet_ray.data.types import DatasetInfo
 from nnunet_ray.distributed.case_pool import case_memory_bytes, map_cases_retrying, raw_case_memory_bytes
 from nnunet_ray.distributed.cluster import init_ray
 from nnunet_ray.distributed.probe import probe_storage
-from nnunet_ray.planning.fingerprint import FINGERPRINT_FILE, case_fingerprint, merge_fingerprints
+from nnunet_ray.planning.fingerprint import (
+    DatasetFingerprint,
+    case_fingerprint,
+    load_fingerprint,
+    merge_fingerprints,
+    save_fingerprint,
+)
 from nnunet_ray.planning.plans import make_plans
 from nnunet_ray.planning.schema import Plans, PlansNotFoundError, load_plans, save_plans
 from nnunet_ray.preprocessing.writer import case_writer
@@ -112,7 +119,7 @@ def plan_dataset(cfg: PlanConfig) -> Plans:
                        memory_budget_mvox=cfg.memory_budget_mvox)
     if cfg.results:
         out = output_dir(cfg.results, dataset, cfg.dim)
-        storage.write_json(storage.join(out, FINGERPRINT_FILE), fingerprint)
+        save_fingerprint(out, fingerprint)
         save_plans(out, plans)
     return plans
 
@@ -186,10 +193,13 @@ def _record(summary: PreprocessSummary, record: dict[str, Any]) -> None:
         {"done": summary.done, "reprocessed": summary.reprocessed, "skipped": summary.skipped}[status].append(case_id)
 
 
-def _read_fingerprint(cfg: PreprocessConfig, dataset: DatasetInfo) -> dict | None:
+def _read_fingerprint(cfg: PreprocessConfig, dataset: DatasetInfo) -> DatasetFingerprint | None:
     try:
-        return storage.read_json(storage.join(output_dir(cfg.results, dataset, cfg.dim), FINGERPRINT_FILE))
-    except (OSError, ValueError):  # plans written by hand or by an older version: size actors by default
+        return load_fingerprint(output_dir(cfg.results, dataset, cfg.dim))
+    except FileNotFoundError:  # plans written by hand or by an older version: size actors by default
+        return None
+    except RecordError as err:
+        logger.warning("%s; preprocessing actors get the default memory", err)
         return None
 
 

@@ -1,22 +1,123 @@
 """Dataset fingerprint: per-case geometry and foreground intensities, merged into ``fingerprint.json``.
 
 ``case_fingerprint`` is the per-case map step (Ray Data runs it over the cluster); it never raises for a
-bad case. ``merge_fingerprints`` reduces the records: per-case lists, medians and per-channel intensity
-statistics pooled over the sampled foreground voxels (label > 0) of the raw, non-resampled images.
+bad case. ``merge_fingerprints`` reduces the records into a ``DatasetFingerprint``: per-case lists, medians and
+per-channel intensity statistics pooled over the sampled foreground voxels (label > 0) of the raw, non-resampled
+images. Planning reads it; preprocessing writes it beside plans.json and reads it back to size its actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nnunet_ray.data import storage
 from nnunet_ray.data.geometry import nonzero_box
 from nnunet_ray.data.nifti import read_case
+from nnunet_ray.data.records import RecordError, check_record
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError, DatasetInfo
 
 FINGERPRINT_FILE = "fingerprint.json"  # the merged fingerprint, beside plans.json
+FINGERPRINT_VERSION = 1
+Triple = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class DatasetFingerprint:
+    """``fingerprint.json``: what planning needs to know about a dataset's training cases.
+
+    Attributes:
+        dataset: the dataset's name.
+        spacings, shapes, cropped_shapes: per case (sorted by case id), ``(z, y, x)`` in mm / voxels; cropped is
+            the nonzero box.
+        case_ids, modalities: the cases fingerprinted and the channels' modalities.
+        intensity: per channel, ``intensity_stats`` of the pooled foreground samples (CT normalisation).
+        failed: ``{"case_id", "error"}`` of the cases left out.
+    """
+
+    dataset: str
+    spacings: tuple[Triple, ...]
+    cropped_shapes: tuple[Triple, ...]
+    shapes: tuple[Triple, ...] = ()
+    case_ids: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    intensity: tuple[dict[str, Any], ...] = ()
+    failed: tuple[dict[str, str], ...] = ()
+    version: int = FINGERPRINT_VERSION
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.spacings)
+
+    @property
+    def median_spacing(self) -> list[float]:
+        """``[z, y, x]`` mm, the median over cases of each axis."""
+        return [float(v) for v in np.median(np.asarray(self.spacings, dtype=np.float64), axis=0)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's content: the fields, plus the case count and medians for a reader's eye."""
+        medians = {name: np.median(np.asarray(values, dtype=np.float64), axis=0).tolist() if values else []
+                   for name, values in (("median_spacing", self.spacings), ("median_shape", self.shapes),
+                                        ("median_cropped_shape", self.cropped_shapes))}
+        content: dict[str, Any] = json.loads(json.dumps({**dataclasses.asdict(self), "n_cases": self.n_cases,
+                                                          **medians}))
+        return content
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = FINGERPRINT_FILE) -> DatasetFingerprint:
+        """The fingerprint in ``data`` (a parsed fingerprint.json); the derived keys are recomputed, not read.
+
+        Raises:
+            RecordError: naming ``source``: not an object, a newer version, a missing key or a malformed value.
+        """
+        values = check_record(data, current=FINGERPRINT_VERSION, source=source, what="dataset fingerprint")
+        try:
+            return cls(dataset=str(values["dataset"]), spacings=_triples(values["spacings"], float),
+                       cropped_shapes=_triples(values["cropped_shapes"], int),
+                       shapes=_triples(values.get("shapes", ()), int),
+                       case_ids=tuple(map(str, values.get("case_ids", ()))),
+                       modalities=tuple(map(str, values.get("modalities", ()))),
+                       intensity=tuple(dict(c) for c in values.get("intensity", ())),
+                       failed=tuple(dict(f) for f in values.get("failed", ())))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RecordError(f"{source}: not a dataset fingerprint ({type(err).__name__}: {err})") from err
+
+
+def _triples(rows: Sequence[Sequence[Any]], kind: type) -> tuple[Triple, ...]:
+    triples = tuple(tuple(kind(v) for v in row) for row in rows)
+    if any(len(t) != 3 for t in triples):
+        raise ValueError("a per-case entry is not (z, y, x)")
+    return triples
+
+
+def save_fingerprint(folder: str | Path, fingerprint: DatasetFingerprint) -> str:
+    """Write ``<folder>/fingerprint.json`` (a path or URI); returns its location."""
+    location = storage.join(folder, FINGERPRINT_FILE)
+    storage.write_json(location, fingerprint.to_json())
+    return location
+
+
+def load_fingerprint(folder: str | Path) -> DatasetFingerprint:
+    """``<folder>/fingerprint.json`` (a path or URI).
+
+    Raises:
+        FileNotFoundError: there is none.
+        RecordError: it is not JSON or not a fingerprint, naming the file.
+    """
+    location = storage.join(folder, FINGERPRINT_FILE)
+    text = storage.read_text(location)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{storage.display(location)}: not JSON ({err})") from err
+    return DatasetFingerprint.from_json(data, source=storage.display(location))
 
 
 def cropped_shape(image: np.ndarray) -> list[int]:
@@ -113,7 +214,7 @@ def _split_records(dataset: DatasetInfo,
     return sorted(good, key=lambda r: r["case_id"]), sorted(failed, key=lambda r: r["case_id"])
 
 
-def merge_fingerprints(dataset: DatasetInfo, records: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_fingerprints(dataset: DatasetInfo, records: list[dict[str, Any]]) -> DatasetFingerprint:
     """Reduce per-case records into the dataset fingerprint (the content of ``fingerprint.json``).
 
     Args:
@@ -121,10 +222,8 @@ def merge_fingerprints(dataset: DatasetInfo, records: list[dict[str, Any]]) -> d
         records: ``case_fingerprint`` outputs, in any order; errored ones are listed, not used.
 
     Returns:
-        ``{"dataset", "modalities", "n_cases", "case_ids", "spacings", "shapes", "cropped_shapes"
-        (per-case lists, sorted by case id), "median_spacing" [z, y, x] mm, "median_shape",
-        "median_cropped_shape" (floats), "intensity": one ``intensity_stats`` dict per channel,
-        "failed": [{"case_id", "error"}]}``. Samples themselves are not kept.
+        the fingerprint: per-case lists sorted by case id, one ``intensity_stats`` dict per channel, the failed
+        cases. Samples themselves are not kept.
 
     Raises:
         DatasetError: no record is usable.
@@ -133,24 +232,12 @@ def merge_fingerprints(dataset: DatasetInfo, records: list[dict[str, Any]]) -> d
     if not good:
         detail = f"; first error: {failed[0]['error']}" if failed else ""
         raise DatasetError(f"{dataset.name}: no usable training case to fingerprint{detail}")
-    spacings = [[float(s) for s in r["spacing"]] for r in good]
-    shapes = [[int(s) for s in r["shape"]] for r in good]
-    cropped = [[int(s) for s in r["cropped_shape"]] for r in good]
     intensity = []
     for channel in range(len(dataset.modalities)):
         pooled = np.concatenate([np.asarray(r["intensity_samples"][channel], dtype=np.float64) for r in good])
         intensity.append(intensity_stats(pooled))
-    return {
-        "dataset": dataset.name,
-        "modalities": list(dataset.modalities),
-        "n_cases": len(good),
-        "case_ids": [r["case_id"] for r in good],
-        "spacings": spacings,
-        "shapes": shapes,
-        "cropped_shapes": cropped,
-        "median_spacing": np.median(np.asarray(spacings), axis=0).tolist(),
-        "median_shape": np.median(np.asarray(shapes, dtype=np.float64), axis=0).tolist(),
-        "median_cropped_shape": np.median(np.asarray(cropped, dtype=np.float64), axis=0).tolist(),
-        "intensity": intensity,
-        "failed": failed,
-    }
+    return DatasetFingerprint(
+        dataset=dataset.name, modalities=tuple(dataset.modalities), case_ids=tuple(r["case_id"] for r in good),
+        spacings=_triples([r["spacing"] for r in good], float), shapes=_triples([r["shape"] for r in good], int),
+        cropped_shapes=_triples([r["cropped_shape"] for r in good], int), intensity=tuple(intensity),
+        failed=tuple(failed))

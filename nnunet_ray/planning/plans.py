@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data.geometry import coarse_axis
 from nnunet_ray.data.types import DatasetError, DatasetInfo
+from nnunet_ray.planning.fingerprint import DatasetFingerprint
 from nnunet_ray.planning.presets import MSD_PRESETS, CTStats, match_preset, preset_geometry
 from nnunet_ray.planning.schema import Normalization, Plans
 from nnunet_ray.planning.topology import get_filters, get_topology, total_stride
@@ -130,17 +130,18 @@ def auto_patch_size(
     return _round_to_strides(patch, spacing, **topology)
 
 
-def _auto_geometry(fingerprint: dict[str, Any], dim: int, budget: int,
+def _auto_geometry(fingerprint: DatasetFingerprint, dim: int, budget: int,
                    **topology: int) -> tuple[list[int], list[float]]:
-    spacing = target_spacing(fingerprint["spacings"])
-    cropped = np.asarray(fingerprint["cropped_shapes"], dtype=np.float64)
-    spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)
+    spacing = target_spacing(fingerprint.spacings)
+    cropped = np.asarray(fingerprint.cropped_shapes, dtype=np.float64)
+    spacings = np.asarray(fingerprint.spacings, dtype=np.float64)
     median_shape = np.median(cropped * spacings / np.asarray(spacing), axis=0)  # (3,) voxels at target
     patch = auto_patch_size(median_shape[3 - dim:], spacing[3 - dim:], budget=budget, **topology)
     return patch, spacing
 
 
-def _normalization(dataset: DatasetInfo, fingerprint: dict[str, Any], ct_preset: CTStats | None) -> Normalization:
+def _normalization(dataset: DatasetInfo, fingerprint: DatasetFingerprint, ct_preset: CTStats | None
+                   ) -> Normalization:
     """Per-channel schemes ("ct" for channels named CT, else "mri") and the CT statistics if any channel is CT.
 
     The reference normalised every channel as CT when channel 0 was CT; a PET/CT or CT/MR dataset keeps its
@@ -152,7 +153,7 @@ def _normalization(dataset: DatasetInfo, fingerprint: dict[str, Any], ct_preset:
     if ct_preset is not None:
         return Normalization(channels, ct_min=ct_preset.ct_min, ct_max=ct_preset.ct_max, ct_mean=ct_preset.ct_mean,
                              ct_std=ct_preset.ct_std)
-    stats = fingerprint["intensity"][channels.index("ct")]
+    stats = fingerprint.intensity[channels.index("ct")]
     if not stats["n_samples"]:
         raise DatasetError(f"{dataset.name}: no labelled foreground voxels in any case; CT statistics need some")
     return Normalization(channels, ct_min=stats["percentile_00_5"], ct_max=stats["percentile_99_5"],
@@ -161,7 +162,7 @@ def _normalization(dataset: DatasetInfo, fingerprint: dict[str, Any], ct_preset:
 
 def make_plans(
     dataset: DatasetInfo,
-    fingerprint: dict[str, Any],
+    fingerprint: DatasetFingerprint,
     *,
     dim: int,
     min_fmap: int = 4,
@@ -190,8 +191,8 @@ def make_plans(
         ValueError: the fingerprint belongs to another dataset.
     """
     _check_options(dim, min_fmap, max_depth, memory_budget_mvox)
-    if fingerprint.get("dataset", dataset.name) != dataset.name:
-        raise ValueError(f"fingerprint is for {fingerprint['dataset']!r}, not {dataset.name!r}")
+    if fingerprint.dataset != dataset.name:
+        raise ValueError(f"fingerprint is for {fingerprint.dataset!r}, not {dataset.name!r}")
     topology = {"min_fmap": min_fmap, "max_depth": max_depth}
     preset, _ = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
     if preset is not None:
@@ -207,7 +208,7 @@ def make_plans(
         spacing=tuple(spacing), patch_size=tuple(patch), kernels=tuple(map(tuple, kernels)),
         strides=tuple(map(tuple, strides)), filters=tuple(get_filters(len(strides), dim)),
         normalization=_normalization(dataset, fingerprint, preset.ct if preset else None),
-        anisotropic_axis=anisotropic_axis(fingerprint["median_spacing"]),
+        anisotropic_axis=anisotropic_axis(fingerprint.median_spacing),
         preset="msd" if preset is not None else "auto", min_fmap=min_fmap, max_depth=max_depth)
 
 

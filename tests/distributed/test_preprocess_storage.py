@@ -14,6 +14,7 @@ from nnunet_ray.data.nifti import write_nifti
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.distributed.case_pool import case_memory_bytes, raw_case_memory_bytes
 from nnunet_ray.distributed.preprocess import preprocess_dataset
+from nnunet_ray.planning.fingerprint import DatasetFingerprint
 from nnunet_ray.planning.schema import load_plans
 from tests.conftest import make_test_plans
 
@@ -61,7 +62,9 @@ def test_cli_preprocess_with_an_unreachable_results_root_fails_before_any_work(s
 ])
 def test_case_memory_scales_with_the_largest_resampled_case(shapes, spacings, target, dim, expected_voxels):
     plans = make_test_plans(dim, spacing=tuple(target), in_channels=1)
-    memory = case_memory_bytes({"shapes": shapes, "spacings": spacings}, plans)
+    fingerprint = DatasetFingerprint(dataset="T", spacings=tuple(map(tuple, spacings)), cropped_shapes=(),
+                                     shapes=tuple(map(tuple, shapes)))
+    memory = case_memory_bytes(fingerprint, plans)
     assert memory == 768 * 1024**2 + expected_voxels * 2 * 8 * 6  # 1 channel + label, float64, 6 copies
     assert case_memory_bytes(None, plans) == 2 * 768 * 1024**2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,8 +10,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.data.types import CaseFiles, DatasetError, DatasetInfo
-from nnunet_ray.planning.fingerprint import case_fingerprint, cropped_shape, merge_fingerprints
+from nnunet_ray.planning.fingerprint import (
+    FINGERPRINT_FILE,
+    case_fingerprint,
+    cropped_shape,
+    load_fingerprint,
+    merge_fingerprints,
+    save_fingerprint,
+)
 from nnunet_ray.planning.plans import make_plans
 
 SPACING = (3.0, 0.5, 0.7)  # (z, y, x) mm
@@ -97,8 +106,8 @@ def test_merge_hand_checked() -> None:
         record("a", [3.0, 0.7, 0.7], [20, 40, 50], [[1.0, 2.0, 3.0]]),
         record("d", [2.0, 0.6, 0.9], [30, 30, 40], [[], []]),  # two channels for a one-channel dataset
     ]
-    merged = merge_fingerprints(dataset(), records)
-    assert merged["case_ids"] == ["a", "b"] and merged["n_cases"] == 2
+    merged = merge_fingerprints(dataset(), records).to_json()  # fingerprint.json's content
+    assert merged["case_ids"] == ["a", "b"] and merged["n_cases"] == 2 and merged["version"] == 1
     assert merged["spacings"] == [[3.0, 0.7, 0.7], [1.0, 0.5, 0.5]]
     assert merged["median_spacing"] == pytest.approx([2.0, 0.6, 0.6])
     assert merged["median_cropped_shape"] == pytest.approx([15, 30, 40])
@@ -120,7 +129,23 @@ def test_merge_without_usable_case_raises() -> None:
 
 def test_merge_channel_without_foreground_has_null_stats() -> None:
     merged = merge_fingerprints(dataset(), [record("a", [1.0, 1.0, 1.0], [8, 8, 8], [[]])])
-    assert merged["intensity"][0]["n_samples"] == 0 and merged["intensity"][0]["mean"] is None
+    assert merged.intensity[0]["n_samples"] == 0 and merged.intensity[0]["mean"] is None
+
+
+def test_the_file_round_trips_and_a_damaged_one_names_itself(tmp_path) -> None:
+    merged = merge_fingerprints(dataset(), [record("b", [1.0, 0.5, 0.5], [10, 20, 30], [[4.0, 5.0]]),
+                                            record("a", [3.0, 0.7, 0.7], [20, 40, 50], [[1.0, 2.0, 3.0]])])
+    save_fingerprint(tmp_path, merged)
+    assert load_fingerprint(tmp_path) == merged and merged.median_spacing == pytest.approx([2.0, 0.6, 0.6])
+    older = {k: v for k, v in merged.to_json().items() if k != "version"}  # from before the version key
+    (tmp_path / FINGERPRINT_FILE).write_text(json.dumps(older))
+    assert load_fingerprint(tmp_path) == merged
+    damaged = [("{", "not JSON"), ('{"version": 2}', "version 2 is newer"),
+               ('{"dataset": "x", "spacings": [[1, 1]], "cropped_shapes": []}', "not a dataset fingerprint")]
+    for text, problem in damaged:
+        (tmp_path / FINGERPRINT_FILE).write_text(text)
+        with pytest.raises(RecordError, match=rf"^{tmp_path / FINGERPRINT_FILE}: {problem}"):
+            load_fingerprint(tmp_path)
 
 
 def test_files_to_plans(tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nnunet_ray.config import ConfigError
 from nnunet_ray.data.types import DatasetError, DatasetInfo
+from nnunet_ray.planning.fingerprint import DatasetFingerprint
 from nnunet_ray.planning.plans import DEFAULT_BUDGET, anisotropic_axis, auto_patch_size, make_plans, target_spacing
 from nnunet_ray.planning.presets import MSD_PRESETS, match_preset
 from nnunet_ray.planning.schema import Normalization
@@ -21,12 +21,12 @@ def dataset(name: str = "Dataset001_Fake", modalities: tuple[str, ...] = ("MRI",
     return DatasetInfo(name, Path("/nowhere") / name, modalities, labels, ())
 
 
-def fingerprint(name: str, spacings: list, cropped: list, *, ct_stats: dict | None = None) -> dict:
-    """A merged fingerprint as ``merge_fingerprints`` writes it (only the keys planning reads)."""
+def fingerprint(name: str, spacings: list, cropped: list, *, ct_stats: dict | None = None) -> DatasetFingerprint:
+    """A merged fingerprint as ``merge_fingerprints`` makes it (only the fields planning reads)."""
     stats = ct_stats or {"n_samples": 0, "mean": None, "std": None,
                          "percentile_00_5": None, "percentile_99_5": None}
-    return {"dataset": name, "spacings": spacings, "cropped_shapes": cropped,
-            "median_spacing": np.median(np.asarray(spacings), axis=0).tolist(), "intensity": [stats]}
+    return DatasetFingerprint(dataset=name, spacings=tuple(map(tuple, spacings)),
+                              cropped_shapes=tuple(map(tuple, cropped)), intensity=(stats,))
 
 
 @pytest.mark.parametrize(
