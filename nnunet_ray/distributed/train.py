@@ -49,7 +49,7 @@ from nnunet_ray.loading.fold_data import check_fold_arrays
 from nnunet_ray.planning.schema import PLANS_FILE, Plans, PlansError, load_plans
 from nnunet_ray.runs.best import CHECKPOINT_SCORE, SCORE_ORDER
 from nnunet_ray.runs.names import bench_run_name, train_run_name
-from nnunet_ray.training.benchmark import PERF_FILE
+from nnunet_ray.training.benchmark import save_perf
 from nnunet_ray.training.resume import check_resume
 
 logger = logging.getLogger(__name__)
@@ -242,6 +242,5 @@ def benchmark_train(cfg: TrainConfig) -> dict:
     _probe(cfg)
     run_dir = storage.join(cfg.results, name)
     perf = _fit(build_trainer(cfg, name=name), cfg, run_dir).return_value  # type: ignore[attr-defined]  # V2
-    storage.write_json(storage.join(run_dir, PERF_FILE), perf)
-    logger.info("benchmark %s: %s", name, storage.display(storage.join(run_dir, PERF_FILE)))
+    logger.info("benchmark %s: %s", name, storage.display(save_perf(run_dir, perf)))
     return perf

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnunet_ray.data import storage
 from nnunet_ray.planning.schema import Plans
 from nnunet_ray.training.loop import setup
 from nnunet_ray.training.steps import batch_stream, timed_steps
@@ -42,8 +43,13 @@ def benchmark(cfg, plans: Plans, *, train_data: Any, device: torch.device, world
     perf.update({"world_size": world_size, "batch_size": cfg.batch_size, "dim": plans.dim,
                  "amp": cfg.amp, "device": device.type})
     if rank == 0 and out_dir is not None:
-        text = json.dumps(perf, indent=1)
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / PERF_FILE).write_text(text + "\n")
-        logger.info("%s", text)
+        save_perf(out_dir, perf)
+        logger.info("%s", json.dumps(perf, indent=1))
     return perf
+
+
+def save_perf(folder: str | Path, perf: dict[str, Any]) -> str:
+    """Write ``<folder>/perf.json`` (a path or URI), the one writer of the file; returns its location."""
+    location = storage.join(folder, PERF_FILE)
+    storage.write_json(location, perf, indent=1)
+    return location
