@@ -181,9 +181,7 @@ def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: di
         name=name, run_dir=str(run_dir), engine=engine, best_dice=returned.get("best_dice"),
         best_epoch=returned.get("best_epoch"), epochs=returned.get("epochs"), start_epoch=returned.get("start_epoch"),
         stopped_early=returned.get("stopped_early"), stop_reason=returned.get("stop_reason"),
-        best_checkpoint=storage.join(run_dir, best_checkpoint_name(returned.get("best_epoch"),
-                                                                   storage.basename(last_checkpoint)))
-        if last_checkpoint is not None else None,
+        best_checkpoint=_best_checkpoint(run_dir, returned.get("best_epoch"), last_checkpoint),
         last_checkpoint=last_checkpoint,
         metrics=storage.join(run_dir, METRICS_FILE), tensorboard=storage.join(run_dir, "tensorboard"),
         seconds=seconds, seconds_in_worker=returned.get("seconds"), started_at=time.time() - seconds,
@@ -191,6 +189,13 @@ def write_run_summary(cfg: TrainConfig, *, name: str, run_dir: str, returned: di
         node_id=node_id, splits_hash=returned.get("splits_hash"))
     save_summary(run_dir, summary)
     return summary.to_json()
+
+
+def _best_checkpoint(run_dir: str, best_epoch: int | None, last_checkpoint: str | None) -> str | None:
+    """The run's best checkpoint folder by the rule predict and evaluate use (None: it kept no checkpoint)."""
+    if last_checkpoint is None:
+        return None
+    return storage.join(run_dir, best_checkpoint_name(best_epoch, storage.basename(last_checkpoint)))
 
 
 def epoch_checkpoint(run_dir: str, epoch: int | None) -> str | None:
