@@ -164,9 +164,22 @@ def fold_case_ids(folder: str | Path, fold: int) -> tuple[list[str], list[str]]:
     except FileNotFoundError as err:
         raise ConfigError(f"{flag_name('data')}: {storage.display(splits_location(folder))} not found; "
                           "run `nnunet-ray preprocess` first") from err
+    try:
+        return fold_cases(splits, fold)
+    except IndexError as err:
+        raise ConfigError(f"{flag_name('fold')}: {err}") from None
+
+
+def fold_cases(splits: Sequence[dict[str, list[str]]], fold: int) -> tuple[list[str], list[str]]:
+    """(training case ids, validation case ids) of ``fold`` in loaded splits.
+
+    Raises:
+        IndexError: there is no such fold, naming the folds there are.
+    """
     if not 0 <= fold < len(splits):
-        raise ConfigError(f"{flag_name('fold')}: {fold} is not in 0..{len(splits) - 1} ({len(splits)} folds)")
+        raise IndexError(f"{fold} is not in 0..{len(splits) - 1} ({len(splits)} folds)")
     return list(splits[fold]["train"]), list(splits[fold]["val"])
+
 
 
 def import_splits(path: str | Path, case_ids: Sequence[str]) -> list[dict[str, list[str]]]:

@@ -26,7 +26,7 @@ from typing import Any
 from ray import tune
 
 from nnunet_ray.data import storage
-from nnunet_ray.data.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record, read_record
 
 BUDGET_FILE = "budget.json"
 BUDGET_VERSION = 1
@@ -117,8 +117,5 @@ def read_budget_record(experiment: str) -> BudgetRecord | None:
     location = storage.join(experiment, BUDGET_FILE)
     if not storage.is_file(location):
         return None
-    try:
-        data = storage.read_json(location)
-    except ValueError as err:
-        raise RecordError(f"{storage.display(location)}: not JSON ({err})") from err
-    return BudgetRecord.from_json(data, source=storage.display(location))
+    data, source = read_record(location)
+    return BudgetRecord.from_json(data, source=source)

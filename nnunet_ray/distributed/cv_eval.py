@@ -31,7 +31,7 @@ import numpy as np
 
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
-from nnunet_ray.data.folds import load_splits, splits_hash, splits_location
+from nnunet_ray.data.folds import fold_cases, load_splits, splits_hash, splits_location
 from nnunet_ray.data.local_views import local_copy
 from nnunet_ray.data.prediction_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.predict import local_models, predict_folders
@@ -77,7 +77,7 @@ def _validation_cases(config: RunConfig, data: str, inputs: Inputs, name: str) -
     fold = config.train.fold
     try:
         splits = load_splits(config.train.data)
-        ids = set(splits[fold]["val"])
+        ids = set(fold_cases(splits, fold)[1])
     except (OSError, ValueError, IndexError) as exc:
         raise ConfigError(f"{flag_name('cv')}: run {name}: cannot read fold {fold} of {splits_path}: {exc}") from exc
     recorded, now = config.splits_hash, splits_hash(splits)

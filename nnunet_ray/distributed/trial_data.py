@@ -18,7 +18,7 @@ from nnunet_ray.config import (
 from nnunet_ray.config.runs import ExperimentOptions
 from nnunet_ray.data import storage
 from nnunet_ray.data.dataset import DATASET_FILE
-from nnunet_ray.data.folds import SPLITS_FILE, load_splits, splits_location
+from nnunet_ray.data.folds import SPLITS_FILE, load_splits, split_case_ids, splits_location
 from nnunet_ray.data.staging import open_raw_dataset
 from nnunet_ray.distributed.experiment import check_experiment_folder, experiment_folder
 from nnunet_ray.distributed.run_storage import resume_view
@@ -93,7 +93,7 @@ def check_folds(data: ExperimentData, folds: tuple[int, ...]) -> None:
         names = set(storage.list_names(folder))  # one listing, not one request per case on object storage
         if SPLITS_FILE in names:
             splits = load_splits(folder)
-            cases = sorted({c for s in splits for c in s["train"] + s["val"]})
+            cases = sorted(split_case_ids(splits))
             unlabelled = [c for c in cases if f"{c}_y.npy" not in names]
             if unlabelled:
                 raise ConfigError(f"{flag_name('data')}: {storage.display(folder)} has no label array for "

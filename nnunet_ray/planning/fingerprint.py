@@ -21,7 +21,7 @@ import numpy as np
 from nnunet_ray.data import storage
 from nnunet_ray.data.geometry import nonzero_box
 from nnunet_ray.data.nifti import read_case
-from nnunet_ray.data.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record, read_record
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError, DatasetInfo
 
 FINGERPRINT_FILE = "fingerprint.json"  # the merged fingerprint, beside plans.json
@@ -111,13 +111,8 @@ def load_fingerprint(folder: str | Path) -> DatasetFingerprint:
         FileNotFoundError: there is none.
         RecordError: it is not JSON or not a fingerprint, naming the file.
     """
-    location = storage.join(folder, FINGERPRINT_FILE)
-    text = storage.read_text(location)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{storage.display(location)}: not JSON ({err})") from err
-    return DatasetFingerprint.from_json(data, source=storage.display(location))
+    data, source = read_record(storage.join(folder, FINGERPRINT_FILE))
+    return DatasetFingerprint.from_json(data, source=source)
 
 
 def cropped_shape(image: np.ndarray) -> list[int]:

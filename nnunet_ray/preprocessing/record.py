@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
-from nnunet_ray.data.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record, read_record
 from nnunet_ray.data.types import CaseFiles
 from nnunet_ray.preprocessing.raw_files import CHANGED, check_raw_files
 from nnunet_ray.preprocessing.resample import anisotropic_axis
@@ -131,13 +131,8 @@ def read_case_record(folder: str | Path, case_id: str) -> CaseProperties:
         FileNotFoundError: there is none.
         RecordError: it is not JSON or not a case record, naming the file.
     """
-    location = storage.join(folder, record_name(case_id))
-    text = storage.read_text(location)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{storage.display(location)}: not JSON ({err}); run preprocess again") from err
-    return CaseProperties.from_json(data, source=storage.display(location))
+    data, source = read_record(storage.join(folder, record_name(case_id)), advice="; run preprocess again")
+    return CaseProperties.from_json(data, source=source)
 
 
 def write_case_record(folder: str | Path, props: CaseProperties) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
-from nnunet_ray.data.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record, read_record
 
 BEST_CONFIGURATION_FILE = "best_configuration.json"
 BEST_CONFIGURATION_VERSION = 1
@@ -71,11 +71,8 @@ def load_best_configuration(experiment: str | Path) -> BestConfiguration | None:
     Raises:
         RecordError: the file is there but is not a valid record.
     """
-    location = best_configuration_location(experiment)
     try:
-        data = storage.read_json(location)
+        data, source = read_record(best_configuration_location(experiment))
     except FileNotFoundError:
         return None
-    except ValueError as err:  # not JSON
-        raise RecordError(f"{storage.display(location)}: not valid JSON ({err})") from err
-    return BestConfiguration.from_json(data, source=storage.display(location))
+    return BestConfiguration.from_json(data, source=source)

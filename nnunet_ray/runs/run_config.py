@@ -18,7 +18,7 @@ from typing import Any
 
 from nnunet_ray.config import ConfigError, TrainConfig
 from nnunet_ray.config.base import from_dict
-from nnunet_ray.data.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record, read_record
 
 CONFIG_FILE = "config.json"
 SPLITS_HASH_KEY = "splits_hash"  # next to the TrainConfig fields: the folds the run trained on
@@ -66,13 +66,8 @@ def load_run_config(directory: str | Path) -> RunConfig:
         FileNotFoundError: there is none.
         RecordError: it is not JSON or not a run config, naming the file.
     """
-    path = Path(directory) / CONFIG_FILE
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{path}: not JSON ({err})") from err
-    return RunConfig.from_json(data, source=str(path))
+    data, source = read_record(Path(directory) / CONFIG_FILE)
+    return RunConfig.from_json(data, source=source)
 
 
 def save_run_config(directory: str | Path, config: RunConfig) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ray.data import storage
-from nnunet_ray.data.records import RecordError, check_record
+from nnunet_ray.data.records import RecordError, check_record, read_record
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_VERSION = 1
@@ -99,8 +99,8 @@ def load_summary(run_dir: str | Path) -> RunSummary:
         FileNotFoundError: the run has no summary (it has not finished).
         RecordError: the file is not a valid summary (as ``RunSummary.from_json``).
     """
-    location = summary_location(run_dir)
-    return RunSummary.from_json(storage.read_json(location), source=storage.display(location))
+    data, source = read_record(summary_location(run_dir))
+    return RunSummary.from_json(data, source=source)
 
 
 def run_summaries(root: str | Path, *, recursive: bool = False) -> list[RunSummary]:

@@ -34,7 +34,7 @@ def test_a_file_from_before_the_version_key_reads():
     ('{"configuration": "3d"}', "not a best configuration \\(KeyError"),
     (json.dumps({**BEST.to_json(), "dims": ["x"]}), "not a best configuration \\(ValueError"),
     (json.dumps({**BEST.to_json(), "version": BEST_CONFIGURATION_VERSION + 1}), "version 2 is newer than"),
-    ("{", "not valid JSON"),
+    ("{", "not JSON"),
 ])
 def test_broken_and_newer_files_are_refused_naming_the_file(tmp_path, text, problem):
     (tmp_path / "best_configuration.json").write_text(text)
