@@ -46,8 +46,7 @@ class BudgetRecord:
     version: int = BUDGET_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "stopped_running": list(self.stopped_running),
-                "not_started": list(self.not_started)}
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: Any, *, source: str = BUDGET_FILE) -> BudgetRecord:

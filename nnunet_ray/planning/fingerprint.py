@@ -59,15 +59,13 @@ class DatasetFingerprint:
     @property
     def median_spacing(self) -> list[float]:
         """``[z, y, x]`` mm, the median over cases of each axis."""
-        return [float(v) for v in np.median(np.asarray(self.spacings, dtype=np.float64), axis=0)]
+        return _median(self.spacings)
 
     def to_json(self) -> dict[str, Any]:
         """The file's content: the fields, plus the case count and medians for a reader's eye."""
-        medians = {name: np.median(np.asarray(values, dtype=np.float64), axis=0).tolist() if values else []
-                   for name, values in (("median_spacing", self.spacings), ("median_shape", self.shapes),
-                                        ("median_cropped_shape", self.cropped_shapes))}
-        content: dict[str, Any] = json.loads(json.dumps({**dataclasses.asdict(self), "n_cases": self.n_cases,
-                                                          **medians}))
+        content: dict[str, Any] = json.loads(json.dumps({
+            **dataclasses.asdict(self), "n_cases": self.n_cases, "median_spacing": self.median_spacing,
+            "median_shape": _median(self.shapes), "median_cropped_shape": _median(self.cropped_shapes)}))
         return content
 
     @classmethod
@@ -88,6 +86,11 @@ class DatasetFingerprint:
                        failed=tuple(dict(f) for f in values.get("failed", ())))
         except (KeyError, TypeError, ValueError) as err:
             raise RecordError(f"{source}: not a dataset fingerprint ({type(err).__name__}: {err})") from err
+
+
+def _median(rows: Sequence[Triple]) -> list[float]:
+    """Each axis's median over the cases (``[]`` for none)."""
+    return [float(v) for v in np.median(np.asarray(rows, dtype=np.float64), axis=0)] if rows else []
 
 
 def _triples(rows: Sequence[Sequence[Any]], kind: type) -> tuple[Triple, ...]:
