@@ -20,7 +20,6 @@ from nnunet_ray.data import storage
 from nnunet_ray.distributed.experiment import (
     TrialSpec,
     check_options,
-    load_spec,
     raise_failed_trials,
     run_tuner,
     validate_trials,
@@ -30,7 +29,7 @@ from nnunet_ray.distributed.trial_data import (
     open_experiment,
     preprocess_raw,
 )
-from nnunet_ray.distributed.trial_spec import check_resume_options
+from nnunet_ray.distributed.trial_spec import check_resume_options, load_spec
 from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.runs.names import fold_run_name
 from nnunet_ray.runs.options_file import apply_options_file

@@ -28,7 +28,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from nnunet_ray.config import ConfigError, RunError, Stopped, flag_name, with_options
+from nnunet_ray.config import RunError, Stopped, with_options
 from nnunet_ray.data import storage
 from nnunet_ray.distributed import stopping
 from nnunet_ray.distributed.cluster import init_ray, reachable_resources
@@ -44,6 +44,7 @@ from nnunet_ray.distributed.trial_spec import (
     TrialSpec,
     declared_resources,
     max_concurrent_trials,
+    resume_hint,
     trial_config,
     trial_name,
     trial_resources,
@@ -130,35 +131,6 @@ def validate_trials(spec: TrialSpec, candidates: dict[str, list[Any]] | None = N
 
 # ----------------------------------------------------------------------------------------------- running
 
-def check_experiment_folder(path: str, *, resume: bool) -> None:
-    """A Tune run name that exists silently resumes: refuse that without ``--resume``, and a resume of nothing.
-
-    Args:
-        path: the experiment folder, a path or URI.
-
-    Raises:
-        ConfigError: naming --name / --resume.
-    """
-    exists = storage.is_file(storage.join(path, "tuner.pkl")) and storage.is_file(storage.join(path, SPEC_FILE))
-    name, parent = storage.basename(path), storage.display(storage.parent(path))
-    if exists and not resume:
-        raise ConfigError(f"{flag_name('name')}: experiment {name!r} already exists in {parent}; pass "
-                          "--resume to continue it or --name NEW to start another")
-    if resume and not exists:
-        raise ConfigError(f"{flag_name('resume')}: no experiment {name!r} in {parent} to resume")
-
-
-def experiment_folder(results: str, name: str) -> str:
-    """``RESULTS/NAME``: an absolute path, or a URI (credentials and options kept for the workers)."""
-    return storage.join(storage.absolute(results), name)
-
-
-def load_spec(path: str) -> TrialSpec:
-    """The trial spec an experiment was started with (``--resume`` continues with exactly these options)."""
-    location = storage.join(path, SPEC_FILE)
-    return TrialSpec.from_json(storage.read_json(location), source=storage.display(location))
-
-
 def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_samples: int = 1,
               scheduler: Any = None, random_state: int = 0, searcher: Searcher | None = None,
               max_concurrent: int = 0, stopper: Any = None, faults: dict | None = None) -> tune.ResultGrid:
@@ -205,11 +177,22 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
                 # putting a report the restarted trial never reads; seen on Ray 2.60 in ASHA sweeps). A fold
                 # trained in the trial has no controller: its process and imported torch serve the next trial.
                 reuse_actors=spec.in_trial, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-            run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
-                                      verbose=1, stop=stopper, callbacks=[
-                                          CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback(path),
-                                          *([stopper] if isinstance(stopper, tune.Callback) else [])],
-                                      **_trial_retention(spec)))
+            run_config=_run_config(spec, path, storage_path, storage_filesystem, stopper))
+    return _fit_experiment(tuner, path)
+
+
+def _run_config(spec: TrialSpec, path: str, storage_path: str, storage_filesystem: Any,
+                stopper: Any) -> tune.RunConfig:
+    """Where the experiment lives, what it logs, and when it stops."""
+    return tune.RunConfig(name=storage.basename(path), storage_path=storage_path,
+                          storage_filesystem=storage_filesystem, verbose=1, stop=stopper, callbacks=[
+                              CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback(path),
+                              *([stopper] if isinstance(stopper, tune.Callback) else [])],
+                          **_trial_retention(spec))
+
+
+def _fit_experiment(tuner: tune.Tuner, path: str) -> tune.ResultGrid:
+    """Run the experiment's trials; a stop (Ctrl-C, SIGTERM) ends in one ``Stopped`` line saying how to resume."""
     start = time.perf_counter()
     try:
         with stopping.tune_stops_gracefully():
@@ -217,18 +200,13 @@ def run_tuner(spec: TrialSpec, *, path: str, resume: bool, address: str, num_sam
     except KeyboardInterrupt:  # a second signal while Tune was saving
         ray.shutdown()
         raise Stopped(f"stopped; continue with {resume_hint(path)}") from None
-    log.info("%s: %d trials in %.0f s", name, len(results), time.perf_counter() - start)
+    log.info("%s: %d trials in %.0f s", storage.basename(path), len(results), time.perf_counter() - start)
     if stopping.requested():
         ray.shutdown()  # the trials' last forwarded log lines come out before the command's own last line
         finished = sum(1 for r in trial_results(results) if r.error is None and (r.metrics or {}).get("done"))
         raise Stopped(f"stopped with {finished} of {len(results)} trials finished; continue with "
                       f"{resume_hint(path)}")
     return results
-
-
-def resume_hint(path: str) -> str:
-    """How to continue the experiment at ``path``."""
-    return f"--resume --name {storage.basename(path)} --results {storage.display(storage.parent(path))}"
 
 
 def _concurrency(spec: TrialSpec, max_concurrent: int = 0) -> int | None:

@@ -37,7 +37,6 @@ from nnunet_ray.distributed.experiment import (
     SCORE_MODE,
     TrialSpec,
     check_options,
-    load_spec,
     raise_failed_trials,
     run_tuner,
     trial_results,
@@ -51,7 +50,7 @@ from nnunet_ray.distributed.trial_data import (
     open_experiment,
     preprocess_raw,
 )
-from nnunet_ray.distributed.trial_spec import check_resume_options
+from nnunet_ray.distributed.trial_spec import check_resume_options, load_spec
 from nnunet_ray.runs.options_file import BEST_CONFIG_FILE, save_best_config
 
 RESULTS_CSV = "tune_results.csv"

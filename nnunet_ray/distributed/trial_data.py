@@ -20,8 +20,8 @@ from nnunet_ray.data import storage
 from nnunet_ray.data.dataset import DATASET_FILE
 from nnunet_ray.data.folds import SPLITS_FILE, load_splits, split_case_ids, splits_location
 from nnunet_ray.data.staging import open_raw_dataset
-from nnunet_ray.distributed.experiment import check_experiment_folder, experiment_folder
 from nnunet_ray.distributed.run_storage import resume_view
+from nnunet_ray.distributed.trial_spec import check_experiment_folder, experiment_folder
 from nnunet_ray.planning.schema import PLANS_FILE, PlansError, load_plans
 from nnunet_ray.runs.checkpoint import latest_checkpoint, read_config
 from nnunet_ray.runs.names import dim_folder, experiment_name, parse_fold_run_name

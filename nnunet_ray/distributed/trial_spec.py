@@ -18,6 +18,7 @@ from nnunet_ray.config import (
     parse_int_list,
     with_options,
 )
+from nnunet_ray.data import storage
 from nnunet_ray.data.records import RecordError, check_record
 from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.hparams import short_value
@@ -171,3 +172,39 @@ def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value) or "none"
+
+
+# ----------------------------------------------------------------------------------------------- its folder
+
+def check_experiment_folder(path: str, *, resume: bool) -> None:
+    """A Tune run name that exists silently resumes: refuse that without ``--resume``, and a resume of nothing.
+
+    Args:
+        path: the experiment folder, a path or URI.
+
+    Raises:
+        ConfigError: naming --name / --resume.
+    """
+    exists = storage.is_file(storage.join(path, "tuner.pkl")) and storage.is_file(storage.join(path, SPEC_FILE))
+    name, parent = storage.basename(path), storage.display(storage.parent(path))
+    if exists and not resume:
+        raise ConfigError(f"{flag_name('name')}: experiment {name!r} already exists in {parent}; pass "
+                          "--resume to continue it or --name NEW to start another")
+    if resume and not exists:
+        raise ConfigError(f"{flag_name('resume')}: no experiment {name!r} in {parent} to resume")
+
+
+def experiment_folder(results: str, name: str) -> str:
+    """``RESULTS/NAME``: an absolute path, or a URI (credentials and options kept for the workers)."""
+    return storage.join(storage.absolute(results), name)
+
+
+def load_spec(path: str) -> TrialSpec:
+    """The trial spec an experiment was started with (``--resume`` continues with exactly these options)."""
+    location = storage.join(path, SPEC_FILE)
+    return TrialSpec.from_json(storage.read_json(location), source=storage.display(location))
+
+
+def resume_hint(path: str) -> str:
+    """How to continue the experiment at ``path``."""
+    return f"--resume --name {storage.basename(path)} --results {storage.display(storage.parent(path))}"

@@ -142,10 +142,7 @@ def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_p
     """
     start_time = time.perf_counter()
     tr = setup(cfg, plans, device=device, world_size=world_size, prepare=prepare, resume=resume)
-    progress = (resume or {}).get("progress", {})
-    start_epoch = int(progress.get("epoch", -1)) + 1
-    early = EarlyStopping(cfg.patience, cfg.min_epochs, best=progress.get("best_dice", -math.inf),
-                          best_epoch=progress.get("best_epoch", -1), bad_epochs=progress.get("bad_epochs", 0))
+    start_epoch, early = _resumed_progress(cfg, resume)
     # A resumed run that had already stopped early (under these patience / min-epochs settings) stays stopped.
     stopped = start_epoch > 0 and early.should_stop(start_epoch - 1)
     stop_reason = "early_stopping" if stopped else None
@@ -172,8 +169,7 @@ def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_p
             if stop_reason is not None:
                 break
         if log is not None and stop_reason is not None:
-            best = f"best dice {early.best:.4f} @ epoch {early.best_epoch}" if early.best_epoch >= 0 else "no best"
-            log.log_stop(f"stopped after epoch {epoch}: {STOP_REASONS[stop_reason]}; {best}")
+            log.log_stop(_stop_line(epoch, stop_reason, early))
     finally:
         if log is not None:
             log.close()
@@ -184,6 +180,19 @@ def fit(cfg, plans: Plans, *, train_data: Any, val_data: Iterable[dict], steps_p
 
 STOP_REASONS = {"early_stopping": "no better validation Dice for --patience validations",
                 "max_time": "--max-time reached", "max_epochs": "--max-epochs reached"}
+
+
+def _resumed_progress(cfg, resume: dict | None) -> tuple[int, EarlyStopping]:
+    """The first epoch to train and the early-stopping state: from the checkpoint's progress, or a fresh start."""
+    progress = (resume or {}).get("progress", {})
+    early = EarlyStopping(cfg.patience, cfg.min_epochs, best=progress.get("best_dice", -math.inf),
+                          best_epoch=progress.get("best_epoch", -1), bad_epochs=progress.get("bad_epochs", 0))
+    return int(progress.get("epoch", -1)) + 1, early
+
+
+def _stop_line(epoch: int, stop_reason: str, early: EarlyStopping) -> str:
+    best = f"best dice {early.best:.4f} @ epoch {early.best_epoch}" if early.best_epoch >= 0 else "no best"
+    return f"stopped after epoch {epoch}: {STOP_REASONS[stop_reason]}; {best}"
 
 
 def _stop_reason(cfg, epoch: int, *, stopped: bool, out_of_time: bool) -> str | None:
