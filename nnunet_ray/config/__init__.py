@@ -20,10 +20,10 @@ from nnunet_ray.config.base import (
 from nnunet_ray.config.recipes import RECIPES, apply_recipe, chosen_options, with_options
 from nnunet_ray.config.runs import TRIAL_FIELDS, CVConfig, EvaluateConfig, PredictConfig, TuneConfig, parse_int_list
 from nnunet_ray.config.stages import MSD_MIRROR, DownloadConfig, PlanConfig, PreprocessConfig, SynthConfig
-from nnunet_ray.config.train import TrainConfig
+from nnunet_ray.config.train import TrainConfig, coerce_option
 from nnunet_ray.config.window import SlidingWindow
 
 __all__ = ["CVConfig", "ConfigError", "DownloadConfig", "EvaluateConfig", "MSD_MIRROR", "PlanConfig", "PredictConfig",
            "PreprocessConfig", "RECIPES", "RunError", "SlidingWindow", "Stopped", "SynthConfig", "TRIAL_FIELDS",
-           "TrainConfig", "TuneConfig", "apply_recipe", "as_field_values", "chosen_options", "flag_name", "from_dict",
-           "opt", "parse_duration", "parse_int_list", "with_options"]
+           "TrainConfig", "TuneConfig", "apply_recipe", "as_field_values", "chosen_options", "coerce_option",
+           "flag_name", "from_dict", "opt", "parse_duration", "parse_int_list", "with_options"]

@@ -186,8 +186,14 @@ class EvaluateConfig(SlidingWindow):
             _check(bool(self.data), "data", "is required with --cv (the raw dataset folder)")
             _check(not self.allow_missing, "allow_missing", "goes with --preds / --labels; --cv predicts and "
                    "scores every validation case")
+            for name in ("preds", "labels", "out"):  # --cv writes into the experiment folder, from its own runs
+                _check(not getattr(self, name), name, "goes without --cv (--cv predicts the validation cases into "
+                       "EXPERIMENT/cv_predictions and writes its scores next to them)")
         else:
             _check(not self.overwrite, "overwrite", "goes with --cv (it replaces earlier fold predictions)")
+            for name in ("data", "address"):
+                _check(not getattr(self, name), name, "goes with --cv (--preds are scored as they are)")
+            _check(self.actors == 0, "actors", "goes with --cv (--preds are scored as they are)")
             _check(bool(self.preds), "preds", "is required (or --cv EXPERIMENT)")
             _check(bool(self.labels), "labels", "is required")
             _check(self.window() == SlidingWindow(), "tta", "and the other sliding-window options go with --cv "

@@ -7,9 +7,11 @@ space see the flat fields, so ``--learning-rate`` stays one flag and one key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from typing import Any
 
-from nnunet_ray.config.base import _check, _check_fields, opt, parse_duration
+from nnunet_ray.config.base import ConfigError, _check, _check_fields, opt, parse_duration
 from nnunet_ray.config.recipes import RECIPE_NAMES
 from nnunet_ray.config.window import SlidingWindow
 
@@ -220,3 +222,33 @@ def check_gpus(gpus: float, name: str, *, workers: int) -> None:
            f"{gpus:g}: several GPUs must be whole (one per DDP worker); a fraction below 1 shares one GPU")
     _check(not (0 < gpus < 1) or workers == 1, name,
            f"{gpus:g}: a shared GPU fraction runs one worker; it cannot go with several workers per run")
+
+
+def coerce_option(name: str, value: Any, where: str) -> Any:
+    """``value`` as the type of ``TrainConfig.<name>``, from a file or a flag (``"64,96,80"`` or a list for a patch
+    size; a bool only as a JSON bool, since ``"false"`` would be true).
+
+    Raises:
+        ConfigError: naming ``where`` (the flag or file), the option and the value.
+    """
+    kind = str({f.name: f.type for f in fields(TrainConfig)}[name])  # a string: postponed annotations
+    try:
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(int(v) for v in items)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind in ("int", "float") and not isinstance(value, bool) and not math.isfinite(float(value)):
+            raise ConfigError(f"{where}: {name}: {value!r} is not finite")  # and int(inf) raises OverflowError
+        if kind == "int" and (isinstance(value, bool) or float(value) != int(float(value))):
+            raise ValueError
+        if kind == "float" and isinstance(value, bool):
+            raise ValueError
+        converters = {"int": lambda v: int(float(v)), "float": float, "str": str}
+        return converters[kind](value)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name}: {value!r} is not a valid {kind}") from None

@@ -23,15 +23,14 @@ seeded TPE sampler
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any
 
 from ray import tune
 from ray.tune.search.sample import Domain
 
-from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, TuneConfig, flag_name
+from nnunet_ray.config import TRIAL_FIELDS, ConfigError, TrainConfig, TuneConfig, coerce_option, flag_name
 
 KINDS = ("choice", "grid", "uniform", "loguniform")
 NOT_SWEPT = TRIAL_FIELDS + ("dim", "address", "explicit")  # what a trial is, not how it trains
@@ -45,39 +44,12 @@ def _fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_SWEPT}
 
 
-def coerce(name: str, value: Any, where: str) -> Any:
-    """``value`` as the type of ``TrainConfig.<name>`` (``"64,96,80"`` or a list for a patch size).
-
-    Raises:
-        ConfigError: naming ``where`` (the flag or file), the option and the value.
-    """
-    kind = cast(str, _fields()[name].type)  # a string: config/ has postponed annotations
-    try:
-        if kind.startswith("tuple"):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(int(v) for v in items)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind in ("int", "float") and not isinstance(value, bool) and not math.isfinite(float(value)):
-            raise ConfigError(f"{where}: {name}: {value!r} is not finite")  # and int(inf) raises OverflowError
-        if kind == "int" and (isinstance(value, bool) or float(value) != int(float(value))):
-            raise ValueError
-        converters: dict[str, Callable[[Any], Any]] = {"int": lambda v: int(float(v)), "float": float, "str": str}
-        return converters[kind](value)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name}: {value!r} is not a valid {kind}") from None
-
-
 def _entry(name: str, kind: str, values: list[Any], where: str) -> tuple[str, list[Any]]:
     if kind not in KINDS:
         raise ConfigError(f"{where}: {name}: unknown kind {kind!r} (use one of {', '.join(KINDS)})")
     if not values:
         raise ConfigError(f"{where}: {name}: {kind} needs at least one value")
-    typed = [coerce(name, v, where) for v in values]
+    typed = [coerce_option(name, v, where) for v in values]
     if kind in ("uniform", "loguniform"):
         if len(typed) != 2 or _fields()[name].type not in ("float", "int") or not typed[0] < typed[1]:
             raise ConfigError(f"{where}: {name}: {kind} needs [low, high] with low < high on a numeric option")
@@ -91,7 +63,7 @@ def parse_flag(name: str, text: str) -> tuple[str, list[Any]]:
     where = flag_name(name)
     kind, sep, rest = text.partition(":")
     if not sep:
-        return "choice", [coerce(name, text, where)]
+        return "choice", [coerce_option(name, text, where)]
     values = rest.split(":") if kind in ("uniform", "loguniform") else rest.split(",")
     return _entry(name, kind, [v for v in values if v], where)
 
@@ -124,7 +96,7 @@ def load_space_file(path: str) -> Space:
             (kind, values), = entry.items()
             space[name] = _entry(name, kind, values if isinstance(values, list) else [values], f"{where}: {path}")
         else:
-            space[name] = ("choice", [coerce(name, entry, f"{where}: {path}")])
+            space[name] = ("choice", [coerce_option(name, entry, f"{where}: {path}")])
     return space
 
 
@@ -141,7 +113,8 @@ def search_space(cfg: TuneConfig) -> Space:
     if cfg.learning_rate:
         space["learning_rate"] = parse_flag("learning_rate", cfg.learning_rate)
     if cfg.patch_size:
-        space["patch_size"] = ("choice", [coerce("patch_size", p, flag_name("patch_size")) for p in cfg.patch_size])
+        where = flag_name("patch_size")
+        space["patch_size"] = ("choice", [coerce_option("patch_size", p, where) for p in cfg.patch_size])
     if not space:
         raise ConfigError(f"{flag_name('search_space')}: the search space is empty; sweep something with "
                           "--learning-rate, --patch-size or a --search-space file")

@@ -9,7 +9,15 @@ import dataclasses
 import json
 from typing import Any
 
-from nnunet_ray.config import ConfigError, TrainConfig, as_field_values, chosen_options, flag_name, with_options
+from nnunet_ray.config import (
+    ConfigError,
+    TrainConfig,
+    as_field_values,
+    chosen_options,
+    coerce_option,
+    flag_name,
+    with_options,
+)
 from nnunet_ray.data import storage
 
 BEST_CONFIG_FILE = "best_config.json"  # in a sweep's folder: its best configuration's values
@@ -27,7 +35,8 @@ def read_options_file(path: str) -> dict[str, Any]:
     """The options in ``path`` (a path or URI), every key a training option.
 
     Raises:
-        ConfigError: naming --config and the file: unreadable, not a JSON object, or an unknown option.
+        ConfigError: naming --config and the file: unreadable, not a JSON object, an unknown option, or a value
+            not of the option's type.
     """
     try:
         values: Any = json.loads(storage.read_text(path))
@@ -38,7 +47,7 @@ def read_options_file(path: str) -> dict[str, Any]:
     unknown = sorted(set(values) - ({f.name for f in dataclasses.fields(TrainConfig)} - SETS_NOTHING))
     if unknown:
         raise ConfigError(f"{flag_name('config')}: {path}: unknown training option {unknown[0]!r}")
-    return values
+    return {name: coerce_option(name, value, f"{flag_name('config')}: {path}") for name, value in values.items()}
 
 
 def apply_options_file(cfg: TrainConfig, path: str) -> TrainConfig:
