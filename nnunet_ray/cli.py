@@ -44,8 +44,10 @@ from nnunet_ray.config import (
 from nnunet_ray.config.flags import add_config_flags, config_from_args
 from nnunet_ray.data import storage
 from nnunet_ray.data.credentials import into_environment
+from nnunet_ray.data.records import RecordError
 from nnunet_ray.data.types import CaseError, DatasetError
 from nnunet_ray.planning.schema import PlansError
+from nnunet_ray.runs.run_config import CheckpointError
 
 
 class CommandLogHandler(logging.Handler):
@@ -96,14 +98,14 @@ def cmd_download(cfg: DownloadConfig) -> int:
 
 
 def cmd_plan(cfg: PlanConfig) -> int:
-    from nnunet_ray.data.dataset import load_dataset
+    from nnunet_ray.data.staging import open_raw_dataset
     from nnunet_ray.distributed.preprocess import plan_dataset
     from nnunet_ray.planning.presets import match_preset
     plans = plan_dataset(cfg)
     if cfg.print_plans:
         print(json.dumps(plans.to_json(), indent=2))
     else:
-        dataset = load_dataset(cfg.data)
+        dataset, _ = open_raw_dataset(cfg.data)  # a path or URI, as plan_dataset read it (staged once per node)
         _, reason = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
         print(f"patch {list(plans.patch_size)}, spacing {list(plans.spacing)}, "
               f"strides {[list(s) for s in plans.strides]}, preset {plans.preset} ({reason})")
@@ -145,12 +147,13 @@ def cmd_predict(cfg: PredictConfig) -> int:
 
 
 def cmd_evaluate(cfg: EvaluateConfig) -> int:
-    storage.check_writable_here(cfg.out or cfg.cv or cfg.preds, "out")
-    if cfg.cv:
+    if cfg.cv:  # its predictions and scores go into the experiment folder
+        storage.check_writable_here(cfg.cv, "cv")
         from nnunet_ray.distributed.cv_eval import evaluate_cv
         from nnunet_ray.evaluation.cv_summary import cv_table
         print(cv_table(evaluate_cv(cfg)))
         return 0
+    storage.check_writable_here(cfg.out or cfg.preds, "out")
     from nnunet_ray.evaluation.report import evaluate_folders, summary_table
     summary = evaluate_folders(cfg.preds, cfg.labels, tolerance=cfg.nsd_tolerance, out=cfg.out,
                                allow_missing=cfg.allow_missing, progress=print)
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nnunet-ray {args.command}: stopped; finished work is kept: rerun the command to continue "
               f"({RESUME_FLAGS.get(args.command, 'the same flags')})", file=sys.stderr)
         return STOPPED_EXIT
-    except (ConfigError, DatasetError, CaseError, PlansError) as err:
+    except (ConfigError, DatasetError, CaseError, PlansError, RecordError, CheckpointError) as err:
         print(f"nnunet-ray {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (RunError, storage.StorageError) as err:  # a StorageError names the object that could not be written

@@ -45,12 +45,16 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (bad_raw / "dataset.json").write_text('{"name": ')
     (root / "a_file").write_text("not a folder")
     (root / "space.yaml").write_text("batch_size: {choice: [.inf]}\n")
+    (root / "string_bool.json").write_text('{"amp": "false"}')  # a JSON string, which Python would call true
+    save_random_checkpoint(root / "newer_exp" / "run" / "best", plans)
+    (root / "newer_exp" / "best_configuration.json").write_text('{"version": 99}')
     (root / "nonempty").mkdir()
     (root / "nonempty" / "keep.txt").write_text("the user's")
     return {"raw": str(raw), "pre": str(pre), "bad_splits": str(bad_splits), "bad_plans": str(bad_plans),
             "checkpoint": str(checkpoint), "good": str(good), "bad_raw": str(bad_raw), "file": str(root / "a_file"),
             "space": str(root / "space.yaml"), "nonempty": str(root / "nonempty"), "root": str(root),
-            "labels": str(raw / "labelsTr")}
+            "labels": str(raw / "labelsTr"), "string_bool": str(root / "string_bool.json"),
+            "newer_exp": str(root / "newer_exp")}
 
 
 # (name, argv with {placeholders}, exit code, what the one line must contain)
@@ -71,6 +75,8 @@ BAD_INPUTS = [
      "--patch-size: needs 3 edges for --dim 3"),
     ("cv --dims 4", "cv --data {raw} --results {out} --dims 4", 2, "--dims"),
     ("cv --resume of nothing", "cv --data {pre} --results {out} --folds 0-1 --resume", 2, "--resume"),
+    ("cv --config with a string for a bool", "cv --data {raw} --results {out} --folds 0 --config {string_bool}", 2,
+     "--config: " + "{string_bool}: amp: 'false' is not a valid bool"),
     ("tune --patch-size of the wrong rank", "tune --data {raw} --results {out} --patch-size 64,64", 2,
      "needs 3 edges"),
     ("tune --learning-rate loguniform:1e-4:inf", "tune --data {raw} --results {out} "
@@ -81,10 +87,13 @@ BAD_INPUTS = [
      "--num-samples: must be >= 1"),
     ("predict a truncated model.pt", "predict --models {checkpoint} --input {raw} --out {out}", 2,
      "model.pt: not a readable checkpoint file (PytorchStreamReader failed reading zip archive"),
+    ("predict with a newer best_configuration.json", "predict --models {newer_exp} --input {raw} --out {out}", 2,
+     "best_configuration.json: version 99 is newer than this nnunet_ray reads"),
     ("predict --out on a file", "predict --models {checkpoint} --input {raw} --out {file}", 2, "--out: "),
     ("predict into a folder of outputs with no record", "predict --models {good} --input {raw}/imagesTr "
      "--out {labels}", 2, "predict.json"),
     ("evaluate --out on a file", "evaluate --preds {labels} --labels {labels} --out {file}", 2, "--out: "),
+    ("evaluate --cv with --out", "evaluate --cv {newer_exp} --data {raw} --out {out}", 2, "--out: goes without --cv"),
     ("evaluate with missing predictions", "evaluate --preds {nonempty} --labels {labels}", 2, "no prediction"),
     ("download --out on a file", "download --task 4 --out {file}", 2, "--out: "),
     ("download --task 11", "download --task 11 --out {out}", 2, "--task: MSD tasks are 1-10"),
@@ -105,7 +114,7 @@ def test_a_bad_input_is_one_line_before_any_work(name, argv, code, message, inpu
     assert cli.main(argv.format(out=out, **inputs).split()) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"nnunet-ray {argv.split()[0]}: error: "), err
-    assert message in err[0] and "Traceback" not in err[0], err[0]
+    assert message.format(**inputs) in err[0] and "Traceback" not in err[0], err[0]
     assert _tree(inputs["root"]) | _tree(str(tmp_path)) == before and not out.exists()
 
 

@@ -27,15 +27,11 @@ from nnunet_ray.data.records import RecordError
 from nnunet_ray.model.unet import build_unet
 from nnunet_ray.planning.schema import PLANS_FILE, Plans, load_plans, save_plans
 from nnunet_ray.runs.best import BEST_METRIC, is_better
-from nnunet_ray.runs.run_config import CONFIG_FILE, RunConfig, load_run_config, save_run_config
+from nnunet_ray.runs.run_config import CONFIG_FILE, CheckpointError, RunConfig, load_run_config, save_run_config
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 REQUIRED = (MODEL_FILE, STATE_FILE, CONFIG_FILE, PLANS_FILE)
-
-
-class CheckpointError(FileNotFoundError):
-    """A checkpoint directory is missing or incomplete; the message names the directory and the file."""
 
 
 def save_checkpoint(directory: str | Path, model: nn.Module, plans: Plans, config: TrainConfig, *,

@@ -25,6 +25,11 @@ SPLITS_HASH_KEY = "splits_hash"  # next to the TrainConfig fields: the folds the
 RUN_CONFIG_VERSION = 1
 
 
+class CheckpointError(FileNotFoundError):
+    """A checkpoint directory is missing or incomplete; the message names the directory and the file. (Here, not
+    in ``checkpoint.py``, so the CLI can catch it without importing torch.)"""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One checkpoint's ``config.json``.

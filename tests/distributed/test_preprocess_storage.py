@@ -96,3 +96,11 @@ def test_a_raw_uri_without_dataset_json_is_one_line(s3_root, tmp_path, capsys, u
     status = cli.main(["preprocess", "--data", storage.join(s3_root, "nothing"), "--results", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].endswith("/nothing/dataset.json: dataset.json not found")
+
+
+def test_plan_of_a_raw_dataset_on_s3_prints_its_summary_line(synth_task, s3_root, capsys, uri_credentials_undone):
+    raw = storage.join(s3_root, "raw_plan", synth_task.name)
+    storage.upload(synth_task, raw)
+    assert cli.main(["plan", "--data", raw, "--dim", "3"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("patch [") and "preset" in line
