@@ -10,7 +10,8 @@ Steps, each an `nnunet-ray` command on the cluster the job runs on (`RAY_ADDRESS
   1. cv        plan + preprocess (Ray Data), then every fold x dim a Ray Tune trial (Ray Train DDP + AMP)
   2. evaluate  --cv: each fold's validation cases predicted from the raw images with its best checkpoint and scored
                in the original space (Dice, HD95, NSD); writes best_configuration.json (2D / 3D / 2D+3D ensemble)
-  3. predict   the dataset's test images (imagesTs) with the ensemble of every fold (Ray actor pool), as NIfTI
+  3. predict   the dataset's test images (imagesTs) with the ensemble of every fold (Ray actor pool), as NIfTI;
+               skipped, with a line saying so, when the dataset has none
   4. evaluate  the test predictions, when the dataset has test labels (labelsTs)
 Options this script does not know (any training option such as --max-epochs, --amp, --gpus-per-trial) go to `cv`.
 A rerun with --resume continues the experiment: finished trials, cases and predictions are kept.
@@ -23,7 +24,7 @@ import argparse
 import sys
 
 from nnunet_ray.data import storage
-from nnunet_ray.jobs import SMOKE_TRAINING, JobError, run_step, synthetic_dataset
+from nnunet_ray.jobs import SMOKE_TRAINING, JobError, has_test_cases, run_step, synthetic_dataset
 from nnunet_ray.runs.names import experiment_name
 
 
@@ -57,19 +58,30 @@ def main(argv: list[str] | None = None) -> int:
                         "--dims", args.dims, "--folds", folds, *(["--resume"] if args.resume else []),
                         *budget, *cv_options])
         run_step("evaluate --cv", ["evaluate", "--cv", experiment, "--data", data])
-        predictions = storage.join(experiment, "test_predictions")
-        run_step("predict", ["predict", "--models", experiment, "--input", data, "--out", predictions,
-                             *(["--tta"] if args.tta else [])])
-        if storage.is_dir(storage.join(data, "labelsTs")):
-            run_step("evaluate", ["evaluate", "--preds", predictions, "--labels", storage.join(data, "labelsTs")])
+        predictions = predict_test_cases(experiment, data, tta=args.tta)
     except JobError as err:
         print(f"five_fold: error: {err}", file=sys.stderr)
         return 1
     print(f"cross-validation summary: {storage.display(storage.join(experiment, 'cv_summary.csv'))}")
     print(f"original-space evaluation: {storage.display(storage.join(experiment, 'cv_original_space.csv'))}")
-    print(f"test predictions: {storage.display(predictions)}")
+    if predictions:
+        print(f"test predictions: {storage.display(predictions)}")
     print(f"compare folds: tensorboard --logdir {storage.display(experiment)}")
     return 0
+
+
+def predict_test_cases(experiment: str, data: str, *, tta: bool) -> str | None:
+    """Steps 3 and 4: the test images predicted by the ensemble (and scored when labelsTs exists); returns where
+    the predictions are, or None when the dataset has no test images."""
+    if not has_test_cases(data):
+        print("== predict: skipped: the dataset lists no test images (imagesTs / dataset.json's test)", flush=True)
+        return None
+    predictions = storage.join(experiment, "test_predictions")
+    run_step("predict", ["predict", "--models", experiment, "--input", data, "--out", predictions,
+                         *(["--tta"] if tta else [])])
+    if storage.is_dir(storage.join(data, "labelsTs")):
+        run_step("evaluate", ["evaluate", "--preds", predictions, "--labels", storage.join(data, "labelsTs")])
+    return predictions
 
 
 if __name__ == "__main__":

@@ -40,6 +40,14 @@ def run_step(title: str, argv: list[str]) -> None:
     print(f"== {title}: done in {seconds:.0f} s", flush=True)
 
 
+def has_test_cases(data: str) -> bool:
+    """Whether the raw dataset at ``data`` (a path or URI) lists test images to predict (MSD ``test``, v2
+    ``imagesTs``); a URI's dataset is the copy ``cv`` already staged on this node."""
+    from nnunet_ray.data.staging import open_raw_dataset
+    dataset, _ = open_raw_dataset(data)
+    return bool(dataset.test)
+
+
 def synthetic_dataset(results: str, *, smoke: bool) -> Path:
     """The built-in synthetic task for ``--smoke-test``, written once (reruns reuse it): under ``results`` when
     that is a path; in this machine's temporary folder when it is a URI (the job's raw images are read locally,

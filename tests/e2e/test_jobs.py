@@ -18,7 +18,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from nnunet_ray.config import SynthConfig
 from nnunet_ray.data import storage
+from nnunet_ray.data.synth import make_synthetic_task
 from nnunet_ray.distributed.local_clusters import local_head, submit_job, training_seconds
 from nnunet_ray.runs.summary import RunSummary, save_summary
 from tests.distributed.test_s3_storage import S3StandIn
@@ -206,13 +208,19 @@ def test_training_seconds_is_the_union_of_the_trials_fit_intervals(tmp_path):
     assert training_seconds(tmp_path) == pytest.approx(20.0 + 5.0)  # [100, 120] and [130, 135]
 
 
-def test_five_fold_passes_a_raw_data_uri_to_every_step_untouched(synth_task, s3_root, tmp_path, monkeypatch):
-    """Each step's command line as the job builds it (the steps themselves are the commands' own tests)."""
+def _five_fold_steps(monkeypatch) -> tuple[object, list[list[str]]]:
+    """The five-fold job's module, its steps recorded instead of run."""
     spec = importlib.util.spec_from_file_location("five_fold_job", ROOT / "jobs" / "five_fold.py")
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
-    steps = []
+    steps: list[list[str]] = []
     monkeypatch.setattr(job, "run_step", lambda title, argv: steps.append(argv))
+    return job, steps
+
+
+def test_five_fold_passes_a_raw_data_uri_to_every_step_untouched(synth_task, s3_root, tmp_path, monkeypatch):
+    """Each step's command line as the job builds it (the steps themselves are the commands' own tests)."""
+    job, steps = _five_fold_steps(monkeypatch)
     raw = storage.join(s3_root, "raw", synth_task.name)
     storage.upload(synth_task, raw)
     assert job.main(["--data", raw, "--results", str(tmp_path / "r")]) == 0
@@ -223,3 +231,12 @@ def test_five_fold_passes_a_raw_data_uri_to_every_step_untouched(synth_task, s3_
         ["evaluate", "--cv", experiment, "--data", raw],
         ["predict", "--models", experiment, "--input", raw],
         ["evaluate", "--preds", predictions, "--labels", storage.join(raw, "labelsTs")]]
+
+
+def test_five_fold_on_a_dataset_without_test_images_ends_after_the_evaluation(tmp_path, monkeypatch, capsys):
+    raw = make_synthetic_task(SynthConfig(out=str(tmp_path / "Task98_NoTest"), cases=4, test=0, size=16))
+    job, steps = _five_fold_steps(monkeypatch)
+    assert job.main(["--data", str(raw), "--results", str(tmp_path / "r")]) == 0
+    assert [argv[:2] for argv in steps] == [["cv", "--data"], ["evaluate", "--cv"]]
+    out = capsys.readouterr().out
+    assert "== predict: skipped: the dataset lists no test images" in out and "test predictions:" not in out
