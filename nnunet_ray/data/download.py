@@ -70,6 +70,7 @@ def download_task(task: int, out: str | Path, *, mirror: str = MSD_MIRROR, keep_
     if (target / DATASET_FILE).is_file():
         progress(f"{name}: already in {target}")
         return target
+    _check_no_partial_task(target)  # before gigabytes are fetched for nowhere to go
     out.mkdir(parents=True, exist_ok=True)
     archive = out / f"{name}.tar"
     placed = archive.is_file()  # the user's own copy: used if it verifies, and left where it is either way
@@ -153,8 +154,20 @@ def _extract(archive: Path, out: Path, name: str) -> None:
         os.replace(staging / name, out / name)
     except tarfile.TarError as err:
         raise DownloadError(f"{name}: {archive} is not a readable tar archive ({err})") from err
+    except OSError as err:  # disk full, no permission: the archive is kept, a rerun extracts it again
+        raise DownloadError(f"{name}: cannot extract {archive.name} into {out} ({err})") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_no_partial_task(task: Path) -> None:
+    """The extracted task replaces an empty folder only: one holding files but no dataset.json is someone's work
+    (or a copy cut short), never deleted here."""
+    if task.is_dir() and any(task.iterdir()):
+        raise DownloadError(f"{task.name}: {task} exists without dataset.json and is not empty; move it away (or "
+                            "complete it) and run again")
+    if task.exists() and not task.is_dir():
+        raise DownloadError(f"{task.name}: {task} exists and is not a folder; move it away and run again")
 
 
 def _checked(member: tarfile.TarInfo, name: str) -> tarfile.TarInfo:

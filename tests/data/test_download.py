@@ -150,6 +150,19 @@ def test_a_placed_archive_that_does_not_verify_is_refused_and_kept(served, tmp_p
     assert (tmp_path / f"{NAME}.tar").read_bytes() == b"the user's own file" and handler.ranges == []
 
 
+def test_a_non_empty_task_folder_without_dataset_json_is_kept_and_named(served, tmp_path, capsys):
+    url, handler = served
+    (tmp_path / NAME).mkdir()
+    (tmp_path / NAME / "notes.txt").write_text("the user's")
+    assert cli.main(["download", "--task", "4", "--out", str(tmp_path), "--mirror", url]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nnunet-ray download: error: {NAME}: {tmp_path / NAME} exists "
+                                               "without dataset.json and is not empty")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [NAME, "notes.txt"] and handler.ranges == []
+    (tmp_path / NAME / "notes.txt").unlink()  # an empty folder is the task's to fill
+    assert download.download_task(4, tmp_path, mirror=url) == tmp_path / NAME
+
+
 def test_extraction_drops_setuid_bits(mirror, monkeypatch, tmp_path):
     url, handler = mirror
     raw = make_synthetic_task(SynthConfig(out=str(tmp_path / "src" / NAME), cases=2, test=1, size=16))
