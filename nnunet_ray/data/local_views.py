@@ -1,16 +1,18 @@
-"""Local folders standing in for a location, path or URI: a read-only copy to hand to code that reads files, and a
-scratch folder whose files are published to the location (object storage takes whole objects, not appends)."""
+"""Local folders standing in for a location, path or URI: a read-only copy to hand to code that reads files, a
+scratch folder whose files are published to the location (object storage takes whole objects, not appends), and a
+folder of label files named by case id."""
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from nnunet_ray.data.storage import absolute, is_uri, join, resolve, upload
+from nnunet_ray.data.types import CaseFiles
 
 
 def _relative_files(location: str | Path) -> list[tuple[str, pafs.FileInfo]]:
@@ -51,3 +53,16 @@ def writable_folder(location: str | Path) -> Iterator[Path]:
         written = sorted((p for p in Path(tmp).rglob("*") if p.is_file()), key=lambda p: (p.stat().st_mtime_ns, p))
         for path in written:
             upload(path, join(location, *path.relative_to(tmp).parts))
+
+
+@contextlib.contextmanager
+def labels_by_case_id(cases: Iterable[CaseFiles]) -> Iterator[Path]:
+    """A temporary folder of links ``<case_id>.nii.gz`` (or ``.nii``) to the cases' local label files, for code that
+    pairs predictions with labels by file name: a dataset.json may name its label files otherwise."""
+    with tempfile.TemporaryDirectory(prefix="nnunet_ray_labels_") as tmp:
+        for case in cases:
+            if case.label is None:
+                continue
+            suffix = ".nii" if case.label.name.endswith(".nii") else ".nii.gz"
+            Path(tmp, case.case_id + suffix).symlink_to(Path(case.label).resolve())
+        yield Path(tmp)

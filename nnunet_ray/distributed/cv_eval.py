@@ -32,7 +32,7 @@ import numpy as np
 from nnunet_ray.config import ConfigError, EvaluateConfig, PredictConfig, flag_name
 from nnunet_ray.data import storage
 from nnunet_ray.data.folds import fold_cases, load_splits, splits_hash, splits_location
-from nnunet_ray.data.local_views import local_copy
+from nnunet_ray.data.local_views import labels_by_case_id, local_copy
 from nnunet_ray.data.prediction_inputs import Inputs, labelled_dataset
 from nnunet_ray.distributed.predict import local_models, predict_folders
 from nnunet_ray.evaluation.configuration import best_configuration
@@ -130,9 +130,9 @@ def _predict_and_score(cfg: EvaluateConfig, experiment: str, runs: list, dataset
         if not summary.ok:
             raise ConfigError(f"{flag_name('cv')}: run {name}: {len(summary.failed)} validation case(s) failed, "
                               f"e.g. {next(iter(summary.failed.values()))}")
-        # This fold's validation cases only: labelsTr also holds the other folds' cases.
-        scores = evaluate_folders(predict.out, dataset.root / "labelsTr", tolerance=cfg.nsd_tolerance,
-                                  cases=[c.case_id for c in cases.cases])
+        ids = {c.case_id for c in cases.cases}  # this fold's validation cases, whatever their label files are named
+        with labels_by_case_id(c for c in dataset.training if c.case_id in ids) as labels:
+            scores = evaluate_folders(predict.out, labels, tolerance=cfg.nsd_tolerance, cases=sorted(ids))
         rows.append({"run": name, "dim": config.train.dim, "fold": config.train.fold, "cases": scores["n_cases"],
                      "training_dice": training_dice, **scores["mean"]})
     return rows

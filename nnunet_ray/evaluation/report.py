@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from nnunet_ray.data.atomic import save_json, save_text
 from nnunet_ray.data.inputs import strip_nifti_suffix
 from nnunet_ray.data.local_views import local_copy, writable_folder
 from nnunet_ray.data.nifti import AFFINE_ATOL, read_label
+from nnunet_ray.data.records import RecordError, read_record
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError
 from nnunet_ray.evaluation.surface import case_metrics
 
@@ -110,13 +110,20 @@ def _check_geometry(case_id: str, pred: Path, label: Path) -> None:
 
 def class_names(preds: str | Path, pairs: list[tuple[str, Path, Path]]) -> dict[int, str]:
     """Foreground class index -> name: from ``predict.json`` when the predictions came from ``nnunet-ray
-    predict``, else 1..max over every label map."""
+    predict``, else 1..the highest value in any label or prediction (another tool's predictions may hold a class
+    that no reference label of the set has: a false positive scores Dice 0, not an error)."""
     record = Path(preds) / PREDICT_RECORD
     if record.is_file():
-        labels = json.loads(record.read_text()).get("labels") or {}
-        if labels:
-            return {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(k) > 0}
-    highest = max(int(_read(case_id, label, "label")[0].max()) for case_id, _, label in pairs)
+        try:
+            labels = read_record(record)[0].get("labels") or {}
+            names = {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(k) > 0}
+        except (RecordError, AttributeError, TypeError, ValueError) as err:
+            log.warning("%s: not a predict record (%s); classes taken from the label maps", record, err)
+        else:
+            if names:
+                return names
+    highest = max(max(int(_read(case_id, label, "label")[0].max()), int(_read(case_id, pred, "prediction")[0].max()))
+                  for case_id, pred, label in pairs)
     return {c: str(c) for c in range(1, max(highest, 1) + 1)}
 
 

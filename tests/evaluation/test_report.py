@@ -59,6 +59,17 @@ def test_class_names_come_from_predict_json(tmp_path):
     assert (tmp_path / "report" / "summary.csv").is_file()
 
 
+def test_a_class_only_a_prediction_holds_scores_as_a_false_positive(tmp_path):
+    """Another tool's predictions (no predict.json): the classes are the highest value in labels or predictions."""
+    pred = _cube()
+    pred[5, 0, 0] = 2  # a voxel of class 2, which no reference label holds
+    preds, labels = _folders(tmp_path, {"a": (pred, _cube())})
+    (preds / "predict.json").write_text("{cut short")  # damaged: warned about, then the label maps decide
+    summary = evaluate_folders(preds, labels)
+    assert summary["classes"] == {"1": "1", "2": "2"}
+    assert summary["cases"][0]["metrics"]["2"]["dice"] == 0.0 and summary["cases"][0]["metrics"]["1"]["dice"] == 1.0
+
+
 def test_shape_mismatch_names_the_case(tmp_path):
     preds, labels = _folders(tmp_path, {"a": (_cube(), _cube()), "b": (_cube((6, 10, 11)), _cube())})
     with pytest.raises(CaseError, match=r"^b: prediction shape \(11, 10, 6\) != label shape \(12, 10, 6\)"):
@@ -138,3 +149,15 @@ def test_allow_missing_goes_with_preds_not_cv(capsys):
     assert main(["evaluate", "--cv", "x", "--data", "y", "--allow-missing"]) == 2
     assert "error: --allow-missing: goes with --preds / --labels" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--cv", "x", "--data", "y", "--out", "z"], "--out: goes without --cv"),
+    (["evaluate", "--cv", "x", "--data", "y", "--preds", "p"], "--preds: goes without --cv"),
+    (["evaluate", "--preds", "p", "--labels", "l", "--data", "d"], "--data: goes with --cv"),
+    (["evaluate", "--preds", "p", "--labels", "l", "--actors", "2"], "--actors: goes with --cv"),
+])
+def test_options_of_the_other_mode_are_refused_not_ignored(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nnunet-ray evaluate: error: {message}")
