@@ -99,6 +99,9 @@ def _labels_v2(raw: dict[str, Any], json_path: Path) -> dict[int, str]:
     """nnU-Net v2 {"background": 0, "organ": 1} -> {0: "background", 1: "organ"}."""
     by_index: dict[str, Any] = {}
     for name, value in raw.items():
+        if name == "ignore":  # v2's sparse annotation: no loss, no metric there; training it as a class would be wrong
+            raise DatasetError(f"{json_path}: the 'ignore' label ({value}) is not supported (nnU-Net v2 leaves its "
+                               "voxels out of the loss); relabel them or use nnU-Net v2 for this dataset")
         if isinstance(value, (list, tuple)):
             raise DatasetError(f"{json_path}: region-based labels are not supported ('{name}': {value}); "
                                "give each class one integer")

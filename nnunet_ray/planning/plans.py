@@ -140,14 +140,22 @@ def _auto_geometry(fingerprint: DatasetFingerprint, dim: int, budget: int,
     return patch, spacing
 
 
+def channel_scheme(name: str) -> str:
+    """The normalisation scheme a channel name selects, as nnU-Net v2 maps its ``channel_names`` (case-insensitive,
+    nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py): "CT", "noNorm", "rescale_to_0_1",
+    "rgb_to_0_1"; any other name (MSD's "MRI", "T2", "FLAIR", v2's "zscore") is the per-case z-score ("mri")."""
+    scheme = name.casefold()
+    return scheme if scheme in ("ct", "nonorm", "rescale_to_0_1", "rgb_to_0_1") else "mri"
+
+
 def _normalization(dataset: DatasetInfo, fingerprint: DatasetFingerprint, ct_preset: CTStats | None
                    ) -> Normalization:
-    """Per-channel schemes ("ct" for channels named CT, else "mri") and the CT statistics if any channel is CT.
+    """Per-channel schemes from the channel names (``channel_scheme``) and the CT statistics if any channel is CT.
 
     The reference normalised every channel as CT when channel 0 was CT; a PET/CT or CT/MR dataset keeps its
     other channels' information here.
     """
-    channels = tuple("ct" if m.upper() == "CT" else "mri" for m in dataset.modalities)
+    channels = tuple(channel_scheme(m) for m in dataset.modalities)
     if "ct" not in channels:
         return Normalization(channels)
     if ct_preset is not None:

@@ -51,8 +51,9 @@ class Normalization:
     """How each input channel is normalised (NVIDIA nnU-Net ``data_preprocessing/preprocessor.py::normalize``).
 
     Attributes:
-        channels: ``"ct"`` (clip to [ct_min, ct_max], z-score with the dataset's statistics) or ``"mri"``
-            (per-channel z-score over nonzero voxels), one per input channel.
+        channels: ``"ct"`` (clip to [ct_min, ct_max], z-score with the dataset's statistics), ``"mri"``
+            (per-channel z-score over nonzero voxels), or nnU-Net v2's ``"nonorm"``, ``"rescale_to_0_1"``,
+            ``"rgb_to_0_1"``; one per input channel.
         ct_min, ct_max, ct_mean, ct_std: Hounsfield-unit statistics of foreground voxels; None without CT.
     """
 

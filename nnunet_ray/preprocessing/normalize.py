@@ -1,9 +1,12 @@
-"""Intensity normalisation: CT clip + dataset z-score, MRI per-channel z-score over nonzero voxels.
+"""Intensity normalisation: CT clip + dataset z-score, MRI per-channel z-score over nonzero voxels, and nnU-Net v2's
+other channel schemes.
 
-``normalization`` is ``plans.normalization``: a scheme per channel (``"ct"`` | ``"mri"``) and the CT statistics
-(None without a CT channel). The MRI rule is the
-reference v21.10's MONAI ``NormalizeIntensity(nonzero=True, channel_wise=True)``: statistics over each channel's
-nonzero voxels, only those voxels change, zeros stay 0, a zero standard deviation divides by 1.
+``normalization`` is ``plans.normalization``: a scheme per channel and the CT statistics (None without a CT channel).
+The MRI rule is the reference v21.10's MONAI ``NormalizeIntensity(nonzero=True, channel_wise=True)``: statistics over
+each channel's nonzero voxels, only those voxels change, zeros stay 0, a zero standard deviation divides by 1.
+v2's schemes (nnunetv2/preprocessing/normalization/default_normalization_schemes.py): ``"nonorm"`` keeps the values
+(a binary prior or a mask as an input channel), ``"rescale_to_0_1"`` maps each case's range to [0, 1],
+``"rgb_to_0_1"`` divides 8-bit values by 255.
 """
 
 from __future__ import annotations
@@ -70,6 +73,23 @@ def normalize(image: np.ndarray, normalization: Normalization, *,
             out[c] = _ct(image[c], normalization)
         elif scheme == "mri":
             out[c] = _mri(image[c], None if nonzero_masks is None else nonzero_masks[c])
+        elif scheme in CASE_SCHEMES:
+            out[c] = CASE_SCHEMES[scheme](image[c].astype(np.float32))
         else:
-            raise ValueError(f"unknown normalization scheme {scheme!r} (expected 'ct' or 'mri')")
+            raise ValueError(f"unknown normalization scheme {scheme!r} (expected one of {SCHEMES})")
     return out
+
+
+def _rescale_to_0_1(channel: np.ndarray) -> np.ndarray:
+    shifted = channel - channel.min()
+    return shifted / max(float(shifted.max()), 1e-8)
+
+
+def _rgb_to_0_1(channel: np.ndarray) -> np.ndarray:
+    # Clipped, where v2 asserts the range: here the channel is already resampled, and a cubic spline overshoots.
+    return np.clip(channel, 0.0, 255.0) / 255.0
+
+
+# Schemes that need nothing but the case's own channel.
+CASE_SCHEMES = {"nonorm": lambda channel: channel, "rescale_to_0_1": _rescale_to_0_1, "rgb_to_0_1": _rgb_to_0_1}
+SCHEMES = ("ct", "mri", *CASE_SCHEMES)

@@ -127,6 +127,7 @@ def test_v2_without_imagests(tmp_path: Path) -> None:
     ({"background": 0, "a": 1, "b": 1}, "share the value 1"),
     ({"background": 0, "a": 2}, "without gaps"),
     ({"background": 0}, "at least one foreground"),
+    ({"background": 0, "lesion": 1, "ignore": 2}, "the 'ignore' label \\(2\\) is not supported"),
 ])
 def test_v2_bad_labels(tmp_path: Path, labels: dict, match: str) -> None:
     root = _v2(tmp_path / "D", ["a"], labels=labels)

@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from nnunet_ray.planning.plans import channel_scheme
 from nnunet_ray.planning.schema import Normalization
 from nnunet_ray.preprocessing.normalize import normalize
 
@@ -88,3 +89,20 @@ def test_mixed_ct_and_mri_channels_are_each_normalised_by_their_own_rule():
 def test_channel_count_mismatch_with_plans_is_an_error():
     with pytest.raises(ValueError, match="2 channels"):
         normalize(np.ones((1, 1, 2, 2), np.float32), MRI2)
+
+
+def test_nnunet_v2_channel_schemes_are_chosen_by_channel_name_and_hand_checked():
+    """v2's channel_names (case-insensitive): CT, noNorm, rescale_to_0_1, rgb_to_0_1; anything else z-scores."""
+    assert [channel_scheme(n) for n in ("CT", "ct", "noNorm", "NONORM", "rescale_to_0_1", "RGB_to_0_1", "zscore",
+                                        "T2", "MRI")] == ["ct", "ct", "nonorm", "nonorm", "rescale_to_0_1",
+                                                          "rgb_to_0_1", "mri", "mri", "mri"]
+    prior = np.array([0.0, 1.0, 1.0, 1.0])  # a binary prior: a z-score over its nonzero voxels would zero it
+    rescale = np.array([-2.0, 0.0, 2.0, 6.0])
+    rgb = np.array([0.0, 51.0, 255.0, 300.0])  # 300: a resampling overshoot, clipped
+    image = np.stack([prior, rescale, rgb]).reshape(3, 1, 1, 4).astype(np.float32)
+    out = normalize(image, Normalization(("nonorm", "rescale_to_0_1", "rgb_to_0_1")))
+    np.testing.assert_allclose(out[0].ravel(), [0.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(out[1].ravel(), [0.0, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(out[2].ravel(), [0.0, 0.2, 1.0, 1.0])
+    constant = normalize(np.full((1, 1, 1, 3), 7.0, np.float32), Normalization(("rescale_to_0_1",)))
+    np.testing.assert_array_equal(constant.ravel(), [0.0, 0.0, 0.0])  # a flat range divides by 1e-8, not 0
