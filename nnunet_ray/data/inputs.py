@@ -3,7 +3,8 @@
 - A folder holding ``dataset.json`` (MSD v1 or nnU-Net v2, see :mod:`nnunet_ray.data.dataset`): its test cases.
 - Any other folder: its NIfTI files. Names ending in ``_0000``, ``_0001``, ... (nnU-Net v2's channel suffix) are
   grouped into one case per prefix, one file per channel; otherwise each file is one case (3D, or 4D with the
-  channels last, as MSD stores multi-modal images).
+  channels last, as MSD stores multi-modal images). Names like ``amos_0001`` (AMOS, WORD) number cases, not channels:
+  grouping needs every case to have its ``_0000``, and for a one-channel model every case exactly one file.
 
 Files are not opened here: a broken file is that case's problem, reported when it is read.
 """
@@ -28,11 +29,12 @@ def strip_nifti_suffix(name: str) -> str | None:
     return None
 
 
-def input_cases(folder: str | Path) -> tuple[CaseFiles, ...]:
+def input_cases(folder: str | Path, *, channels: int | None = None) -> tuple[CaseFiles, ...]:
     """The cases to predict in ``folder``, sorted by case id.
 
     Args:
         folder: a dataset folder (with dataset.json) or a folder of NIfTI images.
+        channels: the model's input channels, when known: tells case numbers from channel suffixes.
 
     Returns:
         CaseFiles without labels.
@@ -50,10 +52,10 @@ def input_cases(folder: str | Path) -> tuple[CaseFiles, ...]:
             raise DatasetError(f"{root}: dataset.json lists no test cases; point --input at a folder of images "
                                "(e.g. imagesTr) to predict those")
         return dataset.test
-    return _bare_folder(root)
+    return _bare_folder(root, channels)
 
 
-def _bare_folder(root: Path) -> tuple[CaseFiles, ...]:
+def _bare_folder(root: Path, channels: int | None) -> tuple[CaseFiles, ...]:
     stems = {}
     for path in sorted(root.iterdir()):
         stem = strip_nifti_suffix(path.name)
@@ -62,11 +64,11 @@ def _bare_folder(root: Path) -> tuple[CaseFiles, ...]:
     if not stems:
         raise DatasetError(f"{root}: no NIfTI images (.nii.gz / .nii) in the input folder")
     matches = {stem: match for stem in stems if (match := _CHANNEL.match(stem))}
-    if len(matches) < len(stems):  # not every file has a channel suffix: one file per case
-        return tuple(CaseFiles(stem, (path,)) for stem, path in stems.items())
     grouped: dict[str, dict[int, Path]] = {}
     for stem, match in matches.items():
         grouped.setdefault(match["case"], {})[int(match["channel"])] = stems[stem]
+    if len(matches) < len(stems) or not _channel_suffixes(grouped, channels):  # one file per case
+        return tuple(CaseFiles(stem, (path,)) for stem, path in stems.items())
     cases = []
     for case_id, channels in sorted(grouped.items()):
         if sorted(channels) != list(range(len(channels))):
@@ -74,6 +76,14 @@ def _bare_folder(root: Path) -> tuple[CaseFiles, ...]:
                                f"_0000.._{len(channels) - 1:04d} without gaps")
         cases.append(CaseFiles(case_id, tuple(channels[c] for c in sorted(channels))))
     return tuple(cases)
+
+
+def _channel_suffixes(grouped: dict[str, dict[int, Path]], channels: int | None) -> bool:
+    """Whether the ``_NNNN`` endings are v2 channel suffixes: every case has its ``_0000``, and a one-channel model's
+    cases one file each (else they number the cases: ``amos_0001``, ``amos_0002``, ...)."""
+    if not all(0 in files for files in grouped.values()):
+        return False
+    return channels != 1 or all(len(files) == 1 for files in grouped.values())
 
 
 def input_fingerprint(case: CaseFiles) -> list[list[str | int | None]] | None:

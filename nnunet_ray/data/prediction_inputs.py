@@ -66,17 +66,17 @@ class Inputs:
         return dataclasses.replace(self, cases=tuple(cases))
 
 
-def open_inputs(location: str) -> Inputs:
+def open_inputs(location: str, *, channels: int | None = None) -> Inputs:
     """Driver: the cases to predict in ``location`` (a path or URI): a dataset folder's test cases, or the images of
-    a bare folder (see ``nnunet_ray.data.inputs``).
+    a bare folder (see ``nnunet_ray.data.inputs``; ``channels``: the model's input channels).
 
     Raises:
         DatasetError: the folder is missing or holds no cases, naming ``location``.
     """
     if not storage.is_uri(location):
-        return Inputs(input_cases(location))
+        return Inputs(input_cases(location, channels=channels))
     with _mirror(location) as (root, listing):
-        return _relative(input_cases(root), root, location, listing)
+        return _relative(input_cases(root, channels=channels), root, location, listing)
 
 
 @contextlib.contextmanager

@@ -266,7 +266,10 @@ def _folder_job(cfg: PredictConfig, cases: Inputs | Sequence[CaseFiles] | None) 
     storage.check_writable_here(cfg.out, "out")  # before the members' weights are loaded
     members = load_members(cfg.models)
     largest_component = postprocess_classes(cfg)
-    inputs = open_inputs(cfg.input) if cases is None else cases if isinstance(cases, Inputs) else Inputs(tuple(cases))
+    if cases is None:
+        inputs = open_inputs(cfg.input, channels=members[0].in_channels)
+    else:
+        inputs = cases if isinstance(cases, Inputs) else Inputs(tuple(cases))
     out = storage.absolute(cfg.out)
     record = claim_folder(out, _new_record(cfg, members, largest_component), overwrite=cfg.overwrite)
     present = set(storage.list_names(out))  # one listing, not one request per case on object storage

@@ -102,6 +102,25 @@ def test_input_folders(tmp_path, synth_task):
         input_cases(tmp_path / "empty")
 
 
+def test_case_numbers_are_not_taken_for_channel_suffixes(tmp_path):
+    """AMOS / WORD name single-channel images amos_0001, amos_0002: numbers, not a case's channels."""
+    amos = tmp_path / "amos"
+    amos.mkdir()
+    for name in ("amos_0001.nii.gz", "amos_0002.nii.gz", "amos_0005.nii.gz"):
+        (amos / name).touch()
+    assert [c.case_id for c in input_cases(amos)] == ["amos_0001", "amos_0002", "amos_0005"]  # no _0000
+    (amos / "amos_0000.nii.gz").touch()  # numbered from 0: only the model's channel count tells
+    assert [c.case_id for c in input_cases(amos, channels=1)] == ["amos_0000", "amos_0001", "amos_0002",
+                                                                   "amos_0005"]
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    for name in ("la_003_0000.nii.gz", "la_004_0000.nii.gz"):
+        (v2 / name).touch()
+    assert [(c.case_id, len(c.images)) for c in input_cases(v2, channels=1)] == [("la_003", 1), ("la_004", 1)]
+    (v2 / "la_004_0001.nii.gz").touch()  # la_003 lacks its second channel: that case fails when read, not the folder
+    assert [(c.case_id, len(c.images)) for c in input_cases(v2, channels=2)] == [("la_003", 1), ("la_004", 2)]
+
+
 def test_find_checkpoints_takes_each_runs_best_epoch(tmp_path, plans_3d):
     for fold, best_epoch in ((0, 1), (1, 0)):
         run = tmp_path / "exp" / f"fold{fold}"
