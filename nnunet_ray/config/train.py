@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 from nnunet_ray.config.base import ConfigError, _check, _check_fields, opt, parse_duration
 from nnunet_ray.config.recipes import RECIPE_NAMES
@@ -246,7 +246,7 @@ def coerce_option(name: str, value: Any, where: str) -> Any:
             raise ValueError
         if kind == "float" and isinstance(value, bool):
             raise ValueError
-        converters = {"int": lambda v: int(float(v)), "float": float, "str": str}
+        converters: dict[str, Callable[[Any], Any]] = {"int": lambda v: int(float(v)), "float": float, "str": str}
         return converters[kind](value)
     except ConfigError:
         raise

@@ -70,11 +70,11 @@ def _bare_folder(root: Path, channels: int | None) -> tuple[CaseFiles, ...]:
     if len(matches) < len(stems) or not _channel_suffixes(grouped, channels):  # one file per case
         return tuple(CaseFiles(stem, (path,)) for stem, path in stems.items())
     cases = []
-    for case_id, channels in sorted(grouped.items()):
-        if sorted(channels) != list(range(len(channels))):
-            raise DatasetError(f"{root}: case {case_id} has channel files {sorted(channels)}; expected "
-                               f"_0000.._{len(channels) - 1:04d} without gaps")
-        cases.append(CaseFiles(case_id, tuple(channels[c] for c in sorted(channels))))
+    for case_id, files in sorted(grouped.items()):
+        if sorted(files) != list(range(len(files))):
+            raise DatasetError(f"{root}: case {case_id} has channel files {sorted(files)}; expected "
+                               f"_0000.._{len(files) - 1:04d} without gaps")
+        cases.append(CaseFiles(case_id, tuple(files[c] for c in sorted(files))))
     return tuple(cases)
 
 
