@@ -26,6 +26,7 @@ from nnunet_ray.planning.schema import load_plans
 from nnunet_ray.runs.checkpoint import LocalCheckpoints, load_checkpoint, load_model
 from nnunet_ray.runs.options_file import apply_options_file
 from nnunet_ray.training.loop import fit
+from nnunet_ray.training.steps import build_optimizer
 
 # nnU-Net v2's nnUNetTrainer (nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py), checked by hand.
 NNUNETV2 = {"optimizer": "sgd", "learning_rate": 1e-2, "weight_decay": 3e-5, "momentum": 0.99, "nesterov": True,
@@ -135,3 +136,30 @@ def test_a_run_records_the_resolved_recipe_in_its_config_json(tiny_task_2d, tmp_
     assert (group["nesterov"], group["momentum"], group["weight_decay"]) == (True, 0.99, 3e-5)
     model, _, _ = load_model(keeper.last)  # strict load: the heads match the recorded scheme
     assert model.aux_levels == [1] and model.deep_supervision_weights == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_poly_is_stepped_per_epoch_every_iteration_of_an_epoch_at_its_rate(tiny_task_2d, tmp_path, monkeypatch):
+    """Per iteration, hand-checked: a real 3-epoch, 2-step run with --scheduler poly (T = 3, no warm-up) takes every
+    optimizer step of epoch e at 1e-2 * (1 - e/3)^0.9: 1e-2, then 1e-2 * (2/3)^0.9 = 6.943e-3, then
+    1e-2 * (1/3)^0.9 = 3.720e-3."""
+    from nnunet_ray.training import loop
+
+    rates: list[float] = []
+
+    def recording(params, cfg):
+        optimizer = build_optimizer(params, cfg)
+        step = optimizer.step
+        optimizer.step = lambda *a, **k: (rates.append(optimizer.param_groups[0]["lr"]), step(*a, **k))[1]
+        return optimizer
+
+    monkeypatch.setattr(loop, "build_optimizer", recording)
+    cfg = TrainConfig(data=str(tiny_task_2d), results=str(tmp_path), dim=2, scheduler="poly", learning_rate=1e-2,
+                      warmup=0, max_epochs=3, min_epochs=3, batch_size=2, image_every=0, amp=False).validate()
+    plans = load_plans(tiny_task_2d)
+    g = torch.Generator().manual_seed(0)
+    batches = [{"image": x, "label": (x[:, :1] > 0.5).to(torch.uint8)}
+               for x in (torch.randn(2, plans.in_channels, *plans.patch_size, generator=g) for _ in range(2))]
+    val = eval_loader(tiny_task_2d, load_splits(tiny_task_2d)[0]["val"][:1])
+    fit(cfg, plans, train_data=batches, val_data=val, steps_per_epoch=2, device=torch.device("cpu"))
+    expected = [1e-2, 1e-2, 6.943e-3, 6.943e-3, 3.720e-3, 3.720e-3]
+    assert rates == pytest.approx(expected, rel=1e-3)
