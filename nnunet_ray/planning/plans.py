@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,11 +162,16 @@ def _normalization(dataset: DatasetInfo, fingerprint: DatasetFingerprint, ct_pre
     if ct_preset is not None:
         return Normalization(channels, ct_min=ct_preset.ct_min, ct_max=ct_preset.ct_max, ct_mean=ct_preset.ct_mean,
                              ct_std=ct_preset.ct_std)
-    stats = fingerprint.intensity[channels.index("ct")]
-    if not stats["n_samples"]:
+    ct = [(c, fingerprint.intensity[c]) for c, scheme in enumerate(channels) if scheme == "ct"]
+    if not ct[0][1]["n_samples"]:
         raise DatasetError(f"{dataset.name}: no labelled foreground voxels in any case; CT statistics need some")
-    return Normalization(channels, ct_min=stats["percentile_00_5"], ct_max=stats["percentile_99_5"],
-                         ct_mean=stats["mean"], ct_std=stats["std"])
+    more = tuple((c, *_ct_statistics(stats)) for c, stats in ct[1:])
+    return Normalization(channels, *_ct_statistics(ct[0][1]), more_ct=more)
+
+
+def _ct_statistics(stats: dict[str, Any]) -> tuple[float, float, float, float]:
+    """(min, max, mean, std) of one CT channel's foreground: clipped to its 0.5 / 99.5 percentiles."""
+    return stats["percentile_00_5"], stats["percentile_99_5"], stats["mean"], stats["std"]
 
 
 def make_plans(

@@ -54,7 +54,11 @@ class Normalization:
         channels: ``"ct"`` (clip to [ct_min, ct_max], z-score with the dataset's statistics), ``"mri"``
             (per-channel z-score over nonzero voxels), or nnU-Net v2's ``"nonorm"``, ``"rescale_to_0_1"``,
             ``"rgb_to_0_1"``; one per input channel.
-        ct_min, ct_max, ct_mean, ct_std: Hounsfield-unit statistics of foreground voxels; None without CT.
+        ct_min, ct_max, ct_mean, ct_std: Hounsfield-unit statistics of the first CT channel's foreground voxels;
+            None without CT.
+        more_ct: ``(channel, min, max, mean, std)`` of every further CT channel (multi-phase CT: each phase keeps
+            its own statistics, as nnU-Net v2 keeps them per channel); empty with one CT channel, and then left out
+            of plans.json and of the preprocessing hash, so plans from before it read and hash as they did.
     """
 
     channels: tuple[str, ...]
@@ -62,9 +66,23 @@ class Normalization:
     ct_max: float | None = None
     ct_mean: float | None = None
     ct_std: float | None = None
+    more_ct: tuple[tuple[int, float, float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
+        object.__setattr__(self, "more_ct", tuple((int(c), *map(float, rest)) for c, *rest in self.more_ct))
+
+    def ct_statistics(self, channel: int) -> tuple[float | None, float | None, float | None, float | None]:
+        """(min, max, mean, std) that CT channel ``channel`` is clipped and z-scored with."""
+        for c, *stats in self.more_ct:
+            if c == channel:
+                return stats[0], stats[1], stats[2], stats[3]
+        return self.ct_min, self.ct_max, self.ct_mean, self.ct_std
+
+    def to_json(self) -> dict[str, Any]:
+        """Its plans.json object (``more_ct`` only when there is some)."""
+        data = dataclasses.asdict(self)
+        return data if self.more_ct else {k: v for k, v in data.items() if k != "more_ct"}
 
 
 @dataclass(frozen=True)
@@ -136,8 +154,8 @@ class Plans:
 
     def to_json(self) -> dict[str, Any]:
         """The plans.json content: every field, plus both hashes for readers of the file."""
-        return {**dataclasses.asdict(self), "preprocessing_hash": self.preprocessing_hash,
-                "network_hash": self.network_hash}
+        return {**dataclasses.asdict(self), "normalization": self.normalization.to_json(),
+                "preprocessing_hash": self.preprocessing_hash, "network_hash": self.network_hash}
 
 
 def _digest(plans: Plans, names: Sequence[str]) -> str:
@@ -146,8 +164,10 @@ def _digest(plans: Plans, names: Sequence[str]) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-equal form of a field: dataclasses as dicts, tuples as lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    """JSON-equal form of a field: dataclasses as dicts (their own ``to_json`` when they have one), tuples as lists."""
+    if isinstance(value, Normalization):
+        value = value.to_json()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     return json.loads(json.dumps(value))
 

@@ -16,14 +16,14 @@ import numpy as np
 from nnunet_ray.planning.schema import Normalization
 
 
-def _ct(image: np.ndarray, normalization: Normalization) -> np.ndarray:
-    for key in ("ct_min", "ct_max", "ct_mean", "ct_std"):
-        if getattr(normalization, key) is None:
+def _ct(image: np.ndarray, normalization: Normalization, channel: int) -> np.ndarray:
+    low, high, mean, std = normalization.ct_statistics(channel)
+    for key, value in zip(("ct_min", "ct_max", "ct_mean", "ct_std"), (low, high, mean, std)):
+        if value is None:
             raise ValueError(f"CT normalization needs {key} in the plans' normalization")
-    assert normalization.ct_mean is not None and normalization.ct_std is not None  # checked just above
-    clipped = np.clip(image, normalization.ct_min, normalization.ct_max)
-    std = float(normalization.ct_std) or 1.0
-    return ((clipped - float(normalization.ct_mean)) / std).astype(np.float32)
+    assert mean is not None and std is not None  # checked just above
+    clipped = np.clip(image, low, high)
+    return ((clipped - float(mean)) / (float(std) or 1.0)).astype(np.float32)
 
 
 def _mri(channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -70,7 +70,7 @@ def normalize(image: np.ndarray, normalization: Normalization, *,
     out = np.empty(image.shape, np.float32)
     for c, scheme in enumerate(channel_schemes(normalization, image.shape[0])):
         if scheme == "ct":
-            out[c] = _ct(image[c], normalization)
+            out[c] = _ct(image[c], normalization, c)
         elif scheme == "mri":
             out[c] = _mri(image[c], None if nonzero_masks is None else nonzero_masks[c])
         elif scheme in CASE_SCHEMES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -159,6 +160,19 @@ def test_auto_ct_uses_fingerprint_statistics() -> None:
     stats = {"n_samples": 10, "mean": 40.0, "std": 12.5, "percentile_00_5": -80.0, "percentile_99_5": 250.0}
     plans = make_plans(ds, fingerprint(ds.name, [[1, 1, 1]] * 2, [[64, 64, 64]] * 2, ct_stats=stats), dim=3)
     assert plans.normalization == Normalization(("ct",), ct_min=-80.0, ct_max=250.0, ct_mean=40.0, ct_std=12.5)
+
+
+def test_multi_phase_ct_keeps_statistics_per_channel() -> None:
+    ds = dataset(modalities=("CT", "CT", "noNorm"), n_classes=2)
+    plain = {"n_samples": 10, "mean": 40.0, "std": 12.5, "percentile_00_5": -80.0, "percentile_99_5": 250.0}
+    arterial = {"n_samples": 10, "mean": 150.0, "std": 60.0, "percentile_00_5": -20.0, "percentile_99_5": 420.0}
+    prior = {"n_samples": 10, "mean": 1.0, "std": 0.0, "percentile_00_5": 1.0, "percentile_99_5": 1.0}
+    base = fingerprint(ds.name, [[1, 1, 1]] * 2, [[64, 64, 64]] * 2)
+    plans = make_plans(ds, dataclasses.replace(base, intensity=(plain, arterial, prior)), dim=3)
+    assert plans.normalization == Normalization(("ct", "ct", "nonorm"), ct_min=-80.0, ct_max=250.0, ct_mean=40.0,
+                                                ct_std=12.5, more_ct=((1, -20.0, 420.0, 150.0, 60.0),))
+    assert plans.normalization.ct_statistics(1) == (-20.0, 420.0, 150.0, 60.0)
+    assert plans.normalization.to_json()["more_ct"] == ((1, -20.0, 420.0, 150.0, 60.0),)
 
 
 def test_auto_ct_without_foreground_raises() -> None:

@@ -15,6 +15,7 @@ from nnunet_ray.planning.patch import PatchSizeError, with_patch_size
 from nnunet_ray.planning.plans import make_plans
 from nnunet_ray.planning.schema import (
     PLANS_VERSION,
+    Normalization,
     Plans,
     PlansError,
     PlansNotFoundError,
@@ -26,6 +27,9 @@ from nnunet_ray.planning.topology import get_topology
 from tests.planning.test_plans import dataset, fingerprint
 
 # A Task04 3D plans.json exactly as the code before version 2 wrote it (no "version", one "hash", "scheme").
+# The preprocessing hash of the `plans` fixture with two CT channels sharing one set of statistics, as the code before
+# per-channel CT statistics computed it: plans without the new field keep their hash (their arrays stay valid).
+SINGLE_CT_HASH = "d64a2a9908c6e2d3"
 V1_PLANS = {
     "dataset": "Task04_Hippocampus", "dim": 3, "modalities": ["MRI"], "in_channels": 1, "n_classes": 3,
     "labels": {"0": "background", "1": "Anterior", "2": "Posterior"}, "spacing": [1.0, 1.0, 1.0],
@@ -135,3 +139,14 @@ def test_with_patch_size_uses_the_plans_rule(plans: Plans) -> None:
 def test_with_patch_size_refuses_sizes_the_rule_cannot_use(plans: Plans, patch: tuple, problem: str) -> None:
     with pytest.raises(PatchSizeError, match=problem):
         with_patch_size(plans, patch)
+
+
+def test_multi_phase_ct_statistics_round_trip_and_single_ct_plans_hash_as_before(tmp_path: Path, plans: Plans) -> None:
+    multi = dataclasses.replace(plans, in_channels=2, modalities=("CT", "CT"), normalization=Normalization(
+        ("ct", "ct"), -80.0, 250.0, 40.0, 12.5, more_ct=((1, -20.0, 420.0, 150.0, 60.0),)))
+    save_plans(tmp_path, multi)
+    assert load_plans(tmp_path) == multi
+    assert json.loads((tmp_path / "plans.json").read_text())["normalization"]["more_ct"] == [[1, -20, 420, 150, 60]]
+    single = dataclasses.replace(multi, normalization=dataclasses.replace(multi.normalization, more_ct=()))
+    assert "more_ct" not in single.to_json()["normalization"]  # plans.json as before the field
+    assert single.preprocessing_hash == SINGLE_CT_HASH and multi.preprocessing_hash != single.preprocessing_hash

@@ -106,3 +106,14 @@ def test_nnunet_v2_channel_schemes_are_chosen_by_channel_name_and_hand_checked()
     np.testing.assert_allclose(out[2].ravel(), [0.0, 0.2, 1.0, 1.0])
     constant = normalize(np.full((1, 1, 1, 3), 7.0, np.float32), Normalization(("rescale_to_0_1",)))
     np.testing.assert_array_equal(constant.ravel(), [0.0, 0.0, 0.0])  # a flat range divides by 1e-8, not 0
+
+
+def test_each_ct_channel_is_clipped_and_scaled_with_its_own_statistics():
+    """Multi-phase CT: the arterial phase keeps its own foreground statistics (v2 keeps one set per channel)."""
+    plain = np.array([[[[-200.0, 0.0, 100.0]]]], np.float32)
+    arterial = np.array([[[[0.0, 300.0, 600.0]]]], np.float32)
+    norm = Normalization(("ct", "ct"), ct_min=-100.0, ct_max=200.0, ct_mean=50.0, ct_std=50.0,
+                         more_ct=((1, 0.0, 400.0, 200.0, 100.0),))
+    out = normalize(np.concatenate([plain, arterial]), norm)
+    np.testing.assert_allclose(out[0].ravel(), [-3.0, -1.0, 1.0])  # clip to [-100, 200], (x - 50) / 50
+    np.testing.assert_allclose(out[1].ravel(), [-2.0, 1.0, 2.0])  # clip to [0, 400], (x - 200) / 100
