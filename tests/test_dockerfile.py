@@ -32,8 +32,10 @@ def test_the_build_fails_unless_torch_and_dali_are_cuda_builds_of_one_major_vers
     from nnunet_ray.loading.gpu_build import gpu_build_problem
 
     assert "python -m nnunet_ray.loading.gpu_build" in DOCKERFILE
-    assert gpu_build_problem("13.0", 13000) is None
-    assert gpu_build_problem("12.8", 12086) is None
+    # DALI's __cuda_version__ joins the version's digits: int('12.9.86'.replace('.', '')) in the installed wheel.
+    assert gpu_build_problem("12.8", 12986) is None and gpu_build_problem("13.0", 13048) is None
+    assert gpu_build_problem("13.0", 1301) is None  # a CUDA 13.0.1 build: 1301 // 1000 would read it as CUDA 1
+    assert "DALI for CUDA 12.x" in gpu_build_problem("13.0", 12986)
     assert "CPU-only" in gpu_build_problem(None, 12086)  # what this CPU test machine has
     assert "no CUDA build" in gpu_build_problem("12.8", 0)
     assert "CUDA 11.8 but DALI for CUDA 12.x" in gpu_build_problem("11.8", 12086)

@@ -135,7 +135,8 @@ class PredictConfig(SlidingWindow):
     input: str = opt("", "images to predict: a dataset folder (its test cases) or a folder of NIfTI files; a path or "
                      "an s3:// / gs:// URI (each actor downloads the cases it predicts)")
     out: str = opt("", "prediction folder: <case>.nii.gz label maps, predict.json (a rerun skips finished cases)")
-    amp: bool = opt(False, "mixed precision: fp16 autocast on CUDA, bf16 on CPU")
+    amp: bool = opt(False, "mixed precision: autocast on CUDA in each model's training --amp-dtype (fp16 by "
+                    "default), bf16 on CPU")
     actors: int = opt(0, "predicting actors, each holding every member (0 = one per GPU, else one per "
                       "--cpus-per-actor CPUs)")
     gpus_per_actor: float = opt(1.0, "GPUs per actor where the cluster has GPUs (fractions share a GPU)")

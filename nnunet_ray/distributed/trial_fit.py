@@ -47,8 +47,12 @@ class TrialReporter:
 
 
 def trial_device(cfg: TrainConfig) -> torch.device:
-    """The trial's device: the GPU (or GPU share) Tune assigned it (``CUDA_VISIBLE_DEVICES``), else the CPU."""
-    return torch.device("cuda") if cfg.gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
+    """The trial's device: the GPU (or GPU share) Tune assigned it (``CUDA_VISIBLE_DEVICES``: the one visible, so
+    index 0), else the CPU. Indexed: the loader runs its DALI augmentation on ``device.index`` (an unindexed
+    ``cuda`` would leave the pipeline on the CPU threads), as a Ray Train worker's ``get_device()`` is."""
+    if cfg.gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def fit_in_trial(cfg: TrainConfig, name: str, run_dir: str, *, faults: dict | None = None) -> dict:

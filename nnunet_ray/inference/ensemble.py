@@ -33,7 +33,7 @@ class WindowOptions(SlidingWindow):
     """How each member's sliding window runs: the shared sliding-window options, plus
 
     Attributes:
-        amp: autocast (fp16 on CUDA, bf16 on CPU).
+        amp: autocast (on CUDA in each member's training ``--amp-dtype``, fp16 by default; bf16 on CPU).
         sw_device: ``"model"`` keeps the whole-volume accumulators on the model's device; ``"cpu"`` keeps them in
             host memory while windows run on the model's device (large volumes on a GPU).
     """
@@ -43,7 +43,8 @@ class WindowOptions(SlidingWindow):
 
 
 def model_probabilities(model: nn.Module, image: np.ndarray, *, patch_size: Sequence[int], n_classes: int,
-                        device: torch.device, options: WindowOptions = WindowOptions()) -> torch.Tensor:
+                        device: torch.device, options: WindowOptions = WindowOptions(),
+                        cuda_dtype: torch.dtype = torch.float16) -> torch.Tensor:
     """Class probabilities of one network over a whole preprocessed image.
 
     Args:
@@ -53,6 +54,7 @@ def model_probabilities(model: nn.Module, image: np.ndarray, *, patch_size: Sequ
         n_classes: output classes, background included.
         device: where the model runs.
         options: window settings.
+        cuda_dtype: the autocast dtype on CUDA with ``options.amp`` (the one the network validated in).
 
     Returns:
         ``(K, Z, Y, X)`` float32 probabilities (softmax of the blended logits; with TTA, blended flip-averaged
@@ -61,7 +63,7 @@ def model_probabilities(model: nn.Module, image: np.ndarray, *, patch_size: Sequ
     accumulate = torch.device("cpu") if options.sw_device == "cpu" else device
     dtype = None
     if options.amp:
-        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        dtype = cuda_dtype if device.type == "cuda" else torch.bfloat16
     volume = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)  # (1, C, Z, Y, X)
     scores = window_scores(model, volume, options, patch_size=list(patch_size), n_classes=n_classes, device=device,
                            dtype=dtype, out_device=accumulate)[0]  # (K, Z, Y, X)
@@ -89,10 +91,12 @@ class EnsemblePredictor:
         self.n_members = len(members)
         self.n_classes = members[0].n_classes
         # Members preprocessed identically (the folds of one configuration) share preprocessing and restore.
-        self.groups: dict[str, tuple[Member, list[nn.Module]]] = {}
+        # Each network with the autocast dtype it trained and validated in (--amp-dtype; fp16 has less range).
+        self.groups: dict[str, tuple[Member, list[tuple[nn.Module, torch.dtype]]]] = {}
         for member in members:
             _, models = self.groups.setdefault(member.preprocessing_key, (member, []))
-            models.append(member.build(self.device))
+            dtype = torch.bfloat16 if member.config.train.amp_dtype == "bfloat16" else torch.float16
+            models.append((member.build(self.device), dtype))
 
     def __call__(self, case: CaseFiles) -> np.ndarray:
         """Predict one raw case.
@@ -109,8 +113,8 @@ class EnsemblePredictor:
             # (K, Z, Y, X), the group's members summed on the plans' grid (a group has a model: never sum()'s 0)
             summed = cast(torch.Tensor, sum(model_probabilities(model, image, patch_size=first.patch_size,
                                                                 n_classes=self.n_classes, device=self.device,
-                                                                options=self.options)
-                                            for model in models))
+                                                                options=self.options, cuda_dtype=dtype)
+                                            for model, dtype in models))
             restored = restore_probabilities((summed / len(models)).cpu().numpy(), props) * len(models)
             total = restored if total is None else total + restored
         assert total is not None, "an ensemble has at least one member"

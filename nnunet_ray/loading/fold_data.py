@@ -50,6 +50,13 @@ def fold_loaders(cfg: TrainConfig, plans: Plans, *, device: torch.device, rank: 
     train_ids, val_ids = fold_case_ids(cfg.data, cfg.fold)
     loader = train_loader(Path(cfg.data), train_ids, plans, batch_size=cfg.batch_size, seed=cfg.seed + start_epoch,
                           rank=rank, world_size=world_size, oversampling=cfg.oversampling, nvol=cfg.nvol,
-                          device_id=device.index if device.type == "cuda" else None, num_threads=cfg.dali_threads)
+                          device_id=_cuda_index(device), num_threads=cfg.dali_threads)
     val_data = eval_loader(Path(cfg.data), val_ids[: cfg.val_cases or None], rank=rank, world_size=world_size)
     return loader, val_data
+
+
+def _cuda_index(device: torch.device) -> int | None:
+    """The GPU a DALI pipeline runs on (``device``'s, or the current one for a bare ``cuda``); None on the CPU."""
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()

@@ -15,6 +15,7 @@ import time
 
 import pytest
 import ray
+import torch
 from ray.util.state import list_actors
 
 from nnunet_ray.config import ConfigError, CVConfig, TrainConfig, TuneConfig
@@ -23,6 +24,7 @@ from nnunet_ray.distributed.cluster import DRIVER_RESOURCE
 from nnunet_ray.distributed.cv import run_cv, trial_train_config
 from nnunet_ray.distributed.experiment import run_tuner, trial_trainable
 from nnunet_ray.distributed.trial_data import check_resumed_splits
+from nnunet_ray.distributed.trial_fit import trial_device
 from nnunet_ray.distributed.trial_spec import DRIVER_CPUS, TrialSpec, declared_resources
 from tests.training.conftest import build_tiny_task
 
@@ -176,3 +178,15 @@ def test_ray_train_drivers_ask_for_the_heads_driver_resource_where_the_cluster_h
     assert declared_resources(_spec(gpus=2), cluster) == {"cpu": 0.0, DRIVER_RESOURCE: 1.0}
     assert declared_resources(_spec(gpus=1), cluster) == {"cpu": 1.0, "gpu": 1.0}
     assert declared_resources(_spec(gpus=2), {"CPU": 16.0, "GPU": 2.0}) == {"cpu": DRIVER_CPUS}
+
+
+def test_a_trial_device_is_indexed_so_dali_augments_on_that_gpu():
+    """An unindexed ``cuda`` device gave the loader ``device_id=None``: a CPU-only DALI pipeline on a GPU trial."""
+    from nnunet_ray.loading.fold_data import _cuda_index
+
+    assert _cuda_index(torch.device("cpu")) is None and _cuda_index(torch.device("cuda", 1)) == 1
+    device = trial_device(TrainConfig(gpus=1.0))
+    if torch.cuda.is_available():
+        assert device.type == "cuda" and device.index is not None
+    else:
+        assert device == torch.device("cpu")

@@ -113,3 +113,12 @@ def test_members_with_different_classes_are_refused(checkpoint_3d):
     other = dataclasses.replace(member, path="/other", plans=dataclasses.replace(member.plans, n_classes=2))
     with pytest.raises(ConfigError, match="--models: /other has n_classes 2"):
         check_compatible([member, other])
+
+
+def test_each_member_predicts_in_the_autocast_dtype_it_trained_in(checkpoint_3d):
+    """A model trained and validated with --amp-dtype bfloat16 is not predicted in fp16's narrower range on CUDA."""
+    fp16, bf16 = load_member(checkpoint_3d), load_member(checkpoint_3d)
+    bf16 = dataclasses.replace(bf16, config=dataclasses.replace(
+        bf16.config, train=dataclasses.replace(bf16.config.train, amp_dtype="bfloat16")))
+    (_, models), = EnsemblePredictor([fp16, bf16]).groups.values()
+    assert [dtype for _, dtype in models] == [torch.float16, torch.bfloat16]
