@@ -118,6 +118,8 @@ def _ensemble_throughput(args: argparse.Namespace, raw: Path, experiment: Path, 
         assert summary.ok and len(summary.done) == args.volumes, summary.line()
         result[f"ensemble_cases_per_s_{actors}_actor"] = round(args.volumes / summary.seconds, 3)
         result[f"ensemble_s_{actors}_actor"] = round(summary.seconds, 1)
+        # The pool starts what the cluster holds (one actor per GPU by default): a 1-GPU machine runs 1, not 2.
+        result[f"ensemble_actors_started_{actors}_actor"] = summary.actors
     result["ensemble_speedup_2_vs_1"] = round(result["ensemble_cases_per_s_2_actor"]
                                               / result["ensemble_cases_per_s_1_actor"], 2)
     return result
