@@ -98,15 +98,13 @@ def cmd_download(cfg: DownloadConfig) -> int:
 
 
 def cmd_plan(cfg: PlanConfig) -> int:
-    from nnunet_ray.data.staging import open_raw_dataset
     from nnunet_ray.distributed.preprocess import plan_dataset
     from nnunet_ray.planning.presets import match_preset
     plans = plan_dataset(cfg)
     if cfg.print_plans:
         print(json.dumps(plans.to_json(), indent=2))
     else:
-        dataset, _ = open_raw_dataset(cfg.data)  # a path or URI, as plan_dataset read it (staged once per node)
-        _, reason = match_preset(dataset.name, len(dataset.modalities), dataset.n_classes)
+        _, reason = match_preset(plans.dataset, plans.in_channels, plans.n_classes)  # the plans know the dataset
         print(f"patch {list(plans.patch_size)}, spacing {list(plans.spacing)}, "
               f"strides {[list(s) for s in plans.strides]}, preset {plans.preset} ({reason})")
     return 0

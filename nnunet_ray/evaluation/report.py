@@ -30,7 +30,7 @@ from nnunet_ray.data.local_views import local_copy, writable_folder
 from nnunet_ray.data.nifti import AFFINE_ATOL, read_label
 from nnunet_ray.data.records import RecordError, read_record
 from nnunet_ray.data.types import CaseError, CaseFiles, DatasetError
-from nnunet_ray.evaluation.surface import case_metrics
+from nnunet_ray.evaluation.surface import ABSENT_FROM_BOTH, case_metrics
 
 log = logging.getLogger(__name__)
 METRICS = ("dice", "hd95", "nsd")
@@ -108,23 +108,20 @@ def _check_geometry(case_id: str, pred: Path, label: Path) -> None:
         raise CaseError(case_id, f"prediction affine differs from the label's (max difference {diff:.4g})")
 
 
-def class_names(preds: str | Path, pairs: list[tuple[str, Path, Path]]) -> dict[int, str]:
-    """Foreground class index -> name: from ``predict.json`` when the predictions came from ``nnunet-ray
-    predict``, else 1..the highest value in any label or prediction (another tool's predictions may hold a class
-    that no reference label of the set has: a false positive scores Dice 0, not an error)."""
+def recorded_class_names(preds: str | Path) -> dict[int, str] | None:
+    """Foreground class index -> name from ``predict.json`` when the predictions came from ``nnunet-ray predict``;
+    None otherwise (the classes then run to the highest value in any label or prediction, found while scoring:
+    another tool's prediction of a class no reference holds scores as a false positive, not an error)."""
     record = Path(preds) / PREDICT_RECORD
-    if record.is_file():
-        try:
-            labels = read_record(record)[0].get("labels") or {}
-            names = {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(k) > 0}
-        except (RecordError, AttributeError, TypeError, ValueError) as err:
-            log.warning("%s: not a predict record (%s); classes taken from the label maps", record, err)
-        else:
-            if names:
-                return names
-    highest = max(max(int(_read(case_id, label, "label")[0].max()), int(_read(case_id, pred, "prediction")[0].max()))
-                  for case_id, pred, label in pairs)
-    return {c: str(c) for c in range(1, max(highest, 1) + 1)}
+    if not record.is_file():
+        return None
+    try:
+        labels = read_record(record)[0].get("labels") or {}
+        names = {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(k) > 0}
+    except (RecordError, AttributeError, TypeError, ValueError) as err:
+        log.warning("%s: not a predict record (%s); classes taken from the label maps", record, err)
+        return None
+    return names or None
 
 
 def _read(case_id: str, path: Path, what: str) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -176,21 +173,25 @@ def _first(case_ids: Sequence[str]) -> str:
 
 def _score_folders(preds: Path, found: Pairs, *, tolerance: float, out_dir: Path,
                    progress: Callable[[str], None]) -> dict:
-    """``evaluate_folders`` on a local predictions folder and its checked pairs."""
-    pairs = found.pairs
-    names = class_names(preds, pairs)
-    n_classes = max(names) + 1
-    cases: list[dict[str, Any]] = []
+    """``evaluate_folders`` on a local predictions folder and its checked pairs; each file is read once."""
+    pairs, recorded = found.pairs, recorded_class_names(preds)
+    scored: list[tuple[str, list[dict[str, float]]]] = []
     for index, (case_id, pred_path, label_path) in enumerate(pairs, start=1):
         label, spacing = _read(case_id, label_path, "label")
         pred, _ = _read(case_id, pred_path, "prediction")
+        n_classes = max(recorded) + 1 if recorded else max(int(label.max()), int(pred.max()), 1) + 1
         try:
             per_class = case_metrics(pred, label, spacing, n_classes, tolerance=tolerance)
         except ValueError as exc:
             raise CaseError(case_id, str(exc)) from exc
-        cases.append({"case_id": case_id, "metrics": {names[c]: m for c, m in zip(range(1, n_classes), per_class)}})
-        progress(f"  [{index}/{len(pairs)}] {case_id}: Dice " +
-                 ", ".join(f"{names[c]} {m['dice']:.3f}" for c, m in zip(range(1, n_classes), per_class)))
+        scored.append((case_id, per_class))
+        progress(f"  [{index}/{len(pairs)}] {case_id}: Dice " + ", ".join(
+            f"{(recorded or {}).get(c, c)} {m['dice']:.3f}" for c, m in enumerate(per_class, start=1)))
+    # Without predict.json a case scored only its own classes: the others are absent from both of its maps.
+    names = recorded or {c: str(c) for c in range(1, max(len(per_class) for _, per_class in scored) + 1)}
+    cases: list[dict[str, Any]] = [
+        {"case_id": case_id, "metrics": {name: per_class[c - 1] if c <= len(per_class) else dict(ABSENT_FROM_BOTH)
+                                         for c, name in names.items()}} for case_id, per_class in scored]
     class_means = {name: {k: float(np.mean([c["metrics"][name][k] for c in cases])) for k in METRICS}
                    for name in names.values()}
     summary = {"n_cases": len(cases), "classes": {str(k): v for k, v in names.items()}, "nsd_tolerance_mm": tolerance,

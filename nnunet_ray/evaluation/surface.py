@@ -84,6 +84,11 @@ def nsd(d_ab: np.ndarray, w_ab: np.ndarray, d_ba: np.ndarray, w_ba: np.ndarray, 
     return float(within / (w_ab.sum() + w_ba.sum()))
 
 
+# A class in neither map: the reference's Dice rule (absent from both scores 1), no surface distance, every border
+# point (there are none) within tolerance.
+ABSENT_FROM_BOTH = {"dice": 1.0, "hd95": 0.0, "nsd": 1.0}
+
+
 def case_metrics(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], n_classes: int, *,
                  tolerance: float = 1.0) -> list[dict[str, float]]:
     """Dice, HD95 (mm) and NSD of every foreground class of one case.
@@ -108,8 +113,9 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], 
     for c in range(1, n_classes):
         a, b = pred == c, label == c
         if not a.any() and not b.any():
-            hd, sd = 0.0, 1.0
-        elif not a.any() or not b.any():
+            out.append(dict(ABSENT_FROM_BOTH))
+            continue
+        if not a.any() or not b.any():
             hd, sd = diagonal, 0.0
         else:
             distances = surface_distances(a, b, spacing)

@@ -165,7 +165,7 @@ def _digest(plans: Plans, names: Sequence[str]) -> str:
 
 def _plain(value: Any) -> Any:
     """JSON-equal form of a field: dataclasses as dicts (their own ``to_json`` when they have one), tuples as lists."""
-    if isinstance(value, Normalization):
+    if callable(getattr(value, "to_json", None)):
         value = value.to_json()
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
