@@ -76,8 +76,14 @@ def head(tmp_path_factory):
 
 
 def _submit(head: dict, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{head['dashboard']}", "--",
-                           "python", "-c", "print('job ran')"], env=env, capture_output=True, text=True, timeout=180)
+    for _ in range(10):  # the dashboard answers before the head's job agent is up (as local_clusters.submit_job waits)
+        done = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{head['dashboard']}", "--",
+                               "python", "-c", "print('job ran')"], env=env, capture_output=True, text=True,
+                              timeout=180)
+        if "No available agent to submit job" not in done.stdout + done.stderr:
+            break
+        time.sleep(2)
+    return done
 
 
 def test_a_job_without_the_token_is_refused(head, tmp_path):
